@@ -1,0 +1,49 @@
+//! Broker configuration: defaults, the optional TOML file and the command-line flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Everything the broker needs to start. `Config::default()` is a usable broker on
+/// `0.0.0.0:5672` with data in `./data` and the user guest/guest (loopback only).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address and port to accept AMQP connections on.
+    pub listen: SocketAddr,
+    /// Directory for the durable store; created if missing.
+    pub data_dir: PathBuf,
+    /// Heartbeat interval the server proposes, in seconds (0 disables).
+    pub heartbeat: u16,
+    /// Largest frame the server accepts and proposes, in bytes.
+    pub frame_max: u32,
+    /// Highest channel number the server proposes.
+    pub channel_max: u16,
+    /// Users allowed to log in.
+    pub users: Vec<UserConfig>,
+    /// Users that may only connect from a loopback address (RabbitMQ's `loopback_users`).
+    pub loopback_users: Vec<String>,
+}
+
+/// A user in the built-in user table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    pub password: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5672)),
+            data_dir: PathBuf::from("data"),
+            heartbeat: 60,
+            frame_max: 131_072,
+            channel_max: 2047,
+            users: vec![UserConfig { name: "guest".into(), password: "guest".into() }],
+            loopback_users: vec!["guest".into()],
+        }
+    }
+}

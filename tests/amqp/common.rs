@@ -1,0 +1,86 @@
+//! Test harness: start a broker per test on 127.0.0.1:0 with its own data directory.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// A broker for one test. Dropping it stops the broker and removes its data directory.
+pub struct TestBroker {
+    handle: Option<haremq::BrokerHandle>,
+    addr: SocketAddr,
+    url: String,
+    data_dir: Option<std::path::PathBuf>,
+}
+
+impl TestBroker {
+    /// `amqp://guest:guest@127.0.0.1:PORT/%2f`
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// True when the tests run against an external broker (see `main.rs`).
+    pub fn is_external(&self) -> bool {
+        self.handle.is_none()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+        if let Some(dir) = self.data_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Starts a fresh broker on an ephemeral loopback port.
+pub fn start_broker() -> TestBroker {
+    start_broker_with(|_| {})
+}
+
+/// Starts a broker after letting the test adjust its configuration.
+pub fn start_broker_with(adjust: impl FnOnce(&mut haremq::Config)) -> TestBroker {
+    let _ = env_logger::builder().is_test(true).try_init();
+    if let Ok(url) = std::env::var("HAREMQ_TEST_EXTERNAL_URL") {
+        let hostport = url
+            .split('@')
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .expect("HAREMQ_TEST_EXTERNAL_URL like amqp://u:p@host:port/%2f");
+        let addr = hostport.parse().expect("host:port as an IP socket address");
+        return TestBroker { handle: None, addr, url, data_dir: None };
+    }
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "haremq-test-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut config = haremq::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.clone(),
+        ..Default::default()
+    };
+    adjust(&mut config);
+    let handle = haremq::start(config).expect("broker starts");
+    let addr = handle.local_addr();
+    let url = format!("amqp://guest:guest@{addr}/%2f");
+    TestBroker { handle: Some(handle), addr, url, data_dir: Some(dir) }
+}
+
+/// A unique name for queues/exchanges, so tests never collide (also on an external broker).
+pub fn unique(prefix: &str) -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// How long a test waits for something that should happen promptly.
+pub const WAIT: Duration = Duration::from_secs(10);

@@ -1,0 +1,7 @@
+//! Integration tests: a real broker on an ephemeral port, driven by real AMQP clients
+//! (lapin, amqprs) and raw TCP sockets. One test binary, one module per area.
+//!
+//! Set `HAREMQ_TEST_EXTERNAL_URL=amqp://guest:guest@127.0.0.1:5680/%2f` to run the same
+//! tests against another broker (e.g. the RabbitMQ reference node) instead.
+
+mod common;
