@@ -1,1 +1,73 @@
-fn main() {}
+//! The `haremq` binary: flags and config file → [`haremq::start`], then wait for
+//! SIGTERM/SIGINT and shut down gracefully.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use futures_lite::StreamExt;
+
+/// HareMQ: an AMQP 0-9-1 message broker for RabbitMQ clients.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address and port to accept AMQP connections on [default: 0.0.0.0:5672]
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+    /// Directory for durable data, created if missing [default: ./data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file; flags given on the command line override it
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn load_config(args: &Args) -> Result<haremq::Config, String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))?
+        }
+        None => haremq::Config::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut signals = match async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handle = match haremq::start(config) {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(Ok(sig)) = async_io::block_on(signals.next()) {
+        log::info!("received {sig:?}, shutting down");
+    }
+    handle.shutdown();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,698 @@
+//! One AMQP channel as its connection task sees it: the method state machine,
+//! content assembly for publishes, publisher confirms, consume/cancel, acks and qos.
+//!
+//! Everything here runs on the connection's task. The parts queues must reach from
+//! other tasks (consumers, unacked map, delivery tags) live in [`ChannelShared`].
+
+use std::sync::Arc;
+
+use amq_protocol::protocol::{basic, channel, confirm, exchange, queue, AMQPClass};
+use amq_protocol::types::{ChannelId, FieldTable, ShortString};
+
+use super::delivery::{ChannelShared, ConsumerState, DeliveryState, Unacked};
+use super::frame::{write_content, write_method, ContentHeader};
+use super::outbox::Outbox;
+use crate::error::{AmqpError, AmqpResult};
+use crate::message::Message;
+use crate::queue::{ConnectionId, Queue, QueueSettings};
+use crate::util::random_name;
+use crate::vhost::{ExchangeDeclare, QueueRef, VHost};
+
+/// Largest message body accepted (RabbitMQ's default `max_message_size`, 128 MiB).
+pub const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
+
+/// What the channel needs from its connection while handling a frame.
+pub struct Context<'a> {
+    pub vhost: &'a Arc<VHost>,
+    pub conn_id: ConnectionId,
+    pub user: &'a str,
+    pub outbox: &'a Arc<Outbox>,
+}
+
+/// A publish whose content is still arriving.
+struct Pending {
+    exchange: ShortString,
+    routing_key: ShortString,
+    mandatory: bool,
+    header: Option<PendingHeader>,
+    body: Vec<u8>,
+}
+
+struct PendingHeader {
+    body_size: u64,
+    raw_properties: Box<[u8]>,
+    persistent: bool,
+    headers: Option<FieldTable>,
+}
+
+pub struct Channel {
+    pub shared: Arc<ChannelShared>,
+    /// We sent channel.close and wait for close-ok; everything else is ignored.
+    pub closing: bool,
+    pending: Option<Pending>,
+    confirm: bool,
+    /// Sequence number of the last publish (confirm mode).
+    publish_seq: u64,
+    /// Highest publish sequence confirmed but not yet sent, and the last one sent.
+    ack_due: u64,
+    ack_sent: u64,
+    /// basic.qos global=false: the prefetch given to consumers created afterwards.
+    consumer_prefetch: u16,
+    /// The last queue declared on this channel (AMQP's "current queue", for empty names).
+    last_queue: Option<Arc<str>>,
+    routed: Vec<QueueRef>,
+    taken: Vec<Unacked>,
+}
+
+fn ok(method: AMQPClass) -> AmqpResult<Option<AMQPClass>> {
+    Ok(Some(method))
+}
+
+impl Channel {
+    pub fn new(id: ChannelId, outbox: Arc<Outbox>) -> Self {
+        Self {
+            shared: ChannelShared::new(id, outbox),
+            closing: false,
+            pending: None,
+            confirm: false,
+            publish_seq: 0,
+            ack_due: 0,
+            ack_sent: 0,
+            consumer_prefetch: 0,
+            last_queue: None,
+            routed: Vec::new(),
+            taken: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> ChannelId {
+        self.shared.id
+    }
+
+    /// True while a publish waits for its content header or body.
+    pub fn expects_content(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn send(&self, method: AMQPClass) {
+        let mut out = self.shared.outbox.lock();
+        write_method(out.buf(), self.id(), method);
+    }
+
+    /// Handles a method for this channel (not channel.open/close, which the connection
+    /// handles). Replies are written to the outbox.
+    pub fn handle_method(&mut self, ctx: &Context<'_>, method: AMQPClass) -> AmqpResult<()> {
+        if self.pending.is_some() {
+            return Err(AmqpError::UnexpectedFrame(format!(
+                "expected content header for class 60, got method {}.{} instead",
+                method.get_amqp_class_id(),
+                method.get_amqp_method_id()
+            )));
+        }
+        let reply = match method {
+            AMQPClass::Basic(m) => self.basic(ctx, m)?,
+            AMQPClass::Exchange(m) => self.exchange(ctx, m)?,
+            AMQPClass::Queue(m) => self.queue(ctx, m)?,
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
+                self.confirm = true;
+                if s.nowait {
+                    None
+                } else {
+                    Some(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})))
+                }
+            }
+            AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {
+                self.shared.lock().flow_active = f.active;
+                if f.active {
+                    self.dispatch_consumer_queues();
+                }
+                Some(AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: f.active })))
+            }
+            AMQPClass::Channel(channel::AMQPMethod::FlowOk(_)) => None,
+            AMQPClass::Tx(_) => {
+                return Err(AmqpError::NotImplemented("transactions are not supported yet".into()))
+            }
+            AMQPClass::Access(_) => {
+                return Err(AmqpError::NotImplemented("access.request is not supported".into()))
+            }
+            other => {
+                return Err(AmqpError::CommandInvalid(format!(
+                    "method {}.{} is not valid on a channel",
+                    other.get_amqp_class_id(),
+                    other.get_amqp_method_id()
+                )))
+            }
+        };
+        if let Some(reply) = reply {
+            self.send(reply);
+        }
+        Ok(())
+    }
+
+    // ---- basic ---------------------------------------------------------------------
+
+    fn basic(&mut self, ctx: &Context<'_>, m: basic::AMQPMethod) -> AmqpResult<Option<AMQPClass>> {
+        use basic::AMQPMethod as B;
+        match m {
+            B::Publish(p) => {
+                if p.immediate {
+                    return Err(AmqpError::NotImplemented("immediate=true".into()));
+                }
+                // Fail early for a missing or internal exchange; the content that
+                // follows is then ignored because the channel is closing.
+                match ctx.vhost.exchange(p.exchange.as_str()) {
+                    None => {
+                        return Err(AmqpError::NotFound(format!(
+                            "no exchange '{}' in vhost '{}'",
+                            p.exchange, ctx.vhost.name
+                        )))
+                    }
+                    Some(e) if e.internal => {
+                        return Err(AmqpError::AccessRefused(format!(
+                            "cannot publish to internal exchange '{}' in vhost '{}'",
+                            p.exchange, ctx.vhost.name
+                        )))
+                    }
+                    Some(_) => {}
+                }
+                self.pending = Some(Pending {
+                    exchange: p.exchange,
+                    routing_key: p.routing_key,
+                    mandatory: p.mandatory,
+                    header: None,
+                    body: Vec::new(),
+                });
+                Ok(None)
+            }
+            B::Consume(c) => self.consume(ctx, c),
+            B::Cancel(c) => {
+                self.cancel(ctx, c.consumer_tag.as_str());
+                if c.nowait {
+                    Ok(None)
+                } else {
+                    ok(AMQPClass::Basic(B::CancelOk(basic::CancelOk { consumer_tag: c.consumer_tag })))
+                }
+            }
+            B::Get(g) => {
+                let q = self.resolve_queue(ctx, g.queue.as_str())?;
+                let id = self.id();
+                let shared = self.shared.clone();
+                let got = q.get(|m, left| {
+                    let mut st = shared.lock();
+                    let tag = st.next_tag();
+                    {
+                        let mut out = shared.outbox.lock();
+                        let frame_max = out.frame_max();
+                        write_method(
+                            out.buf(),
+                            id,
+                            AMQPClass::Basic(B::GetOk(basic::GetOk {
+                                delivery_tag: tag,
+                                redelivered: m.redelivered,
+                                exchange: m.message.exchange.as_ref().into(),
+                                routing_key: m.message.routing_key.as_ref().into(),
+                                message_count: left,
+                            })),
+                        );
+                        write_content(out.buf(), id, &m.message.raw_properties, &m.message.body, frame_max);
+                    }
+                    if !g.no_ack {
+                        st.track(Unacked { tag, queue: q.clone(), message: m, consumer: None });
+                    }
+                });
+                if got {
+                    Ok(None)
+                } else {
+                    ok(AMQPClass::Basic(B::GetEmpty(basic::GetEmpty {})))
+                }
+            }
+            B::Ack(a) => {
+                self.settle(ctx, a.delivery_tag, a.multiple, Settle::Ack)?;
+                Ok(None)
+            }
+            B::Nack(n) => {
+                let how = if n.requeue { Settle::Requeue } else { Settle::Discard };
+                self.settle(ctx, n.delivery_tag, n.multiple, how)?;
+                Ok(None)
+            }
+            B::Reject(r) => {
+                let how = if r.requeue { Settle::Requeue } else { Settle::Discard };
+                self.settle(ctx, r.delivery_tag, false, how)?;
+                Ok(None)
+            }
+            B::Recover(r) => {
+                self.recover();
+                let _ = r.requeue;
+                ok(AMQPClass::Basic(B::RecoverOk(basic::RecoverOk {})))
+            }
+            B::RecoverAsync(_) => {
+                self.recover();
+                Ok(None)
+            }
+            B::Qos(q) => {
+                // prefetch_size is not exposed by amq-protocol; RabbitMQ ignores it too.
+                if q.global {
+                    self.shared.lock().global_prefetch = q.prefetch_count;
+                } else {
+                    self.consumer_prefetch = q.prefetch_count;
+                }
+                self.dispatch_consumer_queues();
+                ok(AMQPClass::Basic(B::QosOk(basic::QosOk {})))
+            }
+            other => Err(AmqpError::CommandInvalid(format!(
+                "method 60.{} is not valid from a client",
+                AMQPClass::Basic(other).get_amqp_method_id()
+            ))),
+        }
+    }
+
+    fn consume(&mut self, ctx: &Context<'_>, c: basic::Consume) -> AmqpResult<Option<AMQPClass>> {
+        let q = self.resolve_queue(ctx, c.queue.as_str())?;
+        let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
+            format!("amq.ctag-{}", random_name()).into()
+        } else {
+            c.consumer_tag.as_str().into()
+        };
+        {
+            let mut st = self.shared.lock();
+            if st.consumers.contains_key(&tag) {
+                return Err(AmqpError::NotAllowed(format!("attempt to reuse consumer tag '{tag}'")));
+            }
+            // Registered with no credit until consume-ok is written, so no delivery can
+            // overtake it; credit is given below.
+            st.consumers.insert(
+                tag.clone(),
+                ConsumerState { queue: q.clone(), no_ack: c.no_ack, prefetch: 0, unacked: 0, active: false },
+            );
+        }
+        if let Err(e) = q.add_consumer(tag.clone(), self.shared.clone(), c.exclusive) {
+            self.shared.lock().consumers.remove(&tag);
+            return Err(e);
+        }
+        if !c.nowait {
+            self.send(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                consumer_tag: tag.as_ref().into(),
+            })));
+        }
+        if let Some(cs) = self.shared.lock().consumers.get_mut(&tag) {
+            cs.prefetch = self.consumer_prefetch;
+            cs.active = true;
+        }
+        q.dispatch();
+        Ok(None)
+    }
+
+    /// basic.cancel from the client (or an internal cancel). Unknown tags are ignored, as
+    /// in RabbitMQ.
+    fn cancel(&mut self, ctx: &Context<'_>, tag: &str) {
+        let removed = self.shared.lock().consumers.remove(tag);
+        if let Some(c) = removed {
+            if c.queue.remove_consumer(tag, &self.shared) {
+                ctx.vhost.delete_queue(&c.queue);
+            }
+        }
+    }
+
+    fn settle(&mut self, ctx: &Context<'_>, tag: u64, multiple: bool, how: Settle) -> AmqpResult<()> {
+        let mut taken = std::mem::take(&mut self.taken);
+        {
+            let mut st = self.shared.lock();
+            if !st.unacked.take(tag, multiple, &mut taken) {
+                drop(st);
+                self.taken = taken;
+                return Err(AmqpError::PreconditionFailed(format!("unknown delivery tag {tag}")));
+            }
+            st.release(&taken);
+        }
+        if let Settle::Requeue = how {
+            requeue_all(&mut taken);
+        }
+        taken.clear();
+        self.taken = taken;
+        let _ = ctx;
+        self.dispatch_consumer_queues();
+        Ok(())
+    }
+
+    fn recover(&mut self) {
+        let mut taken = std::mem::take(&mut self.taken);
+        {
+            let mut st = self.shared.lock();
+            st.unacked.take_all(&mut taken);
+            st.release(&taken);
+        }
+        requeue_all(&mut taken);
+        self.taken = taken;
+        self.dispatch_consumer_queues();
+    }
+
+    /// Lets every queue this channel consumes from deliver again (after credit was
+    /// freed or flow resumed).
+    fn dispatch_consumer_queues(&self) {
+        let queues: Vec<Arc<Queue>> = {
+            let st = self.shared.lock();
+            let mut qs: Vec<Arc<Queue>> = Vec::with_capacity(st.consumers.len());
+            for c in st.consumers.values() {
+                if !qs.iter().any(|q| Arc::ptr_eq(q, &c.queue)) {
+                    qs.push(c.queue.clone());
+                }
+            }
+            qs
+        };
+        for q in queues {
+            q.dispatch();
+        }
+    }
+
+    // ---- content -------------------------------------------------------------------
+
+    pub fn handle_header(&mut self, ctx: &Context<'_>, h: ContentHeader<'_>) -> AmqpResult<()> {
+        let Some(p) = self.pending.as_mut() else {
+            return Err(AmqpError::UnexpectedFrame(format!(
+                "content header on channel {} without basic.publish",
+                self.id()
+            )));
+        };
+        if p.header.is_some() {
+            return Err(AmqpError::UnexpectedFrame("second content header for one publish".into()));
+        }
+        if h.class_id != 60 {
+            return Err(AmqpError::FrameError(format!("content header for class {}", h.class_id)));
+        }
+        if h.body_size > MAX_MESSAGE_SIZE {
+            self.pending = None;
+            return Err(AmqpError::PreconditionFailed(format!(
+                "message size {} is larger than configured max size {MAX_MESSAGE_SIZE}",
+                h.body_size
+            )));
+        }
+        if let Some(user_id) = h.properties.user_id() {
+            if user_id.as_str() != ctx.user {
+                self.pending = None;
+                return Err(AmqpError::PreconditionFailed(format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    user_id, ctx.user
+                )));
+            }
+        }
+        // Capacity is bounded by MAX_MESSAGE_SIZE above; start modestly so a large
+        // announced size costs memory only as the body actually arrives.
+        p.body = Vec::with_capacity(h.body_size.min(1 << 20) as usize);
+        p.header = Some(PendingHeader {
+            body_size: h.body_size,
+            raw_properties: h.raw_properties.into(),
+            persistent: *h.properties.delivery_mode() == Some(2),
+            headers: h.properties.headers().clone(),
+        });
+        if h.body_size == 0 {
+            self.finish_publish(ctx)?;
+        }
+        Ok(())
+    }
+
+    pub fn handle_body(&mut self, ctx: &Context<'_>, data: &[u8]) -> AmqpResult<()> {
+        let Some(p) = self.pending.as_mut() else {
+            return Err(AmqpError::UnexpectedFrame(format!(
+                "content body on channel {} without basic.publish",
+                self.id()
+            )));
+        };
+        let Some(h) = p.header.as_ref() else {
+            return Err(AmqpError::UnexpectedFrame("content body before content header".into()));
+        };
+        if (p.body.len() + data.len()) as u64 > h.body_size {
+            return Err(AmqpError::FrameError(format!(
+                "content body exceeds the announced size {}",
+                h.body_size
+            )));
+        }
+        p.body.extend_from_slice(data);
+        if p.body.len() as u64 == h.body_size {
+            self.finish_publish(ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Routes and enqueues a complete publish; handles mandatory and confirms.
+    fn finish_publish(&mut self, ctx: &Context<'_>) -> AmqpResult<()> {
+        let Some(Pending { exchange, routing_key, mandatory, header: Some(h), body }) = self.pending.take()
+        else {
+            return Ok(());
+        };
+        self.routed.clear();
+        let exchange_name = ctx.vhost.route(
+            exchange.as_str(),
+            routing_key.as_str(),
+            h.headers.as_ref(),
+            &mut self.routed,
+        )?;
+        let message = Arc::new(Message {
+            exchange: exchange_name,
+            routing_key: routing_key.as_str().into(),
+            raw_properties: h.raw_properties,
+            body: body.into_boxed_slice(),
+            persistent: h.persistent,
+        });
+        let mut delivered = 0;
+        for QueueRef(q) in self.routed.drain(..) {
+            if q.publish(message.clone()) {
+                delivered += 1;
+            }
+        }
+        if delivered == 0 && mandatory {
+            let mut out = self.shared.outbox.lock();
+            let frame_max = out.frame_max();
+            write_method(
+                out.buf(),
+                self.id(),
+                AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                    reply_code: 312,
+                    reply_text: "NO_ROUTE".into(),
+                    exchange,
+                    routing_key,
+                })),
+            );
+            write_content(out.buf(), self.id(), &message.raw_properties, &message.body, frame_max);
+        }
+        if self.confirm {
+            self.publish_seq += 1;
+            self.ack_due = self.publish_seq;
+        }
+        Ok(())
+    }
+
+    /// Sends the publisher confirms accumulated while handling one read's worth of
+    /// frames, as a single `multiple` ack where several are due.
+    pub fn flush_confirms(&mut self) {
+        if self.ack_due > self.ack_sent {
+            let multiple = self.ack_due - self.ack_sent > 1;
+            self.send(AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: self.ack_due,
+                multiple,
+            })));
+            self.ack_sent = self.ack_due;
+        }
+    }
+
+    pub fn has_confirms_due(&self) -> bool {
+        self.ack_due > self.ack_sent
+    }
+
+    // ---- exchange ------------------------------------------------------------------
+
+    fn exchange(&mut self, ctx: &Context<'_>, m: exchange::AMQPMethod) -> AmqpResult<Option<AMQPClass>> {
+        use exchange::AMQPMethod as E;
+        let (reply, nowait) = match m {
+            E::Declare(d) => {
+                ctx.vhost.declare_exchange(&ExchangeDeclare {
+                    name: d.exchange.as_str(),
+                    kind: d.kind.as_str(),
+                    passive: d.passive,
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    arguments: &d.arguments,
+                })?;
+                (E::DeclareOk(exchange::DeclareOk {}), d.nowait)
+            }
+            E::Delete(d) => {
+                ctx.vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
+                (E::DeleteOk(exchange::DeleteOk {}), d.nowait)
+            }
+            E::Bind(b) => {
+                ctx.vhost.bind_exchange(b.destination.as_str(), b.source.as_str(), b.routing_key.as_str(), &b.arguments)?;
+                (E::BindOk(exchange::BindOk {}), b.nowait)
+            }
+            E::Unbind(u) => {
+                ctx.vhost.unbind_exchange(u.destination.as_str(), u.source.as_str(), u.routing_key.as_str(), &u.arguments)?;
+                (E::UnbindOk(exchange::UnbindOk {}), u.nowait)
+            }
+            other => {
+                return Err(AmqpError::CommandInvalid(format!(
+                    "method 40.{} is not valid from a client",
+                    AMQPClass::Exchange(other).get_amqp_method_id()
+                )))
+            }
+        };
+        Ok(if nowait { None } else { Some(AMQPClass::Exchange(reply)) })
+    }
+
+    // ---- queue ---------------------------------------------------------------------
+
+    /// Resolves a queue name from a client method; "" means the channel's last declared
+    /// queue.
+    fn resolve_queue(&self, ctx: &Context<'_>, name: &str) -> AmqpResult<Arc<Queue>> {
+        let name = if name.is_empty() {
+            match &self.last_queue {
+                Some(n) => n.clone(),
+                None => {
+                    return Err(AmqpError::NotFound(format!(
+                        "no previously declared queue in vhost '{}'",
+                        ctx.vhost.name
+                    )))
+                }
+            }
+        } else {
+            name.into()
+        };
+        ctx.vhost.queue_for(&name, ctx.conn_id)
+    }
+
+    fn queue(&mut self, ctx: &Context<'_>, m: queue::AMQPMethod) -> AmqpResult<Option<AMQPClass>> {
+        use queue::AMQPMethod as Q;
+        let (reply, nowait) = match m {
+            Q::Declare(d) => {
+                let name = if d.queue.as_str().is_empty() {
+                    if d.passive {
+                        self.resolve_queue(ctx, "")?.name.to_string()
+                    } else {
+                        format!("amq.gen-{}", random_name())
+                    }
+                } else {
+                    d.queue.as_str().to_string()
+                };
+                let settings = QueueSettings {
+                    durable: d.durable,
+                    exclusive_owner: d.exclusive.then_some(ctx.conn_id),
+                    auto_delete: d.auto_delete,
+                    arguments: d.arguments,
+                };
+                let (q, _created) = ctx.vhost.declare_queue(&name, d.passive, settings, ctx.conn_id)?;
+                self.last_queue = Some(q.name.clone());
+                (
+                    Q::DeclareOk(queue::DeclareOk {
+                        queue: q.name.as_ref().into(),
+                        message_count: q.message_count(),
+                        consumer_count: q.consumer_count(),
+                    }),
+                    d.nowait,
+                )
+            }
+            Q::Bind(b) => {
+                let q = self.resolve_queue(ctx, b.queue.as_str())?;
+                ctx.vhost.bind_queue(&q, b.exchange.as_str(), b.routing_key.as_str(), &b.arguments)?;
+                (Q::BindOk(queue::BindOk {}), b.nowait)
+            }
+            Q::Unbind(u) => {
+                let q = self.resolve_queue(ctx, u.queue.as_str())?;
+                ctx.vhost.unbind_queue(&q, u.exchange.as_str(), u.routing_key.as_str(), &u.arguments)?;
+                (Q::UnbindOk(queue::UnbindOk {}), false)
+            }
+            Q::Purge(p) => {
+                let q = self.resolve_queue(ctx, p.queue.as_str())?;
+                let n = q.purge();
+                (Q::PurgeOk(queue::PurgeOk { message_count: n }), p.nowait)
+            }
+            Q::Delete(d) => {
+                let count = match self.resolve_queue(ctx, d.queue.as_str()) {
+                    Err(AmqpError::NotFound(_)) => 0,
+                    Err(e) => return Err(e),
+                    Ok(q) => {
+                        if d.if_unused && q.consumer_count() > 0 {
+                            return Err(AmqpError::PreconditionFailed(format!(
+                                "queue '{}' in vhost '{}' in use",
+                                q.name, ctx.vhost.name
+                            )));
+                        }
+                        if d.if_empty && q.message_count() > 0 {
+                            return Err(AmqpError::PreconditionFailed(format!(
+                                "queue '{}' in vhost '{}' is not empty",
+                                q.name, ctx.vhost.name
+                            )));
+                        }
+                        ctx.vhost.delete_queue(&q)
+                    }
+                };
+                (Q::DeleteOk(queue::DeleteOk { message_count: count }), d.nowait)
+            }
+            other => {
+                return Err(AmqpError::CommandInvalid(format!(
+                    "method 50.{} is not valid from a client",
+                    AMQPClass::Queue(other).get_amqp_method_id()
+                )))
+            }
+        };
+        Ok(if nowait { None } else { Some(AMQPClass::Queue(reply)) })
+    }
+
+    // ---- teardown ------------------------------------------------------------------
+
+    /// Closes the channel's delivery side: cancels its consumers (auto-deleting queues
+    /// that lose their last one) and requeues its unacked messages.
+    pub fn teardown(&mut self, vhost: &VHost) {
+        self.pending = None;
+        let (consumers, mut unacked) = {
+            let mut st: std::sync::MutexGuard<'_, DeliveryState> = self.shared.lock();
+            st.closed = true;
+            let consumers: Vec<(Arc<str>, ConsumerState)> = st.consumers.drain().collect();
+            let mut unacked = Vec::new();
+            st.unacked.take_all(&mut unacked);
+            (consumers, unacked)
+        };
+        for (tag, c) in consumers {
+            if c.queue.remove_consumer(&tag, &self.shared) {
+                vhost.delete_queue(&c.queue);
+            }
+        }
+        requeue_all(&mut unacked);
+    }
+}
+
+enum Settle {
+    Ack,
+    Requeue,
+    Discard,
+}
+
+/// Requeues settled deliveries, one lock per run of same-queue messages.
+fn requeue_all(taken: &mut Vec<Unacked>) {
+    let mut start = 0;
+    while start < taken.len() {
+        let q = taken[start].queue.clone();
+        let mut end = start + 1;
+        while end < taken.len() && Arc::ptr_eq(&taken[end].queue, &q) {
+            end += 1;
+        }
+        q.requeue(taken[start..end].iter().map(|u| u.message.clone()));
+        start = end;
+    }
+    taken.clear();
+}
+
+/// A queue was deleted under a consumer: forget the consumer and tell the client with
+/// a server-sent basic.cancel (consumer_cancel_notify).
+pub fn notify_consumer_cancelled(channel: &Arc<ChannelShared>, tag: &Arc<str>) {
+    let mut st = channel.lock();
+    if st.consumers.remove(tag).is_none() || st.closed {
+        return;
+    }
+    let mut out = channel.outbox.lock();
+    write_method(
+        out.buf(),
+        channel.id,
+        AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+            consumer_tag: tag.as_ref().into(),
+            nowait: true,
+        })),
+    );
+}

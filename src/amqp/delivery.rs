@@ -1,0 +1,225 @@
+//! The delivery side of a channel: delivery tags, the unacked map, the channel's
+//! consumers and their prefetch credit.
+//!
+//! This state is shared between the connection task (acks, consume, cancel, close)
+//! and the queues, which deliver to consumers from whichever task published. Lock
+//! order is always queue → channel → outbox; code holding a channel lock never takes a
+//! queue lock.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use amq_protocol::types::ChannelId;
+
+use super::frame::{write_content, write_deliver};
+use super::outbox::Outbox;
+use crate::message::QueuedMessage;
+use crate::queue::Queue;
+
+/// Delivery tags are per channel, start at 1 and increase by one per delivery.
+pub type DeliveryTag = u64;
+
+/// A delivered message waiting for ack, nack or reject.
+pub struct Unacked {
+    pub tag: DeliveryTag,
+    pub queue: Arc<Queue>,
+    pub message: QueuedMessage,
+    /// The consumer it went to; `None` for basic.get.
+    pub consumer: Option<Arc<str>>,
+}
+
+/// Unacked deliveries in tag order. Acks usually come in order, so removal is from the
+/// front in O(1); an out-of-order ack costs a binary search and a shift.
+#[derive(Default)]
+pub struct UnackedMap {
+    entries: VecDeque<Unacked>,
+}
+
+impl UnackedMap {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn push(&mut self, u: Unacked) {
+        self.entries.push_back(u);
+    }
+
+    /// Moves the entry `tag` (or, with `multiple`, every entry up to and including it;
+    /// tag 0 with `multiple` means all) into `out`. False if `tag` is not outstanding.
+    pub fn take(&mut self, tag: DeliveryTag, multiple: bool, out: &mut Vec<Unacked>) -> bool {
+        if multiple {
+            if tag == 0 {
+                out.extend(self.entries.drain(..));
+                return true;
+            }
+            // As RabbitMQ: the tag itself must be outstanding, even with `multiple`.
+            let end = self.entries.partition_point(|u| u.tag <= tag);
+            if end == 0 || self.entries[end - 1].tag != tag {
+                return false;
+            }
+            out.extend(self.entries.drain(..end));
+            true
+        } else {
+            match self.entries.binary_search_by_key(&tag, |u| u.tag) {
+                Ok(i) => {
+                    if let Some(u) = self.entries.remove(i) {
+                        out.push(u);
+                    }
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+    }
+
+    pub fn take_all(&mut self, out: &mut Vec<Unacked>) {
+        out.extend(self.entries.drain(..));
+    }
+}
+
+/// One consumer as the channel sees it.
+pub struct ConsumerState {
+    pub queue: Arc<Queue>,
+    pub no_ack: bool,
+    /// Per-consumer prefetch (0 = unlimited).
+    pub prefetch: u16,
+    pub unacked: u32,
+    /// False until basic.consume-ok has been written, so no delivery overtakes it.
+    pub active: bool,
+}
+
+pub struct DeliveryState {
+    next_tag: DeliveryTag,
+    pub unacked: UnackedMap,
+    pub consumers: HashMap<Arc<str>, ConsumerState>,
+    /// basic.qos global=true limit over all consumers of the channel (0 = unlimited).
+    pub global_prefetch: u16,
+    /// Unacked deliveries made to consumers (not basic.get), for `global_prefetch`.
+    consumer_unacked: u32,
+    /// channel.flow: false pauses deliveries to consumers.
+    pub flow_active: bool,
+    /// Set when the channel closes: queues drop their consumers on next contact.
+    pub closed: bool,
+}
+
+impl DeliveryState {
+    /// Assigns the next delivery tag.
+    pub fn next_tag(&mut self) -> DeliveryTag {
+        let t = self.next_tag;
+        self.next_tag += 1;
+        t
+    }
+
+    /// Records a delivery that needs an ack.
+    pub fn track(&mut self, u: Unacked) {
+        if let Some(tag) = &u.consumer {
+            if let Some(c) = self.consumers.get_mut(tag) {
+                c.unacked += 1;
+            }
+            self.consumer_unacked += 1;
+        }
+        self.unacked.push(u);
+    }
+
+    /// Releases the prefetch credit held by entries just taken out of the unacked map.
+    pub fn release(&mut self, taken: &[Unacked]) {
+        for u in taken {
+            if let Some(tag) = &u.consumer {
+                if let Some(c) = self.consumers.get_mut(tag) {
+                    c.unacked = c.unacked.saturating_sub(1);
+                }
+                self.consumer_unacked = self.consumer_unacked.saturating_sub(1);
+            }
+        }
+    }
+}
+
+/// Result of offering a message to a consumer.
+pub enum Offer {
+    Delivered,
+    /// The consumer is out of credit, paused by flow, or its client is congested.
+    Busy,
+    /// The consumer or its channel no longer exists.
+    Gone,
+}
+
+/// The part of a channel that queues deliver into.
+pub struct ChannelShared {
+    pub id: ChannelId,
+    pub outbox: Arc<Outbox>,
+    state: Mutex<DeliveryState>,
+}
+
+impl ChannelShared {
+    pub fn new(id: ChannelId, outbox: Arc<Outbox>) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            outbox,
+            state: Mutex::new(DeliveryState {
+                next_tag: 1,
+                unacked: UnackedMap::default(),
+                consumers: HashMap::new(),
+                global_prefetch: 0,
+                consumer_unacked: 0,
+                flow_active: true,
+                closed: false,
+            }),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, DeliveryState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Offers `message` from `queue` to consumer `tag`; on success the deliver frames are
+    /// in the outbox and, unless no-ack, the delivery is in the unacked map.
+    /// Called with the queue's lock held.
+    pub fn offer(&self, queue: &Arc<Queue>, tag: &Arc<str>, message: &QueuedMessage) -> Offer {
+        let mut st = self.lock();
+        if st.closed {
+            return Offer::Gone;
+        }
+        let global_full =
+            st.global_prefetch > 0 && st.consumer_unacked >= u32::from(st.global_prefetch);
+        let flow_active = st.flow_active;
+        let Some(c) = st.consumers.get(tag) else {
+            return Offer::Gone;
+        };
+        let no_ack = c.no_ack;
+        if !flow_active
+            || !c.active
+            || (!no_ack
+                && ((c.prefetch > 0 && c.unacked >= u32::from(c.prefetch)) || global_full))
+        {
+            return Offer::Busy;
+        }
+        let mut out = self.outbox.lock();
+        if out.is_closed() {
+            return Offer::Gone;
+        }
+        if out.is_congested() {
+            out.park(queue);
+            return Offer::Busy;
+        }
+        let delivery_tag = st.next_tag();
+        let frame_max = out.frame_max();
+        let m = &message.message;
+        let buf = out.buf();
+        write_deliver(buf, self.id, tag, delivery_tag, message.redelivered, &m.exchange, &m.routing_key);
+        write_content(buf, self.id, &m.raw_properties, &m.body, frame_max);
+        drop(out);
+        if !no_ack {
+            st.track(Unacked {
+                tag: delivery_tag,
+                queue: queue.clone(),
+                message: message.clone(),
+                consumer: Some(tag.clone()),
+            });
+        }
+        Offer::Delivered
+    }
+}

@@ -1,0 +1,7 @@
+//! The AMQP 0-9-1 protocol side: connections, channels, frames and the outbox.
+
+pub mod channel;
+pub mod connection;
+pub mod delivery;
+pub mod frame;
+pub mod outbox;

@@ -1,0 +1,135 @@
+//! Authentication: the user table and the SASL mechanisms (PLAIN, AMQPLAIN).
+//!
+//! This is the seam for other auth backends (LDAP, HTTP, OAuth 2 later): the connection
+//! only calls [`UserTable::authenticate`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use amq_protocol::types::parsing::parse_field_table;
+use amq_protocol::types::AMQPValue;
+
+use crate::config::Config;
+
+/// The mechanisms offered in connection.start, in preference order.
+pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
+
+pub struct UserTable {
+    passwords: HashMap<String, String>,
+    loopback_only: Vec<String>,
+}
+
+/// Why a login failed (logged, never sent to the client in detail).
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthError {
+    UnknownMechanism(String),
+    Malformed,
+    BadCredentials(String),
+    LoopbackOnly(String),
+}
+
+impl UserTable {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            passwords: config.users.iter().map(|u| (u.name.clone(), u.password.clone())).collect(),
+            loopback_only: config.loopback_users.clone(),
+        }
+    }
+
+    /// Checks a SASL response; returns the user name.
+    pub fn authenticate(&self, mechanism: &str, response: &[u8], peer: IpAddr) -> Result<String, AuthError> {
+        let (user, password) = match mechanism {
+            "PLAIN" => parse_plain(response)?,
+            "AMQPLAIN" => parse_amqplain(response)?,
+            other => return Err(AuthError::UnknownMechanism(other.to_string())),
+        };
+        match self.passwords.get(&user) {
+            Some(p) if constant_time_eq(p.as_bytes(), password.as_bytes()) => {}
+            _ => return Err(AuthError::BadCredentials(user)),
+        }
+        if self.loopback_only.contains(&user) && !peer.is_loopback() {
+            return Err(AuthError::LoopbackOnly(user));
+        }
+        Ok(user)
+    }
+}
+
+/// PLAIN: `[authzid] NUL authcid NUL password`.
+fn parse_plain(response: &[u8]) -> Result<(String, String), AuthError> {
+    let mut parts = response.split(|&b| b == 0);
+    let (_authz, user, pass) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(a), Some(u), Some(p), None) => (a, u, p),
+        _ => return Err(AuthError::Malformed),
+    };
+    let user = String::from_utf8(user.to_vec()).map_err(|_| AuthError::Malformed)?;
+    let pass = String::from_utf8(pass.to_vec()).map_err(|_| AuthError::Malformed)?;
+    Ok((user, pass))
+}
+
+/// AMQPLAIN: a field table (without its length prefix) with LOGIN and PASSWORD.
+fn parse_amqplain(response: &[u8]) -> Result<(String, String), AuthError> {
+    let len = u32::try_from(response.len()).map_err(|_| AuthError::Malformed)?;
+    let mut framed = Vec::with_capacity(response.len() + 4);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(response);
+    let (_, table) = parse_field_table(framed.as_slice()).map_err(|_| AuthError::Malformed)?;
+    let get = |key: &str| -> Result<String, AuthError> {
+        match table.inner().get(key) {
+            Some(AMQPValue::LongString(s)) => Ok(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            Some(AMQPValue::ShortString(s)) => Ok(s.as_str().to_string()),
+            _ => Err(AuthError::Malformed),
+        }
+    };
+    Ok((get("LOGIN")?, get("PASSWORD")?))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> UserTable {
+        UserTable::from_config(&Config::default())
+    }
+
+    #[test]
+    fn plain_guest_from_loopback() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(table().authenticate("PLAIN", b"\0guest\0guest", ip), Ok("guest".into()));
+    }
+
+    #[test]
+    fn guest_refused_from_remote() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            table().authenticate("PLAIN", b"\0guest\0guest", ip),
+            Err(AuthError::LoopbackOnly("guest".into()))
+        );
+    }
+
+    #[test]
+    fn wrong_password_and_malformed() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(matches!(table().authenticate("PLAIN", b"\0guest\0nope", ip), Err(AuthError::BadCredentials(_))));
+        assert_eq!(table().authenticate("PLAIN", b"guest", ip), Err(AuthError::Malformed));
+        assert!(matches!(table().authenticate("CRAM", b"", ip), Err(AuthError::UnknownMechanism(_))));
+    }
+
+    #[test]
+    fn amqplain() {
+        // LOGIN S "guest", PASSWORD S "guest"
+        let mut r = Vec::new();
+        for (k, v) in [("LOGIN", "guest"), ("PASSWORD", "guest")] {
+            r.push(k.len() as u8);
+            r.extend_from_slice(k.as_bytes());
+            r.push(b'S');
+            r.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            r.extend_from_slice(v.as_bytes());
+        }
+        let ip: IpAddr = "::1".parse().unwrap();
+        assert_eq!(table().authenticate("AMQPLAIN", &r, ip), Ok("guest".into()));
+    }
+}

@@ -1,0 +1,74 @@
+//! The broker's shared state: configuration, users, virtual hosts and the registry of
+//! live connections (for shutdown).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::amqp::outbox::Outbox;
+use crate::auth::UserTable;
+use crate::config::Config;
+use crate::queue::ConnectionId;
+use crate::vhost::VHost;
+
+pub struct Broker {
+    pub config: Config,
+    pub users: UserTable,
+    vhosts: RwLock<HashMap<String, Arc<VHost>>>,
+    next_connection: AtomicU64,
+    connections: Mutex<HashMap<ConnectionId, Arc<Outbox>>>,
+    shutting_down: AtomicBool,
+}
+
+impl Broker {
+    pub fn new(config: Config) -> Arc<Self> {
+        let mut vhosts = HashMap::new();
+        vhosts.insert("/".to_string(), VHost::new("/"));
+        Arc::new(Self {
+            users: UserTable::from_config(&config),
+            config,
+            vhosts: RwLock::new(vhosts),
+            next_connection: AtomicU64::new(1),
+            connections: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.vhosts.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// Registers a new connection; its outbox is used to close it on shutdown.
+    pub fn register_connection(&self, outbox: Arc<Outbox>) -> ConnectionId {
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        self.connections.lock().unwrap_or_else(|e| e.into_inner()).insert(id, outbox);
+        id
+    }
+
+    pub fn unregister_connection(&self, id: ConnectionId) {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Starts shutdown: every connection is sent connection.close 320 and closed.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        let conns: Vec<Arc<Outbox>> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for outbox in conns {
+            crate::amqp::connection::force_close(&outbox, "broker shutdown");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The accept loop, the executor threads and shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_executor::Executor;
+use async_net::TcpListener;
+use futures_lite::future;
+
+use crate::broker::Broker;
+use crate::config::Config;
+
+/// A running broker. Dropping it shuts the broker down.
+pub struct BrokerHandle {
+    local_addr: SocketAddr,
+    broker: Arc<Broker>,
+    stop: Option<async_channel::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl BrokerHandle {
+    /// The address the broker accepts connections on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes client connections with 320 CONNECTION_FORCED and waits
+    /// for the broker's threads to finish.
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        let Some(stop) = self.stop.take() else {
+            return;
+        };
+        self.broker.begin_shutdown();
+        // Give connections a moment to flush their close frames and tear down.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.broker.connection_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(stop);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        log::info!("broker on {} stopped", self.local_addr);
+    }
+}
+
+impl Drop for BrokerHandle {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// Binds the listener and starts the broker on background threads. Returns once the
+/// broker accepts connections.
+pub fn start(config: Config) -> io::Result<BrokerHandle> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot create data directory {}: {e}", config.data_dir.display()))
+    })?;
+    let std_listener = std::net::TcpListener::bind(config.listen)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
+    let local_addr = std_listener.local_addr()?;
+    let listener = TcpListener::try_from(std_listener)?;
+    let broker = Broker::new(config);
+    let ex = Arc::new(Executor::new());
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+
+    let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut threads = Vec::with_capacity(n);
+    for i in 0..n {
+        let ex = ex.clone();
+        let stop_rx = stop_rx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("haremq-{i}"))
+            .spawn(move || {
+                let _ = async_io::block_on(ex.run(stop_rx.recv()));
+            })?;
+        threads.push(t);
+    }
+    ex.spawn(accept_loop(listener, broker.clone(), ex.clone(), stop_rx)).detach();
+    log::info!("HareMQ listening on {local_addr}");
+    Ok(BrokerHandle { local_addr, broker, stop: Some(stop_tx), threads })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    ex: Arc<Executor<'static>>,
+    stop: async_channel::Receiver<()>,
+) {
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            let _ = stop.recv().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok((stream, peer))) => {
+                if broker.is_shutting_down() {
+                    continue;
+                }
+                ex.spawn(crate::amqp::connection::serve(broker.clone(), stream, peer, ex.clone())).detach();
+            }
+            Some(Err(e)) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                log::error!("accept failed: {e}");
+                async_io::Timer::after(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Small helpers with no better home.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A random 22-character URL-safe name, for server-named queues (`amq.gen-…`) and
+/// consumer tags (`amq.ctag-…`). Uniqueness comes from a process-wide counter mixed
+/// with the randomly keyed SipHash the standard library seeds per process.
+pub fn random_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let state = RandomState::new();
+    let mut out = String::with_capacity(22);
+    let mut word = 0u64;
+    for i in 0..22u64 {
+        if i % 10 == 0 {
+            let mut h = state.build_hasher();
+            h.write_u64(n);
+            h.write_u64(i);
+            word = h.finish();
+        }
+        out.push(ALPHABET[(word & 63) as usize] as char);
+        word >>= 6;
+    }
+    out
+}

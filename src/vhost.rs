@@ -1,0 +1,492 @@
+//! A virtual host: its exchanges, queues and routing table.
+//!
+//! Topology changes (declare, bind, delete) take the write lock; publishes only read.
+//! Exchange metadata and the routing table share one lock so they never disagree.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use amq_protocol::types::{AMQPValue, FieldTable};
+use haremq_routing::{BindError, Destination, ExchangeKind, RoutingTable};
+
+use crate::error::{AmqpError, AmqpResult};
+use crate::queue::{ConnectionId, Queue, QueueSettings};
+
+/// A queue as a routing destination: compared and hashed by identity, so routing never
+/// hashes queue names on the hot path.
+#[derive(Clone)]
+pub struct QueueRef(pub Arc<Queue>);
+
+impl PartialEq for QueueRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for QueueRef {}
+impl Hash for QueueRef {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.0) as usize).hash(state);
+    }
+}
+
+/// An exchange's declaration (the routing table holds its bindings).
+#[derive(Clone, Debug)]
+pub struct ExchangeMeta {
+    pub name: Arc<str>,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+struct Topology {
+    routing: RoutingTable<QueueRef>,
+    exchanges: HashMap<Arc<str>, ExchangeMeta>,
+}
+
+pub struct VHost {
+    pub name: Arc<str>,
+    topology: RwLock<Topology>,
+    queues: RwLock<HashMap<Arc<str>, Arc<Queue>>>,
+}
+
+/// What exchange.declare asks for.
+pub struct ExchangeDeclare<'a> {
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub passive: bool,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: &'a FieldTable,
+}
+
+/// The exchanges every vhost has (RabbitMQ's set, minus the plugin-specific ones).
+const PREDECLARED: &[(&str, ExchangeKind)] = &[
+    ("", ExchangeKind::Direct),
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl VHost {
+    pub fn new(name: &str) -> Arc<Self> {
+        let mut topology = Topology { routing: RoutingTable::new(), exchanges: HashMap::new() };
+        for &(ex, kind) in PREDECLARED {
+            let name: Arc<str> = ex.into();
+            topology.routing.add_exchange(ex, kind);
+            topology.exchanges.insert(
+                name.clone(),
+                ExchangeMeta {
+                    name,
+                    kind,
+                    durable: true,
+                    auto_delete: false,
+                    internal: false,
+                    arguments: FieldTable::default(),
+                },
+            );
+        }
+        Arc::new(Self {
+            name: name.into(),
+            topology: RwLock::new(topology),
+            queues: RwLock::new(HashMap::new()),
+        })
+    }
+
+    fn no_exchange(&self, name: &str) -> AmqpError {
+        AmqpError::NotFound(format!("no exchange '{name}' in vhost '{}'", self.name))
+    }
+
+    fn no_queue(&self, name: &str) -> AmqpError {
+        AmqpError::NotFound(format!("no queue '{name}' in vhost '{}'", self.name))
+    }
+
+    fn default_exchange_refused() -> AmqpError {
+        AmqpError::AccessRefused("operation not permitted on the default exchange".into())
+    }
+
+    // ---- exchanges -------------------------------------------------------------
+
+    pub fn declare_exchange(&self, d: &ExchangeDeclare<'_>) -> AmqpResult<()> {
+        if d.name.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        if d.passive {
+            return match read(&self.topology).exchanges.get(d.name) {
+                Some(_) => Ok(()),
+                None => Err(self.no_exchange(d.name)),
+            };
+        }
+        if d.name.starts_with("amq.") {
+            return Err(AmqpError::AccessRefused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                d.name
+            )));
+        }
+        let kind = ExchangeKind::from_name(d.kind).ok_or_else(|| {
+            AmqpError::CommandInvalid(format!("unknown exchange type '{}'", d.kind))
+        })?;
+        let mut topo = write(&self.topology);
+        if let Some(existing) = topo.exchanges.get(d.name) {
+            return self.check_exchange_equivalent(existing, kind, d);
+        }
+        let name: Arc<str> = d.name.into();
+        topo.routing.add_exchange(d.name, kind);
+        topo.exchanges.insert(
+            name.clone(),
+            ExchangeMeta {
+                name,
+                kind,
+                durable: d.durable,
+                auto_delete: d.auto_delete,
+                internal: d.internal,
+                arguments: d.arguments.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    fn check_exchange_equivalent(
+        &self,
+        e: &ExchangeMeta,
+        kind: ExchangeKind,
+        d: &ExchangeDeclare<'_>,
+    ) -> AmqpResult<()> {
+        let mismatch = |arg: &str, received: &dyn std::fmt::Display, current: &dyn std::fmt::Display| {
+            AmqpError::PreconditionFailed(format!(
+                "inequivalent arg '{arg}' for exchange '{}' in vhost '{}': received '{received}' but current is '{current}'",
+                e.name, self.name
+            ))
+        };
+        if e.kind != kind {
+            return Err(mismatch("type", &kind.as_str(), &e.kind.as_str()));
+        }
+        if e.durable != d.durable {
+            return Err(mismatch("durable", &d.durable, &e.durable));
+        }
+        if e.auto_delete != d.auto_delete {
+            return Err(mismatch("auto_delete", &d.auto_delete, &e.auto_delete));
+        }
+        if e.internal != d.internal {
+            return Err(mismatch("internal", &d.internal, &e.internal));
+        }
+        Ok(())
+    }
+
+    /// exchange.delete. Deleting a missing exchange succeeds, as in RabbitMQ.
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AmqpResult<()> {
+        if name.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::AccessRefused(format!(
+                "exchange name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let mut topo = write(&self.topology);
+        if !topo.exchanges.contains_key(name) {
+            return Ok(());
+        }
+        if if_unused && topo.routing.has_bindings_from(name) {
+            return Err(AmqpError::PreconditionFailed(format!(
+                "exchange '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        topo.exchanges.remove(name);
+        let sources = topo.routing.remove_exchange(name).unwrap_or_default();
+        Self::auto_delete_exchanges(&mut topo, sources);
+        Ok(())
+    }
+
+    /// Deletes the auto-delete exchanges among `sources` that have no bindings left,
+    /// and, transitively, the ones that loses.
+    fn auto_delete_exchanges(topo: &mut Topology, mut sources: Vec<Arc<str>>) {
+        while let Some(source) = sources.pop() {
+            let unused = topo.exchanges.get(&source).is_some_and(|e| e.auto_delete)
+                && !topo.routing.has_bindings_from(&source);
+            if unused {
+                topo.exchanges.remove(&source);
+                if let Some(more) = topo.routing.remove_exchange(&source) {
+                    sources.extend(more);
+                }
+            }
+        }
+    }
+
+    pub fn exchange(&self, name: &str) -> Option<ExchangeMeta> {
+        read(&self.topology).exchanges.get(name).cloned()
+    }
+
+    // ---- queues ----------------------------------------------------------------
+
+    pub fn queue(&self, name: &str) -> Option<Arc<Queue>> {
+        read(&self.queues).get(name).cloned()
+    }
+
+    /// Looks a queue up for use by connection `conn`: 404 if missing, 405 if it is
+    /// another connection's exclusive queue.
+    pub fn queue_for(&self, name: &str, conn: ConnectionId) -> AmqpResult<Arc<Queue>> {
+        let q = self.queue(name).ok_or_else(|| self.no_queue(name))?;
+        check_exclusive(&q, conn)?;
+        Ok(q)
+    }
+
+    /// queue.declare for an already-named queue. Returns the queue and whether it was
+    /// created by this call.
+    pub fn declare_queue(
+        &self,
+        name: &str,
+        passive: bool,
+        settings: QueueSettings,
+        conn: ConnectionId,
+    ) -> AmqpResult<(Arc<Queue>, bool)> {
+        if passive {
+            return Ok((self.queue_for(name, conn)?, false));
+        }
+        if name.starts_with("amq.") && !name.starts_with("amq.gen-") {
+            return Err(AmqpError::AccessRefused(format!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let mut queues = write(&self.queues);
+        if let Some(q) = queues.get(name) {
+            check_exclusive(q, conn)?;
+            self.check_queue_equivalent(q, &settings)?;
+            return Ok((q.clone(), false));
+        }
+        let name: Arc<str> = name.into();
+        let q = Queue::new(name.clone(), self.name.clone(), settings);
+        queues.insert(name, q.clone());
+        drop(queues);
+        // Every queue is bound to the default exchange by its name; that binding is
+        // implicit (handled in `route`), as in RabbitMQ, and never listed.
+        Ok((q, true))
+    }
+
+    fn check_queue_equivalent(&self, q: &Queue, s: &QueueSettings) -> AmqpResult<()> {
+        let cur = &q.settings;
+        let mismatch = |arg: &str, received: &dyn std::fmt::Display, current: &dyn std::fmt::Display| {
+            AmqpError::PreconditionFailed(format!(
+                "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received '{received}' but current is '{current}'",
+                q.name, self.name
+            ))
+        };
+        if cur.durable != s.durable {
+            return Err(mismatch("durable", &s.durable, &cur.durable));
+        }
+        if cur.exclusive_owner.is_some() != s.exclusive_owner.is_some() {
+            return Err(mismatch(
+                "exclusive",
+                &s.exclusive_owner.is_some(),
+                &cur.exclusive_owner.is_some(),
+            ));
+        }
+        if cur.auto_delete != s.auto_delete {
+            return Err(mismatch("auto_delete", &s.auto_delete, &cur.auto_delete));
+        }
+        // x-arguments that RabbitMQ compares on redeclare.
+        for (key, value) in s.arguments.inner() {
+            let k = key.as_str();
+            if !k.starts_with("x-") {
+                continue;
+            }
+            let current = cur.arguments.inner().get(key);
+            if current != Some(value) {
+                return Err(mismatch(
+                    k,
+                    &DisplayValue(Some(value)),
+                    &DisplayValue(current),
+                ));
+            }
+        }
+        for (key, value) in cur.arguments.inner() {
+            if key.as_str().starts_with("x-") && !s.arguments.inner().contains_key(key) {
+                return Err(mismatch(key.as_str(), &DisplayValue(None), &DisplayValue(Some(value))));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a queue: unbinds it, cancels its consumers (server-sent basic.cancel)
+    /// and drops its messages. Returns the number of ready messages it held.
+    pub fn delete_queue(&self, q: &Arc<Queue>) -> u32 {
+        {
+            let mut queues = write(&self.queues);
+            if queues.get(&q.name).is_some_and(|cur| Arc::ptr_eq(cur, q)) {
+                queues.remove(&q.name);
+            }
+        }
+        {
+            let mut topo = write(&self.topology);
+            let sources = topo.routing.remove_queue(&QueueRef(q.clone()));
+            Self::auto_delete_exchanges(&mut topo, sources);
+        }
+        let (count, orphans) = q.mark_deleted();
+        for o in orphans {
+            crate::amqp::channel::notify_consumer_cancelled(&o.channel, &o.tag);
+        }
+        count
+    }
+
+    /// The queues exclusively owned by `conn`, to delete when it closes.
+    pub fn exclusive_queues_of(&self, conn: ConnectionId) -> Vec<Arc<Queue>> {
+        read(&self.queues)
+            .values()
+            .filter(|q| q.settings.exclusive_owner == Some(conn))
+            .cloned()
+            .collect()
+    }
+
+    // ---- bindings --------------------------------------------------------------
+
+    fn bind_error(&self, e: BindError) -> AmqpError {
+        match e {
+            BindError::NoSuchExchange(name) => self.no_exchange(&name),
+            BindError::InvalidArgument(msg) => AmqpError::PreconditionFailed(msg),
+        }
+    }
+
+    pub fn bind_queue(&self, q: &Arc<Queue>, exchange: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
+        if exchange.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        let mut topo = write(&self.topology);
+        if !topo.exchanges.contains_key(exchange) {
+            return Err(self.no_exchange(exchange));
+        }
+        if q.is_deleted() {
+            return Err(self.no_queue(&q.name));
+        }
+        topo.routing
+            .bind(exchange, Destination::Queue(QueueRef(q.clone())), key, args)
+            .map(|_| ())
+            .map_err(|e| self.bind_error(e))
+    }
+
+    pub fn unbind_queue(&self, q: &Arc<Queue>, exchange: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
+        if exchange.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        let mut topo = write(&self.topology);
+        if !topo.exchanges.contains_key(exchange) {
+            return Err(self.no_exchange(exchange));
+        }
+        if topo.routing.unbind(exchange, &Destination::Queue(QueueRef(q.clone())), key, args) {
+            Self::auto_delete_exchanges(&mut topo, vec![exchange.into()]);
+        }
+        Ok(())
+    }
+
+    pub fn bind_exchange(&self, destination: &str, source: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        let mut topo = write(&self.topology);
+        for name in [destination, source] {
+            if !topo.exchanges.contains_key(name) {
+                return Err(self.no_exchange(name));
+            }
+        }
+        topo.routing
+            .bind(source, Destination::Exchange(destination.into()), key, args)
+            .map(|_| ())
+            .map_err(|e| self.bind_error(e))
+    }
+
+    pub fn unbind_exchange(&self, destination: &str, source: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        let mut topo = write(&self.topology);
+        for name in [destination, source] {
+            if !topo.exchanges.contains_key(name) {
+                return Err(self.no_exchange(name));
+            }
+        }
+        if topo.routing.unbind(source, &Destination::Exchange(destination.into()), key, args) {
+            Self::auto_delete_exchanges(&mut topo, vec![source.into()]);
+        }
+        Ok(())
+    }
+
+    // ---- routing ---------------------------------------------------------------
+
+    /// Routes a publish: appends the destination queues to `out` and returns the
+    /// exchange's interned name. 404 for a missing exchange, 403 for an internal one.
+    pub fn route(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueRef>,
+    ) -> AmqpResult<Arc<str>> {
+        let topo = read(&self.topology);
+        let Some(meta) = topo.exchanges.get(exchange) else {
+            return Err(self.no_exchange(exchange));
+        };
+        if meta.internal {
+            return Err(AmqpError::AccessRefused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.name
+            )));
+        }
+        let name = meta.name.clone();
+        if exchange.is_empty() {
+            drop(topo);
+            if let Some(q) = read(&self.queues).get(routing_key) {
+                out.push(QueueRef(q.clone()));
+            }
+        } else {
+            topo.routing.route(exchange, routing_key, headers, out);
+        }
+        Ok(name)
+    }
+}
+
+/// 405 if `q` is exclusive to a connection other than `conn`.
+pub fn check_exclusive(q: &Queue, conn: ConnectionId) -> AmqpResult<()> {
+    match q.settings.exclusive_owner {
+        Some(owner) if owner != conn => Err(AmqpError::ResourceLocked(format!(
+            "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be \
+             originally declared on another connection or the exclusive property value does \
+             not match that of the original declaration.",
+            q.name, q.vhost
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Formats an optional argument value the way RabbitMQ's inequivalence errors do.
+struct DisplayValue<'a>(Option<&'a AMQPValue>);
+
+impl std::fmt::Display for DisplayValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("none"),
+            Some(AMQPValue::LongString(s)) => f.write_str(&String::from_utf8_lossy(s.as_bytes())),
+            Some(AMQPValue::ShortString(s)) => f.write_str(s.as_str()),
+            Some(AMQPValue::Boolean(b)) => write!(f, "{b}"),
+            Some(AMQPValue::ShortShortInt(v)) => write!(f, "{v}"),
+            Some(AMQPValue::ShortShortUInt(v)) => write!(f, "{v}"),
+            Some(AMQPValue::ShortInt(v)) => write!(f, "{v}"),
+            Some(AMQPValue::ShortUInt(v)) => write!(f, "{v}"),
+            Some(AMQPValue::LongInt(v)) => write!(f, "{v}"),
+            Some(AMQPValue::LongUInt(v)) => write!(f, "{v}"),
+            Some(AMQPValue::LongLongInt(v)) => write!(f, "{v}"),
+            Some(other) => write!(f, "{other:?}"),
+        }
+    }
+}
