@@ -10,6 +10,7 @@
 //! exchange visited at most once per route, so binding cycles are harmless.
 
 mod headers;
+mod set;
 mod table;
 mod topic;
 

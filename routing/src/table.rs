@@ -1,10 +1,14 @@
 //! The routing table of one virtual host: exchanges, bindings and `route`.
 
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
 
 use amq_protocol_types::FieldTable;
 
+use crate::headers::HeadersMatch;
+use crate::set::DestSet;
+use crate::topic::TopicTrie;
 use crate::ExchangeKind;
 
 /// Where a binding delivers: a queue, or another exchange (exchange-to-exchange binding).
@@ -32,12 +36,181 @@ pub enum BindError {
     InvalidArgument(String),
 }
 
+
 /// Exchanges and their bindings for one virtual host.
 ///
 /// Binding identity follows AMQP: (source, destination, routing key, arguments). Binding
 /// the same identity twice is a no-op.
+///
+/// Each exchange keeps two views of its bindings: the full identity set (destination →
+/// routing key → distinct argument tables), used for bind/unbind/listing and for removing
+/// every binding to one destination at once; and a per-kind routing index that `route`
+/// reads. The table also keeps reverse indexes (queue → sources, exchange → sources) so
+/// that deleting a queue or an exchange touches only the exchanges bound to it.
 pub struct RoutingTable<Q> {
-    _q: std::marker::PhantomData<Q>,
+    exchanges: HashMap<Arc<str>, Exchange<Q>>,
+    /// Queue → (source exchange → number of bindings from it).
+    queue_sources: HashMap<Q, HashMap<Arc<str>, usize>>,
+    /// Destination exchange → (source exchange → number of bindings from it).
+    exchange_sources: HashMap<Arc<str>, HashMap<Arc<str>, usize>>,
+}
+
+struct Exchange<Q> {
+    /// The map key, kept so callers get the shared name back without allocating.
+    name: Arc<str>,
+    kind: ExchangeKind,
+    /// Identity set of the bindings from this exchange. Invariant: no empty inner maps
+    /// or vectors, so `bindings.is_empty()` means "no bindings".
+    bindings: HashMap<Destination<Q>, HashMap<Arc<str>, Vec<FieldTable>>>,
+    index: Index<Q>,
+}
+
+/// What `route` consults, per exchange kind.
+///
+/// Direct, fanout and topic ignore arguments when routing, so they index each
+/// (destination, key) pair — or, for fanout, each destination — once however many
+/// argument tables it is bound with. Headers bindings route by their arguments, so every
+/// binding gets its own entry.
+enum Index<Q> {
+    Direct(HashMap<Arc<str>, DestSet<Destination<Q>>>),
+    Fanout(DestSet<Destination<Q>>),
+    Topic(TopicTrie<Destination<Q>>),
+    Headers(Vec<(HeadersMatch, Destination<Q>)>),
+}
+
+impl<Q: Clone + Eq + Hash> Index<Q> {
+    fn new(kind: ExchangeKind) -> Self {
+        match kind {
+            ExchangeKind::Direct => Self::Direct(HashMap::new()),
+            ExchangeKind::Fanout => Self::Fanout(DestSet::default()),
+            ExchangeKind::Topic => Self::Topic(TopicTrie::new()),
+            ExchangeKind::Headers => Self::Headers(Vec::new()),
+        }
+    }
+
+    /// Indexes a new binding. `new_pair`: first binding for (destination, key);
+    /// `new_dest`: first binding for the destination at all.
+    fn add(
+        &mut self,
+        dest: &Destination<Q>,
+        key: &Arc<str>,
+        matcher: Option<HeadersMatch>,
+        new_pair: bool,
+        new_dest: bool,
+    ) {
+        match self {
+            Self::Direct(map) if new_pair => {
+                map.entry(key.clone()).or_default().insert(dest.clone());
+            }
+            Self::Fanout(set) if new_dest => {
+                set.insert(dest.clone());
+            }
+            Self::Topic(trie) if new_pair => {
+                trie.insert(key, dest.clone());
+            }
+            Self::Headers(list) => {
+                if let Some(m) = matcher {
+                    list.push((m, dest.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Un-indexes one removed binding; flags as in [`Index::add`], meaning "last".
+    fn remove(
+        &mut self,
+        dest: &Destination<Q>,
+        key: &str,
+        args: &FieldTable,
+        gone_pair: bool,
+        gone_dest: bool,
+    ) {
+        match self {
+            Self::Direct(map) if gone_pair => {
+                if let Some(set) = map.get_mut(key) {
+                    set.remove(dest);
+                    if set.is_empty() {
+                        map.remove(key);
+                    }
+                }
+            }
+            Self::Fanout(set) if gone_dest => {
+                set.remove(dest);
+            }
+            Self::Topic(trie) if gone_pair => {
+                trie.remove(key, dest);
+            }
+            Self::Headers(list) => {
+                // Two argument tables may parse to the same matcher (e.g. differing only
+                // in ignored `x-` keys); such entries are interchangeable, so removing
+                // any one of them is right.
+                if let Ok(m) = HeadersMatch::parse(args) {
+                    if let Some(i) = list.iter().position(|(lm, d)| d == dest && *lm == m) {
+                        list.swap_remove(i);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Un-indexes every binding to `dest`, whose keys are `keys`.
+    fn remove_dest<'k>(&mut self, dest: &Destination<Q>, keys: impl Iterator<Item = &'k Arc<str>>) {
+        match self {
+            Self::Direct(map) => {
+                for key in keys {
+                    if let Some(set) = map.get_mut(&**key) {
+                        set.remove(dest);
+                        if set.is_empty() {
+                            map.remove(&**key);
+                        }
+                    }
+                }
+            }
+            Self::Fanout(set) => {
+                set.remove(dest);
+            }
+            Self::Topic(trie) => {
+                for key in keys {
+                    trie.remove(key, dest);
+                }
+            }
+            Self::Headers(list) => list.retain(|(_, d)| d != dest),
+        }
+    }
+}
+
+impl<Q: Clone + Eq + Hash> Exchange<Q> {
+    /// Drops every binding to `dest`; returns how many there were.
+    fn remove_dest(&mut self, dest: &Destination<Q>) -> usize {
+        let Some(by_key) = self.bindings.remove(dest) else {
+            return 0;
+        };
+        self.index.remove_dest(dest, by_key.keys());
+        by_key.values().map(Vec::len).sum()
+    }
+}
+
+/// Decrements a reverse-index count, removing entries that reach zero.
+fn release<K: Eq + Hash>(
+    reverse: &mut HashMap<K, HashMap<Arc<str>, usize>>,
+    dest: &K,
+    source: &str,
+    n: usize,
+) {
+    let Some(sources) = reverse.get_mut(dest) else {
+        return;
+    };
+    if let Some(count) = sources.get_mut(source) {
+        *count = count.saturating_sub(n);
+        if *count == 0 {
+            sources.remove(source);
+        }
+    }
+    if sources.is_empty() {
+        reverse.remove(dest);
+    }
 }
 
 impl<Q: Clone + Eq + Hash> Default for RoutingTable<Q> {
@@ -49,27 +222,64 @@ impl<Q: Clone + Eq + Hash> Default for RoutingTable<Q> {
 impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
     /// An empty table (no exchanges at all; the broker declares the default ones).
     pub fn new() -> Self {
-        todo!()
+        Self {
+            exchanges: HashMap::new(),
+            queue_sources: HashMap::new(),
+            exchange_sources: HashMap::new(),
+        }
     }
 
     /// Adds an exchange. Returns false (and changes nothing) if the name exists already.
     pub fn add_exchange(&mut self, name: &str, kind: ExchangeKind) -> bool {
-        let _ = (name, kind);
-        todo!()
+        if self.exchanges.contains_key(name) {
+            return false;
+        }
+        let name: Arc<str> = name.into();
+        self.exchanges.insert(
+            name.clone(),
+            Exchange {
+                name,
+                kind,
+                bindings: HashMap::new(),
+                index: Index::new(kind),
+            },
+        );
+        true
     }
 
     /// The kind of an exchange, or None if it does not exist.
     pub fn exchange_kind(&self, name: &str) -> Option<ExchangeKind> {
-        let _ = name;
-        todo!()
+        self.exchanges.get(name).map(|x| x.kind)
     }
 
     /// Removes an exchange and every binding whose source or destination it is.
     /// Returns false if it did not exist. The returned list is the source exchanges
     /// that lost a binding because of it (for auto-delete), excluding `name` itself.
     pub fn remove_exchange(&mut self, name: &str) -> Option<Vec<Arc<str>>> {
-        let _ = name;
-        todo!()
+        let x = self.exchanges.remove(name)?;
+        // Outgoing bindings: only the reverse indexes of the destinations refer to them.
+        for (dest, by_key) in &x.bindings {
+            let n = by_key.values().map(Vec::len).sum();
+            match dest {
+                Destination::Queue(q) => release(&mut self.queue_sources, q, name, n),
+                Destination::Exchange(e) => release(&mut self.exchange_sources, e, name, n),
+            }
+        }
+        // Incoming bindings: remove them from each source.
+        let mut lost = Vec::new();
+        if let Some(sources) = self.exchange_sources.remove(name) {
+            let dest = Destination::Exchange(x.name.clone());
+            for source in sources.into_keys() {
+                if &*source == name {
+                    continue;
+                }
+                if let Some(sx) = self.exchanges.get_mut(&source) {
+                    sx.remove_dest(&dest);
+                    lost.push(sx.name.clone());
+                }
+            }
+        }
+        Some(lost)
     }
 
     /// Adds a binding. `Ok(true)` if it is new, `Ok(false)` if it existed already.
@@ -80,8 +290,46 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
         routing_key: &str,
         arguments: &FieldTable,
     ) -> Result<bool, BindError> {
-        let _ = (source, destination, routing_key, arguments);
-        todo!()
+        if !self.exchanges.contains_key(source) {
+            return Err(BindError::NoSuchExchange(source.into()));
+        }
+        if let Destination::Exchange(d) = &destination {
+            if !self.exchanges.contains_key(&**d) {
+                return Err(BindError::NoSuchExchange(d.clone()));
+            }
+        }
+        let Some(x) = self.exchanges.get_mut(source) else {
+            return Err(BindError::NoSuchExchange(source.into()));
+        };
+        let matcher = match x.kind {
+            ExchangeKind::Headers => {
+                Some(HeadersMatch::parse(arguments).map_err(BindError::InvalidArgument)?)
+            }
+            _ => None,
+        };
+        let by_key = x.bindings.entry(destination.clone()).or_default();
+        let new_dest = by_key.is_empty();
+        let (key, new_pair) = match by_key.get_key_value(routing_key) {
+            Some((k, args)) => {
+                if args.contains(arguments) {
+                    return Ok(false);
+                }
+                (k.clone(), false)
+            }
+            None => (Arc::<str>::from(routing_key), true),
+        };
+        by_key
+            .entry(key.clone())
+            .or_default()
+            .push(arguments.clone());
+        x.index.add(&destination, &key, matcher, new_pair, new_dest);
+        let source = x.name.clone();
+        let sources = match destination {
+            Destination::Queue(q) => self.queue_sources.entry(q).or_default(),
+            Destination::Exchange(e) => self.exchange_sources.entry(e).or_default(),
+        };
+        *sources.entry(source).or_insert(0) += 1;
+        Ok(true)
     }
 
     /// Removes a binding. Returns false if there was no such binding (AMQP treats that as
@@ -93,32 +341,83 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
         routing_key: &str,
         arguments: &FieldTable,
     ) -> bool {
-        let _ = (source, destination, routing_key, arguments);
-        todo!()
+        let Some(x) = self.exchanges.get_mut(source) else {
+            return false;
+        };
+        let Some(by_key) = x.bindings.get_mut(destination) else {
+            return false;
+        };
+        let Some(args) = by_key.get_mut(routing_key) else {
+            return false;
+        };
+        let Some(pos) = args.iter().position(|a| a == arguments) else {
+            return false;
+        };
+        let removed = args.swap_remove(pos);
+        let gone_pair = args.is_empty();
+        if gone_pair {
+            by_key.remove(routing_key);
+        }
+        let gone_dest = by_key.is_empty();
+        if gone_dest {
+            x.bindings.remove(destination);
+        }
+        x.index
+            .remove(destination, routing_key, &removed, gone_pair, gone_dest);
+        match destination {
+            Destination::Queue(q) => release(&mut self.queue_sources, q, source, 1),
+            Destination::Exchange(e) => release(&mut self.exchange_sources, e, source, 1),
+        }
+        true
     }
 
     /// Removes every binding to `queue`; returns the source exchanges that lost a binding
     /// (each once), so the broker can auto-delete the ones left without bindings.
     pub fn remove_queue(&mut self, queue: &Q) -> Vec<Arc<str>> {
-        let _ = queue;
-        todo!()
+        let Some(sources) = self.queue_sources.remove(queue) else {
+            return Vec::new();
+        };
+        let dest = Destination::Queue(queue.clone());
+        let mut lost = Vec::with_capacity(sources.len());
+        for source in sources.into_keys() {
+            if let Some(x) = self.exchanges.get_mut(&source) {
+                x.remove_dest(&dest);
+                lost.push(x.name.clone());
+            }
+        }
+        lost
     }
 
     /// True if the exchange is the source of at least one binding (exchange.delete if-unused).
     pub fn has_bindings_from(&self, exchange: &str) -> bool {
-        let _ = exchange;
-        todo!()
+        self.exchanges
+            .get(exchange)
+            .is_some_and(|x| !x.bindings.is_empty())
     }
 
     /// True if `exchange` is the destination of at least one binding.
     pub fn has_bindings_to(&self, exchange: &str) -> bool {
-        let _ = exchange;
-        todo!()
+        self.exchange_sources.contains_key(exchange)
     }
 
     /// Every binding (order unspecified).
     pub fn bindings(&self) -> Vec<Binding<Q>> {
-        todo!()
+        let mut out = Vec::new();
+        for x in self.exchanges.values() {
+            for (dest, by_key) in &x.bindings {
+                for (key, args) in by_key {
+                    for a in args {
+                        out.push(Binding {
+                            source: x.name.clone(),
+                            destination: dest.clone(),
+                            routing_key: key.clone(),
+                            arguments: a.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Appends to `out` each queue that a message published to `exchange` with
@@ -132,7 +431,169 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
         headers: Option<&FieldTable>,
         out: &mut Vec<Q>,
     ) {
-        let _ = (exchange, routing_key, headers, out);
-        todo!()
+        let Some(first) = self.exchanges.get(exchange) else {
+            return;
+        };
+        let mut r = Router {
+            exchanges: &self.exchanges,
+            sink: Sink {
+                start: out.len(),
+                out,
+                seen: None,
+            },
+            pending: SmallStack::default(),
+            visited: Visited::default(),
+        };
+        r.visited.insert(first);
+        let mut current = Some(first);
+        let mut first_source = true;
+        while let Some(x) = current {
+            match &x.index {
+                Index::Direct(map) => {
+                    if let Some(set) = map.get(routing_key) {
+                        r.emit_all(set.as_slice(), first_source);
+                    }
+                }
+                Index::Fanout(set) => r.emit_all(set.as_slice(), first_source),
+                Index::Topic(trie) => trie.for_each_match(routing_key, |d| r.emit(d, false)),
+                Index::Headers(list) => {
+                    for (m, d) in list {
+                        if m.matches(headers) {
+                            r.emit(d, false);
+                        }
+                    }
+                }
+            }
+            first_source = false;
+            current = r.pending.pop();
+        }
+    }
+}
+
+/// Where `route` collects queues, deduplicating against what this call appended.
+///
+/// Small outputs are deduplicated by scanning `out[start..]` (no allocation, and faster
+/// than hashing for a handful of queues); past [`Sink::SCAN_LIMIT`] queues a hash set is
+/// built once so large fan-outs stay linear.
+struct Sink<'o, Q> {
+    out: &'o mut Vec<Q>,
+    start: usize,
+    seen: Option<HashSet<Q>>,
+}
+
+impl<Q: Clone + Eq + Hash> Sink<'_, Q> {
+    const SCAN_LIMIT: usize = 32;
+
+    /// Appends `q` unless already appended. `known_new` skips the check: the caller
+    /// knows `q` is distinct from everything appended (first destination set, which
+    /// holds each destination once).
+    fn push(&mut self, q: &Q, known_new: bool) {
+        if let Some(seen) = &mut self.seen {
+            if seen.insert(q.clone()) {
+                self.out.push(q.clone());
+            }
+            return;
+        }
+        if !known_new && self.out[self.start..].contains(q) {
+            return;
+        }
+        self.out.push(q.clone());
+        if self.out.len() - self.start > Self::SCAN_LIMIT {
+            self.seen = Some(self.out[self.start..].iter().cloned().collect());
+        }
+    }
+}
+
+struct Router<'a, 'o, Q> {
+    exchanges: &'a HashMap<Arc<str>, Exchange<Q>>,
+    sink: Sink<'o, Q>,
+    pending: SmallStack<&'a Exchange<Q>>,
+    visited: Visited,
+}
+
+impl<'a, Q: Clone + Eq + Hash> Router<'a, '_, Q> {
+    fn emit(&mut self, d: &'a Destination<Q>, known_new: bool) {
+        match d {
+            Destination::Queue(q) => self.sink.push(q, known_new),
+            Destination::Exchange(name) => {
+                if let Some(x) = self.exchanges.get(&**name) {
+                    if self.visited.insert(x) {
+                        self.pending.push(x);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Emits a destination set. `first_source`: nothing was emitted before, and a set
+    /// holds each destination once, so its queues need no dedup check.
+    fn emit_all(&mut self, ds: &'a [Destination<Q>], first_source: bool) {
+        for d in ds {
+            self.emit(d, first_source);
+        }
+    }
+}
+
+/// A stack of exchanges still to route through; inline for the usual few.
+struct SmallStack<T> {
+    inline: [Option<T>; 8],
+    len: usize,
+    spill: Vec<T>,
+}
+
+impl<T: Copy> Default for SmallStack<T> {
+    fn default() -> Self {
+        Self {
+            inline: [None; 8],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy> SmallStack<T> {
+    fn push(&mut self, v: T) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = Some(v);
+            self.len += 1;
+        } else {
+            self.spill.push(v);
+        }
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        if let Some(v) = self.spill.pop() {
+            return Some(v);
+        }
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        self.inline[self.len].take()
+    }
+}
+
+/// Exchanges already visited by one `route` call, by address (stable while `&self` is
+/// borrowed); inline for the usual few, a hash set beyond.
+#[derive(Default)]
+struct Visited {
+    inline: [usize; 8],
+    len: usize,
+    spill: Option<HashSet<usize>>,
+}
+
+impl Visited {
+    /// Marks `x` visited; false if it already was.
+    fn insert<T>(&mut self, x: &T) -> bool {
+        let id = x as *const T as usize;
+        if self.inline[..self.len].contains(&id) {
+            return false;
+        }
+        if self.len < self.inline.len() {
+            self.inline[self.len] = id;
+            self.len += 1;
+            return true;
+        }
+        self.spill.get_or_insert_with(HashSet::new).insert(id)
     }
 }
