@@ -476,11 +476,15 @@ async fn exchange_delete_if_unused_without_bindings_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqprs_direct_and_fanout_routing() {
     use amqprs::channel::{
-        BasicGetArguments, BasicPublishArguments, ExchangeDeclareArguments,
+        BasicGetArguments, BasicPublishArguments, ConfirmSelectArguments, ExchangeDeclareArguments,
         QueueBindArguments, QueueDeclareArguments,
     };
     let broker = start_broker();
     let (conn, ch) = rs::open(&broker).await;
+    let mut events = rs::events(&ch).await;
+    within("confirm.select", ch.confirm_select(ConfirmSelectArguments::default()))
+        .await
+        .expect("confirm.select");
     let direct = unique("rs-direct");
     let fanout = unique("rs-fanout");
     within("declare", ch.exchange_declare(ExchangeDeclareArguments::new(&direct, "direct")))
@@ -515,8 +519,8 @@ async fn amqprs_direct_and_fanout_routing() {
         .await
         .expect("publish");
 
-    // basic.get is synchronous and ordered after the publishes on the same channel; RabbitMQ
-    // enqueues in order, so the messages are there by the time the get is served.
+    // All three confirmed: they are enqueued (or dropped) before the gets below.
+    rs::wait_acked(&mut events, 1, 3).await;
     let mut got_a = Vec::new();
     while let Some((_get_ok, _props, body)) =
         within("basic.get", ch.basic_get(BasicGetArguments::new(&qa).no_ack(true).finish()))

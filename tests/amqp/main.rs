@@ -8,3 +8,4 @@ mod common;
 mod util;
 
 mod exchanges;
+mod queues;

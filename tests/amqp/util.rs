@@ -221,4 +221,91 @@ pub mod rs {
             .expect("amqprs channel opens");
         (conn, ch)
     }
+
+    /// What the broker told an amqprs channel asynchronously.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Event {
+        Close { code: u16, text: String, class_id: u16, method_id: u16 },
+        Cancel(String),
+        Ack { tag: u64, multiple: bool },
+        Nack { tag: u64, multiple: bool },
+        Return { code: u16, text: String, exchange: String, routing_key: String, body: Vec<u8> },
+    }
+
+    struct Forward(tokio::sync::mpsc::UnboundedSender<Event>);
+
+    #[async_trait::async_trait]
+    impl amqprs::callbacks::ChannelCallback for Forward {
+        async fn close(&mut self, _: &Channel, c: amqprs::CloseChannel) -> Result<(), amqprs::error::Error> {
+            let _ = self.0.send(Event::Close {
+                code: c.reply_code(),
+                text: c.reply_text().clone(),
+                class_id: c.class_id(),
+                method_id: c.method_id(),
+            });
+            Ok(())
+        }
+        async fn cancel(&mut self, _: &Channel, c: amqprs::Cancel) -> Result<(), amqprs::error::Error> {
+            let _ = self.0.send(Event::Cancel(c.consumer_tag().to_string()));
+            Ok(())
+        }
+        async fn flow(&mut self, _: &Channel, active: bool) -> Result<bool, amqprs::error::Error> {
+            Ok(active)
+        }
+        async fn publish_ack(&mut self, _: &Channel, a: amqprs::Ack) {
+            let _ = self.0.send(Event::Ack { tag: a.delivery_tag(), multiple: a.mutiple() });
+        }
+        async fn publish_nack(&mut self, _: &Channel, n: amqprs::Nack) {
+            let _ = self.0.send(Event::Nack { tag: n.delivery_tag(), multiple: n.multiple() });
+        }
+        async fn publish_return(
+            &mut self,
+            _: &Channel,
+            r: amqprs::Return,
+            _: amqprs::BasicProperties,
+            body: Vec<u8>,
+        ) {
+            let _ = self.0.send(Event::Return {
+                code: r.reply_code(),
+                text: r.reply_text().clone(),
+                exchange: r.exchange().clone(),
+                routing_key: r.routing_key().clone(),
+                body,
+            });
+        }
+    }
+
+    /// Registers a callback that forwards the channel's asynchronous events.
+    pub async fn events(ch: &Channel) -> tokio::sync::mpsc::UnboundedReceiver<Event> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        ch.register_callback(Forward(tx)).await.expect("register_callback");
+        rx
+    }
+
+    pub async fn next_event(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> Event {
+        within("an amqprs channel event", rx.recv()).await.expect("event channel closed")
+    }
+
+    /// Waits until the publishes with sequence numbers `first_tag..=last_tag` have all been
+    /// acked (confirm mode; earlier ones must have been waited for already).
+    pub async fn wait_acked(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+        first_tag: u64,
+        last_tag: u64,
+    ) {
+        let mut acked = std::collections::BTreeSet::new();
+        let mut floor = first_tag - 1;
+        while floor < last_tag {
+            match next_event(rx).await {
+                Event::Ack { tag, multiple: true } => floor = floor.max(tag),
+                Event::Ack { tag, multiple: false } => {
+                    acked.insert(tag);
+                }
+                other => panic!("unexpected event while waiting for confirms: {other:?}"),
+            }
+            while acked.remove(&(floor + 1)) {
+                floor += 1;
+            }
+        }
+    }
 }
