@@ -9,3 +9,4 @@ mod util;
 
 mod exchanges;
 mod queues;
+mod consume;
