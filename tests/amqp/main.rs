@@ -5,3 +5,8 @@
 //! tests against another broker (e.g. the RabbitMQ reference node) instead.
 
 mod common;
+mod util;
+
+mod exchanges;
+mod queues;
+mod consume;

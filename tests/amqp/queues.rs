@@ -1,0 +1,472 @@
+//! Queue declaration, counts, purge/delete, exclusivity and auto-delete.
+
+use crate::common::{start_broker, unique, WAIT};
+use crate::util::*;
+use lapin::{options::*, types::FieldTable, BasicProperties, Connection, ExchangeKind};
+use std::time::{Duration, Instant};
+
+/// Polls (on fresh channels) until a passive declare of `queue` fails with 404.
+/// RabbitMQ removes exclusive/auto-delete queues asynchronously, so the test waits for it
+/// with a deadline instead of assuming it already happened.
+async fn wait_until_queue_gone(conn: &Connection, queue: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ch = channel(conn).await;
+        let res = within(
+            "passive queue.declare",
+            ch.queue_declare(
+                queue.into(),
+                QueueDeclareOptions { passive: true, ..Default::default() },
+                FieldTable::default(),
+            ),
+        )
+        .await;
+        match res {
+            Err(e) if code(&e) == Some(404) => {
+                assert_eq!(text(&e), format!("NOT_FOUND - no queue '{queue}' in vhost '/'"));
+                return;
+            }
+            Err(e) => panic!("unexpected error: {e:?}"),
+            Ok(_) => {
+                let _ = ch.close(200, "poll".into()).await;
+                assert!(Instant::now() < deadline, "queue {queue} still exists after {WAIT:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn queue_exists(conn: &Connection, queue: &str) -> bool {
+    let ch = channel(conn).await;
+    let res = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await;
+    match res {
+        Ok(_) => {
+            let _ = ch.close(200, "bye".into()).await;
+            true
+        }
+        Err(e) if code(&e) == Some(404) => false,
+        Err(e) => panic!("unexpected error: {e:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_named_queue_gets_amq_gen_name() {
+    let broker = start_broker();
+    let (_conn, ch) = open(&broker).await;
+    let q = within(
+        "queue.declare",
+        ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await
+    .expect("queue.declare");
+    let name = q.name().as_str().to_string();
+    assert!(name.starts_with("amq.gen-"), "server-named queue {name:?}");
+    assert!(name.len() > "amq.gen-".len() + 10, "name too short: {name:?}");
+    assert_eq!((q.message_count(), q.consumer_count()), (0, 0));
+    // A second one gets a different name, and the names are usable for routing.
+    let q2 = within(
+        "queue.declare",
+        ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await
+    .expect("queue.declare");
+    assert_ne!(q2.name().as_str(), name);
+    confirm_select(&ch).await;
+    publish_confirmed(&ch, "", &name, b"to server-named", BasicProperties::default()).await;
+    assert_eq!(drain(&ch, &name).await, vec!["to server-named"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqprs_server_named_exclusive_queue() {
+    use amqprs::channel::QueueDeclareArguments;
+    let broker = start_broker();
+    let (conn, ch) = rs::open(&broker).await;
+    let (name, messages, consumers) =
+        within("queue.declare", ch.queue_declare(QueueDeclareArguments::exclusive_server_named()))
+            .await
+            .expect("queue.declare")
+            .expect("declare-ok");
+    assert!(name.starts_with("amq.gen-"), "{name}");
+    assert_eq!((messages, consumers), (0, 0));
+    conn.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_declare_of_missing_queue_is_404() {
+    let broker = start_broker();
+    let (conn, ch) = open(&broker).await;
+    let q = unique("missing");
+    let res = within(
+        "queue.declare",
+        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await;
+    assert_amqp_err(res, 404, &format!("NOT_FOUND - no queue '{q}' in vhost '/'"));
+    // The queue was not created by the failed passive declare.
+    assert!(!queue_exists(&conn, &q).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declare_ok_reports_ready_messages_and_consumers() {
+    let broker = start_broker();
+    let (conn, ch) = open(&broker).await;
+    confirm_select(&ch).await;
+    let q = unique("counts");
+    let declared = declare_queue(&ch, &q).await;
+    assert_eq!((declared.message_count(), declared.consumer_count()), (0, 0));
+    for i in 0..3 {
+        publish_confirmed(&ch, "", &q, format!("m{i}").as_bytes(), BasicProperties::default()).await;
+    }
+    // A non-passive redeclare reports the same counts.
+    let again = declare_queue(&ch, &q).await;
+    assert_eq!((again.message_count(), again.consumer_count()), (3, 0));
+
+    let cch = channel(&conn).await;
+    within("basic.qos", cch.basic_qos(1, BasicQosOptions::default())).await.expect("qos");
+    let mut consumer = consume(&cch, &q, false).await;
+    let d = next_delivery(&mut consumer).await;
+    assert_eq!(d.data, b"m0");
+    // One message is unacked (not counted), two are ready; one consumer.
+    let passive = within(
+        "passive declare",
+        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await
+    .expect("passive declare");
+    assert_eq!((passive.message_count(), passive.consumer_count()), (2, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_returns_number_of_purged_messages() {
+    let broker = start_broker();
+    let (_conn, ch) = open(&broker).await;
+    confirm_select(&ch).await;
+    let q = unique("purge");
+    declare_queue(&ch, &q).await;
+    for _ in 0..4 {
+        publish_confirmed(&ch, "", &q, b"x", BasicProperties::default()).await;
+    }
+    let n = within("queue.purge", ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default()))
+        .await
+        .expect("purge");
+    assert_eq!(n, 4);
+    assert_eq!(message_count(&ch, &q).await, 0);
+    let n = within("queue.purge", ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default()))
+        .await
+        .expect("purge");
+    assert_eq!(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_of_missing_queue_is_404() {
+    let broker = start_broker();
+    let (_conn, ch) = open(&broker).await;
+    let q = unique("nope");
+    let res = within("queue.purge", ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())).await;
+    assert_amqp_err(res, 404, &format!("NOT_FOUND - no queue '{q}' in vhost '/'"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_returns_message_count_and_missing_queue_delete_is_ok() {
+    let broker = start_broker();
+    let (_conn, ch) = open(&broker).await;
+    confirm_select(&ch).await;
+    let q = unique("del");
+    declare_queue(&ch, &q).await;
+    for _ in 0..2 {
+        publish_confirmed(&ch, "", &q, b"x", BasicProperties::default()).await;
+    }
+    let n = within("queue.delete", ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()))
+        .await
+        .expect("delete");
+    assert_eq!(n, 2);
+    // RabbitMQ answers delete-ok (count 0) for a queue that does not exist.
+    let n = within("queue.delete", ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()))
+        .await
+        .expect("delete of a missing queue");
+    assert_eq!(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_if_empty_on_non_empty_queue_is_406() {
+    let broker = start_broker();
+    let (conn, ch) = open(&broker).await;
+    confirm_select(&ch).await;
+    let q = unique("notempty");
+    declare_queue(&ch, &q).await;
+    publish_confirmed(&ch, "", &q, b"x", BasicProperties::default()).await;
+    let res = within(
+        "queue.delete",
+        ch.queue_delete(q.as_str().into(), QueueDeleteOptions { if_empty: true, ..Default::default() }),
+    )
+    .await;
+    assert_amqp_err(res, 406, &format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty"));
+    let ch2 = channel(&conn).await;
+    assert_eq!(message_count(&ch2, &q).await, 1, "queue and message still there");
+    // if-empty on an empty queue deletes it.
+    let q2 = unique("empty");
+    declare_queue(&ch2, &q2).await;
+    within(
+        "queue.delete",
+        ch2.queue_delete(q2.as_str().into(), QueueDeleteOptions { if_empty: true, ..Default::default() }),
+    )
+    .await
+    .expect("if-empty delete of an empty queue");
+    assert!(!queue_exists(&conn, &q2).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_if_unused_on_consumed_queue_is_406() {
+    let broker = start_broker();
+    let (conn, ch) = open(&broker).await;
+    let q = unique("inuse");
+    declare_queue(&ch, &q).await;
+    let cch = channel(&conn).await;
+    let _consumer = consume(&cch, &q, true).await;
+    let res = within(
+        "queue.delete",
+        ch.queue_delete(q.as_str().into(), QueueDeleteOptions { if_unused: true, ..Default::default() }),
+    )
+    .await;
+    assert_amqp_err(res, 406, &format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' in use"));
+    assert!(queue_exists(&conn, &q).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeclare_with_different_properties_is_406() {
+    let broker = start_broker();
+    let (conn, ch) = open(&broker).await;
+    let q = unique("inequivalent");
+    declare_queue(&ch, &q).await;
+    let res = within(
+        "queue.declare",
+        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await;
+    assert_amqp_err(
+        res,
+        406,
+        &format!(
+            "PRECONDITION_FAILED - inequivalent arg 'durable' for queue '{q}' in vhost '/': received 'true' but current is 'false'"
+        ),
+    );
+    let ch2 = channel(&conn).await;
+    let res = within(
+        "queue.declare",
+        ch2.queue_declare(q.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await;
+    assert_amqp_err(
+        res,
+        406,
+        &format!(
+            "PRECONDITION_FAILED - inequivalent arg 'auto_delete' for queue '{q}' in vhost '/': received 'true' but current is 'false'"
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declaring_amq_prefixed_queue_is_403() {
+    let broker = start_broker();
+    let (_conn, ch) = open(&broker).await;
+    let q = unique("amq.mine");
+    let res = within(
+        "queue.declare",
+        ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), FieldTable::default()),
+    )
+    .await;
+    assert_amqp_err(res, 403, &format!("ACCESS_REFUSED - queue name '{q}' contains reserved prefix 'amq.*'"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_to_missing_exchange_or_queue_is_404() {
+    let broker = start_broker();
+    let (conn, ch) = open(&broker).await;
+    let q = unique("q");
+    declare_queue(&ch, &q).await;
+    let ex = unique("noex");
+    let res = within(
+        "queue.bind",
+        ch.queue_bind(q.as_str().into(), ex.as_str().into(), "k".into(), QueueBindOptions::default(), FieldTable::default()),
+    )
+    .await;
+    assert_amqp_err(res, 404, &format!("NOT_FOUND - no exchange '{ex}' in vhost '/'"));
+
+    let ch2 = channel(&conn).await;
+    let ex2 = unique("ex");
+    declare_exchange(&ch2, &ex2, ExchangeKind::Direct).await;
+    let missing_q = unique("noq");
+    let res = within(
+        "queue.bind",
+        ch2.queue_bind(
+            missing_q.as_str().into(),
+            ex2.as_str().into(),
+            "k".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await;
+    assert_amqp_err(res, 404, &format!("NOT_FOUND - no queue '{missing_q}' in vhost '/'"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_queue_from_another_connection_is_405() {
+    let broker = start_broker();
+    let (_owner, ch) = open(&broker).await;
+    let q = unique("excl");
+    within(
+        "queue.declare",
+        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await
+    .expect("exclusive declare");
+
+    let other = connect(&broker).await;
+    let expected = format!(
+        "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'"
+    );
+    // Non-passive declare.
+    let ch1 = channel(&other).await;
+    let res = within(
+        "queue.declare",
+        ch1.queue_declare(q.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await;
+    assert_amqp_err(res, 405, &expected);
+    // Passive declare.
+    let ch2 = channel(&other).await;
+    let res = within(
+        "queue.declare",
+        ch2.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await;
+    assert_amqp_err(res, 405, &expected);
+    // Consume.
+    let ch3 = channel(&other).await;
+    let res = within(
+        "basic.consume",
+        ch3.basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()),
+    )
+    .await;
+    assert_amqp_err(res, 405, &expected);
+    // The owner still uses it fine; the other connection is still usable.
+    assert_eq!(message_count(&ch, &q).await, 0);
+    declare_queue(&channel(&other).await, &unique("other-ok")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_queue_is_deleted_when_its_connection_closes() {
+    let broker = start_broker();
+    let (owner, ch) = open(&broker).await;
+    let q = unique("excl-gone");
+    within(
+        "queue.declare",
+        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await
+    .expect("exclusive declare");
+    let observer = connect(&broker).await;
+    within("connection.close", owner.close(200, "bye".into())).await.expect("close");
+    wait_until_queue_gone(&observer, &q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_delete_queue_is_deleted_when_last_consumer_cancels() {
+    let broker = start_broker();
+    let (conn, ch) = open(&broker).await;
+    let q = unique("autodel");
+    within(
+        "queue.declare",
+        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await
+    .expect("declare");
+    let c1 = consume(&ch, &q, true).await;
+    let c2 = consume(&ch, &q, true).await;
+    within("basic.cancel", ch.basic_cancel(c1.tag(), BasicCancelOptions::default()))
+        .await
+        .expect("cancel 1");
+    // Still one consumer: the queue is alive.
+    let passive = within(
+        "passive declare",
+        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await
+    .expect("queue still exists with one consumer left");
+    assert_eq!(passive.consumer_count(), 1);
+    within("basic.cancel", ch.basic_cancel(c2.tag(), BasicCancelOptions::default()))
+        .await
+        .expect("cancel 2");
+    wait_until_queue_gone(&conn, &q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_delete_queue_without_consumers_is_kept() {
+    let broker = start_broker();
+    let (conn, ch) = open(&broker).await;
+    let q = unique("autodel-never-consumed");
+    within(
+        "queue.declare",
+        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await
+    .expect("declare");
+    within("channel.close", ch.close(200, "bye".into())).await.expect("close");
+    assert!(queue_exists(&conn, &q).await, "auto-delete queue that never had a consumer stays");
+    let ch = channel(&conn).await;
+    within("queue.delete", ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()))
+        .await
+        .expect("cleanup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqprs_declare_purge_delete_counts() {
+    use amqprs::channel::{
+        BasicPublishArguments, ConfirmSelectArguments, QueueDeclareArguments, QueueDeleteArguments,
+        QueuePurgeArguments,
+    };
+    let broker = start_broker();
+    let (conn, ch) = rs::open(&broker).await;
+    let mut events = rs::events(&ch).await;
+    within("confirm.select", ch.confirm_select(ConfirmSelectArguments::default()))
+        .await
+        .expect("confirm.select");
+    let q = unique("rs-counts");
+    within("declare", ch.queue_declare(QueueDeclareArguments::new(&q)))
+        .await
+        .expect("declare");
+    for i in 0..5u8 {
+        ch.basic_publish(Default::default(), vec![i], BasicPublishArguments::new("", &q))
+            .await
+            .expect("publish");
+    }
+    rs::wait_acked(&mut events, 1, 5).await;
+    let (_, messages, consumers) = within(
+        "passive declare",
+        ch.queue_declare(QueueDeclareArguments::new(&q).passive(true).finish()),
+    )
+    .await
+    .expect("passive declare")
+    .expect("declare-ok");
+    assert_eq!((messages, consumers), (5, 0));
+    let purged = within("purge", ch.queue_purge(QueuePurgeArguments::new(&q)))
+        .await
+        .expect("purge");
+    assert_eq!(purged, Some(5));
+    ch.basic_publish(Default::default(), vec![9], BasicPublishArguments::new("", &q))
+        .await
+        .expect("publish");
+    rs::wait_acked(&mut events, 6, 6).await;
+    let deleted = within("delete", ch.queue_delete(QueueDeleteArguments::new(&q)))
+        .await
+        .expect("delete");
+    assert_eq!(deleted, Some(1));
+    conn.close().await.expect("close");
+}
