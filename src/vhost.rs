@@ -129,18 +129,20 @@ impl VHost {
                 None => Err(self.no_exchange(d.name)),
             };
         }
-        if d.name.starts_with("amq.") {
-            return Err(AmqpError::AccessRefused(format!(
-                "exchange name '{}' contains reserved prefix 'amq.*'",
-                d.name
-            )));
-        }
         let kind = ExchangeKind::from_name(d.kind).ok_or_else(|| {
             AmqpError::CommandInvalid(format!("unknown exchange type '{}'", d.kind))
         })?;
         let mut topo = write(&self.topology);
         if let Some(existing) = topo.exchanges.get(d.name) {
             return self.check_exchange_equivalent(existing, kind, d);
+        }
+        // As RabbitMQ: the reserved prefix only stops creating new exchanges, so an
+        // equivalent redeclare of amq.direct and friends succeeds.
+        if d.name.starts_with("amq.") {
+            return Err(AmqpError::AccessRefused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                d.name
+            )));
         }
         let name: Arc<str> = d.name.into();
         topo.routing.add_exchange(d.name, kind);

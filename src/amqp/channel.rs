@@ -123,10 +123,11 @@ impl Channel {
             }
             AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {
                 self.shared.lock().flow_active = f.active;
+                self.send(AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: f.active })));
                 if f.active {
                     self.dispatch_consumer_queues();
                 }
-                Some(AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: f.active })))
+                None
             }
             AMQPClass::Channel(channel::AMQPMethod::FlowOk(_)) => None,
             AMQPClass::Tx(_) => {
@@ -240,10 +241,13 @@ impl Channel {
                 self.settle(ctx, r.delivery_tag, false, how)?;
                 Ok(None)
             }
-            B::Recover(r) => {
+            B::Recover(_) => {
+                // recover-ok must precede the redeliveries: clients (lapin) drop
+                // deliveries they had buffered for the consumer when it arrives.
+                // requeue=false is treated as requeue=true, as RabbitMQ does.
+                self.send(AMQPClass::Basic(B::RecoverOk(basic::RecoverOk {})));
                 self.recover();
-                let _ = r.requeue;
-                ok(AMQPClass::Basic(B::RecoverOk(basic::RecoverOk {})))
+                Ok(None)
             }
             B::RecoverAsync(_) => {
                 self.recover();
@@ -256,8 +260,9 @@ impl Channel {
                 } else {
                     self.consumer_prefetch = q.prefetch_count;
                 }
+                self.send(AMQPClass::Basic(B::QosOk(basic::QosOk {})));
                 self.dispatch_consumer_queues();
-                ok(AMQPClass::Basic(B::QosOk(basic::QosOk {})))
+                Ok(None)
             }
             other => Err(AmqpError::CommandInvalid(format!(
                 "method 60.{} is not valid from a client",
@@ -616,7 +621,7 @@ impl Channel {
                         }
                         if d.if_empty && q.message_count() > 0 {
                             return Err(AmqpError::PreconditionFailed(format!(
-                                "queue '{}' in vhost '{}' is not empty",
+                                "queue '{}' in vhost '{}' not empty",
                                 q.name, ctx.vhost.name
                             )));
                         }
