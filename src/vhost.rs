@@ -5,11 +5,12 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 use haremq_routing::{BindError, Destination, ExchangeKind, RoutingTable};
 
+use crate::amqp::delivery::ChannelShared;
 use crate::error::{AmqpError, AmqpResult};
 use crate::queue::{ConnectionId, Queue, QueueSettings};
 
@@ -50,7 +51,14 @@ pub struct VHost {
     pub name: Arc<str>,
     topology: RwLock<Topology>,
     queues: RwLock<HashMap<Arc<str>, Arc<Queue>>>,
+    /// Direct reply-to consumers by the token in `amq.rabbitmq.reply-to.<token>`.
+    reply_consumers: Mutex<HashMap<Box<str>, Arc<ChannelShared>>>,
 }
+
+/// The pseudo-queue clients consume from for direct reply-to.
+pub const REPLY_TO_QUEUE: &str = "amq.rabbitmq.reply-to";
+/// The prefix of the reply-to addresses the broker hands out.
+pub const REPLY_TO_PREFIX: &str = "amq.rabbitmq.reply-to.";
 
 /// What exchange.declare asks for.
 pub struct ExchangeDeclare<'a> {
@@ -102,6 +110,7 @@ impl VHost {
             name: name.into(),
             topology: RwLock::new(topology),
             queues: RwLock::new(HashMap::new()),
+            reply_consumers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -422,6 +431,22 @@ impl VHost {
             Self::auto_delete_exchanges(&mut topo, vec![source.into()]);
         }
         Ok(())
+    }
+
+    // ---- direct reply-to -------------------------------------------------------
+
+    pub fn register_reply_consumer(&self, token: &str, channel: Arc<ChannelShared>) {
+        self.reply_consumers.lock().unwrap_or_else(|e| e.into_inner()).insert(token.into(), channel);
+    }
+
+    pub fn unregister_reply_consumer(&self, token: &str) {
+        self.reply_consumers.lock().unwrap_or_else(|e| e.into_inner()).remove(token);
+    }
+
+    /// The channel behind a reply-to address (`amq.rabbitmq.reply-to.<token>`).
+    pub fn reply_consumer(&self, routing_key: &str) -> Option<Arc<ChannelShared>> {
+        let token = routing_key.strip_prefix(REPLY_TO_PREFIX)?;
+        self.reply_consumers.lock().unwrap_or_else(|e| e.into_inner()).get(token).cloned()
     }
 
     // ---- routing ---------------------------------------------------------------

@@ -10,13 +10,13 @@ use amq_protocol::protocol::{basic, channel, confirm, exchange, queue, AMQPClass
 use amq_protocol::types::{ChannelId, FieldTable, ShortString};
 
 use super::delivery::{ChannelShared, ConsumerState, DeliveryState, Unacked};
-use super::frame::{write_content, write_method, ContentHeader};
+use super::frame::{encode_properties, write_content, write_method, ContentHeader};
 use super::outbox::Outbox;
 use crate::error::{AmqpError, AmqpResult};
-use crate::message::Message;
+use crate::message::{Message, QueuedMessage};
 use crate::queue::{ConnectionId, Queue, QueueSettings};
 use crate::util::random_name;
-use crate::vhost::{ExchangeDeclare, QueueRef, VHost};
+use crate::vhost::{ExchangeDeclare, QueueRef, VHost, REPLY_TO_PREFIX, REPLY_TO_QUEUE};
 
 /// Largest message body accepted (RabbitMQ's default `max_message_size`, 128 MiB).
 pub const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
@@ -62,6 +62,9 @@ pub struct Channel {
     last_queue: Option<Arc<str>>,
     routed: Vec<QueueRef>,
     taken: Vec<Unacked>,
+    /// The token of this channel's direct reply-to address, once it consumes from
+    /// `amq.rabbitmq.reply-to`.
+    reply_token: Option<String>,
 }
 
 fn ok(method: AMQPClass) -> AmqpResult<Option<AMQPClass>> {
@@ -82,6 +85,7 @@ impl Channel {
             last_queue: None,
             routed: Vec::new(),
             taken: Vec::new(),
+            reply_token: None,
         }
     }
 
@@ -272,12 +276,15 @@ impl Channel {
     }
 
     fn consume(&mut self, ctx: &Context<'_>, c: basic::Consume) -> AmqpResult<Option<AMQPClass>> {
-        let q = self.resolve_queue(ctx, c.queue.as_str())?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
             format!("amq.ctag-{}", random_name()).into()
         } else {
             c.consumer_tag.as_str().into()
         };
+        if c.queue.as_str() == REPLY_TO_QUEUE {
+            return self.consume_replies(ctx, tag, &c);
+        }
+        let q = self.resolve_queue(ctx, c.queue.as_str())?;
         {
             let mut st = self.shared.lock();
             if st.consumers.contains_key(&tag) {
@@ -307,9 +314,46 @@ impl Channel {
         Ok(None)
     }
 
+    /// Direct reply-to: the channel becomes the consumer of its own reply address.
+    fn consume_replies(&mut self, ctx: &Context<'_>, tag: Arc<str>, c: &basic::Consume) -> AmqpResult<Option<AMQPClass>> {
+        if !c.no_ack {
+            return Err(AmqpError::PreconditionFailed("reply consumer cannot acknowledge".into()));
+        }
+        {
+            let mut st = self.shared.lock();
+            if st.reply_consumer.is_some() {
+                return Err(AmqpError::PreconditionFailed("reply consumer already set".into()));
+            }
+            if st.consumers.contains_key(&tag) {
+                return Err(AmqpError::NotAllowed(format!("attempt to reuse consumer tag '{tag}'")));
+            }
+            st.reply_consumer = Some(tag.clone());
+        }
+        let token = random_name();
+        ctx.vhost.register_reply_consumer(&token, self.shared.clone());
+        self.reply_token = Some(token);
+        if c.nowait {
+            Ok(None)
+        } else {
+            ok(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: tag.as_ref().into() })))
+        }
+    }
+
+    fn stop_replies(&mut self, vhost: &VHost) {
+        if let Some(token) = self.reply_token.take() {
+            vhost.unregister_reply_consumer(&token);
+        }
+        self.shared.lock().reply_consumer = None;
+    }
+
     /// basic.cancel from the client (or an internal cancel). Unknown tags are ignored, as
     /// in RabbitMQ.
     fn cancel(&mut self, ctx: &Context<'_>, tag: &str) {
+        let is_reply = self.shared.lock().reply_consumer.as_deref() == Some(tag);
+        if is_reply {
+            self.stop_replies(ctx.vhost);
+            return;
+        }
         let removed = self.shared.lock().consumers.remove(tag);
         if let Some(c) = removed {
             if c.queue.remove_consumer(tag, &self.shared) {
@@ -400,12 +444,25 @@ impl Channel {
                 )));
             }
         }
+        let mut raw_properties: Box<[u8]> = h.raw_properties.into();
+        if h.properties.reply_to().as_ref().is_some_and(|r| r.as_str() == REPLY_TO_QUEUE) {
+            // Direct reply-to: hand out this channel's reply address instead.
+            let Some(token) = &self.reply_token else {
+                self.pending = None;
+                return Err(AmqpError::PreconditionFailed("fast reply consumer does not exist".into()));
+            };
+            let props = h.properties.clone().with_reply_to(format!("{REPLY_TO_PREFIX}{token}").into());
+            raw_properties = encode_properties(&props).into_boxed_slice();
+        }
+        let Some(p) = self.pending.as_mut() else {
+            return Ok(());
+        };
         // Capacity is bounded by MAX_MESSAGE_SIZE above; start modestly so a large
         // announced size costs memory only as the body actually arrives.
         p.body = Vec::with_capacity(h.body_size.min(1 << 20) as usize);
         p.header = Some(PendingHeader {
             body_size: h.body_size,
-            raw_properties: h.raw_properties.into(),
+            raw_properties,
             persistent: *h.properties.delivery_mode() == Some(2),
             headers: h.properties.headers().clone(),
         });
@@ -462,6 +519,14 @@ impl Channel {
         for QueueRef(q) in self.routed.drain(..) {
             if q.publish(message.clone()) {
                 delivered += 1;
+            }
+        }
+        if delivered == 0 && message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {
+            if let Some(ch) = ctx.vhost.reply_consumer(&message.routing_key) {
+                let m = QueuedMessage { seq: 0, redelivered: false, message: message.clone() };
+                if ch.deliver_reply(&m) {
+                    delivered += 1;
+                }
             }
         }
         if delivered == 0 && mandatory {
@@ -646,6 +711,7 @@ impl Channel {
     /// that lose their last one) and requeues its unacked messages.
     pub fn teardown(&mut self, vhost: &VHost) {
         self.pending = None;
+        self.stop_replies(vhost);
         let (consumers, mut unacked) = {
             let mut st: std::sync::MutexGuard<'_, DeliveryState> = self.shared.lock();
             st.closed = true;

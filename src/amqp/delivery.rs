@@ -104,6 +104,8 @@ pub struct DeliveryState {
     pub flow_active: bool,
     /// Set when the channel closes: queues drop their consumers on next contact.
     pub closed: bool,
+    /// The consumer tag of this channel's direct reply-to consumer, if any.
+    pub reply_consumer: Option<Arc<str>>,
 }
 
 impl DeliveryState {
@@ -147,6 +149,31 @@ pub enum Offer {
     Gone,
 }
 
+impl ChannelShared {
+    /// Delivers a direct reply-to message to this channel's reply consumer (always
+    /// no-ack, as RabbitMQ requires). False if the consumer is gone.
+    pub fn deliver_reply(&self, message: &QueuedMessage) -> bool {
+        let mut st = self.lock();
+        if st.closed {
+            return false;
+        }
+        let Some(tag) = st.reply_consumer.clone() else {
+            return false;
+        };
+        let mut out = self.outbox.lock();
+        if out.is_closed() {
+            return false;
+        }
+        let delivery_tag = st.next_tag();
+        let frame_max = out.frame_max();
+        let m = &message.message;
+        let buf = out.buf();
+        write_deliver(buf, self.id, &tag, delivery_tag, false, &m.exchange, &m.routing_key);
+        write_content(buf, self.id, &m.raw_properties, &m.body, frame_max);
+        true
+    }
+}
+
 /// The part of a channel that queues deliver into.
 pub struct ChannelShared {
     pub id: ChannelId,
@@ -167,6 +194,7 @@ impl ChannelShared {
                 consumer_unacked: 0,
                 flow_active: true,
                 closed: false,
+                reply_consumer: None,
             }),
         })
     }

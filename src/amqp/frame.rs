@@ -158,6 +158,14 @@ pub fn write_method(buf: &mut Vec<u8>, channel: ChannelId, method: AMQPClass) {
     emit(buf, gen_frame(&frame));
 }
 
+/// Encodes content-header properties (used only when the broker must rewrite them,
+/// e.g. direct reply-to; otherwise the publisher's bytes are forwarded untouched).
+pub fn encode_properties(properties: &AMQPProperties) -> Vec<u8> {
+    let mut buf = Vec::new();
+    emit(&mut buf, amq_protocol::protocol::basic::gen_properties(properties));
+    buf
+}
+
 /// Appends a heartbeat frame.
 pub fn write_heartbeat(buf: &mut Vec<u8>) {
     emit(buf, gen_frame(&AMQPFrame::Heartbeat));

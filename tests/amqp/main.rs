@@ -10,3 +10,4 @@ mod util;
 mod exchanges;
 mod queues;
 mod consume;
+mod reply_to;
