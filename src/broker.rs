@@ -9,10 +9,13 @@ use crate::amqp::outbox::Outbox;
 use crate::auth::UserTable;
 use crate::config::Config;
 use crate::queue::ConnectionId;
+use crate::store::{Snapshot, StoreHandle};
 use crate::vhost::VHost;
 
 pub struct Broker {
     pub config: Config,
+    /// The durable store (None only for brokers built without one, e.g. unit tests).
+    pub store: Option<StoreHandle>,
     pub users: UserTable,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     next_connection: AtomicU64,
@@ -21,12 +24,19 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(config: Config) -> Arc<Self> {
+    /// Builds the broker state, restoring durable definitions and messages from
+    /// `snapshot`.
+    pub fn new(config: Config, store: Option<StoreHandle>, snapshot: Option<&Snapshot>) -> Arc<Self> {
         let mut vhosts = HashMap::new();
-        vhosts.insert("/".to_string(), VHost::new("/"));
+        let root = VHost::new("/", store.clone());
+        if let Some(snap) = snapshot {
+            root.restore(snap);
+        }
+        vhosts.insert("/".to_string(), root);
         Arc::new(Self {
             users: UserTable::from_config(&config),
             config,
+            store,
             vhosts: RwLock::new(vhosts),
             next_connection: AtomicU64::new(1),
             connections: Mutex::new(HashMap::new()),

@@ -11,6 +11,7 @@ pub mod error;
 pub mod message;
 pub mod queue;
 pub mod server;
+pub mod store;
 pub mod util;
 pub mod vhost;
 

@@ -1,6 +1,9 @@
 //! A published message, shared (never copied) by every queue it is routed to.
 
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
+
+use crate::store::MessageId;
 
 /// An immutable message. Queues hold `Arc<Message>`; fan-out to N queues costs N
 /// reference counts, not N copies of the body.
@@ -14,6 +17,16 @@ pub struct Message {
     pub body: Box<[u8]>,
     /// delivery-mode 2.
     pub persistent: bool,
+    /// Its record in the store, if it was routed persistently to a durable queue.
+    pub store: StoredMeta,
+}
+
+/// A message's place in the store: its id and how many durable queue entries still
+/// reference it (the record is deleted when that reaches zero).
+#[derive(Debug, Default)]
+pub struct StoredMeta {
+    pub id: Option<MessageId>,
+    pub refs: AtomicU32,
 }
 
 impl Message {

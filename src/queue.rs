@@ -12,9 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use amq_protocol::types::FieldTable;
 
+use std::sync::atomic::Ordering;
+
 use crate::amqp::delivery::{ChannelShared, Offer};
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::{Message, QueuedMessage};
+use crate::store::{QueueId, StoreHandle, StoreOp};
 
 /// Identifies a connection (for exclusive queues).
 pub type ConnectionId = u64;
@@ -32,7 +35,19 @@ pub struct Queue {
     pub name: Arc<str>,
     pub vhost: Arc<str>,
     pub settings: QueueSettings,
+    /// Set for durable queues: where their persistent messages are recorded.
+    store: Option<(StoreHandle, QueueId)>,
     state: Mutex<QueueState>,
+}
+
+/// What [`Queue::publish`] did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// The queue was deleted concurrently; the message is not in it.
+    No,
+    InMemory,
+    /// Enqueued and its entry sent to the store.
+    Stored,
 }
 
 /// A consumer as the queue sees it.
@@ -58,14 +73,32 @@ pub struct OrphanedConsumer {
 }
 
 impl Queue {
-    pub fn new(name: Arc<str>, vhost: Arc<str>, settings: QueueSettings) -> Arc<Self> {
+    pub fn new(
+        name: Arc<str>,
+        vhost: Arc<str>,
+        settings: QueueSettings,
+        store: Option<(StoreHandle, QueueId)>,
+    ) -> Arc<Self> {
+        Self::restore(name, vhost, settings, store, VecDeque::new())
+    }
+
+    /// A queue holding recovered messages (in `seq` order).
+    pub fn restore(
+        name: Arc<str>,
+        vhost: Arc<str>,
+        settings: QueueSettings,
+        store: Option<(StoreHandle, QueueId)>,
+        ready: VecDeque<QueuedMessage>,
+    ) -> Arc<Self> {
+        let next_seq = ready.back().map_or(0, |m| m.seq + 1);
         Arc::new(Self {
             name,
             vhost,
             settings,
+            store,
             state: Mutex::new(QueueState {
-                ready: VecDeque::new(),
-                next_seq: 0,
+                ready,
+                next_seq,
                 consumers: Vec::new(),
                 next_consumer: 0,
                 exclusive_consumer: false,
@@ -78,20 +111,57 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Enqueues a message and delivers what it can. False if the queue was deleted
-    /// concurrently (the message is then not enqueued).
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> bool {
+    /// True for a durable queue on a broker with a store.
+    pub fn is_durable(&self) -> bool {
+        self.store.is_some()
+    }
+
+    pub fn store_id(&self) -> Option<QueueId> {
+        self.store.as_ref().map(|(_, id)| *id)
+    }
+
+    /// Enqueues a message and delivers what it can.
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
         let mut st = self.lock();
         if st.deleted {
-            return false;
+            return Enqueued::No;
         }
         let seq = st.next_seq;
         st.next_seq += 1;
+        let mut outcome = Enqueued::InMemory;
+        if let (Some((store, queue)), Some(id)) = (&self.store, message.store.id) {
+            // Sent under the queue lock: the store sees this entry before any ack of it.
+            message.store.refs.fetch_add(1, Ordering::AcqRel);
+            store.send(StoreOp::Enqueue { queue: *queue, seq, message: id });
+            outcome = Enqueued::Stored;
+        }
         st.ready.push_back(QueuedMessage { seq, redelivered: false, message });
         if !st.consumers.is_empty() {
             self.dispatch_locked(&mut st);
         }
-        true
+        outcome
+    }
+
+    /// The message left this queue for good (acked, dropped, delivered no-ack): delete
+    /// its store entry, and the message record once no queue references it.
+    pub fn forget(&self, m: &QueuedMessage) {
+        let (Some((store, queue)), Some(id)) = (&self.store, m.message.store.id) else {
+            return;
+        };
+        store.send(StoreOp::Remove { queue: *queue, seq: m.seq });
+        if m.message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+            store.send(StoreOp::DeleteMessage(id));
+        }
+    }
+
+    /// Records a first delivery, so a restart brings the message back as redelivered.
+    pub fn mark_delivered(&self, m: &QueuedMessage) {
+        if m.redelivered {
+            return;
+        }
+        if let (Some((store, queue)), Some(id)) = (&self.store, m.message.store.id) {
+            store.send(StoreOp::MarkDelivered { queue: *queue, seq: m.seq, message: id });
+        }
     }
 
     /// Delivers ready messages to consumers with credit, round-robin.
@@ -111,9 +181,15 @@ impl Queue {
                 let idx = (st.next_consumer + i) % st.consumers.len();
                 let slot = &st.consumers[idx];
                 match slot.channel.offer(self, &slot.tag, head) {
-                    Offer::Delivered => {
+                    Offer::Delivered { no_ack } => {
                         st.next_consumer = (idx + 1) % st.consumers.len();
-                        st.ready.pop_front();
+                        if let Some(m) = st.ready.pop_front() {
+                            if no_ack {
+                                self.forget(&m);
+                            } else {
+                                self.mark_delivered(&m);
+                            }
+                        }
                         continue 'messages;
                     }
                     Offer::Busy => i += 1,
@@ -193,6 +269,16 @@ impl Queue {
     pub fn requeue(self: &Arc<Self>, messages: impl IntoIterator<Item = QueuedMessage>) {
         let mut st = self.lock();
         if st.deleted {
+            // Its store entries went with the queue; release the message records.
+            if let Some((store, _)) = &self.store {
+                for m in messages {
+                    if let Some(id) = m.message.store.id {
+                        if m.message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            store.send(StoreOp::DeleteMessage(id));
+                        }
+                    }
+                }
+            }
             return;
         }
         for mut m in messages {
@@ -209,7 +295,9 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut st = self.lock();
         let n = st.ready.len() as u32;
-        st.ready.clear();
+        for m in st.ready.drain(..) {
+            self.forget(&m);
+        }
         n
     }
 
@@ -229,8 +317,23 @@ impl Queue {
     /// held and the consumers whose channels must be sent basic.cancel.
     pub fn mark_deleted(&self) -> (u32, Vec<OrphanedConsumer>) {
         let mut st = self.lock();
+        if st.deleted {
+            return (0, Vec::new());
+        }
         st.deleted = true;
         let n = st.ready.len() as u32;
+        if let Some((store, id)) = &self.store {
+            store.send(StoreOp::DeleteQueue { id: *id, vhost: self.vhost.to_string(), name: self.name.to_string() });
+            // The entries go with the queue; release the message records they held.
+            // (Unacked ones are released when their channel settles them.)
+            for m in st.ready.drain(..) {
+                if let Some(mid) = m.message.store.id {
+                    if m.message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        store.send(StoreOp::DeleteMessage(mid));
+                    }
+                }
+            }
+        }
         st.ready.clear();
         let orphans = st
             .consumers

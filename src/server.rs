@@ -12,6 +12,8 @@ use futures_lite::future;
 
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::store::redb_store::RedbStore;
+use crate::store::{Store, StoreHandle};
 
 /// A running broker. Dropping it shuts the broker down.
 pub struct BrokerHandle {
@@ -47,6 +49,10 @@ impl BrokerHandle {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // Connections are gone: commit what they sent and stop the writer.
+        if let Some(store) = &self.broker.store {
+            store.shutdown();
+        }
         log::info!("broker on {} stopped", self.local_addr);
     }
 }
@@ -67,7 +73,13 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
     let local_addr = std_listener.local_addr()?;
     let listener = TcpListener::try_from(std_listener)?;
-    let broker = Broker::new(config);
+    let mut store = RedbStore::open(&config.data_dir).map_err(|e| io::Error::other(e.to_string()))?;
+    let snapshot = store.load().map_err(|e| io::Error::other(e.to_string()))?;
+    let next_message = snapshot.messages.keys().max().map_or(1, |m| m + 1);
+    let next_queue = snapshot.queues.iter().map(|q| q.id).max().map_or(1, |q| q + 1);
+    let store = StoreHandle::start(Box::new(store), next_message, next_queue)?;
+    let broker = Broker::new(config, Some(store), Some(&snapshot));
+    drop(snapshot);
     let ex = Arc::new(Executor::new());
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
 

@@ -13,6 +13,8 @@ use haremq_routing::{BindError, Destination, ExchangeKind, RoutingTable};
 use crate::amqp::delivery::ChannelShared;
 use crate::error::{AmqpError, AmqpResult};
 use crate::queue::{ConnectionId, Queue, QueueSettings};
+use crate::message::QueuedMessage;
+use crate::store::{BindingRecord, ExchangeRecord, QueueRecord, Snapshot, StoreHandle, StoreOp};
 
 /// A queue as a routing destination: compared and hashed by identity, so routing never
 /// hashes queue names on the hot path.
@@ -53,6 +55,8 @@ pub struct VHost {
     queues: RwLock<HashMap<Arc<str>, Arc<Queue>>>,
     /// Direct reply-to consumers by the token in `amq.rabbitmq.reply-to.<token>`.
     reply_consumers: Mutex<HashMap<Box<str>, Arc<ChannelShared>>>,
+    /// Where durable definitions are recorded (None: nothing is persisted).
+    store: Option<StoreHandle>,
 }
 
 /// The pseudo-queue clients consume from for direct reply-to.
@@ -89,7 +93,7 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 impl VHost {
-    pub fn new(name: &str) -> Arc<Self> {
+    pub fn new(name: &str, store: Option<StoreHandle>) -> Arc<Self> {
         let mut topology = Topology { routing: RoutingTable::new(), exchanges: HashMap::new() };
         for &(ex, kind) in PREDECLARED {
             let name: Arc<str> = ex.into();
@@ -111,6 +115,112 @@ impl VHost {
             topology: RwLock::new(topology),
             queues: RwLock::new(HashMap::new()),
             reply_consumers: Mutex::new(HashMap::new()),
+            store,
+        })
+    }
+
+    /// Recreates this vhost's durable exchanges, queues (with their messages) and
+    /// bindings from a store snapshot.
+    pub fn restore(&self, snap: &Snapshot) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let mut topo = write(&self.topology);
+        for e in snap.exchanges.iter().filter(|e| *e.vhost == *self.name) {
+            let Some(kind) = ExchangeKind::from_name(&e.kind) else {
+                log::warn!("skipping stored exchange '{}' of unknown type '{}'", e.name, e.kind);
+                continue;
+            };
+            let name: Arc<str> = e.name.as_str().into();
+            topo.routing.add_exchange(&e.name, kind);
+            topo.exchanges.insert(
+                name.clone(),
+                ExchangeMeta {
+                    name,
+                    kind,
+                    durable: true,
+                    auto_delete: e.auto_delete,
+                    internal: e.internal,
+                    arguments: e.arguments.clone(),
+                },
+            );
+        }
+        let mut queues = write(&self.queues);
+        let mut recovered = 0usize;
+        for q in snap.queues.iter().filter(|q| *q.vhost == *self.name) {
+            let ready: std::collections::VecDeque<QueuedMessage> = snap
+                .entries
+                .get(&q.id)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| {
+                    let message = snap.messages.get(&e.message)?.clone();
+                    message.store.refs.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    Some(QueuedMessage { seq: e.seq, redelivered: e.delivered, message })
+                })
+                .collect();
+            recovered += ready.len();
+            let name: Arc<str> = q.name.as_str().into();
+            let settings = QueueSettings {
+                durable: true,
+                exclusive_owner: None,
+                auto_delete: q.auto_delete,
+                arguments: q.arguments.clone(),
+            };
+            let queue = Queue::restore(name.clone(), self.name.clone(), settings, Some((store.clone(), q.id)), ready);
+            queues.insert(name, queue);
+        }
+        for b in snap.bindings.iter().filter(|b| *b.vhost == *self.name) {
+            let dest = if b.to_queue {
+                match queues.get(b.destination.as_str()) {
+                    Some(q) => Destination::Queue(QueueRef(q.clone())),
+                    None => continue,
+                }
+            } else {
+                Destination::Exchange(b.destination.as_str().into())
+            };
+            if let Err(e) = topo.routing.bind(&b.source, dest, &b.routing_key, &b.arguments) {
+                log::warn!("skipping stored binding {} -> {}: {e:?}", b.source, b.destination);
+            }
+        }
+        log::info!(
+            "vhost '{}': recovered {} exchanges, {} queues, {} messages",
+            self.name,
+            snap.exchanges.iter().filter(|e| *e.vhost == *self.name).count(),
+            queues.len(),
+            recovered
+        );
+    }
+
+    fn persist(&self, op: StoreOp) {
+        if let Some(store) = &self.store {
+            store.send(op);
+        }
+    }
+
+    /// The store record for a binding, if both ends are durable (callers hold the
+    /// topology lock).
+    fn binding_record_locked(
+        &self,
+        topo: &Topology,
+        source: &str,
+        dest: &Destination<QueueRef>,
+        key: &str,
+        args: &FieldTable,
+    ) -> Option<BindingRecord> {
+        self.store.as_ref()?;
+        let durable = |name: &str| topo.exchanges.get(name).is_some_and(|e| e.durable);
+        let (destination, to_queue, durable_dest) = match dest {
+            Destination::Queue(q) => (q.0.name.to_string(), true, q.0.is_durable()),
+            Destination::Exchange(e) => (e.to_string(), false, durable(e)),
+        };
+        (durable(source) && durable_dest).then(|| BindingRecord {
+            vhost: self.name.to_string(),
+            source: source.to_string(),
+            destination,
+            to_queue,
+            routing_key: key.to_string(),
+            arguments: args.clone(),
         })
     }
 
@@ -154,6 +264,16 @@ impl VHost {
             )));
         }
         let name: Arc<str> = d.name.into();
+        if d.durable {
+            self.persist(StoreOp::PutExchange(ExchangeRecord {
+                vhost: self.name.to_string(),
+                name: d.name.to_string(),
+                kind: kind.as_str().to_string(),
+                auto_delete: d.auto_delete,
+                internal: d.internal,
+                arguments: d.arguments.clone(),
+            }));
+        }
         topo.routing.add_exchange(d.name, kind);
         topo.exchanges.insert(
             name.clone(),
@@ -216,23 +336,41 @@ impl VHost {
                 self.name
             )));
         }
-        topo.exchanges.remove(name);
-        let sources = topo.routing.remove_exchange(name).unwrap_or_default();
-        Self::auto_delete_exchanges(&mut topo, sources);
+        self.remove_exchange_locked(&mut topo, name);
         Ok(())
+    }
+
+    /// Removes an exchange and its bindings, then auto-deletes what that leaves unused.
+    fn remove_exchange_locked(&self, topo: &mut Topology, name: &str) {
+        let mut pending = vec![Arc::<str>::from(name)];
+        let mut first = true;
+        while let Some(source) = pending.pop() {
+            let unused = first
+                || (topo.exchanges.get(&source).is_some_and(|e| e.auto_delete)
+                    && !topo.routing.has_bindings_from(&source));
+            first = false;
+            if !unused {
+                continue;
+            }
+            if let Some(meta) = topo.exchanges.remove(&source) {
+                if meta.durable {
+                    self.persist(StoreOp::DeleteExchange { vhost: self.name.to_string(), name: source.to_string() });
+                }
+            }
+            if let Some(more) = topo.routing.remove_exchange(&source) {
+                pending.extend(more);
+            }
+        }
     }
 
     /// Deletes the auto-delete exchanges among `sources` that have no bindings left,
     /// and, transitively, the ones that loses.
-    fn auto_delete_exchanges(topo: &mut Topology, mut sources: Vec<Arc<str>>) {
-        while let Some(source) = sources.pop() {
+    fn auto_delete_exchanges(&self, topo: &mut Topology, sources: Vec<Arc<str>>) {
+        for source in sources {
             let unused = topo.exchanges.get(&source).is_some_and(|e| e.auto_delete)
                 && !topo.routing.has_bindings_from(&source);
             if unused {
-                topo.exchanges.remove(&source);
-                if let Some(more) = topo.routing.remove_exchange(&source) {
-                    sources.extend(more);
-                }
+                self.remove_exchange_locked(topo, &source);
             }
         }
     }
@@ -279,7 +417,22 @@ impl VHost {
             return Ok((q.clone(), false));
         }
         let name: Arc<str> = name.into();
-        let q = Queue::new(name.clone(), self.name.clone(), settings);
+        // Exclusive queues die with their connection, so they are never stored.
+        let store = match &self.store {
+            Some(store) if settings.durable && settings.exclusive_owner.is_none() => {
+                let id = store.next_queue_id();
+                store.send(StoreOp::PutQueue(QueueRecord {
+                    id,
+                    vhost: self.name.to_string(),
+                    name: name.to_string(),
+                    auto_delete: settings.auto_delete,
+                    arguments: settings.arguments.clone(),
+                }));
+                Some((store.clone(), id))
+            }
+            _ => None,
+        };
+        let q = Queue::new(name.clone(), self.name.clone(), settings, store);
         queues.insert(name, q.clone());
         drop(queues);
         // Every queue is bound to the default exchange by its name; that binding is
@@ -343,7 +496,7 @@ impl VHost {
         {
             let mut topo = write(&self.topology);
             let sources = topo.routing.remove_queue(&QueueRef(q.clone()));
-            Self::auto_delete_exchanges(&mut topo, sources);
+            self.auto_delete_exchanges(&mut topo, sources);
         }
         let (count, orphans) = q.mark_deleted();
         for o in orphans {
@@ -381,10 +534,13 @@ impl VHost {
         if q.is_deleted() {
             return Err(self.no_queue(&q.name));
         }
-        topo.routing
-            .bind(exchange, Destination::Queue(QueueRef(q.clone())), key, args)
-            .map(|_| ())
-            .map_err(|e| self.bind_error(e))
+        let dest = Destination::Queue(QueueRef(q.clone()));
+        let record = self.binding_record_locked(&topo, exchange, &dest, key, args);
+        let added = topo.routing.bind(exchange, dest, key, args).map_err(|e| self.bind_error(e))?;
+        if let (true, Some(r)) = (added, record) {
+            self.persist(StoreOp::PutBinding(r));
+        }
+        Ok(())
     }
 
     pub fn unbind_queue(&self, q: &Arc<Queue>, exchange: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
@@ -395,8 +551,13 @@ impl VHost {
         if !topo.exchanges.contains_key(exchange) {
             return Err(self.no_exchange(exchange));
         }
-        if topo.routing.unbind(exchange, &Destination::Queue(QueueRef(q.clone())), key, args) {
-            Self::auto_delete_exchanges(&mut topo, vec![exchange.into()]);
+        let dest = Destination::Queue(QueueRef(q.clone()));
+        let record = self.binding_record_locked(&topo, exchange, &dest, key, args);
+        if topo.routing.unbind(exchange, &dest, key, args) {
+            if let Some(r) = record {
+                self.persist(StoreOp::DeleteBinding(r));
+            }
+            self.auto_delete_exchanges(&mut topo, vec![exchange.into()]);
         }
         Ok(())
     }
@@ -411,10 +572,13 @@ impl VHost {
                 return Err(self.no_exchange(name));
             }
         }
-        topo.routing
-            .bind(source, Destination::Exchange(destination.into()), key, args)
-            .map(|_| ())
-            .map_err(|e| self.bind_error(e))
+        let dest = Destination::Exchange(destination.into());
+        let record = self.binding_record_locked(&topo, source, &dest, key, args);
+        let added = topo.routing.bind(source, dest, key, args).map_err(|e| self.bind_error(e))?;
+        if let (true, Some(r)) = (added, record) {
+            self.persist(StoreOp::PutBinding(r));
+        }
+        Ok(())
     }
 
     pub fn unbind_exchange(&self, destination: &str, source: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
@@ -427,8 +591,13 @@ impl VHost {
                 return Err(self.no_exchange(name));
             }
         }
-        if topo.routing.unbind(source, &Destination::Exchange(destination.into()), key, args) {
-            Self::auto_delete_exchanges(&mut topo, vec![source.into()]);
+        let dest = Destination::Exchange(destination.into());
+        let record = self.binding_record_locked(&topo, source, &dest, key, args);
+        if topo.routing.unbind(source, &dest, key, args) {
+            if let Some(r) = record {
+                self.persist(StoreOp::DeleteBinding(r));
+            }
+            self.auto_delete_exchanges(&mut topo, vec![source.into()]);
         }
         Ok(())
     }

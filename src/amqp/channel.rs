@@ -13,7 +13,10 @@ use super::delivery::{ChannelShared, ConsumerState, DeliveryState, Unacked};
 use super::frame::{encode_properties, write_content, write_method, ContentHeader};
 use super::outbox::Outbox;
 use crate::error::{AmqpError, AmqpResult};
-use crate::message::{Message, QueuedMessage};
+use crate::message::{Message, QueuedMessage, StoredMeta};
+use crate::queue::Enqueued;
+use crate::store::{StoreHandle, StoreOp};
+use std::sync::atomic::AtomicU32;
 use crate::queue::{ConnectionId, Queue, QueueSettings};
 use crate::util::random_name;
 use crate::vhost::{ExchangeDeclare, QueueRef, VHost, REPLY_TO_PREFIX, REPLY_TO_QUEUE};
@@ -24,6 +27,7 @@ pub const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
 /// What the channel needs from its connection while handling a frame.
 pub struct Context<'a> {
     pub vhost: &'a Arc<VHost>,
+    pub store: &'a Option<StoreHandle>,
     pub conn_id: ConnectionId,
     pub user: &'a str,
     pub outbox: &'a Arc<Outbox>,
@@ -51,11 +55,8 @@ pub struct Channel {
     pub closing: bool,
     pending: Option<Pending>,
     confirm: bool,
-    /// Sequence number of the last publish (confirm mode).
-    publish_seq: u64,
-    /// Highest publish sequence confirmed but not yet sent, and the last one sent.
-    ack_due: u64,
-    ack_sent: u64,
+    /// A publish was confirmed without the store; flush after this read.
+    confirms_due: bool,
     /// basic.qos global=false: the prefetch given to consumers created afterwards.
     consumer_prefetch: u16,
     /// The last queue declared on this channel (AMQP's "current queue", for empty names).
@@ -78,9 +79,7 @@ impl Channel {
             closing: false,
             pending: None,
             confirm: false,
-            publish_seq: 0,
-            ack_due: 0,
-            ack_sent: 0,
+            confirms_due: false,
             consumer_prefetch: 0,
             last_queue: None,
             routed: Vec::new(),
@@ -221,7 +220,10 @@ impl Channel {
                         );
                         write_content(out.buf(), id, &m.message.raw_properties, &m.message.body, frame_max);
                     }
-                    if !g.no_ack {
+                    if g.no_ack {
+                        q.forget(&m);
+                    } else {
+                        q.mark_delivered(&m);
                         st.track(Unacked { tag, queue: q.clone(), message: m, consumer: None });
                     }
                 });
@@ -373,8 +375,13 @@ impl Channel {
             }
             st.release(&taken);
         }
-        if let Settle::Requeue = how {
-            requeue_all(&mut taken);
+        match how {
+            Settle::Requeue => requeue_all(&mut taken),
+            Settle::Ack | Settle::Discard => {
+                for u in &taken {
+                    u.queue.forget(&u.message);
+                }
+            }
         }
         taken.clear();
         self.taken = taken;
@@ -508,17 +515,40 @@ impl Channel {
             h.headers.as_ref(),
             &mut self.routed,
         )?;
+        // A persistent message bound for at least one durable queue gets one store
+        // record, written before any queue entry that points at it.
+        let store_id = match &ctx.store {
+            Some(store) if h.persistent && self.routed.iter().any(|q| q.0.is_durable()) => {
+                Some(store.next_message_id())
+            }
+            _ => None,
+        };
         let message = Arc::new(Message {
             exchange: exchange_name,
             routing_key: routing_key.as_str().into(),
             raw_properties: h.raw_properties,
             body: body.into_boxed_slice(),
             persistent: h.persistent,
+            store: StoredMeta { id: store_id, refs: AtomicU32::new(0) },
         });
+        if let (Some(store), Some(id)) = (&ctx.store, store_id) {
+            store.send(StoreOp::PutMessage(id, message.clone()));
+        }
         let mut delivered = 0;
+        let mut stored = 0;
         for QueueRef(q) in self.routed.drain(..) {
-            if q.publish(message.clone()) {
-                delivered += 1;
+            match q.publish(message.clone()) {
+                Enqueued::No => {}
+                Enqueued::InMemory => delivered += 1,
+                Enqueued::Stored => {
+                    delivered += 1;
+                    stored += 1;
+                }
+            }
+        }
+        if let (Some(store), Some(id)) = (&ctx.store, store_id) {
+            if stored == 0 {
+                store.send(StoreOp::DeleteMessage(id));
             }
         }
         if delivered == 0 && message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {
@@ -545,8 +575,12 @@ impl Channel {
             write_content(out.buf(), self.id(), &message.raw_properties, &message.body, frame_max);
         }
         if self.confirm {
-            self.publish_seq += 1;
-            self.ack_due = self.publish_seq;
+            let durable = stored > 0;
+            let seq = self.shared.next_publish_seq(durable);
+            match (&ctx.store, durable) {
+                (Some(store), true) => store.confirm_after_commit(self.shared.clone(), seq),
+                _ => self.confirms_due = true,
+            }
         }
         Ok(())
     }
@@ -554,18 +588,13 @@ impl Channel {
     /// Sends the publisher confirms accumulated while handling one read's worth of
     /// frames, as a single `multiple` ack where several are due.
     pub fn flush_confirms(&mut self) {
-        if self.ack_due > self.ack_sent {
-            let multiple = self.ack_due - self.ack_sent > 1;
-            self.send(AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                delivery_tag: self.ack_due,
-                multiple,
-            })));
-            self.ack_sent = self.ack_due;
+        if std::mem::take(&mut self.confirms_due) {
+            self.shared.flush_confirms();
         }
     }
 
     pub fn has_confirms_due(&self) -> bool {
-        self.ack_due > self.ack_sent
+        self.confirms_due
     }
 
     // ---- exchange ------------------------------------------------------------------

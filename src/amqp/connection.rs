@@ -451,7 +451,7 @@ impl Connection {
         if ch.closing {
             return Ok(());
         }
-        let ctx = Context { vhost, conn_id: self.id, user: &self.user, outbox: &self.outbox };
+        let ctx = Context { vhost, store: &self.broker.store, conn_id: self.id, user: &self.user, outbox: &self.outbox };
         let r = match frame {
             Frame::Method(_, m) => ch.handle_method(&ctx, m),
             Frame::Header(_, h) => ch.handle_header(&ctx, h),

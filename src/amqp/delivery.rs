@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use amq_protocol::types::ChannelId;
 
-use super::frame::{write_content, write_deliver};
+use amq_protocol::protocol::{basic, AMQPClass};
+
+use super::frame::{write_content, write_deliver, write_method};
 use super::outbox::Outbox;
 use crate::message::QueuedMessage;
 use crate::queue::Queue;
@@ -142,7 +144,8 @@ impl DeliveryState {
 
 /// Result of offering a message to a consumer.
 pub enum Offer {
-    Delivered,
+    /// Delivered; `no_ack` says whether it left the queue for good.
+    Delivered { no_ack: bool },
     /// The consumer is out of credit, paused by flow, or its client is congested.
     Busy,
     /// The consumer or its channel no longer exists.
@@ -179,6 +182,27 @@ pub struct ChannelShared {
     pub id: ChannelId,
     pub outbox: Arc<Outbox>,
     state: Mutex<DeliveryState>,
+    confirms: Mutex<ConfirmTracker>,
+}
+
+/// Publisher-confirm bookkeeping. Confirms go out in publish order, so one `multiple`
+/// ack covers a run: a publish waiting for the store holds back the acks of later
+/// publishes until its commit (commits complete in order, so this costs nothing when
+/// all publishes are persistent, and little when they are mixed).
+#[derive(Default)]
+struct ConfirmTracker {
+    /// Sequence number of the last publish.
+    published: u64,
+    /// Publishes waiting for a store commit, ascending.
+    waiting: VecDeque<u64>,
+    /// Everything up to here has been acked or nacked to the client.
+    sent: u64,
+}
+
+impl ConfirmTracker {
+    fn watermark(&self) -> u64 {
+        self.waiting.front().map_or(self.published, |s| s - 1)
+    }
 }
 
 impl ChannelShared {
@@ -196,7 +220,72 @@ impl ChannelShared {
                 closed: false,
                 reply_consumer: None,
             }),
+            confirms: Mutex::new(ConfirmTracker::default()),
         })
+    }
+
+    fn confirms(&self) -> MutexGuard<'_, ConfirmTracker> {
+        self.confirms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Numbers a publish in confirm mode; `durable` publishes are confirmed by the store
+    /// writer after commit, the others by [`flush_confirms`](Self::flush_confirms).
+    pub fn next_publish_seq(&self, durable: bool) -> u64 {
+        let mut c = self.confirms();
+        c.published += 1;
+        let seq = c.published;
+        if durable {
+            c.waiting.push_back(seq);
+        }
+        seq
+    }
+
+    /// Sends one ack covering every publish confirmed and not yet acked.
+    pub fn flush_confirms(&self) {
+        let mut c = self.confirms();
+        self.flush_locked(&mut c);
+    }
+
+    fn flush_locked(&self, c: &mut ConfirmTracker) {
+        let to = c.watermark();
+        if to > c.sent {
+            let multiple = to - c.sent > 1;
+            let mut out = self.outbox.lock();
+            write_method(
+                out.buf(),
+                self.id,
+                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: to, multiple })),
+            );
+            c.sent = to;
+        }
+    }
+
+    /// The store committed every publish up to `seq`.
+    pub fn confirm_stored(&self, seq: u64) {
+        let mut c = self.confirms();
+        while c.waiting.front().is_some_and(|&s| s <= seq) {
+            c.waiting.pop_front();
+        }
+        self.flush_locked(&mut c);
+    }
+
+    /// The store failed to commit publishes up to `seq`: nack them.
+    pub fn confirm_failed(&self, seq: u64) {
+        let mut c = self.confirms();
+        while c.waiting.front().is_some_and(|&s| s <= seq) {
+            c.waiting.pop_front();
+        }
+        if seq > c.sent {
+            let multiple = seq - c.sent > 1;
+            let mut out = self.outbox.lock();
+            write_method(
+                out.buf(),
+                self.id,
+                AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack { delivery_tag: seq, multiple, requeue: false })),
+            );
+            c.sent = seq;
+        }
+        self.flush_locked(&mut c);
     }
 
     pub fn lock(&self) -> MutexGuard<'_, DeliveryState> {
@@ -248,6 +337,6 @@ impl ChannelShared {
                 consumer: Some(tag.clone()),
             });
         }
-        Offer::Delivered
+        Offer::Delivered { no_ack }
     }
 }

@@ -1,0 +1,125 @@
+//! Durable storage: the seam between queues and disk.
+//!
+//! The broker never calls the storage engine directly. It sends [`StoreOp`]s to a
+//! [`StoreHandle`]; one writer thread collects everything queued while the previous
+//! commit was running and applies it as a single transaction (group commit), then
+//! releases the publisher confirms that batch covered. A [`Store`] implementation
+//! (today [`redb_store::RedbStore`]) only has to apply a batch atomically and durably
+//! and to load everything back at start, so another backend — or a replicated one —
+//! plugs in behind the same two calls.
+//!
+//! Ordering: ops are applied in the order they were sent. Queues send their ops while
+//! holding their own lock, so the store sees a queue's enqueue before any ack of that
+//! message, and a message record before any queue entry pointing at it.
+
+pub mod codec;
+pub mod redb_store;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use amq_protocol::types::FieldTable;
+use serde::{Deserialize, Serialize};
+
+use crate::message::Message;
+
+pub use writer::{StoreHandle, StoreStats};
+
+/// A durable queue's id in the store (names can be reused after a delete).
+pub type QueueId = u64;
+/// A persistent message's id in the store; shared by every queue entry referencing it.
+pub type MessageId = u64;
+
+/// A durable exchange's declaration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExchangeRecord {
+    pub vhost: String,
+    pub name: String,
+    pub kind: String,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+/// A durable queue's declaration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueueRecord {
+    pub id: QueueId,
+    pub vhost: String,
+    pub name: String,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+/// A binding between durable things.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    pub vhost: String,
+    pub source: String,
+    /// A queue name if `to_queue`, else an exchange name.
+    pub destination: String,
+    pub to_queue: bool,
+    pub routing_key: String,
+    pub arguments: FieldTable,
+}
+
+/// One change to durable state.
+pub enum StoreOp {
+    PutExchange(ExchangeRecord),
+    DeleteExchange { vhost: String, name: String },
+    PutQueue(QueueRecord),
+    /// Deletes the queue, its entries and the bindings to it.
+    DeleteQueue { id: QueueId, vhost: String, name: String },
+    PutBinding(BindingRecord),
+    DeleteBinding(BindingRecord),
+    PutMessage(MessageId, Arc<Message>),
+    DeleteMessage(MessageId),
+    /// A queue entry: message `message` at position `seq` of `queue`.
+    Enqueue { queue: QueueId, seq: u64, message: MessageId },
+    /// The entry was delivered (it comes back with redelivered=true after a restart).
+    MarkDelivered { queue: QueueId, seq: u64, message: MessageId },
+    /// The entry was acked or dropped.
+    Remove { queue: QueueId, seq: u64 },
+}
+
+/// A recovered queue entry.
+#[derive(Clone, Debug)]
+pub struct EntryRecord {
+    pub seq: u64,
+    pub message: MessageId,
+    pub delivered: bool,
+}
+
+/// Everything durable, as loaded at start.
+#[derive(Default)]
+pub struct Snapshot {
+    pub exchanges: Vec<ExchangeRecord>,
+    pub queues: Vec<QueueRecord>,
+    pub bindings: Vec<BindingRecord>,
+    pub messages: HashMap<MessageId, Arc<Message>>,
+    /// Per queue, its entries in `seq` order.
+    pub entries: HashMap<QueueId, Vec<EntryRecord>>,
+}
+
+/// A storage failure, with enough context to act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("data directory {path} is in use by another HareMQ process")]
+    Locked { path: String },
+    #[error("cannot open store {path}: {detail}. If the file is corrupt, move it aside (HareMQ then starts empty) or restore it from a backup")]
+    Open { path: String, detail: String },
+    #[error("store {path} holds an unreadable record ({detail}); move the file aside or restore it from a backup")]
+    Corrupt { path: String, detail: String },
+    #[error("store I/O failed: {0}")]
+    Io(String),
+}
+
+/// A storage engine: applies batches atomically and durably, and loads everything back.
+pub trait Store: Send + 'static {
+    /// Reads all durable state, dropping entries that point at nothing (left by a crash
+    /// between related writes is impossible, but a partial older version is not).
+    fn load(&mut self) -> Result<Snapshot, StoreError>;
+    /// Applies `ops` in order as one transaction; returns once it is on stable storage.
+    fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
+}
