@@ -1,0 +1,393 @@
+//! Durability tests against the real `haremq` binary: restart, SIGKILL at arbitrary
+//! moments, the data-directory lock, a corrupt store and graceful SIGTERM.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A data directory removed when the test ends.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new(name: &str) -> Self {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "haremq-dur-{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        Self(p)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A broker process.
+struct Broker {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Broker {
+    /// Starts `haremq` on an ephemeral port and waits for its "listening" line.
+    fn start(dir: &Path) -> Broker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_haremq"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn haremq");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(addr) = line.split("listening on ").nth(1) {
+                        let _ = tx.send(addr.trim().to_string());
+                        sent = true;
+                    }
+                }
+                eprintln!("[broker] {line}");
+            }
+        });
+        let addr = rx.recv_timeout(WAIT).expect("broker reports its address");
+        Broker { child, addr: addr.parse().expect("socket address") }
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("broker did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn connect(b: &Broker) -> (Connection, Channel) {
+    let conn = tokio::time::timeout(WAIT, Connection::connect(&b.url(), ConnectionProperties::default()))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    (conn, ch)
+}
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2)
+}
+
+async fn declare(ch: &Channel, name: &str, durable: bool) {
+    ch.queue_declare(name.into(), QueueDeclareOptions { durable, ..Default::default() }, FieldTable::default())
+        .await
+        .expect("queue.declare");
+}
+
+async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8], props: BasicProperties) {
+    ch.basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), body, props)
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+}
+
+/// Drains a queue with basic.get; returns (body, redelivered) in order.
+async fn drain_raw(ch: &Channel, queue: &str) -> Vec<(Vec<u8>, bool)> {
+    let mut out = Vec::new();
+    while let Some(m) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.expect("get") {
+        out.push((m.delivery.data.clone(), m.delivery.redelivered));
+    }
+    out
+}
+
+/// Like [`drain_raw`] for text bodies.
+async fn drain(ch: &Channel, queue: &str) -> Vec<(String, bool)> {
+    drain_raw(ch, queue)
+        .await
+        .into_iter()
+        .map(|(b, r)| (String::from_utf8(b).expect("utf-8 body"), r))
+        .collect()
+}
+
+async fn passive_exists(conn: &Connection, kind: &str, name: &str) -> bool {
+    let ch = conn.create_channel().await.expect("channel");
+    let r = match kind {
+        "queue" => ch
+            .queue_declare(name.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await
+            .map(|_| ()),
+        _ => ch
+            .exchange_declare(
+                name.into(),
+                lapin::ExchangeKind::Direct,
+                ExchangeDeclareOptions { passive: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await,
+    };
+    r.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_exactly_the_durable_state() {
+    let dir = DataDir::new("restart");
+    let b = Broker::start(&dir.0);
+    {
+        let (conn, ch) = connect(&b).await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+        ch.exchange_declare(
+            "dur-x".into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("durable exchange");
+        ch.exchange_declare("tmp-x".into(), lapin::ExchangeKind::Fanout, ExchangeDeclareOptions::default(), FieldTable::default())
+            .await
+            .expect("transient exchange");
+        declare(&ch, "dur-q", true).await;
+        declare(&ch, "tmp-q", false).await;
+        ch.queue_bind("dur-q".into(), "dur-x".into(), "a.*".into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .expect("bind");
+        for i in 0..5 {
+            publish(&ch, "dur-x", "a.b", format!("p{i}").as_bytes(), persistent()).await;
+        }
+        publish(&ch, "", "dur-q", b"transient-on-durable", BasicProperties::default()).await;
+        publish(&ch, "", "tmp-q", b"persistent-on-transient", persistent()).await;
+        // Deliver p0 and p1 without acking: they must come back as redelivered.
+        let ch2 = conn.create_channel().await.expect("channel");
+        let d0 = ch2.basic_get("dur-q".into(), BasicGetOptions { no_ack: false }).await.expect("get").expect("p0");
+        let d1 = ch2.basic_get("dur-q".into(), BasicGetOptions { no_ack: false }).await.expect("get").expect("p1");
+        assert_eq!((&d0.delivery.data[..], &d1.delivery.data[..]), (&b"p0"[..], &b"p1"[..]));
+        // Ack p1: it must not come back.
+        d1.delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        // Make sure the ack is processed before stopping (a synchronous round trip).
+        ch2.basic_qos(1, BasicQosOptions::default()).await.expect("qos");
+    }
+    assert_eq!(b.terminate(), Some(0), "graceful shutdown exits 0");
+
+    let b = Broker::start(&dir.0);
+    let (conn, ch) = connect(&b).await;
+    assert!(passive_exists(&conn, "exchange", "dur-x").await, "durable exchange survives");
+    assert!(!passive_exists(&conn, "exchange", "tmp-x").await, "transient exchange is gone");
+    assert!(passive_exists(&conn, "queue", "dur-q").await, "durable queue survives");
+    assert!(!passive_exists(&conn, "queue", "tmp-q").await, "transient queue is gone");
+    let got = drain(&ch, "dur-q").await;
+    let expected: Vec<(String, bool)> = vec![
+        ("p0".into(), true),
+        ("p2".into(), false),
+        ("p3".into(), false),
+        ("p4".into(), false),
+    ];
+    assert_eq!(got, expected, "persistent messages survive in order; the delivered one is redelivered");
+    // The binding survived too.
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+    publish(&ch, "dur-x", "a.c", b"after", persistent()).await;
+    assert_eq!(drain(&ch, "dur-q").await, vec![("after".to_string(), false)]);
+}
+
+/// Publishes numbered persistent messages with confirms until the broker dies,
+/// returning the numbers whose confirm arrived.
+async fn publish_until_killed(b: &Broker, queue: &str) -> BTreeSet<u32> {
+    let (_conn, ch) = connect(b).await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+    declare(&ch, queue, true).await;
+    let mut confirmed = BTreeSet::new();
+    let mut window = std::collections::VecDeque::new();
+    for i in 0u32.. {
+        let sent = ch
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &i.to_be_bytes(), persistent())
+            .await;
+        match sent {
+            Ok(c) => window.push_back((i, c)),
+            Err(_) => break,
+        }
+        if window.len() >= 64 {
+            let (n, c) = window.pop_front().expect("non-empty");
+            match c.await {
+                Ok(conf) if conf.is_ack() => {
+                    confirmed.insert(n);
+                }
+                _ => break,
+            }
+        }
+        if i > 200_000 {
+            panic!("broker was never killed");
+        }
+    }
+    // Confirms that arrived before the connection dropped still count.
+    while let Some((n, c)) = window.pop_front() {
+        if let Ok(conf) = c.await {
+            if conf.is_ack() {
+                confirmed.insert(n);
+            }
+        }
+    }
+    confirmed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_never_loses_a_confirmed_message() {
+    let dir = DataDir::new("kill9");
+    // Different kill points: after a varying delay.
+    for (round, delay_ms) in [150u64, 400, 90, 700].into_iter().enumerate() {
+        let b = Broker::start(&dir.0);
+        let pid = b.child.id();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        });
+        let queue = format!("crash-{round}");
+        let confirmed = publish_until_killed(&b, &queue).await;
+        killer.join().expect("killer");
+        b.kill9();
+        assert!(!confirmed.is_empty(), "round {round}: some publishes were confirmed before the kill");
+
+        let b = Broker::start(&dir.0);
+        let (_conn, ch) = connect(&b).await;
+        let got = drain_raw(&ch, &queue).await;
+        let numbers: Vec<u32> = got
+            .iter()
+            .map(|(body, _)| u32::from_be_bytes([body[0], body[1], body[2], body[3]]))
+            .collect();
+        let unique: BTreeSet<u32> = numbers.iter().copied().collect();
+        assert_eq!(unique.len(), numbers.len(), "round {round}: no message is duplicated");
+        let missing: Vec<_> = confirmed.difference(&unique).take(5).collect();
+        assert!(missing.is_empty(), "round {round}: confirmed messages lost, e.g. {missing:?}");
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "round {round}: order kept");
+        b.kill9();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_messages_do_not_come_back_after_kill9() {
+    let dir = DataDir::new("ackcrash");
+    let b = Broker::start(&dir.0);
+    {
+        let (_conn, ch) = connect(&b).await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+        declare(&ch, "acks", true).await;
+        declare(&ch, "fence", true).await;
+        for i in 0..100u32 {
+            publish(&ch, "", "acks", format!("m{i}").as_bytes(), persistent()).await;
+        }
+        // Ack the first 60 through basic.get, then a synchronous round trip so the
+        // acks are handled; their removal is committed by the next group commit.
+        for _ in 0..60 {
+            let m = ch.basic_get("acks".into(), BasicGetOptions { no_ack: false }).await.expect("get").expect("msg");
+            m.delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        }
+        // A confirmed publish after the acks: once it is confirmed, everything the
+        // broker received before it (the acks included) is on disk.
+        publish(&ch, "", "fence", b"fence", persistent()).await;
+    }
+    b.kill9();
+    let b = Broker::start(&dir.0);
+    let (_conn, ch) = connect(&b).await;
+    let got: Vec<String> = drain(&ch, "acks").await.into_iter().map(|(b, _)| b).collect();
+    let expected: Vec<String> = (60..100).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn second_broker_on_same_data_dir_refuses() {
+    let dir = DataDir::new("lock");
+    let _first = Broker::start(&dir.0);
+    let out = Command::new(env!("CARGO_BIN_EXE_haremq"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir.0)
+        .output()
+        .expect("run second broker");
+    assert!(!out.status.success(), "second broker must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another HareMQ process"), "clear message, got: {stderr}");
+}
+
+#[test]
+fn corrupt_store_is_a_clear_error() {
+    let dir = DataDir::new("corrupt");
+    std::fs::create_dir_all(&dir.0).expect("mkdir");
+    let file = dir.0.join("haremq.redb");
+    std::fs::write(&file, vec![0xAB; 64 * 1024]).expect("write garbage");
+    let out = Command::new(env!("CARGO_BIN_EXE_haremq"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir.0)
+        .output()
+        .expect("run broker");
+    assert!(!out.status.success(), "a corrupt store must stop the broker");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("haremq.redb"), "the error names the file, got: {stderr}");
+    assert!(!stderr.contains("panicked"), "no panic, got: {stderr}");
+    // The file is left untouched for recovery.
+    assert_eq!(std::fs::read(&file).expect("read").len(), 64 * 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_clients_with_320_and_exits_0() {
+    let dir = DataDir::new("sigterm");
+    let b = Broker::start(&dir.0);
+    let (conn, _ch) = connect(&b).await;
+    let mut events = Box::pin(conn.events_listener());
+    assert_eq!(b.terminate(), Some(0));
+    let err = tokio::time::timeout(WAIT, async {
+        use futures_lite::StreamExt;
+        while let Some(ev) = events.next().await {
+            if let lapin::Event::Error(e) = ev {
+                return Some(e);
+            }
+        }
+        None
+    })
+    .await
+    .expect("client told in time")
+    .expect("an error event");
+    let code = match err.kind() {
+        lapin::ErrorKind::ProtocolError(e) => Some(e.get_id()),
+        _ => None,
+    };
+    assert_eq!(code, Some(320), "connection.close 320 CONNECTION_FORCED, got {err:?}");
+}
