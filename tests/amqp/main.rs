@@ -10,3 +10,5 @@ mod util;
 mod exchanges;
 mod queues;
 mod consume;
+mod publish;
+mod errors;
