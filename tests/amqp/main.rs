@@ -12,3 +12,4 @@ mod queues;
 mod consume;
 mod publish;
 mod errors;
+mod bad_input;
