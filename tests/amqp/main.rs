@@ -13,3 +13,4 @@ mod consume;
 mod publish;
 mod errors;
 mod bad_input;
+mod examples;
