@@ -5,6 +5,7 @@ use crate::common::{start_broker, unique, TestBroker, WAIT};
 use crate::util;
 use amq_protocol::frame::{parse_frame, AMQPFrame};
 use amq_protocol::protocol::{connection, AMQPClass};
+use amq_protocol::types::AMQPValue;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
@@ -80,17 +81,27 @@ impl Raw {
 
     /// Protocol header, start/start-ok (PLAIN guest/guest), tune/tune-ok, open/open-ok.
     fn handshake(addr: SocketAddr) -> Raw {
+        let (mut raw, _start, tune) = Self::start_and_tune(addr);
+        raw.tune_ok_and_open(tune.channel_max, tune.frame_max);
+        match raw.read_frame().expect("connection.open-ok") {
+            AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))) => {}
+            other => panic!("expected connection.open-ok, got {other:?}"),
+        }
+        raw
+    }
+
+    /// Protocol header, start, start-ok; returns connection.start and connection.tune.
+    fn start_and_tune(addr: SocketAddr) -> (Raw, connection::Start, connection::Tune) {
         let mut s = Self::tcp(addr);
         s.write_all(PROTOCOL_HEADER).unwrap();
         let mut raw = Raw { s, frame_max: 0 };
-        match raw.read_frame().expect("connection.start") {
-            AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Start(start))) => {
-                assert_eq!((start.version_major, start.version_minor), (0, 9));
-                let mechs = String::from_utf8_lossy(start.mechanisms.as_bytes()).to_string();
-                assert!(mechs.split(' ').any(|m| m == "PLAIN"), "mechanisms {mechs:?}");
-            }
+        let start = match raw.read_frame().expect("connection.start") {
+            AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Start(start))) => start,
             other => panic!("expected connection.start, got {other:?}"),
-        }
+        };
+        assert_eq!((start.version_major, start.version_minor), (0, 9));
+        let mechs = String::from_utf8_lossy(start.mechanisms.as_bytes()).to_string();
+        assert!(mechs.split(' ').any(|m| m == "PLAIN"), "mechanisms {mechs:?}");
         let mut args = 0u32.to_be_bytes().to_vec(); // empty client-properties table
         shortstr(&mut args, b"PLAIN");
         let response = b"\0guest\0guest";
@@ -98,28 +109,25 @@ impl Raw {
         args.extend_from_slice(response);
         shortstr(&mut args, b"en_US");
         raw.send(&frame(1, 0, &method(10, 11, &args)));
-        let (channel_max, frame_max) = match raw.read_frame().expect("connection.tune") {
-            AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(t))) => {
-                (t.channel_max, t.frame_max)
-            }
+        let tune = match raw.read_frame().expect("connection.tune") {
+            AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(t))) => t,
             other => panic!("expected connection.tune, got {other:?}"),
         };
-        assert!(frame_max >= 4096, "frame_max {frame_max}");
-        raw.frame_max = frame_max;
+        (raw, start, tune)
+    }
+
+    /// Sends tune-ok with the given limits (no heartbeats) and connection.open for "/".
+    fn tune_ok_and_open(&mut self, channel_max: u16, frame_max: u32) {
+        self.frame_max = frame_max;
         let mut args = channel_max.to_be_bytes().to_vec();
         args.extend_from_slice(&frame_max.to_be_bytes());
         args.extend_from_slice(&0u16.to_be_bytes()); // no heartbeats
-        raw.send(&frame(1, 0, &method(10, 31, &args)));
+        self.send(&frame(1, 0, &method(10, 31, &args)));
         let mut args = Vec::new();
         shortstr(&mut args, b"/");
         shortstr(&mut args, b"");
         args.push(0);
-        raw.send(&frame(1, 0, &method(10, 40, &args)));
-        match raw.read_frame().expect("connection.open-ok") {
-            AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))) => {}
-            other => panic!("expected connection.open-ok, got {other:?}"),
-        }
-        raw
+        self.send(&frame(1, 0, &method(10, 40, &args)));
     }
 
     /// Handshake plus channel 1 opened.
@@ -448,4 +456,99 @@ fn closing_the_socket_mid_frame_leaves_the_broker_serving() {
     assert_broker_still_serves(&broker);
     // A raw connection works too.
     let _raw = Raw::with_channel(broker.addr());
+}
+
+#[test]
+fn connection_start_and_tune_advertise_what_rabbitmq_does() {
+    let broker = start_broker();
+    let (_raw, start, tune) = Raw::start_and_tune(broker.addr());
+    let props = start.server_properties.inner();
+    let caps = match props.get("capabilities") {
+        Some(AMQPValue::FieldTable(t)) => t.inner().clone(),
+        other => panic!("server_properties.capabilities missing: {other:?}"),
+    };
+    for cap in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "authentication_failure_close",
+        "per_consumer_qos",
+    ] {
+        assert_eq!(caps.get(cap), Some(&AMQPValue::Boolean(true)), "capability {cap}");
+    }
+    assert_eq!(String::from_utf8_lossy(start.locales.as_bytes()), "en_US");
+    // RabbitMQ 3.10 defaults.
+    assert_eq!((tune.channel_max, tune.frame_max, tune.heartbeat), (2047, 131072, 60));
+}
+
+#[test]
+fn server_respects_a_smaller_client_frame_max() {
+    let broker = start_broker();
+    let (mut raw, _start, tune) = Raw::start_and_tune(broker.addr());
+    raw.tune_ok_and_open(tune.channel_max, 4096);
+    match raw.read_frame().expect("connection.open-ok") {
+        AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))) => {}
+        other => panic!("expected connection.open-ok, got {other:?}"),
+    }
+    raw.send(&frame(1, 1, &channel_open()));
+    raw.read_frame().expect("channel.open-ok");
+    let q = unique("small-frames");
+    let mut args = vec![0, 0];
+    shortstr(&mut args, q.as_bytes());
+    args.push(0);
+    args.extend_from_slice(&0u32.to_be_bytes());
+    raw.send(&frame(1, 1, &method(50, 10, &args)));
+    match raw.read_frame() {
+        Some(AMQPFrame::Method(1, AMQPClass::Queue(_))) => {}
+        other => panic!("expected queue.declare-ok, got {other:?}"),
+    }
+    let body: Vec<u8> = (0..10_000u32).map(|i| (i % 256) as u8).collect();
+    raw.send(&frame(1, 1, &basic_publish(&q)));
+    raw.send(&frame(2, 1, &content_header(60, body.len() as u64)));
+    for chunk in body.chunks(4096 - 8) {
+        raw.send(&frame(3, 1, chunk));
+    }
+    // basic.get (no-ack) and reassemble: every body frame must fit in 4096 bytes.
+    let mut args = vec![0, 0];
+    shortstr(&mut args, q.as_bytes());
+    args.push(1);
+    raw.send(&frame(1, 1, &method(60, 70, &args)));
+    let mut got = Vec::new();
+    let mut frames = 0;
+    loop {
+        match raw.read_frame().expect("frame") {
+            AMQPFrame::Method(1, AMQPClass::Basic(m)) => {
+                assert!(format!("{m:?}").starts_with("GetOk"), "expected basic.get-ok, got {m:?}")
+            }
+            AMQPFrame::Header(1, h) => assert_eq!(h.body_size, body.len() as u64),
+            AMQPFrame::Body(1, data) => {
+                assert!(data.len() <= 4096 - 8, "body frame of {} bytes exceeds frame_max 4096", data.len());
+                frames += 1;
+                got.extend_from_slice(&data);
+                if got.len() >= body.len() {
+                    break;
+                }
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    assert_eq!(frames, 3);
+    assert!(got == body, "body corrupted");
+}
+
+#[test]
+fn tune_ok_outside_the_servers_limits_is_refused() {
+    let broker = start_broker();
+    // frame_max below the 4096 minimum. RabbitMQ 3.10 logs "negotiated frame_max = 1000 is lower
+    // than the minimum allowed value (4096)" and closes the socket ~3 s later without a
+    // connection.close (no connection.open-ok either).
+    let (mut raw, _start, tune) = Raw::start_and_tune(broker.addr());
+    raw.tune_ok_and_open(tune.channel_max, 1000);
+    match raw.read_end() {
+        End::Dropped => {}
+        End::Close(code, text, _, _) => assert!(code == 530 || code == 501 || code == 503, "{code} {text}"),
+    }
+    assert_broker_still_serves(&broker);
 }
