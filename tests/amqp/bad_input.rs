@@ -552,3 +552,47 @@ fn tune_ok_outside_the_servers_limits_is_refused() {
     }
     assert_broker_still_serves(&broker);
 }
+
+#[test]
+fn qos_with_prefetch_size_is_not_implemented_540() {
+    let broker = start_broker();
+    let mut raw = Raw::with_channel(broker.addr());
+    let mut args = 1u32.to_be_bytes().to_vec(); // prefetch_size
+    args.extend_from_slice(&0u16.to_be_bytes()); // prefetch_count
+    args.push(0); // global
+    raw.send(&frame(1, 1, &method(60, 10, &args)));
+    assert_eq!(raw.read_end(), End::Close(540, "NOT_IMPLEMENTED - prefetch_size!=0 (1)".into(), 60, 10));
+    assert_broker_still_serves(&broker);
+}
+
+#[test]
+fn after_a_channel_close_methods_are_ignored_until_close_ok_and_the_channel_can_reopen() {
+    let broker = start_broker();
+    let mut raw = Raw::with_channel(broker.addr());
+    let missing = unique("missing");
+    let mut args = vec![0, 0];
+    shortstr(&mut args, missing.as_bytes());
+    args.push(1); // passive
+    args.extend_from_slice(&0u32.to_be_bytes());
+    raw.send(&frame(1, 1, &method(50, 10, &args)));
+    match raw.read_frame() {
+        Some(AMQPFrame::Method(1, AMQPClass::Channel(amq_protocol::protocol::channel::AMQPMethod::Close(c)))) => {
+            assert_eq!(c.reply_code, 404);
+            assert_eq!(c.reply_text.as_str(), format!("NOT_FOUND - no queue '{missing}' in vhost '/'"));
+            assert_eq!((c.class_id, c.method_id), (50, 10));
+        }
+        other => panic!("expected channel.close, got {other:?}"),
+    }
+    // Until the client's close-ok, anything else on the channel is discarded (no reply, no error).
+    let mut args = vec![0, 0];
+    shortstr(&mut args, unique("ignored").as_bytes());
+    args.push(0);
+    args.extend_from_slice(&0u32.to_be_bytes());
+    raw.send(&frame(1, 1, &method(50, 10, &args)));
+    raw.send(&frame(1, 1, &method(20, 41, &[]))); // channel.close-ok
+    raw.send(&frame(1, 1, &channel_open()));
+    match raw.read_frame() {
+        Some(AMQPFrame::Method(1, AMQPClass::Channel(amq_protocol::protocol::channel::AMQPMethod::OpenOk(_)))) => {}
+        other => panic!("expected channel.open-ok for the reopened channel, got {other:?}"),
+    }
+}

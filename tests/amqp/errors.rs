@@ -231,3 +231,109 @@ async fn unknown_vhost_is_refused_530() {
     let (_c, ch) = open(&broker).await;
     declare_queue(&ch, &unique("after-vhost")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_to_internal_exchange_is_403() {
+    let broker = start_broker();
+    let (conn, ch) = open(&broker).await;
+    let ex = unique("internal");
+    within(
+        "exchange.declare",
+        ch.exchange_declare(
+            ex.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions { internal: true, ..Default::default() },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("declare internal exchange");
+    confirm_select(&ch).await;
+    let confirm = within(
+        "basic.publish",
+        ch.basic_publish(ex.as_str().into(), "".into(), BasicPublishOptions::default(), b"x", BasicProperties::default()),
+    )
+    .await
+    .expect("publish is async");
+    assert_amqp_err(
+        within("confirm", confirm).await,
+        403,
+        &format!("ACCESS_REFUSED - cannot publish to internal exchange '{ex}' in vhost '/'"),
+    );
+    // Internal exchanges still receive messages through exchange-to-exchange bindings.
+    let ch = channel(&conn).await;
+    confirm_select(&ch).await;
+    let front = unique("front");
+    declare_exchange(&ch, &front, lapin::ExchangeKind::Fanout).await;
+    within(
+        "exchange.bind",
+        ch.exchange_bind(ex.as_str().into(), front.as_str().into(), "".into(), ExchangeBindOptions::default(), FieldTable::default()),
+    )
+    .await
+    .expect("exchange.bind");
+    let q = unique("behind-internal");
+    declare_queue(&ch, &q).await;
+    bind(&ch, &q, &ex, "").await;
+    publish_confirmed(&ch, &front, "", b"through", BasicProperties::default()).await;
+    assert_eq!(drain(&ch, &q).await, vec!["through"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_x_match_is_406() {
+    let broker = start_broker();
+    let (_conn, ch) = open(&broker).await;
+    let q = unique("q");
+    declare_queue(&ch, &q).await;
+    let mut args = FieldTable::default();
+    args.insert("x-match".into(), lapin::types::AMQPValue::LongString("sometimes".into()));
+    let res = within(
+        "queue.bind",
+        ch.queue_bind(q.as_str().into(), "amq.headers".into(), "".into(), QueueBindOptions::default(), args),
+    )
+    .await;
+    assert_amqp_err(res, 406, "PRECONDITION_FAILED - Invalid x-match field value <<\"sometimes\">>");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_consume_on_a_queue_with_consumers_is_403() {
+    let broker = start_broker();
+    let (conn, ch) = open(&broker).await;
+    let q = unique("shared");
+    declare_queue(&ch, &q).await;
+    let _c = consume(&ch, &q, true).await;
+    let ch2 = channel(&conn).await;
+    let res = within(
+        "basic.consume",
+        ch2.basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions { exclusive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
+    )
+    .await;
+    assert_amqp_err(res, 403, &format!("ACCESS_REFUSED - queue '{q}' in vhost '/' in exclusive use"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos_zero_and_global_are_accepted() {
+    let broker = start_broker();
+    let (_conn, ch) = open(&broker).await;
+    // prefetch_count 0 means unlimited; a non-zero prefetch_size is checked in bad_input.rs.
+    within("basic.qos", ch.basic_qos(0, BasicQosOptions::default())).await.expect("qos 0");
+    within("basic.qos", ch.basic_qos(10, BasicQosOptions { global: true })).await.expect("global qos");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_redeclare_of_a_shared_queue_is_405() {
+    let broker = start_broker();
+    let (_conn, ch) = open(&broker).await;
+    let q = unique("shared");
+    declare_queue(&ch, &q).await;
+    let res = within(
+        "queue.declare",
+        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await;
+    assert_amqp_err(res, 405, &format!("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'"));
+}

@@ -63,6 +63,9 @@ pub fn assert_amqp_err<T: std::fmt::Debug>(res: lapin::Result<T>, expected: u16,
         Err(e) => {
             assert_eq!(code(&e), Some(expected), "unexpected error: {e:?}");
             let t = text(&e);
+            if std::env::var_os("HAREMQ_TEST_PRINT_ERRORS").is_some() {
+                eprintln!("OBSERVED {expected} {t}");
+            }
             assert!(t.starts_with(prefix), "reply text {t:?} does not start with {prefix:?}");
         }
     }
