@@ -506,3 +506,31 @@ async fn amqprs_consume_with_manual_ack_and_prefetch() {
     }
     conn.close().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeued_message_goes_back_to_its_original_position() {
+    let broker = start_broker();
+    let conn = connect(&broker).await;
+    let (pch, q) = setup(&conn).await;
+    publish_n(&pch, &q, 3).await;
+    let ch = channel(&conn).await;
+    let m = within("basic.get", ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: false }))
+        .await
+        .expect("get")
+        .expect("message");
+    assert_eq!(m.delivery.data, b"m0");
+    assert_eq!(m.message_count, 2);
+    m.delivery.nack(BasicNackOptions { multiple: false, requeue: true }).await.expect("nack");
+    wait_message_count(&pch, &q, 3).await;
+    let mut order = Vec::new();
+    while let Some(m) = within("basic.get", ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }))
+        .await
+        .expect("get")
+    {
+        order.push((String::from_utf8(m.delivery.data).unwrap(), m.delivery.redelivered));
+    }
+    assert_eq!(
+        order,
+        vec![("m0".to_string(), true), ("m1".to_string(), false), ("m2".to_string(), false)]
+    );
+}
