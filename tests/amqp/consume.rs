@@ -203,11 +203,14 @@ async fn ack_multiple_then_close_requeues_only_the_rest() {
 async fn ack_of_unknown_delivery_tag_closes_channel_406() {
     let broker = start_broker();
     let conn = connect(&broker).await;
+    let (_pch, q) = setup(&conn).await;
     let ch = channel(&conn).await;
+    // The channel error arrives asynchronously (basic.ack has no reply); lapin hands the
+    // channel.close reason to the channel's consumers.
+    let mut consumer = consume(&ch, &q, false).await;
     within("basic.ack", ch.basic_ack(99, BasicAckOptions::default())).await.expect("ack is async");
-    // The channel error arrives asynchronously; the next synchronous call observes it.
-    let res = within("basic.qos", ch.basic_qos(1, BasicQosOptions::default())).await;
-    assert_amqp_err(res, 406, "PRECONDITION_FAILED - unknown delivery tag 99");
+    assert_consumer_error(&mut consumer, 406, "PRECONDITION_FAILED - unknown delivery tag 99").await;
+    assert!(!ch.status().connected());
     // Other channels on the connection are unaffected.
     let ch2 = channel(&conn).await;
     declare_queue(&ch2, &unique("after-406")).await;
@@ -220,15 +223,25 @@ async fn double_ack_closes_channel_406() {
     let (pch, q) = setup(&conn).await;
     publish_n(&pch, &q, 1).await;
     let ch = channel(&conn).await;
-    let m = within("basic.get", ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: false }))
-        .await
-        .expect("get")
-        .expect("message");
-    assert_eq!(m.delivery.delivery_tag, 1);
+    let mut consumer = consume(&ch, &q, false).await;
+    let d = next_delivery(&mut consumer).await;
+    assert_eq!(d.delivery_tag, 1);
     within("basic.ack", ch.basic_ack(1, BasicAckOptions::default())).await.expect("ack");
     within("basic.ack", ch.basic_ack(1, BasicAckOptions::default())).await.expect("ack is async");
-    let res = within("basic.qos", ch.basic_qos(1, BasicQosOptions::default())).await;
-    assert_amqp_err(res, 406, "PRECONDITION_FAILED - unknown delivery tag 1");
+    assert_consumer_error(&mut consumer, 406, "PRECONDITION_FAILED - unknown delivery tag 1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_on_no_ack_consumer_delivery_is_406() {
+    let broker = start_broker();
+    let conn = connect(&broker).await;
+    let (pch, q) = setup(&conn).await;
+    publish_n(&pch, &q, 1).await;
+    let ch = channel(&conn).await;
+    let mut consumer = consume(&ch, &q, true).await;
+    let d = next_delivery(&mut consumer).await;
+    within("basic.ack", ch.basic_ack(d.delivery_tag, BasicAckOptions::default())).await.expect("ack is async");
+    assert_consumer_error(&mut consumer, 406, "PRECONDITION_FAILED - unknown delivery tag 1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,4 +505,32 @@ async fn amqprs_consume_with_manual_ack_and_prefetch() {
         cch.basic_ack(BasicAckArguments::new(deliver.delivery_tag(), false)).await.expect("ack");
     }
     conn.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeued_message_goes_back_to_its_original_position() {
+    let broker = start_broker();
+    let conn = connect(&broker).await;
+    let (pch, q) = setup(&conn).await;
+    publish_n(&pch, &q, 3).await;
+    let ch = channel(&conn).await;
+    let m = within("basic.get", ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: false }))
+        .await
+        .expect("get")
+        .expect("message");
+    assert_eq!(m.delivery.data, b"m0");
+    assert_eq!(m.message_count, 2);
+    m.delivery.nack(BasicNackOptions { multiple: false, requeue: true }).await.expect("nack");
+    wait_message_count(&pch, &q, 3).await;
+    let mut order = Vec::new();
+    while let Some(m) = within("basic.get", ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }))
+        .await
+        .expect("get")
+    {
+        order.push((String::from_utf8(m.delivery.data).unwrap(), m.delivery.redelivered));
+    }
+    assert_eq!(
+        order,
+        vec![("m0".to_string(), true), ("m1".to_string(), false), ("m2".to_string(), false)]
+    );
 }

@@ -542,3 +542,48 @@ async fn amqprs_direct_and_fanout_routing() {
     ch.close().await.expect("channel.close");
     conn.close().await.expect("connection.close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_exchange_value_types_and_void() {
+    let broker = start_broker();
+    let (_conn, ch) = open(&broker).await;
+    confirm_select(&ch).await;
+    let ex = unique("headers-types");
+    declare_exchange(&ch, &ex, ExchangeKind::Headers).await;
+    let q_int = unique("h-int");
+    let q_void = unique("h-void");
+    declare_queue(&ch, &q_int).await;
+    declare_queue(&ch, &q_void).await;
+    let mut args = FieldTable::default();
+    args.insert("x-match".into(), AMQPValue::LongString("all".into()));
+    args.insert("n".into(), AMQPValue::LongInt(1));
+    bind_args(&ch, &q_int, &ex, "", args).await;
+    // A void binding value matches on the presence of the key, whatever its value.
+    let mut args = FieldTable::default();
+    args.insert("x-match".into(), AMQPValue::LongString("any".into()));
+    args.insert("flag".into(), AMQPValue::Void);
+    bind_args(&ch, &q_void, &ex, "", args).await;
+
+    let send = |name: &'static str, key: &'static str, v: AMQPValue| {
+        let ch = ch.clone();
+        let ex = ex.clone();
+        async move {
+            let mut h = FieldTable::default();
+            h.insert(key.into(), v);
+            publish_confirmed(&ch, &ex, "", name.as_bytes(), BasicProperties::default().with_headers(h)).await
+        }
+    };
+    send("long-int-1", "n", AMQPValue::LongInt(1)).await;
+    send("long-int-2", "n", AMQPValue::LongInt(2)).await;
+    send("string-1", "n", AMQPValue::LongString("1".into())).await;
+    send("short-short-1", "n", AMQPValue::ShortShortInt(1)).await;
+    send("long-long-1", "n", AMQPValue::LongLongInt(1)).await;
+    send("flag-string", "flag", AMQPValue::LongString("whatever".into())).await;
+    send("flag-bool", "flag", AMQPValue::Boolean(false)).await;
+    send("other-key", "other", AMQPValue::Void).await;
+
+    // RabbitMQ compares numbers by value across integer widths (Erlang `==`), but a string "1"
+    // is not the number 1.
+    assert_eq!(drain(&ch, &q_int).await, vec!["long-int-1", "short-short-1", "long-long-1"]);
+    assert_eq!(drain(&ch, &q_void).await, vec!["flag-string", "flag-bool"]);
+}

@@ -10,4 +10,8 @@ mod util;
 mod exchanges;
 mod queues;
 mod consume;
+mod publish;
+mod errors;
+mod bad_input;
+mod examples;
 mod reply_to;

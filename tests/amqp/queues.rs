@@ -330,7 +330,9 @@ async fn exclusive_queue_from_another_connection_is_405() {
 
     let other = connect(&broker).await;
     let expected = format!(
-        "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'"
+        "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'. \
+         It could be originally declared on another connection or the exclusive property value \
+         does not match that of the original declaration."
     );
     // Non-passive declare.
     let ch1 = channel(&other).await;

@@ -63,6 +63,9 @@ pub fn assert_amqp_err<T: std::fmt::Debug>(res: lapin::Result<T>, expected: u16,
         Err(e) => {
             assert_eq!(code(&e), Some(expected), "unexpected error: {e:?}");
             let t = text(&e);
+            if std::env::var_os("HAREMQ_TEST_PRINT_ERRORS").is_some() {
+                eprintln!("OBSERVED {expected} {t}");
+            }
             assert!(t.starts_with(prefix), "reply text {t:?} does not start with {prefix:?}");
         }
     }
@@ -186,6 +189,19 @@ pub async fn next_delivery(consumer: &mut Consumer) -> lapin::message::Delivery 
         .await
         .expect("consumer stream ended (cancelled)")
         .expect("delivery error")
+}
+
+/// Asserts that the consumer's stream reports a channel error with `expected` reply code and a
+/// reply text starting with `prefix` (lapin forwards the channel.close reason to consumers).
+pub async fn assert_consumer_error(consumer: &mut Consumer, expected: u16, prefix: &str) {
+    match within("channel error on consumer", next_item(consumer)).await {
+        Some(Err(e)) => {
+            assert_eq!(code(&e), Some(expected), "unexpected error: {e:?}");
+            let t = text(&e);
+            assert!(t.starts_with(prefix), "reply text {t:?} does not start with {prefix:?}");
+        }
+        other => panic!("expected a channel error, got {:?}", other.map(|r| r.map(|d| d.data))),
+    }
 }
 
 /// Asserts that no delivery arrives within `quiet` (used only to check the *absence* of
