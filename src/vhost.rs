@@ -413,6 +413,11 @@ impl VHost {
         let mut queues = write(&self.queues);
         if let Some(q) = queues.get(name) {
             check_exclusive(q, conn)?;
+            if settings.exclusive_owner.is_some() && q.settings.exclusive_owner.is_none() {
+                // As RabbitMQ: asking for exclusive use of a shared queue is a lock
+                // conflict, not an inequivalent argument.
+                return Err(exclusive_locked(q));
+            }
             self.check_queue_equivalent(q, &settings)?;
             return Ok((q.clone(), false));
         }
@@ -655,14 +660,18 @@ impl VHost {
 /// 405 if `q` is exclusive to a connection other than `conn`.
 pub fn check_exclusive(q: &Queue, conn: ConnectionId) -> AmqpResult<()> {
     match q.settings.exclusive_owner {
-        Some(owner) if owner != conn => Err(AmqpError::ResourceLocked(format!(
-            "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be \
-             originally declared on another connection or the exclusive property value does \
-             not match that of the original declaration.",
-            q.name, q.vhost
-        ))),
+        Some(owner) if owner != conn => Err(exclusive_locked(q)),
         _ => Ok(()),
     }
+}
+
+fn exclusive_locked(q: &Queue) -> AmqpError {
+    AmqpError::ResourceLocked(format!(
+        "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be \
+         originally declared on another connection or the exclusive property value does \
+         not match that of the original declaration.",
+        q.name, q.vhost
+    ))
 }
 
 /// Formats an optional argument value the way RabbitMQ's inequivalence errors do.

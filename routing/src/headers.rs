@@ -76,7 +76,8 @@ impl HeadersMatch {
             b"all-with-x" => Ok(MatchMode::AllWithX),
             b"any-with-x" => Ok(MatchMode::AnyWithX),
             other => Err(format!(
-                "Invalid x-match field value {:?}; expected all, any, all-with-x, or any-with-x",
+                // RabbitMQ's wording, with the value shown as an Erlang binary.
+                "Invalid x-match field value <<{:?}>>; expected all, any, all-with-x, or any-with-x",
                 String::from_utf8_lossy(other)
             )),
         }

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use amq_protocol::protocol::{basic, channel, confirm, exchange, queue, AMQPClass};
+use amq_protocol::protocol::{basic, channel, confirm, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{ChannelId, FieldTable, ShortString};
 
 use super::delivery::{ChannelShared, ConsumerState, DeliveryState, Unacked};
@@ -66,6 +66,15 @@ pub struct Channel {
     /// The token of this channel's direct reply-to address, once it consumes from
     /// `amq.rabbitmq.reply-to`.
     reply_token: Option<String>,
+    /// Set by tx.select: publishes and settlements wait here for tx.commit.
+    tx: Option<Transaction>,
+}
+
+/// The work of an open transaction, applied in order on commit.
+#[derive(Default)]
+struct Transaction {
+    publishes: Vec<Pending>,
+    settlements: Vec<(u64, bool, Settle)>,
 }
 
 fn ok(method: AMQPClass) -> AmqpResult<Option<AMQPClass>> {
@@ -85,6 +94,7 @@ impl Channel {
             routed: Vec::new(),
             taken: Vec::new(),
             reply_token: None,
+            tx: None,
         }
     }
 
@@ -106,17 +116,21 @@ impl Channel {
     /// handles). Replies are written to the outbox.
     pub fn handle_method(&mut self, ctx: &Context<'_>, method: AMQPClass) -> AmqpResult<()> {
         if self.pending.is_some() {
-            return Err(AmqpError::UnexpectedFrame(format!(
-                "expected content header for class 60, got method {}.{} instead",
-                method.get_amqp_class_id(),
-                method.get_amqp_method_id()
-            )));
+            let expected = if self.pending.as_ref().is_some_and(|p| p.header.is_some()) {
+                "expected content body, got non content body frame instead"
+            } else {
+                "expected content header for class 60, got non content header frame instead"
+            };
+            return Err(AmqpError::UnexpectedFrame(expected.into()));
         }
         let reply = match method {
             AMQPClass::Basic(m) => self.basic(ctx, m)?,
             AMQPClass::Exchange(m) => self.exchange(ctx, m)?,
             AMQPClass::Queue(m) => self.queue(ctx, m)?,
             AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
+                if self.tx.is_some() {
+                    return Err(AmqpError::PreconditionFailed("cannot switch from tx to confirm mode".into()));
+                }
                 self.confirm = true;
                 if s.nowait {
                     None
@@ -133,9 +147,7 @@ impl Channel {
                 None
             }
             AMQPClass::Channel(channel::AMQPMethod::FlowOk(_)) => None,
-            AMQPClass::Tx(_) => {
-                return Err(AmqpError::NotImplemented("transactions are not supported yet".into()))
-            }
+            AMQPClass::Tx(m) => self.transaction(ctx, m)?,
             AMQPClass::Access(_) => {
                 return Err(AmqpError::NotImplemented("access.request is not supported".into()))
             }
@@ -151,6 +163,52 @@ impl Channel {
             self.send(reply);
         }
         Ok(())
+    }
+
+    // ---- tx ------------------------------------------------------------------------
+
+    fn transaction(&mut self, ctx: &Context<'_>, m: tx::AMQPMethod) -> AmqpResult<Option<AMQPClass>> {
+        let not_transactional = || AmqpError::PreconditionFailed("channel is not transactional".into());
+        match m {
+            tx::AMQPMethod::Select(_) => {
+                if self.confirm {
+                    return Err(AmqpError::PreconditionFailed("cannot switch from confirm to tx mode".into()));
+                }
+                self.tx.get_or_insert_with(Transaction::default);
+                ok(AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})))
+            }
+            tx::AMQPMethod::Commit(_) => {
+                let work = std::mem::take(self.tx.as_mut().ok_or_else(not_transactional)?);
+                let mut stored = 0;
+                for p in work.publishes {
+                    stored += self.route_publish(ctx, p)?;
+                }
+                for (tag, multiple, how) in work.settlements {
+                    self.settle_now(tag, multiple, how)?;
+                }
+                let reply = AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}));
+                match ctx.store {
+                    // Persistent messages of the transaction are on disk before commit-ok.
+                    Some(store) if stored > 0 => {
+                        let shared = self.shared.clone();
+                        store.after_commit(Box::new(move || {
+                            let mut out = shared.outbox.lock();
+                            write_method(out.buf(), shared.id, reply);
+                        }));
+                        Ok(None)
+                    }
+                    _ => ok(reply),
+                }
+            }
+            tx::AMQPMethod::Rollback(_) => {
+                *self.tx.as_mut().ok_or_else(not_transactional)? = Transaction::default();
+                ok(AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})))
+            }
+            other => Err(AmqpError::CommandInvalid(format!(
+                "method 90.{} is not valid from a client",
+                AMQPClass::Tx(other).get_amqp_method_id()
+            ))),
+        }
     }
 
     // ---- basic ---------------------------------------------------------------------
@@ -365,6 +423,15 @@ impl Channel {
     }
 
     fn settle(&mut self, ctx: &Context<'_>, tag: u64, multiple: bool, how: Settle) -> AmqpResult<()> {
+        let _ = ctx;
+        if let Some(tx) = self.tx.as_mut() {
+            tx.settlements.push((tag, multiple, how));
+            return Ok(());
+        }
+        self.settle_now(tag, multiple, how)
+    }
+
+    fn settle_now(&mut self, tag: u64, multiple: bool, how: Settle) -> AmqpResult<()> {
         let mut taken = std::mem::take(&mut self.taken);
         {
             let mut st = self.shared.lock();
@@ -385,7 +452,6 @@ impl Channel {
         }
         taken.clear();
         self.taken = taken;
-        let _ = ctx;
         self.dispatch_consumer_queues();
         Ok(())
     }
@@ -424,16 +490,16 @@ impl Channel {
 
     pub fn handle_header(&mut self, ctx: &Context<'_>, h: ContentHeader<'_>) -> AmqpResult<()> {
         let Some(p) = self.pending.as_mut() else {
-            return Err(AmqpError::UnexpectedFrame(format!(
-                "content header on channel {} without basic.publish",
-                self.id()
-            )));
+            return Err(AmqpError::UnexpectedFrame("expected method frame, got non method frame instead".into()));
         };
         if p.header.is_some() {
-            return Err(AmqpError::UnexpectedFrame("second content header for one publish".into()));
+            return Err(AmqpError::UnexpectedFrame("expected content body, got non content body frame instead".into()));
         }
         if h.class_id != 60 {
-            return Err(AmqpError::FrameError(format!("content header for class {}", h.class_id)));
+            return Err(AmqpError::UnexpectedFrame(format!(
+                "expected content header for class 60, got one for class {} instead",
+                h.class_id
+            )));
         }
         if h.body_size > MAX_MESSAGE_SIZE {
             self.pending = None;
@@ -481,13 +547,12 @@ impl Channel {
 
     pub fn handle_body(&mut self, ctx: &Context<'_>, data: &[u8]) -> AmqpResult<()> {
         let Some(p) = self.pending.as_mut() else {
-            return Err(AmqpError::UnexpectedFrame(format!(
-                "content body on channel {} without basic.publish",
-                self.id()
-            )));
+            return Err(AmqpError::UnexpectedFrame("expected method frame, got non method frame instead".into()));
         };
         let Some(h) = p.header.as_ref() else {
-            return Err(AmqpError::UnexpectedFrame("content body before content header".into()));
+            return Err(AmqpError::UnexpectedFrame(
+                "expected content header for class 60, got non content header frame instead".into(),
+            ));
         };
         if (p.body.len() + data.len()) as u64 > h.body_size {
             return Err(AmqpError::FrameError(format!(
@@ -502,11 +567,32 @@ impl Channel {
         Ok(())
     }
 
-    /// Routes and enqueues a complete publish; handles mandatory and confirms.
+    /// A publish's content is complete: route it now, or keep it for tx.commit.
     fn finish_publish(&mut self, ctx: &Context<'_>) -> AmqpResult<()> {
-        let Some(Pending { exchange, routing_key, mandatory, header: Some(h), body }) = self.pending.take()
-        else {
+        let Some(p) = self.pending.take() else {
             return Ok(());
+        };
+        if let Some(tx) = self.tx.as_mut() {
+            tx.publishes.push(p);
+            return Ok(());
+        }
+        let stored = self.route_publish(ctx, p)?;
+        if self.confirm {
+            let durable = stored > 0;
+            let seq = self.shared.next_publish_seq(durable);
+            match (&ctx.store, durable) {
+                (Some(store), true) => store.confirm_after_commit(self.shared.clone(), seq),
+                _ => self.confirms_due = true,
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes and enqueues a complete publish and handles mandatory. Returns how many
+    /// durable queues stored it.
+    fn route_publish(&mut self, ctx: &Context<'_>, p: Pending) -> AmqpResult<usize> {
+        let Pending { exchange, routing_key, mandatory, header: Some(h), body } = p else {
+            return Ok(0);
         };
         self.routed.clear();
         let exchange_name = ctx.vhost.route(
@@ -574,15 +660,7 @@ impl Channel {
             );
             write_content(out.buf(), self.id(), &message.raw_properties, &message.body, frame_max);
         }
-        if self.confirm {
-            let durable = stored > 0;
-            let seq = self.shared.next_publish_seq(durable);
-            match (&ctx.store, durable) {
-                (Some(store), true) => store.confirm_after_commit(self.shared.clone(), seq),
-                _ => self.confirms_due = true,
-            }
-        }
-        Ok(())
+        Ok(stored)
     }
 
     /// Sends the publisher confirms accumulated while handling one read's worth of
@@ -758,6 +836,7 @@ impl Channel {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Settle {
     Ack,
     Requeue,

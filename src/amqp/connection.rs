@@ -331,8 +331,11 @@ impl Connection {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
                     Err(e) => {
-                        // The byte stream cannot be trusted any more: close right away.
+                        // The byte stream cannot be trusted any more: send the close,
+                        // then discard input until the peer hangs up (so it is not
+                        // reset mid-write and can read the reason).
                         self.fail(&e, 0, 0);
+                        discard_until_closed(stream).await;
                         return Stop::Gone;
                     }
                 };
@@ -382,15 +385,22 @@ impl Connection {
             Frame::Header(ch, _) | Frame::Body(ch, _) => (*ch, (0, 0)),
             Frame::Heartbeat(0) => return None,
             Frame::Heartbeat(_) => {
-                return self.connection_error(AmqpError::FrameError("heartbeat on a non-zero channel".into()), (0, 0))
+                return self.connection_error(AmqpError::UnexpectedFrame("heartbeat on a non-zero channel".into()), (0, 0))
+            }
+            Frame::QosPrefetchSize(_, size) => {
+                return self.connection_error(AmqpError::NotImplemented(format!("prefetch_size!=0 ({size})")), (60, 10))
             }
         };
         if channel == 0 {
             return match frame {
                 Frame::Method(_, AMQPClass::Connection(m)) => self.connection_method(m),
-                _ => self.connection_error(
-                    AmqpError::CommandInvalid("only connection methods are allowed on channel 0".into()),
+                Frame::Method(..) => self.connection_error(
+                    AmqpError::ChannelError("unexpected method in connection state running".into()),
                     class_method,
+                ),
+                _ => self.connection_error(
+                    AmqpError::UnexpectedFrame("expected method frame, got non method frame instead".into()),
+                    (0, 0),
                 ),
             };
         }
@@ -456,7 +466,7 @@ impl Connection {
             Frame::Method(_, m) => ch.handle_method(&ctx, m),
             Frame::Header(_, h) => ch.handle_header(&ctx, h),
             Frame::Body(_, b) => ch.handle_body(&ctx, b),
-            Frame::Heartbeat(_) => Ok(()),
+            Frame::Heartbeat(_) | Frame::QosPrefetchSize(..) => Ok(()),
         };
         if ch.has_confirms_due() && !self.confirms_due.contains(&ch.id()) {
             self.confirms_due.push(ch.id());
@@ -531,6 +541,24 @@ impl Connection {
     }
 }
 
+/// Reads and drops input until EOF or [`CLOSE_TIMEOUT`].
+async fn discard_until_closed(stream: &mut TcpStream) {
+    let mut sink = [0u8; 8192];
+    let _ = future::or(
+        async {
+            while let Ok(n) = stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        },
+        async {
+            Timer::after(CLOSE_TIMEOUT).await;
+        },
+    )
+    .await;
+}
+
 fn server_properties() -> FieldTable {
     let mut caps = FieldTable::default();
     for cap in [
@@ -540,6 +568,7 @@ fn server_properties() -> FieldTable {
         "consumer_cancel_notify",
         "authentication_failure_close",
         "per_consumer_qos",
+        "direct_reply_to",
     ] {
         caps.insert(ShortString::from(cap), AMQPValue::Boolean(true));
     }

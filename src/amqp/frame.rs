@@ -48,6 +48,9 @@ pub enum Frame<'a> {
     Header(ChannelId, ContentHeader<'a>),
     Body(ChannelId, &'a [u8]),
     Heartbeat(ChannelId),
+    /// basic.qos with a non-zero prefetch_size, which `amq-protocol` does not surface
+    /// and the broker does not implement (as RabbitMQ: 540).
+    QosPrefetchSize(ChannelId, u32),
 }
 
 /// Splits the next frame off `input`. `Ok(None)` means more bytes are needed; the error
@@ -88,7 +91,10 @@ pub fn next_frame(input: &[u8], frame_max: u32) -> Result<Option<(Frame<'_>, usi
     let payload = raw.payload;
     let frame = match kind {
         AMQPFrameType::Method => match parse_class(payload) {
-            Ok((_, class)) => Frame::Method(channel, class),
+            Ok((_, class)) => match prefetch_size(payload) {
+                Some(size) if size != 0 => Frame::QosPrefetchSize(channel, size),
+                _ => Frame::Method(channel, class),
+            },
             Err(_) => return Err(unparsable_method(payload)),
         },
         AMQPFrameType::Header => match parse_content_header(payload) {
@@ -103,7 +109,7 @@ pub fn next_frame(input: &[u8], frame_max: u32) -> Result<Option<(Frame<'_>, usi
                 },
             ),
             Err(_) => {
-                return Err(AmqpError::FrameError("malformed content header".into()));
+                return Err(AmqpError::FrameError("cannot decode content header".into()));
             }
         },
         AMQPFrameType::Body => Frame::Body(channel, payload),
@@ -112,8 +118,16 @@ pub fn next_frame(input: &[u8], frame_max: u32) -> Result<Option<(Frame<'_>, usi
     Ok(Some((frame, total)))
 }
 
-/// Tells an unknown class or method (540, as RabbitMQ) from a known method whose
-/// arguments do not parse (502 SYNTAX_ERROR).
+/// The prefetch_size argument of a basic.qos payload.
+fn prefetch_size(payload: &[u8]) -> Option<u32> {
+    match payload {
+        [0, 60, 0, 10, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
+
+/// Tells an unknown class or method (540) from a known method whose arguments do not
+/// parse (501 FRAME_ERROR, as RabbitMQ).
 fn unparsable_method(payload: &[u8]) -> AmqpError {
     if payload.len() < 4 {
         return AmqpError::FrameError("method frame too short".into());
@@ -121,7 +135,7 @@ fn unparsable_method(payload: &[u8]) -> AmqpError {
     let class = u16::from_be_bytes([payload[0], payload[1]]);
     let method = u16::from_be_bytes([payload[2], payload[3]]);
     if is_known_method(class, method) {
-        AmqpError::SyntaxError(format!("malformed arguments for method {class}.{method}"))
+        AmqpError::FrameError(format!("cannot decode arguments of method {class}.{method}"))
     } else {
         AmqpError::NotImplemented(format!("unknown method {class}.{method}"))
     }

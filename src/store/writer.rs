@@ -18,6 +18,8 @@ enum Command {
     Confirm(Arc<ChannelShared>, u64),
     /// Wake the sender once everything sent before is durable (tests, shutdown).
     Sync(async_channel::Sender<()>),
+    /// Run once everything sent before is durable (e.g. send tx.commit-ok).
+    Then(Box<dyn FnOnce() + Send>),
 }
 
 /// Counters for reporting how well group commit batches.
@@ -95,6 +97,16 @@ impl StoreHandle {
         }
     }
 
+    /// Runs `f` on the writer thread once everything sent so far is committed (or the
+    /// commit failed: the caller's reply must not hang either way).
+    pub fn after_commit(&self, f: Box<dyn FnOnce() + Send>) {
+        if let Err(e) = self.inner.tx.try_send(Command::Then(f)) {
+            if let Command::Then(f) = e.into_inner() {
+                f();
+            }
+        }
+    }
+
     /// Waits until everything sent so far is committed.
     pub async fn sync(&self) {
         let (tx, rx) = async_channel::bounded(1);
@@ -138,6 +150,7 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
     let mut ops: Vec<StoreOp> = Vec::new();
     let mut confirms: HashMap<*const ChannelShared, (Arc<ChannelShared>, u64)> = HashMap::new();
     let mut syncs = Vec::new();
+    let mut thens: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
     // recv_blocking returns Err once the channel is closed *and* drained, so shutdown
     // commits everything that was queued.
     while let Ok(first) = rx.recv_blocking() {
@@ -151,6 +164,7 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
                     e.1 = e.1.max(seq);
                 }
                 Command::Sync(tx) => syncs.push(tx),
+                Command::Then(f) => thens.push(f),
             }
             n += 1;
             if n < MAX_BATCH {
@@ -183,6 +197,9 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
         ops.clear();
         for s in syncs.drain(..) {
             let _ = s.try_send(());
+        }
+        for f in thens.drain(..) {
+            f();
         }
     }
 }
