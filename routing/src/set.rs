@@ -37,6 +37,7 @@ impl<D: Eq + Hash + Clone> DestSet<D> {
         self.items.is_empty()
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.items.len()
     }

@@ -488,18 +488,29 @@ impl<Q: Clone + Eq + Hash> Sink<'_, Q> {
     /// knows `q` is distinct from everything appended (first destination set, which
     /// holds each destination once).
     fn push(&mut self, q: &Q, known_new: bool) {
-        if let Some(seen) = &mut self.seen {
-            if seen.insert(q.clone()) {
-                self.out.push(q.clone());
+        if known_new {
+            // Keep the set (if any) complete for later checked pushes; the set is only
+            // built lazily, so a large plain fanout never hashes at all.
+            if let Some(seen) = &mut self.seen {
+                seen.insert(q.clone());
             }
+            self.out.push(q.clone());
             return;
         }
-        if !known_new && self.out[self.start..].contains(q) {
-            return;
-        }
-        self.out.push(q.clone());
-        if self.out.len() - self.start > Self::SCAN_LIMIT {
+        if self.seen.is_none() && self.out.len() - self.start > Self::SCAN_LIMIT {
             self.seen = Some(self.out[self.start..].iter().cloned().collect());
+        }
+        match &mut self.seen {
+            Some(seen) => {
+                if seen.insert(q.clone()) {
+                    self.out.push(q.clone());
+                }
+            }
+            None => {
+                if !self.out[self.start..].contains(q) {
+                    self.out.push(q.clone());
+                }
+            }
         }
     }
 }

@@ -33,6 +33,9 @@ use crate::set::DestSet;
 ///
 /// The same (pattern, value) pair is stored once; different patterns may carry the same
 /// value, so a match can report a value more than once (the routing table dedups queues).
+///
+/// Insert is iterative; remove and match recurse once per pattern word, which AMQP's
+/// 255-byte short-string limit on binding keys keeps shallow.
 pub struct TopicTrie<D> {
     root: Node<D>,
     len: usize,
@@ -40,7 +43,7 @@ pub struct TopicTrie<D> {
 
 struct Node<D> {
     /// Children for literal words (including the empty word).
-    words: HashMap<Box<str>, Node<D>>,
+    words: Children<D>,
     /// Child for the `*` wildcard.
     star: Option<Box<Node<D>>>,
     /// Child for the `#` wildcard.
@@ -52,7 +55,7 @@ struct Node<D> {
 impl<D> Default for Node<D> {
     fn default() -> Self {
         Self {
-            words: HashMap::new(),
+            words: Children::Small(Vec::new()),
             star: None,
             hash: None,
             values: DestSet::default(),
@@ -63,6 +66,75 @@ impl<D> Default for Node<D> {
 impl<D: Eq + Hash + Clone> Node<D> {
     fn is_empty(&self) -> bool {
         self.values.is_empty() && self.words.is_empty() && self.star.is_none() && self.hash.is_none()
+    }
+}
+
+/// The literal-word children of a node.
+///
+/// Most trie nodes have a few children, where comparing strings directly beats hashing
+/// the word (SipHash, kept because binding keys come from clients). Nodes that grow past
+/// [`Children::SMALL_MAX`] switch to a hash map so lookups stay O(1) at wide nodes.
+enum Children<D> {
+    Small(Vec<(Box<str>, Node<D>)>),
+    Large(HashMap<Box<str>, Node<D>>),
+}
+
+impl<D> Children<D> {
+    const SMALL_MAX: usize = 8;
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::Small(v) => v.is_empty(),
+            Self::Large(m) => m.is_empty(),
+        }
+    }
+
+    fn get(&self, word: &str) -> Option<&Node<D>> {
+        match self {
+            Self::Small(v) => v.iter().find(|(w, _)| &**w == word).map(|(_, n)| n),
+            Self::Large(m) => m.get(word),
+        }
+    }
+
+    fn get_mut(&mut self, word: &str) -> Option<&mut Node<D>> {
+        match self {
+            Self::Small(v) => v.iter_mut().find(|(w, _)| &**w == word).map(|(_, n)| n),
+            Self::Large(m) => m.get_mut(word),
+        }
+    }
+
+    fn get_or_insert(&mut self, word: &str) -> &mut Node<D> {
+        if let Self::Small(v) = self {
+            if v.len() >= Self::SMALL_MAX && !v.iter().any(|(w, _)| &**w == word) {
+                *self = Self::Large(std::mem::take(v).into_iter().collect());
+            }
+        }
+        match self {
+            Self::Small(v) => {
+                let i = match v.iter().position(|(w, _)| &**w == word) {
+                    Some(i) => i,
+                    None => {
+                        v.push((word.into(), Node::default()));
+                        v.len() - 1
+                    }
+                };
+                &mut v[i].1
+            }
+            Self::Large(m) => m.entry(word.into()).or_default(),
+        }
+    }
+
+    fn remove(&mut self, word: &str) {
+        match self {
+            Self::Small(v) => v.retain(|(w, _)| &**w != word),
+            Self::Large(m) => {
+                m.remove(word);
+                // Hysteresis, as for destination sets.
+                if m.len() <= Self::SMALL_MAX / 2 {
+                    *self = Self::Small(std::mem::take(m).into_iter().collect());
+                }
+            }
+        }
     }
 }
 
@@ -117,7 +189,7 @@ impl<D: Eq + Hash + Clone> TopicTrie<D> {
             node = match word {
                 "*" => node.star.get_or_insert_with(Box::default),
                 "#" => node.hash.get_or_insert_with(Box::default),
-                _ => node.words.entry(word.into()).or_default(),
+                _ => node.words.get_or_insert(word),
             };
         }
         let added = node.values.insert(value);
@@ -414,6 +486,33 @@ mod tests {
         let p = vec!["#"; 30].join(".");
         deep.insert(&p, 1);
         assert_eq!(deep.matches("a.b.c.d.e.f.g.h.i.j.k.l"), [&1]);
+    }
+
+    #[test]
+    fn wide_nodes_switch_representation() {
+        let mut t = TopicTrie::new();
+        for i in 0..20 {
+            assert!(t.insert(&format!("w{i}.x"), i));
+            assert!(t.insert(&format!("r.w{i}"), i));
+        }
+        assert!(matches!(t.root.words, Children::Large(_)));
+        for i in 0..20 {
+            assert_eq!(t.matches(&format!("w{i}.x")), [&i]);
+            assert_eq!(t.matches(&format!("r.w{i}")), [&i]);
+        }
+        for i in 0..18 {
+            assert!(t.remove(&format!("w{i}.x"), &i));
+            assert!(t.matches(&format!("w{i}.x")).is_empty());
+        }
+        assert_eq!(t.matches("w19.x"), [&19]);
+        assert!(matches!(t.root.words, Children::Small(_)));
+        for i in 18..20 {
+            assert!(t.remove(&format!("w{i}.x"), &i));
+        }
+        for i in 0..20 {
+            assert!(t.remove(&format!("r.w{i}"), &i));
+        }
+        assert!(t.is_empty() && t.root.is_empty());
     }
 
     #[test]

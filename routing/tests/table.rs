@@ -253,7 +253,7 @@ fn exchange_to_exchange_and_cycles() {
     let lost = t.remove_exchange("c").unwrap();
     assert_eq!(sorted_names(lost), ["a", "b"]);
     assert!(!t.has_bindings_to("topic"));
-    assert!(t.has_bindings_to("a") == false);
+    assert!(!t.has_bindings_to("a"));
     assert_eq!(route(&t, "a", "x.y", None), ["qa", "qb"]);
     // No stale bindings mention c.
     assert!(t.bindings().iter().all(|b| &*b.source != "c" && b.destination != x("c")));
