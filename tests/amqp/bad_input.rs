@@ -118,10 +118,15 @@ impl Raw {
 
     /// Sends tune-ok with the given limits (no heartbeats) and connection.open for "/".
     fn tune_ok_and_open(&mut self, channel_max: u16, frame_max: u32) {
+        self.tune_ok_heartbeat_and_open(channel_max, frame_max, 0);
+    }
+
+    /// Like [`tune_ok_and_open`](Self::tune_ok_and_open) with a heartbeat interval.
+    fn tune_ok_heartbeat_and_open(&mut self, channel_max: u16, frame_max: u32, heartbeat: u16) {
         self.frame_max = frame_max;
         let mut args = channel_max.to_be_bytes().to_vec();
         args.extend_from_slice(&frame_max.to_be_bytes());
-        args.extend_from_slice(&0u16.to_be_bytes()); // no heartbeats
+        args.extend_from_slice(&heartbeat.to_be_bytes());
         self.send(&frame(1, 0, &method(10, 31, &args)));
         let mut args = Vec::new();
         shortstr(&mut args, b"/");
@@ -615,4 +620,71 @@ fn after_a_channel_close_methods_are_ignored_until_close_ok_and_the_channel_can_
         Some(AMQPFrame::Method(1, AMQPClass::Channel(amq_protocol::protocol::channel::AMQPMethod::OpenOk(_)))) => {}
         other => panic!("expected channel.open-ok for the reopened channel, got {other:?}"),
     }
+}
+
+#[test]
+fn heartbeats_are_sent_and_a_silent_client_is_disconnected() {
+    let broker = start_broker();
+    let (mut raw, _start, tune) = Raw::start_and_tune(broker.addr());
+    raw.tune_ok_heartbeat_and_open(tune.channel_max, tune.frame_max, 1);
+    match raw.read_frame().expect("connection.open-ok") {
+        AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))) => {}
+        other => panic!("expected connection.open-ok, got {other:?}"),
+    }
+    // This client never sends anything: the server keeps sending heartbeats, then gives
+    // up after two missed intervals and closes the socket (read_frame: None).
+    let mut heartbeats = 0;
+    while let Some(f) = raw.read_frame() {
+        match f {
+            AMQPFrame::Heartbeat => heartbeats += 1,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    assert!(heartbeats >= 1, "the server sends heartbeats");
+    assert_broker_still_serves(&broker);
+}
+
+#[test]
+fn a_client_that_sends_heartbeats_stays_connected() {
+    let broker = start_broker();
+    let (mut raw, _start, tune) = Raw::start_and_tune(broker.addr());
+    raw.tune_ok_heartbeat_and_open(tune.channel_max, tune.frame_max, 1);
+    let mut seen = 0;
+    // Answer each server heartbeat with one of ours for a few rounds (> 2 intervals).
+    while seen < 5 {
+        match raw.read_frame().expect("connection stays open") {
+            AMQPFrame::Heartbeat => {
+                seen += 1;
+                raw.send(&frame(8, 0, &[]));
+            }
+            AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))) => {}
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    raw.send(&frame(1, 1, &channel_open()));
+    loop {
+        match raw.read_frame().expect("channel.open-ok") {
+            AMQPFrame::Heartbeat => continue,
+            AMQPFrame::Method(1, AMQPClass::Channel(_)) => break,
+            other => panic!("expected channel.open-ok, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn channel_above_the_negotiated_channel_max_is_504() {
+    let broker = start_broker();
+    if broker.is_external() {
+        // RabbitMQ 3.10 does not enforce channel_max; HareMQ does.
+        return;
+    }
+    let (mut raw, _start, tune) = Raw::start_and_tune(broker.addr());
+    raw.tune_ok_and_open(10, tune.frame_max);
+    match raw.read_frame().expect("connection.open-ok") {
+        AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))) => {}
+        other => panic!("expected connection.open-ok, got {other:?}"),
+    }
+    raw.send(&frame(1, 11, &channel_open()));
+    assert_close(raw.read_end(), 504, "CHANNEL_ERROR");
+    assert_broker_still_serves(&broker);
 }
