@@ -1,6 +1,6 @@
 //! A published message, shared (never copied) by every queue it is routed to.
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 
 use crate::store::MessageId;
@@ -27,6 +27,9 @@ pub struct Message {
 pub struct StoredMeta {
     pub id: Option<MessageId>,
     pub refs: AtomicU32,
+    /// Set by the store writer once the record is durable (a queue may then page the
+    /// body out of memory).
+    pub committed: AtomicBool,
 }
 
 impl Message {

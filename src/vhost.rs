@@ -12,7 +12,7 @@ use haremq_routing::{BindError, Destination, ExchangeKind, RoutingTable};
 
 use crate::amqp::delivery::ChannelShared;
 use crate::error::{AmqpError, AmqpResult};
-use crate::queue::{ConnectionId, Queue, QueueSettings};
+use crate::queue::{ConnectionId, Entry, Queue, QueueSettings};
 use crate::message::QueuedMessage;
 use crate::store::{BindingRecord, ExchangeRecord, QueueRecord, Snapshot, StoreHandle, StoreOp};
 
@@ -148,15 +148,21 @@ impl VHost {
         let mut queues = write(&self.queues);
         let mut recovered = 0usize;
         for q in snap.queues.iter().filter(|q| *q.vhost == *self.name) {
-            let ready: std::collections::VecDeque<QueuedMessage> = snap
+            let ready: std::collections::VecDeque<Entry> = snap
                 .entries
                 .get(&q.id)
                 .into_iter()
                 .flatten()
-                .filter_map(|e| {
-                    let message = snap.messages.get(&e.message)?.clone();
-                    message.store.refs.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                    Some(QueuedMessage { seq: e.seq, redelivered: e.delivered, message })
+                .filter_map(|e| match snap.messages.get(&e.message) {
+                    Some(message) => {
+                        message.store.refs.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                        message.store.committed.store(true, std::sync::atomic::Ordering::Release);
+                        Some(Entry::Loaded(QueuedMessage { seq: e.seq, redelivered: e.delivered, message: message.clone() }))
+                    }
+                    None if snap.paged.contains(&e.message) => {
+                        Some(Entry::Paged { seq: e.seq, redelivered: e.delivered, id: e.message })
+                    }
+                    None => None,
                 })
                 .collect();
             recovered += ready.len();

@@ -602,11 +602,15 @@ impl Channel {
             &mut self.routed,
         )?;
         // A persistent message bound for at least one durable queue gets one store
-        // record, written before any queue entry that points at it.
+        // record, written before any queue entry that points at it. Its reference count
+        // is set up front, so no queue ever sees a count that will still grow.
+        let durable_targets = if h.persistent && ctx.store.is_some() {
+            self.routed.iter().filter(|q| q.0.is_durable()).count()
+        } else {
+            0
+        };
         let store_id = match &ctx.store {
-            Some(store) if h.persistent && self.routed.iter().any(|q| q.0.is_durable()) => {
-                Some(store.next_message_id())
-            }
+            Some(store) if durable_targets > 0 => Some(store.next_message_id()),
             _ => None,
         };
         let message = Arc::new(Message {
@@ -615,7 +619,11 @@ impl Channel {
             raw_properties: h.raw_properties,
             body: body.into_boxed_slice(),
             persistent: h.persistent,
-            store: StoredMeta { id: store_id, refs: AtomicU32::new(0) },
+            store: StoredMeta {
+                id: store_id,
+                refs: AtomicU32::new(durable_targets as u32),
+                committed: Default::default(),
+            },
         });
         if let (Some(store), Some(id)) = (&ctx.store, store_id) {
             store.send(StoreOp::PutMessage(id, message.clone()));
@@ -624,7 +632,12 @@ impl Channel {
         let mut stored = 0;
         for QueueRef(q) in self.routed.drain(..) {
             match q.publish(message.clone()) {
-                Enqueued::No => {}
+                Enqueued::No => {
+                    // A durable queue deleted under us: release its reference.
+                    if q.is_durable() && store_id.is_some() {
+                        message.store.refs.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                    }
+                }
                 Enqueued::InMemory => delivered += 1,
                 Enqueued::Stored => {
                     delivered += 1;

@@ -145,14 +145,13 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
     }
 }
 
-/// Closes a connection from outside (broker shutdown): connection.close 320.
+/// Closes a connection from outside (broker shutdown): sends connection.close 320. The
+/// connection ends when the client answers close-ok (or when shutdown gives up waiting),
+/// so the client reads the reason before the socket closes.
 pub fn force_close(outbox: &Outbox, reason: &str) {
     let err = AmqpError::ConnectionForced(reason.to_string());
-    {
-        let mut out = outbox.lock();
-        write_method(out.buf(), 0, close_method(&err, 0, 0));
-    }
-    outbox.close();
+    let mut out = outbox.lock();
+    write_method(out.buf(), 0, close_method(&err, 0, 0));
 }
 
 fn close_method(err: &AmqpError, class_id: u16, method_id: u16) -> AMQPClass {

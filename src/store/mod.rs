@@ -91,13 +91,20 @@ pub struct EntryRecord {
     pub delivered: bool,
 }
 
+/// At start, bodies are read for this many entries at the head of each queue; the
+/// rest stay paged on disk until the queue reaches them.
+pub const LOAD_AT_START: usize = 8192;
+
 /// Everything durable, as loaded at start.
 #[derive(Default)]
 pub struct Snapshot {
     pub exchanges: Vec<ExchangeRecord>,
     pub queues: Vec<QueueRecord>,
     pub bindings: Vec<BindingRecord>,
+    /// Messages whose bodies were read (see [`LOAD_AT_START`]).
     pub messages: HashMap<MessageId, Arc<Message>>,
+    /// Messages that exist on disk, referenced by exactly one entry, not read yet.
+    pub paged: std::collections::HashSet<MessageId>,
     /// Per queue, its entries in `seq` order.
     pub entries: HashMap<QueueId, Vec<EntryRecord>>,
 }
@@ -115,8 +122,17 @@ pub enum StoreError {
     Io(String),
 }
 
+/// Reads message records back (paging bodies in), from any thread, concurrently with
+/// the writer.
+pub trait MessageReader: Send + Sync + 'static {
+    /// The messages with these ids, in order; `None` for ids not (or no longer) stored.
+    fn read_messages(&self, ids: &[MessageId]) -> Vec<Option<Message>>;
+}
+
 /// A storage engine: applies batches atomically and durably, and loads everything back.
 pub trait Store: Send + 'static {
+    /// A reader for paging message bodies back in.
+    fn reader(&self) -> Arc<dyn MessageReader>;
     /// Reads all durable state, dropping entries that point at nothing (left by a crash
     /// between related writes is impossible, but a partial older version is not).
     fn load(&mut self) -> Result<Snapshot, StoreError>;

@@ -9,14 +9,15 @@
 //!
 //! Every commit uses redb's default `Durability::Immediate`: it returns after fsync.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::codec::{decode_message, encode_message};
-use super::{BindingRecord, EntryRecord, QueueRecord, Snapshot, Store, StoreError, StoreOp};
+use super::{BindingRecord, EntryRecord, LOAD_AT_START, MessageId, MessageReader, QueueRecord, Snapshot, Store, StoreError, StoreOp};
+use crate::message::Message;
 
 const EXCHANGES: TableDefinition<&str, &[u8]> = TableDefinition::new("exchanges");
 const QUEUES: TableDefinition<u64, &[u8]> = TableDefinition::new("queues");
@@ -28,9 +29,36 @@ const ENTRIES: TableDefinition<(u64, u64), (u64, bool)> = TableDefinition::new("
 pub const FILE_NAME: &str = "haremq.redb";
 
 pub struct RedbStore {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
     scratch: Vec<u8>,
+}
+
+/// Reads message records with read transactions, concurrently with the writer.
+struct RedbReader {
+    db: Arc<Database>,
+}
+
+impl MessageReader for RedbReader {
+    fn read_messages(&self, ids: &[MessageId]) -> Vec<Option<Message>> {
+        let read = || -> Result<Vec<Option<Message>>, redb::Error> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(MESSAGES)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let m = table.get(*id)?.and_then(|v| decode_message(v.value())).map(|mut m| {
+                    m.store.id = Some(*id);
+                    m
+                });
+                out.push(m);
+            }
+            Ok(out)
+        };
+        read().unwrap_or_else(|e| {
+            log::error!("reading {} messages from the store failed: {e}", ids.len());
+            ids.iter().map(|_| None).collect()
+        })
+    }
 }
 
 fn exchange_key(vhost: &str, name: &str) -> String {
@@ -46,7 +74,7 @@ impl RedbStore {
             DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: data_dir.display().to_string() },
             other => StoreError::Open { path: shown.clone(), detail: other.to_string() },
         })?;
-        let store = Self { db, path, scratch: Vec::new() };
+        let store = Self { db: Arc::new(db), path, scratch: Vec::new() };
         store.create_tables()?;
         Ok(store)
     }
@@ -170,19 +198,38 @@ impl RedbStore {
                 snap.entries.entry(queue).or_default().push(EntryRecord { seq, message, delivered });
             }
         }
+        // Bodies are read now only where a queue will want them soon (its head) or
+        // where several queues share them; the rest stay on disk, paged.
+        let mut refs: HashMap<MessageId, u32> = HashMap::new();
+        for list in snap.entries.values() {
+            for e in list {
+                *refs.entry(e.message).or_default() += 1;
+            }
+        }
         let messages = txn.open_table(MESSAGES).map_err(|e| self.io(e))?;
-        for id in &referenced {
-            let Some(v) = messages.get(*id).map_err(|e| self.io(e))? else {
-                continue;
-            };
-            let mut m = decode_message(v.value()).ok_or_else(|| self.corrupt(format!("message {id}")))?;
-            m.store.id = Some(*id);
-            snap.messages.insert(*id, Arc::new(m));
+        for list in snap.entries.values() {
+            for (pos, e) in list.iter().enumerate() {
+                let id = e.message;
+                if snap.messages.contains_key(&id) || snap.paged.contains(&id) {
+                    continue;
+                }
+                let Some(v) = messages.get(id).map_err(|e| self.io(e))? else {
+                    continue;
+                };
+                if pos < LOAD_AT_START || refs.get(&id).copied().unwrap_or(0) > 1 {
+                    let mut m = decode_message(v.value()).ok_or_else(|| self.corrupt(format!("message {id}")))?;
+                    m.store.id = Some(id);
+                    snap.messages.insert(id, Arc::new(m));
+                } else {
+                    snap.paged.insert(id);
+                }
+            }
         }
         // Entries whose message record is missing cannot be delivered; drop them.
         for list in snap.entries.values_mut() {
-            list.retain(|e| snap.messages.contains_key(&e.message));
+            list.retain(|e| snap.messages.contains_key(&e.message) || snap.paged.contains(&e.message));
         }
+        let _ = referenced;
         Ok(snap)
     }
 
@@ -193,9 +240,10 @@ impl RedbStore {
         let txn = self.db.begin_write()?;
         {
             let mut entries = txn.open_table(ENTRIES)?;
-            entries.retain(|(queue, _), (message, _)| known.contains(&queue) && snap.messages.contains_key(&message))?;
+            let kept = |id: &MessageId| snap.messages.contains_key(id) || snap.paged.contains(id);
+            entries.retain(|(queue, _), (message, _)| known.contains(&queue) && kept(&message))?;
             let mut messages = txn.open_table(MESSAGES)?;
-            messages.retain(|id, _| snap.messages.contains_key(&id))?;
+            messages.retain(|id, _| kept(&id))?;
         }
         txn.commit()?;
         Ok(())
@@ -203,6 +251,10 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
+    fn reader(&self) -> Arc<dyn MessageReader> {
+        Arc::new(RedbReader { db: self.db.clone() })
+    }
+
     fn load(&mut self) -> Result<Snapshot, StoreError> {
         let snap = self.read_all()?;
         self.collect_garbage(&snap).map_err(|e| self.io(e))?;

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::{MessageId, Store, StoreOp};
+use super::{MessageId, MessageReader, Store, StoreOp};
+use crate::message::Message;
 use crate::amqp::delivery::ChannelShared;
 
 /// Most ops applied in one transaction; bounds commit latency under a flood.
@@ -41,6 +42,7 @@ struct Counters {
 
 struct Inner {
     tx: async_channel::Sender<Command>,
+    reader: Arc<dyn MessageReader>,
     next_message: AtomicU64,
     next_queue: AtomicU64,
     counters: Counters,
@@ -60,6 +62,7 @@ impl StoreHandle {
         let (tx, rx) = async_channel::unbounded();
         let inner = Arc::new(Inner {
             tx,
+            reader: store.reader(),
             next_message: AtomicU64::new(next_message),
             next_queue: AtomicU64::new(next_queue),
             counters: Counters::default(),
@@ -79,6 +82,11 @@ impl StoreHandle {
 
     pub fn next_queue_id(&self) -> u64 {
         self.inner.next_queue.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Reads committed message records back (for paged queue entries).
+    pub fn read_messages(&self, ids: &[MessageId]) -> Vec<Option<Message>> {
+        self.inner.reader.read_messages(ids)
     }
 
     /// Queues an op; it is applied in order with every other op.
@@ -183,6 +191,11 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
         }
         match result {
             Ok(()) => {
+                for op in &ops {
+                    if let StoreOp::PutMessage(_, m) = op {
+                        m.store.committed.store(true, Ordering::Release);
+                    }
+                }
                 for (_, (ch, seq)) in confirms.drain() {
                     ch.confirm_stored(seq);
                 }

@@ -7,8 +7,13 @@
 //! hand-off between threads on the hot path: the publisher's task writes the deliver
 //! frames straight into the consumer connection's outbox.
 
+mod ready;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use ready::Entry;
+use ready::ReadyList;
 
 use amq_protocol::types::FieldTable;
 
@@ -57,7 +62,7 @@ struct ConsumerSlot {
 }
 
 struct QueueState {
-    ready: VecDeque<QueuedMessage>,
+    ready: ReadyList,
     next_seq: u64,
     consumers: Vec<ConsumerSlot>,
     /// Where the next round-robin search starts.
@@ -82,15 +87,18 @@ impl Queue {
         Self::restore(name, vhost, settings, store, VecDeque::new())
     }
 
-    /// A queue holding recovered messages (in `seq` order).
+    /// A queue holding recovered entries (in `seq` order); entries beyond the head may
+    /// be paged.
+
     pub fn restore(
         name: Arc<str>,
         vhost: Arc<str>,
         settings: QueueSettings,
         store: Option<(StoreHandle, QueueId)>,
-        ready: VecDeque<QueuedMessage>,
+        entries: VecDeque<Entry>,
     ) -> Arc<Self> {
-        let next_seq = ready.back().map_or(0, |m| m.seq + 1);
+        let next_seq = entries.back().map_or(0, |e| e.seq() + 1);
+        let ready = ReadyList::new(store.as_ref().map(|(s, _)| s.clone()), entries);
         Arc::new(Self {
             name,
             vhost,
@@ -131,7 +139,7 @@ impl Queue {
         let mut outcome = Enqueued::InMemory;
         if let (Some((store, queue)), Some(id)) = (&self.store, message.store.id) {
             // Sent under the queue lock: the store sees this entry before any ack of it.
-            message.store.refs.fetch_add(1, Ordering::AcqRel);
+            // (The publisher set `refs` to the number of durable queues beforehand.)
             store.send(StoreOp::Enqueue { queue: *queue, seq, message: id });
             outcome = Enqueued::Stored;
         }
@@ -171,6 +179,9 @@ impl Queue {
     }
 
     fn dispatch_locked(self: &Arc<Self>, st: &mut QueueState) {
+        if st.consumers.is_empty() {
+            return;
+        }
         'messages: while let Some(head) = st.ready.front() {
             let n = st.consumers.len();
             if n == 0 {
@@ -285,8 +296,7 @@ impl Queue {
             m.redelivered = true;
             // Most requeues go to the front (the oldest unacked are older than
             // anything ready), so search from there.
-            let pos = st.ready.partition_point(|r| r.seq < m.seq);
-            st.ready.insert(pos, m);
+            st.ready.insert_by_seq(m);
         }
         self.dispatch_locked(&mut st);
     }
@@ -295,10 +305,24 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut st = self.lock();
         let n = st.ready.len() as u32;
-        for m in st.ready.drain(..) {
-            self.forget(&m);
+        let entries: Vec<Entry> = st.ready.drain().collect();
+        drop(st);
+        for e in entries {
+            self.forget_entry(e);
         }
         n
+    }
+
+    fn forget_entry(&self, e: Entry) {
+        match e {
+            Entry::Loaded(m) => self.forget(&m),
+            Entry::Paged { seq, id, .. } => {
+                if let Some((store, queue)) = &self.store {
+                    store.send(StoreOp::Remove { queue: *queue, seq });
+                    store.send(StoreOp::DeleteMessage(id));
+                }
+            }
+        }
     }
 
     pub fn message_count(&self) -> u32 {
@@ -326,15 +350,20 @@ impl Queue {
             store.send(StoreOp::DeleteQueue { id: *id, vhost: self.vhost.to_string(), name: self.name.to_string() });
             // The entries go with the queue; release the message records they held.
             // (Unacked ones are released when their channel settles them.)
-            for m in st.ready.drain(..) {
-                if let Some(mid) = m.message.store.id {
-                    if m.message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        store.send(StoreOp::DeleteMessage(mid));
+            for e in st.ready.drain() {
+                match e {
+                    Entry::Loaded(m) => {
+                        if let Some(mid) = m.message.store.id {
+                            if m.message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+                                store.send(StoreOp::DeleteMessage(mid));
+                            }
+                        }
                     }
+                    Entry::Paged { id, .. } => store.send(StoreOp::DeleteMessage(id)),
                 }
             }
         }
-        st.ready.clear();
+        st.ready.drain().for_each(drop);
         let orphans = st
             .consumers
             .drain(..)
