@@ -154,7 +154,7 @@ impl Conn {
         let tune = match self.recv_method().await {
             Ok((_, AMQPClass::Connection(connection::AMQPMethod::Tune(t)))) => t,
             Ok((_, other)) => return Err(format!("expected connection.tune, got {other:?}")),
-            Err(e) if e.contains("EOF") => {
+            Err(e) if e.contains("EOF") || e.contains("read error") => {
                 return Err(format!("{e} after start-ok: authentication failed for user {:?}?", user.username))
             }
             Err(e) => return Err(e),

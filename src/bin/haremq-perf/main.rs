@@ -436,10 +436,35 @@ fn run_throughput(opts: &Opts, uri: AMQPUri) -> Res<()> {
             break;
         }
         let now = Instant::now();
+        let t = totals(&pubs, &cons);
+        let next_tick = start + Duration::from_secs(tick);
+        if now >= next_tick {
+            drain_hists(&cons, &mut sec_hist);
+            let lat = if sec_hist.len() > 0 {
+                format!(
+                    "{:.3}/{:.3}",
+                    ms(sec_hist.value_at_quantile(0.5)),
+                    ms(sec_hist.value_at_quantile(0.99))
+                )
+            } else {
+                "-/-".into()
+            };
+            println!(
+                "time: {:.3} s, sent: {} msg/s, confirmed: {} msg/s, received: {} msg/s, latency p50/p99: {} ms",
+                now.duration_since(start).as_secs_f64(),
+                t.sent - last.sent,
+                t.confirmed - last.confirmed,
+                t.received - last.received,
+                lat
+            );
+            let _ = total_hist.add(&sec_hist);
+            sec_hist.reset();
+            last = t;
+            tick += 1;
+        }
         if deadline.is_some_and(|d| now >= d) {
             break;
         }
-        let t = totals(&pubs, &cons);
         // Bounded completion with message counts.
         let pubs_done = pubs.iter().all(|p| p.done.load(Ordering::SeqCst));
         let cons_done = cons.iter().all(|c| c.done.load(Ordering::SeqCst));
@@ -471,30 +496,6 @@ fn run_throughput(opts: &Opts, uri: AMQPUri) -> Res<()> {
             break;
         }
         let next_tick = start + Duration::from_secs(tick);
-        if now >= next_tick {
-            drain_hists(&cons, &mut sec_hist);
-            let lat = if sec_hist.len() > 0 {
-                format!(
-                    "{:.3}/{:.3}",
-                    ms(sec_hist.value_at_quantile(0.5)),
-                    ms(sec_hist.value_at_quantile(0.99))
-                )
-            } else {
-                "-/-".into()
-            };
-            println!(
-                "time: {:.3} s, sent: {} msg/s, confirmed: {} msg/s, received: {} msg/s, latency p50/p99: {} ms",
-                now.duration_since(start).as_secs_f64(),
-                t.sent - last.sent,
-                t.confirmed - last.confirmed,
-                t.received - last.received,
-                lat
-            );
-            let _ = total_hist.add(&sec_hist);
-            sec_hist.reset();
-            last = t;
-            tick += 1;
-        }
         let until = next_tick.min(deadline.unwrap_or(next_tick));
         let sleep = until.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
         std::thread::sleep(sleep);
