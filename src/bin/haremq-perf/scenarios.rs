@@ -176,6 +176,8 @@ pub fn queues(opts: &Opts, uri: AMQPUri) -> Res<()> {
         .await?;
         let consume_s = t1.elapsed().as_secs_f64();
         println!("queues: started {n} consumers in {consume_s:.3} s ({:.0} consumers/s)", n as f64 / consume_s.max(1e-9));
+        // Let the broker settle (and a GC'd runtime collect) before measuring.
+        Timer::after(Duration::from_secs(1)).await;
         let after = rss_line("queues: after declare+consume", opts.broker_pid);
         per_unit("queues", "queue", before, after, n);
 
@@ -251,6 +253,7 @@ pub fn queues(opts: &Opts, uri: AMQPUri) -> Res<()> {
             hist.value_at_quantile(0.99) as f64 / 1000.0,
             hist.max() as f64 / 1000.0
         );
+        Timer::after(Duration::from_secs(1)).await;
         let after_msgs = rss_line("queues: after messages", opts.broker_pid);
         per_unit("queues: after messages", "queue", before, after_msgs, n);
         let t3 = Instant::now();
