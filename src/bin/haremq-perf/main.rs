@@ -1,0 +1,545 @@
+//! `haremq-perf`: a load-testing tool for any AMQP 0-9-1 broker (HareMQ, RabbitMQ).
+//!
+//! # Usage
+//!
+//! ```text
+//! haremq-perf [--uri amqp://guest:guest@127.0.0.1:5672/%2f]
+//!             [--publishers N] [--consumers N] [--size BYTES]
+//!             [--time SECS] [--pmessages N] [--cmessages N]
+//!             [--confirm WINDOW] [--persistent] [--prefetch N]
+//!             [--autoack | --multi-ack-every N]
+//!             [--exchange NAME --exchange-type direct|fanout|topic|headers] [--routing-key KEY]
+//!             [--queues N] [--queue-prefix P] [--durable] [--auto-delete BOOL] [--purge]
+//!             [--queue-args k=v,...] [--rate MSGS_PER_SEC] [--json]
+//!             [--threads N | --thread-per-conn]
+//!             [--scenario throughput|connections|queues|bind-churn] [--connections N] [--broker-pid PID]
+//! ```
+//!
+//! Examples:
+//!
+//! ```text
+//! # 1 publisher, 1 consumer, 16-byte bodies, no-ack consume, 5 seconds
+//! haremq-perf --uri amqp://guest:guest@127.0.0.1:5672/%2f --size 16 --autoack --time 5
+//! # confirms (window 256), persistent 1 KiB, manual acks, prefetch 256, durable queue
+//! haremq-perf --confirm 256 --persistent --size 1024 --prefetch 256 --durable --time 5
+//! # fanout to 8 queues, one consumer each
+//! haremq-perf --exchange perf-fanout --exchange-type fanout --queues 8 --consumers 8 --time 5
+//! # 1000 idle connections held 10 s, with the broker's RSS
+//! haremq-perf --scenario connections --connections 1000 --time 10 --broker-pid 1234
+//! ```
+//!
+//! Every second it prints `time: T s, sent: X msg/s, confirmed: Y msg/s, received: Z msg/s,
+//! latency p50/p99: A/B ms`; at the end `summary:` lines (totals, average rates, latency
+//! p50/p95/p99/max from a histogram of send timestamp → receive), and with `--json` one
+//! JSON line. The first 8 body bytes carry the send time (ns since the UNIX epoch), so
+//! latency needs `--size` ≥ 8 and publishers and consumers on one clock.
+//!
+//! Topology: queues are `<prefix><i>` (`perf-q-0`, ...). With the default exchange there is
+//! one queue unless `--queues N`; publishers go round-robin over the queues (routing key =
+//! queue name). With `--exchange`, the exchange is declared and every queue is bound with
+//! the routing key (default `perf`); without `--queues`, each consumer gets its own queue
+//! (as RabbitMQ PerfTest does), else consumers are spread round-robin over the queues.
+//!
+//! Every run ends by itself (`--time`, default 10 s without a message count, or the
+//! counts); a broker error is printed and the exit status is 1.
+//!
+//! The client is its own: one TCP connection per publisher/consumer, frames from
+//! `amq-protocol`, publishes serialized once into a template and time-stamped in place,
+//! batched into one write, and reads of up to 1 MiB parsed frame by frame in place.
+
+mod client;
+mod proto;
+mod roles;
+mod scenarios;
+mod stats;
+mod topology;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amq_protocol::uri::AMQPUri;
+use async_executor::Executor;
+use clap::{ArgAction, Parser, ValueEnum};
+use hdrhistogram::Histogram;
+
+use client::{Conn, Res};
+use roles::{ConConfig, PubConfig};
+use stats::{new_hist, ConStats, PubStats, Shared};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExchangeType {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeType {
+    fn as_str(self) -> &'static str {
+        match self {
+            ExchangeType::Direct => "direct",
+            ExchangeType::Fanout => "fanout",
+            ExchangeType::Topic => "topic",
+            ExchangeType::Headers => "headers",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Publishers and consumers (the default).
+    Throughput,
+    /// Open --connections idle connections and hold them for --time seconds.
+    Connections,
+    /// Declare --queues queues with one consumer each and push a few messages through each.
+    Queues,
+    /// Bind and unbind a queue in a loop for --time seconds.
+    BindChurn,
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "haremq-perf", version, about = "Load-testing tool for AMQP 0-9-1 brokers (HareMQ, RabbitMQ)")]
+pub struct Opts {
+    /// Broker URI (PLAIN credentials and vhost are taken from it; %2f is "/").
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub uri: String,
+    /// Publisher connections.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Consumer connections.
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Message body size in bytes (the first 8 carry the send timestamp).
+    #[arg(long, default_value_t = 12)]
+    pub size: usize,
+    /// Run duration in seconds (default 10 when no message count is given).
+    #[arg(long)]
+    pub time: Option<f64>,
+    /// Messages per publisher.
+    #[arg(long)]
+    pub pmessages: Option<u64>,
+    /// Messages per consumer.
+    #[arg(long)]
+    pub cmessages: Option<u64>,
+    /// Publisher confirms with at most WINDOW unconfirmed messages per publisher.
+    #[arg(long, value_name = "WINDOW")]
+    pub confirm: Option<u32>,
+    /// Publish persistent messages (delivery-mode 2).
+    #[arg(long)]
+    pub persistent: bool,
+    /// Consumer prefetch (basic.qos per consumer).
+    #[arg(long)]
+    pub prefetch: Option<u16>,
+    /// Consume without acknowledgements (no-ack).
+    #[arg(long, conflicts_with = "multi_ack_every")]
+    pub autoack: bool,
+    /// Ack every N messages with multiple=true (default: ack each message).
+    #[arg(long, default_value_t = 0)]
+    pub multi_ack_every: u64,
+    /// Exchange to publish to ("" = default exchange).
+    #[arg(long, default_value = "")]
+    pub exchange: String,
+    /// Type of --exchange.
+    #[arg(long, value_enum, default_value_t = ExchangeType::Direct)]
+    pub exchange_type: ExchangeType,
+    /// Routing key for --exchange publishes and bindings (default "perf").
+    #[arg(long)]
+    pub routing_key: Option<String>,
+    /// Number of queues.
+    #[arg(long)]
+    pub queues: Option<usize>,
+    /// Queue name prefix: queues are <prefix><i>.
+    #[arg(long, default_value = "perf-q-")]
+    pub queue_prefix: String,
+    /// Declare durable queues (and exchange).
+    #[arg(long)]
+    pub durable: bool,
+    /// Declare auto-delete queues (deleted when their last consumer leaves).
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub auto_delete: bool,
+    /// Purge the queues before the run.
+    #[arg(long)]
+    pub purge: bool,
+    /// Queue x-arguments, key=value,... (integers are sent as long ints).
+    #[arg(long)]
+    pub queue_args: Option<String>,
+    /// Publish rate per publisher (msgs/s), evenly paced.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Print one JSON summary line at the end.
+    #[arg(long)]
+    pub json: bool,
+    /// Executor threads shared by all connections.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// One thread per connection instead of a shared executor.
+    #[arg(long)]
+    pub thread_per_conn: bool,
+    /// What to run.
+    #[arg(long, value_enum, default_value_t = Scenario::Throughput)]
+    pub scenario: Scenario,
+    /// Connections for --scenario connections.
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+    /// Broker process id, to report its RSS (from /proc) in scenarios.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+}
+
+/// Runs role futures either on a shared executor (N threads) or one thread each.
+pub struct Runtime {
+    ex: Option<Arc<Executor<'static>>>,
+    shutdown: Option<async_channel::Sender<()>>,
+    spawned: usize,
+    finished: Arc<AtomicUsize>,
+    tasks: Vec<async_executor::Task<()>>,
+}
+
+impl Runtime {
+    pub fn new(opts: &Opts) -> Runtime {
+        let finished = Arc::new(AtomicUsize::new(0));
+        if opts.thread_per_conn {
+            return Runtime { ex: None, shutdown: None, spawned: 0, finished, tasks: Vec::new() };
+        }
+        let ex = Arc::new(Executor::new());
+        let (tx, rx) = async_channel::bounded::<()>(1);
+        for i in 0..opts.threads.max(1) {
+            let ex = ex.clone();
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("perf-exec-{i}"))
+                .spawn(move || async_io::block_on(ex.run(async { let _ = rx.recv().await; })));
+            if let Err(e) = spawned {
+                eprintln!("haremq-perf: cannot start executor thread: {e}");
+            }
+        }
+        Runtime { ex: Some(ex), shutdown: Some(tx), spawned: 0, finished, tasks: Vec::new() }
+    }
+
+    pub fn spawn(&mut self, fut: impl Future<Output = ()> + Send + 'static) {
+        self.spawned += 1;
+        let finished = self.finished.clone();
+        let fut = async move {
+            fut.await;
+            finished.fetch_add(1, Ordering::SeqCst);
+        };
+        match &self.ex {
+            Some(ex) => self.tasks.push(ex.spawn(fut)),
+            None => {
+                if let Err(e) = std::thread::Builder::new().name("perf-conn".into()).spawn(move || async_io::block_on(fut)) {
+                    eprintln!("haremq-perf: cannot start connection thread: {e}");
+                    self.finished.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Waits (bounded) for every spawned future to finish, then stops the threads.
+    pub fn join(mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.finished.load(Ordering::SeqCst) < self.spawned && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.tasks.clear();
+        self.shutdown.take();
+    }
+}
+
+fn main() {
+    let opts = Opts::parse();
+    let uri: AMQPUri = match opts.uri.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("haremq-perf: bad --uri {:?}: {e}", opts.uri);
+            std::process::exit(2);
+        }
+    };
+    let result = match opts.scenario {
+        Scenario::Throughput => run_throughput(&opts, uri),
+        Scenario::Connections => scenarios::connections(&opts, uri),
+        Scenario::Queues => scenarios::queues(&opts, uri),
+        Scenario::BindChurn => scenarios::bind_churn(&opts, uri),
+    };
+    if let Err(e) = result {
+        eprintln!("haremq-perf: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+struct Plan {
+    queues: Vec<String>,
+    default_exchange: bool,
+    routing_key: String,
+}
+
+fn plan(opts: &Opts) -> Plan {
+    let default_exchange = opts.exchange.is_empty();
+    let nq = opts.queues.unwrap_or(if default_exchange { 1 } else { opts.consumers.max(1) }).max(1);
+    Plan {
+        queues: (0..nq).map(|i| format!("{}{i}", opts.queue_prefix)).collect(),
+        default_exchange,
+        routing_key: opts.routing_key.clone().unwrap_or_else(|| "perf".into()),
+    }
+}
+
+async fn setup_topology(opts: &Opts, uri: &AMQPUri, plan: &Plan) -> Res<Conn> {
+    let mut conn = Conn::open(uri).await?;
+    conn.open_channel(1).await?;
+    if !plan.default_exchange {
+        topology::declare_exchange(&mut conn, &opts.exchange, opts.exchange_type.as_str(), opts.durable).await?;
+    }
+    let args = match &opts.queue_args {
+        Some(spec) => topology::parse_args(spec)?,
+        None => Default::default(),
+    };
+    let spec = topology::QueueSpec { durable: opts.durable, auto_delete: opts.auto_delete, exclusive: false, args: &args };
+    for q in &plan.queues {
+        topology::declare_queue(&mut conn, q, &spec).await?;
+        if opts.purge {
+            topology::purge_queue(&mut conn, q).await?;
+        }
+        if !plan.default_exchange {
+            topology::bind_queue(&mut conn, q, &opts.exchange, &plan.routing_key).await?;
+        }
+    }
+    Ok(conn)
+}
+
+#[derive(Default, Clone, Copy)]
+struct Totals {
+    sent: u64,
+    confirmed: u64,
+    nacked: u64,
+    received: u64,
+}
+
+fn totals(pubs: &[Arc<PubStats>], cons: &[Arc<ConStats>]) -> Totals {
+    let mut t = Totals::default();
+    for p in pubs {
+        t.sent += p.sent.load(Ordering::Relaxed);
+        t.confirmed += p.confirmed.load(Ordering::Relaxed);
+        t.nacked += p.nacked.load(Ordering::Relaxed);
+    }
+    for c in cons {
+        t.received += c.received.load(Ordering::Relaxed);
+    }
+    t
+}
+
+fn drain_hists(cons: &[Arc<ConStats>], into: &mut Histogram<u64>) {
+    for c in cons {
+        if let Ok(mut h) = c.hist.lock() {
+            if h.len() > 0 {
+                let _ = into.add(&*h);
+                h.reset();
+            }
+        }
+    }
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn run_throughput(opts: &Opts, uri: AMQPUri) -> Res<()> {
+    if opts.size < 8 {
+        eprintln!("haremq-perf: note: --size < 8, no latency is measured");
+    }
+    if let (Some(p), n) = (opts.prefetch, opts.multi_ack_every) {
+        if n > u64::from(p) && p > 0 {
+            return Err(format!("--multi-ack-every {n} exceeds --prefetch {p}: consumers would stall"));
+        }
+    }
+    let plan = plan(opts);
+    let shared = Arc::new(Shared::new());
+    let setup = async_io::block_on(setup_topology(opts, &uri, &plan))?;
+    let mut rt = Runtime::new(opts);
+
+    let pubs: Vec<Arc<PubStats>> = (0..opts.publishers).map(|_| Arc::new(PubStats::default())).collect();
+    let cons: Vec<Arc<ConStats>> = (0..opts.consumers).map(|_| Arc::new(ConStats::new())).collect();
+
+    // Consumers first, so that nothing published is missed.
+    let ready = Arc::new(AtomicUsize::new(0));
+    for (j, stats) in cons.iter().enumerate() {
+        let cfg = ConConfig {
+            queue: plan.queues[j % plan.queues.len()].clone(),
+            tag: format!("perf-c-{j}"),
+            prefetch: opts.prefetch,
+            autoack: opts.autoack,
+            multi_ack_every: opts.multi_ack_every,
+            count: opts.cmessages,
+        };
+        let (uri, stats, shared2, ready) = (uri.clone(), stats.clone(), shared.clone(), ready.clone());
+        let signal: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            ready.fetch_add(1, Ordering::SeqCst);
+        });
+        rt.spawn(async move {
+            if let Err(e) = roles::consumer(uri, cfg, stats.clone(), shared2.clone(), signal).await {
+                shared2.fail(format!("consumer {j}: {e}"));
+            }
+            stats.done.store(true, Ordering::SeqCst);
+        });
+    }
+    let wait_until = Instant::now() + Duration::from_secs(30);
+    while ready.load(Ordering::SeqCst) < opts.consumers && shared.error().is_none() {
+        if Instant::now() > wait_until {
+            shared.fail("consumers did not start within 30 s".into());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    async_io::block_on(setup.close());
+
+    let routing_keys = if plan.default_exchange { plan.queues.clone() } else { vec![plan.routing_key.clone()] };
+    for (i, stats) in pubs.iter().enumerate() {
+        let cfg = PubConfig {
+            exchange: opts.exchange.clone(),
+            routing_keys: routing_keys.clone(),
+            offset: i,
+            size: opts.size,
+            persistent: opts.persistent,
+            confirm: opts.confirm,
+            rate: opts.rate,
+            count: opts.pmessages,
+        };
+        let (uri, stats, shared2) = (uri.clone(), stats.clone(), shared.clone());
+        rt.spawn(async move {
+            if let Err(e) = roles::publisher(uri, cfg, stats, shared2.clone()).await {
+                shared2.fail(format!("publisher {i}: {e}"));
+            }
+        });
+    }
+
+    let start = Instant::now();
+    let has_count = opts.pmessages.is_some() || opts.cmessages.is_some();
+    let time = opts.time.or(if has_count { None } else { Some(10.0) });
+    let deadline = time.map(|t| start + Duration::from_secs_f64(t));
+    // Copies of each message that reach a consumer, when every queue has a consumer.
+    let copies = if opts.consumers >= plan.queues.len() {
+        Some(if plan.default_exchange { 1 } else { plan.queues.len() as u64 })
+    } else {
+        None
+    };
+    let stall_check = opts.rate.map_or(true, |r| r >= 1.0);
+
+    let mut total_hist = new_hist();
+    let mut sec_hist = new_hist();
+    let mut last = Totals::default();
+    let mut tick = 1u64;
+    let mut progress_at = Instant::now();
+    let mut progress_sum = 0u64;
+    let mut idle_since: Option<(Instant, u64)> = None;
+    loop {
+        if shared.is_stopped() {
+            break;
+        }
+        let now = Instant::now();
+        let t = totals(&pubs, &cons);
+        let next_tick = start + Duration::from_secs(tick);
+        if now >= next_tick {
+            drain_hists(&cons, &mut sec_hist);
+            let lat = if sec_hist.len() > 0 {
+                format!(
+                    "{:.3}/{:.3}",
+                    ms(sec_hist.value_at_quantile(0.5)),
+                    ms(sec_hist.value_at_quantile(0.99))
+                )
+            } else {
+                "-/-".into()
+            };
+            println!(
+                "time: {:.3} s, sent: {} msg/s, confirmed: {} msg/s, received: {} msg/s, latency p50/p99: {} ms",
+                now.duration_since(start).as_secs_f64(),
+                t.sent - last.sent,
+                t.confirmed - last.confirmed,
+                t.received - last.received,
+                lat
+            );
+            let _ = total_hist.add(&sec_hist);
+            sec_hist.reset();
+            last = t;
+            tick += 1;
+        }
+        if deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+        // Bounded completion with message counts.
+        let pubs_done = pubs.iter().all(|p| p.done.load(Ordering::SeqCst));
+        let cons_done = cons.iter().all(|c| c.done.load(Ordering::SeqCst));
+        if opts.cmessages.is_some() && cons_done && (opts.pmessages.is_none() || pubs_done) {
+            break;
+        }
+        if (opts.pmessages.is_some() || opts.publishers == 0) && pubs_done && opts.cmessages.is_none() {
+            if opts.consumers == 0 {
+                break;
+            }
+            if copies.is_some_and(|c| t.received >= t.sent * c) {
+                break;
+            }
+            match idle_since {
+                Some((at, r)) if r == t.received => {
+                    if now.duration_since(at) > Duration::from_secs(2) {
+                        break;
+                    }
+                }
+                _ => idle_since = Some((now, t.received)),
+            }
+        }
+        let sum = t.sent + t.confirmed + t.nacked + t.received;
+        if sum != progress_sum {
+            progress_sum = sum;
+            progress_at = now;
+        } else if stall_check && now.duration_since(progress_at) > Duration::from_secs(10) {
+            shared.fail("no progress for 10 s (broker stalled or blocked?)".into());
+            break;
+        }
+        let next_tick = start + Duration::from_secs(tick);
+        let until = next_tick.min(deadline.unwrap_or(next_tick));
+        let sleep = until.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
+        std::thread::sleep(sleep);
+    }
+    let end = Instant::now();
+    let t = totals(&pubs, &cons);
+    shared.stop();
+    drain_hists(&cons, &mut total_hist);
+    rt.join(Duration::from_secs(5));
+
+    let dur = end.duration_since(start).as_secs_f64().max(1e-9);
+    let q = |p: f64| if total_hist.len() > 0 { total_hist.value_at_quantile(p) } else { 0 };
+    let (p50, p95, p99, max) = (q(0.5), q(0.95), q(0.99), total_hist.max());
+    println!("summary: duration: {dur:.3} s");
+    println!("summary: sent: {} msg, {:.0} msg/s", t.sent, t.sent as f64 / dur);
+    println!(
+        "summary: confirmed: {} msg, {:.0} msg/s (nacked: {})",
+        t.confirmed,
+        t.confirmed as f64 / dur,
+        t.nacked
+    );
+    println!("summary: received: {} msg, {:.0} msg/s", t.received, t.received as f64 / dur);
+    println!(
+        "summary: latency ms: p50 {:.3}, p95 {:.3}, p99 {:.3}, max {:.3} ({} samples)",
+        ms(p50),
+        ms(p95),
+        ms(p99),
+        ms(max),
+        total_hist.len()
+    );
+    if opts.json {
+        println!(
+            "{{\"send_rate\":{:.1},\"confirm_rate\":{:.1},\"receive_rate\":{:.1},\"p50_us\":{p50},\"p95_us\":{p95},\"p99_us\":{p99},\"max_us\":{max},\"sent\":{},\"received\":{},\"confirmed\":{},\"nacked\":{},\"duration_s\":{dur:.3}}}",
+            t.sent as f64 / dur,
+            t.confirmed as f64 / dur,
+            t.received as f64 / dur,
+            t.sent,
+            t.received,
+            t.confirmed,
+            t.nacked,
+        );
+    }
+    match shared.error() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
