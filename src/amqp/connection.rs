@@ -88,6 +88,9 @@ enum Stop {
     Gone,
     /// The connection was closed in an orderly way.
     Closed,
+    /// We sent connection.close for an error the peer may not have finished sending:
+    /// drain its input before closing, so it is not reset mid-write.
+    Failed,
 }
 
 struct Connection {
@@ -141,7 +144,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
     broker.unregister_connection(id);
     match stop {
         Stop::Closed => log::debug!("connection {peer} closed"),
-        Stop::Gone => log::debug!("connection {peer} ended"),
+        Stop::Gone | Stop::Failed => log::debug!("connection {peer} ended"),
     }
 }
 
@@ -181,6 +184,10 @@ impl Connection {
         .await;
         match handshake {
             Some(Ok(())) => {}
+            Some(Err(Stop::Failed)) => {
+                discard_until_closed(stream, &mut rb, self.frame_max).await;
+                return Stop::Failed;
+            }
             Some(Err(stop)) => return stop,
             None => {
                 log::warn!("{}: handshake timed out", self.peer);
@@ -216,7 +223,7 @@ impl Connection {
                 },
                 Err(e) => {
                     self.fail(&e, 0, 0);
-                    return Err(Stop::Gone);
+                    return Err(Stop::Failed);
                 }
             }
         }
@@ -320,7 +327,7 @@ impl Connection {
 
     fn handshake_error<T>(&mut self, err: AmqpError) -> Result<T, Stop> {
         self.fail(&err, 0, 0);
-        Err(Stop::Gone)
+        Err(Stop::Failed)
     }
 
     async fn frame_loop(&mut self, stream: &mut TcpStream, rb: &mut ReadBuf) -> Stop {
@@ -334,8 +341,9 @@ impl Connection {
                         // then discard input until the peer hangs up (so it is not
                         // reset mid-write and can read the reason).
                         self.fail(&e, 0, 0);
-                        discard_until_closed(stream).await;
-                        return Stop::Gone;
+                        rb.start = rb.end;
+                        discard_until_closed(stream, rb, self.frame_max).await;
+                        return Stop::Failed;
                     }
                 };
                 let consumed = rb.start + n;
@@ -540,14 +548,27 @@ impl Connection {
     }
 }
 
-/// Reads and drops input until EOF or [`CLOSE_TIMEOUT`].
-async fn discard_until_closed(stream: &mut TcpStream) {
-    let mut sink = [0u8; 8192];
+/// After we sent connection.close: drops input until the peer's close-ok, EOF or
+/// [`CLOSE_TIMEOUT`]. After a framing error the stream may be misaligned, so bytes that
+/// do not parse are dropped wholesale.
+async fn discard_until_closed(stream: &mut TcpStream, rb: &mut ReadBuf, frame_max: u32) {
     let _ = future::or(
         async {
-            while let Ok(n) = stream.read(&mut sink).await {
-                if n == 0 {
-                    break;
+            loop {
+                loop {
+                    match next_frame(rb.data(), frame_max) {
+                        Ok(Some((Frame::Method(0, AMQPClass::Connection(conn::AMQPMethod::CloseOk(_))), _))) => return,
+                        Ok(Some((_, n))) => rb.start += n,
+                        Ok(None) => break,
+                        Err(_) => {
+                            rb.start = rb.end;
+                            break;
+                        }
+                    }
+                }
+                match rb.fill(stream, frame_max as usize).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
                 }
             }
         },
