@@ -381,6 +381,18 @@ impl VHost {
         }
     }
 
+    /// Checks that `name` can be published to: 404 if missing, 403 if internal.
+    pub fn check_publish(&self, name: &str) -> AmqpResult<()> {
+        match read(&self.topology).exchanges.get(name) {
+            None => Err(self.no_exchange(name)),
+            Some(e) if e.internal => Err(AmqpError::AccessRefused(format!(
+                "cannot publish to internal exchange '{name}' in vhost '{}'",
+                self.name
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
     pub fn exchange(&self, name: &str) -> Option<ExchangeMeta> {
         read(&self.topology).exchanges.get(name).cloned()
     }

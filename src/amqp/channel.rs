@@ -222,21 +222,7 @@ impl Channel {
                 }
                 // Fail early for a missing or internal exchange; the content that
                 // follows is then ignored because the channel is closing.
-                match ctx.vhost.exchange(p.exchange.as_str()) {
-                    None => {
-                        return Err(AmqpError::NotFound(format!(
-                            "no exchange '{}' in vhost '{}'",
-                            p.exchange, ctx.vhost.name
-                        )))
-                    }
-                    Some(e) if e.internal => {
-                        return Err(AmqpError::AccessRefused(format!(
-                            "cannot publish to internal exchange '{}' in vhost '{}'",
-                            p.exchange, ctx.vhost.name
-                        )))
-                    }
-                    Some(_) => {}
-                }
+                ctx.vhost.check_publish(p.exchange.as_str())?;
                 self.pending = Some(Pending {
                     exchange: p.exchange,
                     routing_key: p.routing_key,

@@ -55,8 +55,9 @@ struct ReadBuf {
 }
 
 impl ReadBuf {
+    /// Starts small (idle connections are cheap) and grows while reads fill it.
     fn new() -> Self {
-        Self { buf: vec![0; 64 * 1024], start: 0, end: 0 }
+        Self { buf: vec![0; 4096], start: 0, end: 0 }
     }
 
     fn data(&self) -> &[u8] {
@@ -74,9 +75,11 @@ impl ReadBuf {
             self.start = 0;
         }
         if self.end == self.buf.len() {
-            // Only reached when a single frame (bounded by frame_max) needs more room.
-            let grow = (self.buf.len() * 2).min(max_frame.max(self.buf.len() + 1));
-            self.buf.resize(grow.max(self.buf.len() + 1), 0);
+            // Full: a frame needs more room, or the client sends faster than one
+            // buffer per read. Grow up to a whole frame or 256 KiB, whichever is larger.
+            let cap = max_frame.max(256 * 1024);
+            let grow = (self.buf.len() * 2).min(cap).max(self.buf.len() + 1);
+            self.buf.resize(grow, 0);
         }
         stream.read(&mut self.buf[self.end..]).await.inspect(|&n| self.end += n)
     }
@@ -610,7 +613,7 @@ fn server_properties() -> FieldTable {
 /// The writer task: sends what the outbox collects, heartbeats when idle, and closes
 /// the socket when the client has been silent for two heartbeat intervals.
 async fn write_loop(mut stream: TcpStream, outbox: Arc<Outbox>, liveness: Arc<Liveness>, peer: SocketAddr) {
-    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut buf = Vec::new();
     let mut ticker = Timer::never();
     let mut tick_interval = 0u64;
     let mut last_write_ms = 0u64;

@@ -80,7 +80,7 @@ impl Outbox {
     pub fn new(frame_max: u32) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner {
-                buf: Vec::with_capacity(4096),
+                buf: Vec::new(),
                 closed: false,
                 frame_max,
                 parked: Vec::new(),
