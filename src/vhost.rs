@@ -340,7 +340,24 @@ impl VHost {
         let (received, current) =
             (d.arguments.inner().get("alternate-exchange"), e.arguments.inner().get("alternate-exchange"));
         if received != current {
-            return Err(mismatch("alternate-exchange", &DisplayValue(received), &DisplayValue(current)));
+            // RabbitMQ's wording: a side that is set is "the value 'x' of type 't'" when
+            // the other side is not.
+            let side = |v: Option<&AMQPValue>, other: Option<&AMQPValue>| match (v, other) {
+                (None, _) => "none".to_string(),
+                (Some(v), Some(_)) => format!("'{}'", DisplayValue(Some(v))),
+                (Some(v), None) => format!(
+                    "the value '{}' of type '{}'",
+                    DisplayValue(Some(v)),
+                    crate::exchange::type_word(v)
+                ),
+            };
+            return Err(AmqpError::PreconditionFailed(format!(
+                "inequivalent arg 'alternate-exchange' for exchange '{}' in vhost '{}': received {} but current is {}",
+                e.name,
+                self.name,
+                side(received, current),
+                side(current, received)
+            )));
         }
         Ok(())
     }

@@ -64,7 +64,7 @@ pub fn settings(kind: &str, args: &FieldTable, name: &str, vhost: &str) -> AmqpR
         Some(Ok(ae)) => Some(Arc::<str>::from(ae)),
         Some(Err(v)) => {
             return Err(AmqpError::PreconditionFailed(format!(
-                "invalid arg 'alternate-exchange' for exchange '{name}' in vhost '{vhost}': {{unacceptable_type,{}}}",
+                "invalid type '{}' for arg 'alternate-exchange' in exchange '{name}' in vhost '{vhost}'",
                 type_word(v)
             )))
         }
@@ -107,7 +107,7 @@ pub fn settings(kind: &str, args: &FieldTable, name: &str, vhost: &str) -> AmqpR
 }
 
 /// Erlang's name for a field type, as RabbitMQ prints it in argument errors.
-fn type_word(v: &AMQPValue) -> &'static str {
+pub fn type_word(v: &AMQPValue) -> &'static str {
     match v {
         AMQPValue::Boolean(_) => "bool",
         AMQPValue::ShortShortInt(_) | AMQPValue::ShortShortUInt(_) => "byte",
@@ -164,7 +164,9 @@ pub fn cc_keys(headers: &FieldTable) -> Result<Vec<String>, String> {
                     }
                 }
             }
-            Some(other) => return Err(format!("unacceptable type in header {h}: {}", type_word(other))),
+            Some(other) => {
+                return Err(format!("{{unacceptable_type_in_header,\"{h}\",{}}}", type_word(other)))
+            }
         }
     }
     Ok(keys)

@@ -163,20 +163,24 @@ async fn alternate_exchange_must_match_on_redeclare() {
     // Same arguments: fine.
     declare_exchange_args(&ch, &x, ExchangeKind::Direct, args(&[("alternate-exchange", s("one"))])).await.unwrap();
     let res = declare_exchange_args(&ch, &x, ExchangeKind::Direct, args(&[("alternate-exchange", s("two"))])).await;
-    assert_amqp_err(res, 406, "PRECONDITION_FAILED - inequivalent arg 'alternate-exchange'");
+    let text = format!(
+        "PRECONDITION_FAILED - inequivalent arg 'alternate-exchange' for exchange '{x}' in vhost '/': received 'two' but current is 'one'"
+    );
+    assert_amqp_err(res, 406, &text);
     let ch = channel(&conn).await;
     let res = declare_exchange_args(&ch, &x, ExchangeKind::Direct, FieldTable::default()).await;
-    assert_amqp_err(res, 406, "PRECONDITION_FAILED - inequivalent arg 'alternate-exchange'");
+    let text = format!(
+        "PRECONDITION_FAILED - inequivalent arg 'alternate-exchange' for exchange '{x}' in vhost '/': received none but current is the value 'one' of type 'longstr'"
+    );
+    assert_amqp_err(res, 406, &text);
     // A non-string alternate-exchange is refused.
     let ch = channel(&conn).await;
-    let res = declare_exchange_args(
-        &ch,
-        &unique("ae-int"),
-        ExchangeKind::Direct,
-        args(&[("alternate-exchange", AMQPValue::LongInt(5))]),
-    )
-    .await;
-    assert_amqp_err(res, 406, "PRECONDITION_FAILED - invalid arg 'alternate-exchange'");
+    let x = unique("ae-int");
+    let res =
+        declare_exchange_args(&ch, &x, ExchangeKind::Direct, args(&[("alternate-exchange", AMQPValue::LongInt(5))])).await;
+    let text =
+        format!("PRECONDITION_FAILED - invalid type 'signedint' for arg 'alternate-exchange' in exchange '{x}' in vhost '/'");
+    assert_amqp_err(res, 406, &text);
 }
 
 // ---- CC / BCC ------------------------------------------------------------------------
@@ -271,7 +275,8 @@ async fn cc_of_the_wrong_type_is_406() {
     declare_queue(&ch, &q).await;
     let mut consumer = consume(&ch, &q, true).await;
     publish_props(&ch, "", &q, b"x", headers(&[("CC", s("not-an-array"))])).await;
-    assert_consumer_error(&mut consumer, 406, "PRECONDITION_FAILED - invalid message").await;
+    let text = "PRECONDITION_FAILED - invalid message: {unacceptable_type_in_header,\"CC\",longstr}";
+    assert_consumer_error(&mut consumer, 406, text).await;
 }
 
 // ---- consistent hash -----------------------------------------------------------------
