@@ -8,6 +8,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod exchange;
 pub mod message;
 pub mod queue;
 pub mod server;

@@ -8,10 +8,12 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
-use haremq_routing::{BindError, Destination, ExchangeKind, RoutingTable};
+use haremq_routing::{BindError, Destination, ExchangeKind, HashOn, RouteRequest, RoutingTable};
 
 use crate::amqp::delivery::ChannelShared;
 use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::delayed::{DelayScheduler, DelayedMessage};
+use crate::exchange::ExchangeSettings;
 use crate::queue::{ConnectionId, Entry, Queue, QueueSettings};
 use crate::message::QueuedMessage;
 use crate::store::{BindingRecord, ExchangeRecord, QueueRecord, Snapshot, StoreHandle, StoreOp};
@@ -37,7 +39,8 @@ impl Hash for QueueRef {
 #[derive(Clone, Debug)]
 pub struct ExchangeMeta {
     pub name: Arc<str>,
-    pub kind: ExchangeKind,
+    /// Routing behaviour from the type and arguments (kind, delayed, alternate…).
+    pub settings: ExchangeSettings,
     pub durable: bool,
     pub auto_delete: bool,
     pub internal: bool,
@@ -57,6 +60,17 @@ pub struct VHost {
     reply_consumers: Mutex<HashMap<Box<str>, Arc<ChannelShared>>>,
     /// Where durable definitions are recorded (None: nothing is persisted).
     store: Option<StoreHandle>,
+    /// Messages held by `x-delayed-message` exchanges.
+    delayed: DelayScheduler,
+}
+
+/// What [`VHost::route`] decided for a publish.
+#[derive(Debug)]
+pub enum Routed {
+    /// Routed now: the destination queues were appended; the exchange's interned name.
+    Now(Arc<str>),
+    /// Published to a delayed-message exchange with a positive `x-delay` (ms): hold it.
+    Delay(Arc<str>, u64),
 }
 
 /// The pseudo-queue clients consume from for direct reply-to.
@@ -102,7 +116,7 @@ impl VHost {
                 name.clone(),
                 ExchangeMeta {
                     name,
-                    kind,
+                    settings: ExchangeSettings { kind, delayed: false, alternate: None, hash_on: HashOn::RoutingKey },
                     durable: true,
                     auto_delete: false,
                     internal: false,
@@ -110,12 +124,13 @@ impl VHost {
                 },
             );
         }
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             name: name.into(),
             topology: RwLock::new(topology),
             queues: RwLock::new(HashMap::new()),
             reply_consumers: Mutex::new(HashMap::new()),
             store,
+            delayed: DelayScheduler::new(me.clone()),
         })
     }
 
@@ -127,17 +142,20 @@ impl VHost {
         };
         let mut topo = write(&self.topology);
         for e in snap.exchanges.iter().filter(|e| *e.vhost == *self.name) {
-            let Some(kind) = ExchangeKind::from_name(&e.kind) else {
-                log::warn!("skipping stored exchange '{}' of unknown type '{}'", e.name, e.kind);
-                continue;
+            let settings = match crate::exchange::settings(&e.kind, &e.arguments, &e.name, &self.name) {
+                Ok(s) => s,
+                Err(err) => {
+                    log::warn!("skipping stored exchange '{}' of type '{}': {err}", e.name, e.kind);
+                    continue;
+                }
             };
             let name: Arc<str> = e.name.as_str().into();
-            topo.routing.add_exchange(&e.name, kind);
+            Self::add_to_routing(&mut topo.routing, &e.name, &settings);
             topo.exchanges.insert(
                 name.clone(),
                 ExchangeMeta {
                     name,
-                    kind,
+                    settings,
                     durable: true,
                     auto_delete: e.auto_delete,
                     internal: e.internal,
@@ -254,12 +272,10 @@ impl VHost {
                 None => Err(self.no_exchange(d.name)),
             };
         }
-        let kind = ExchangeKind::from_name(d.kind).ok_or_else(|| {
-            AmqpError::CommandInvalid(format!("unknown exchange type '{}'", d.kind))
-        })?;
+        crate::exchange::check_type(d.kind)?;
         let mut topo = write(&self.topology);
         if let Some(existing) = topo.exchanges.get(d.name) {
-            return self.check_exchange_equivalent(existing, kind, d);
+            return self.check_exchange_equivalent(existing, d);
         }
         // As RabbitMQ: the reserved prefix only stops creating new exchanges, so an
         // equivalent redeclare of amq.direct and friends succeeds.
@@ -269,23 +285,25 @@ impl VHost {
                 d.name
             )));
         }
+        // Arguments are validated only when the exchange is created, as RabbitMQ does.
+        let settings = crate::exchange::settings(d.kind, d.arguments, d.name, &self.name)?;
         let name: Arc<str> = d.name.into();
         if d.durable {
             self.persist(StoreOp::PutExchange(ExchangeRecord {
                 vhost: self.name.to_string(),
                 name: d.name.to_string(),
-                kind: kind.as_str().to_string(),
+                kind: settings.type_name().to_string(),
                 auto_delete: d.auto_delete,
                 internal: d.internal,
                 arguments: d.arguments.clone(),
             }));
         }
-        topo.routing.add_exchange(d.name, kind);
+        Self::add_to_routing(&mut topo.routing, d.name, &settings);
         topo.exchanges.insert(
             name.clone(),
             ExchangeMeta {
                 name,
-                kind,
+                settings,
                 durable: d.durable,
                 auto_delete: d.auto_delete,
                 internal: d.internal,
@@ -295,20 +313,24 @@ impl VHost {
         Ok(())
     }
 
-    fn check_exchange_equivalent(
-        &self,
-        e: &ExchangeMeta,
-        kind: ExchangeKind,
-        d: &ExchangeDeclare<'_>,
-    ) -> AmqpResult<()> {
+    /// Adds a new exchange to the routing table with its settings.
+    fn add_to_routing(routing: &mut RoutingTable<QueueRef>, name: &str, s: &ExchangeSettings) {
+        routing.add_exchange(name, s.kind);
+        routing.set_alternate(name, s.alternate.as_deref());
+        if s.hash_on != HashOn::RoutingKey {
+            routing.set_hash_on(name, s.hash_on.clone());
+        }
+    }
+
+    fn check_exchange_equivalent(&self, e: &ExchangeMeta, d: &ExchangeDeclare<'_>) -> AmqpResult<()> {
         let mismatch = |arg: &str, received: &dyn std::fmt::Display, current: &dyn std::fmt::Display| {
             AmqpError::PreconditionFailed(format!(
                 "inequivalent arg '{arg}' for exchange '{}' in vhost '{}': received '{received}' but current is '{current}'",
                 e.name, self.name
             ))
         };
-        if e.kind != kind {
-            return Err(mismatch("type", &kind.as_str(), &e.kind.as_str()));
+        if e.settings.type_name() != d.kind {
+            return Err(mismatch("type", &d.kind, &e.settings.type_name()));
         }
         if e.durable != d.durable {
             return Err(mismatch("durable", &d.durable, &e.durable));
@@ -318,6 +340,30 @@ impl VHost {
         }
         if e.internal != d.internal {
             return Err(mismatch("internal", &d.internal, &e.internal));
+        }
+        // As RabbitMQ (and the plugins' exchange types): of the arguments, only
+        // alternate-exchange must match on redeclare.
+        let (received, current) =
+            (d.arguments.inner().get("alternate-exchange"), e.arguments.inner().get("alternate-exchange"));
+        if received != current {
+            // RabbitMQ's wording: a side that is set is "the value 'x' of type 't'" when
+            // the other side is not.
+            let side = |v: Option<&AMQPValue>, other: Option<&AMQPValue>| match (v, other) {
+                (None, _) => "none".to_string(),
+                (Some(v), Some(_)) => format!("'{}'", DisplayValue(Some(v))),
+                (Some(v), None) => format!(
+                    "the value '{}' of type '{}'",
+                    DisplayValue(Some(v)),
+                    crate::exchange::type_word(v)
+                ),
+            };
+            return Err(AmqpError::PreconditionFailed(format!(
+                "inequivalent arg 'alternate-exchange' for exchange '{}' in vhost '{}': received {} but current is {}",
+                e.name,
+                self.name,
+                side(received, current),
+                side(current, received)
+            )));
         }
         Ok(())
     }
@@ -359,6 +405,9 @@ impl VHost {
                 continue;
             }
             if let Some(meta) = topo.exchanges.remove(&source) {
+                if meta.settings.delayed {
+                    self.delayed.forget_exchange(&source);
+                }
                 if meta.durable {
                     self.persist(StoreOp::DeleteExchange { vhost: self.name.to_string(), name: source.to_string() });
                 }
@@ -643,15 +692,12 @@ impl VHost {
 
     // ---- routing ---------------------------------------------------------------
 
-    /// Routes a publish: appends the destination queues to `out` and returns the
-    /// exchange's interned name. 404 for a missing exchange, 403 for an internal one.
-    pub fn route(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
-        out: &mut Vec<QueueRef>,
-    ) -> AmqpResult<Arc<str>> {
+    /// Routes a publish: appends the destination queues to `out` (following CC/BCC
+    /// keys, alternate exchanges and exchange-to-exchange bindings) and returns the
+    /// exchange's interned name, or says to hold the message when the exchange is an
+    /// `x-delayed-message` one and `x-delay` is positive. 404 for a missing exchange,
+    /// 403 for an internal one.
+    pub fn route(&self, exchange: &str, msg: &RouteRequest<'_>, out: &mut Vec<QueueRef>) -> AmqpResult<Routed> {
         let topo = read(&self.topology);
         let Some(meta) = topo.exchanges.get(exchange) else {
             return Err(self.no_exchange(exchange));
@@ -663,15 +709,70 @@ impl VHost {
             )));
         }
         let name = meta.name.clone();
+        if meta.settings.delayed {
+            if let Some(ms) = crate::exchange::delay_ms(msg.headers) {
+                return Ok(Routed::Delay(name, ms));
+            }
+        }
         if exchange.is_empty() {
             drop(topo);
-            if let Some(q) = read(&self.queues).get(routing_key) {
-                out.push(QueueRef(q.clone()));
+            let queues = read(&self.queues);
+            for key in std::iter::once(&msg.routing_key).chain(msg.extra_keys) {
+                if let Some(q) = queues.get(*key) {
+                    let q = QueueRef(q.clone());
+                    if !out.contains(&q) {
+                        out.push(q);
+                    }
+                }
             }
         } else {
-            topo.routing.route(exchange, routing_key, headers, out);
+            topo.routing.route_message(exchange, msg, out);
         }
-        Ok(name)
+        Ok(Routed::Now(name))
+    }
+
+    /// Holds a message published to a delayed-message exchange until it is due.
+    pub fn schedule_delayed(&self, msg: DelayedMessage) {
+        self.delayed.schedule(msg);
+    }
+
+    /// Messages held by delayed-message exchanges.
+    pub fn delayed_count(&self) -> usize {
+        self.delayed.len()
+    }
+
+    /// A held message is due: route it through its exchange's underlying type (with
+    /// alternate exchanges) and enqueue it. Nobody is told if it routes nowhere (the
+    /// plugin does not support mandatory either), nor if the exchange is gone.
+    pub fn route_delayed(&self, m: DelayedMessage) {
+        let keys: Vec<&str> = m.extra_keys.iter().map(String::as_str).collect();
+        let req = RouteRequest {
+            routing_key: &m.routing_key,
+            extra_keys: &keys,
+            headers: m.headers.as_ref(),
+            message_id: m.message_id.as_deref(),
+            correlation_id: m.correlation_id.as_deref(),
+            timestamp: m.timestamp,
+        };
+        let mut out = Vec::new();
+        let name = {
+            let topo = read(&self.topology);
+            let Some(meta) = topo.exchanges.get(&*m.exchange) else {
+                return;
+            };
+            topo.routing.route_message(&m.exchange, &req, &mut out);
+            meta.name.clone()
+        };
+        drop(keys);
+        crate::amqp::channel::enqueue_routed(
+            &self.store,
+            &mut out,
+            name,
+            &m.routing_key,
+            m.raw_properties,
+            m.body,
+            m.persistent,
+        );
     }
 }
 

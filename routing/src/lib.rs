@@ -9,13 +9,15 @@
 //! exchanges by name. Exchange-to-exchange bindings are followed transitively, each
 //! exchange visited at most once per route, so binding cycles are harmless.
 
+mod hash;
 mod headers;
 mod set;
 mod table;
 mod topic;
 
+pub use hash::{parse_weight, HashOn, HashProperty, MAX_WEIGHT, POINTS_PER_WEIGHT};
 pub use headers::{HeadersMatch, MatchMode};
-pub use table::{BindError, Binding, Destination, RoutingTable};
+pub use table::{BindError, Binding, Destination, RouteRequest, RoutingTable};
 pub use topic::TopicTrie;
 
 /// Header tables as they come off the wire; re-exported so callers need not depend on
@@ -33,6 +35,9 @@ pub enum ExchangeKind {
     Topic,
     /// Binding arguments matched against message headers (`x-match` all/any…).
     Headers,
+    /// `x-consistent-hash`: the binding key is a weight; each message goes to exactly
+    /// one binding, chosen on a hash ring by the routing key (or a header/property).
+    ConsistentHash,
 }
 
 impl ExchangeKind {
@@ -43,6 +48,7 @@ impl ExchangeKind {
             "fanout" => Some(Self::Fanout),
             "topic" => Some(Self::Topic),
             "headers" => Some(Self::Headers),
+            "x-consistent-hash" => Some(Self::ConsistentHash),
             _ => None,
         }
     }
@@ -54,6 +60,7 @@ impl ExchangeKind {
             Self::Fanout => "fanout",
             Self::Topic => "topic",
             Self::Headers => "headers",
+            Self::ConsistentHash => "x-consistent-hash",
         }
     }
 }

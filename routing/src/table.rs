@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use amq_protocol_types::FieldTable;
 
+use crate::hash::{hash_bytes, hash_int, hash_value, parse_weight, HashOn, HashProperty, HashRing};
 use crate::headers::HeadersMatch;
 use crate::set::DestSet;
 use crate::topic::TopicTrie;
@@ -36,6 +37,44 @@ pub enum BindError {
     InvalidArgument(String),
 }
 
+/// What `route` needs to know about one message.
+///
+/// `extra_keys` are further routing keys (the `CC` and `BCC` headers): the exchange
+/// routes the message as if published once per key, each queue receiving it at most
+/// once. The properties are only read by consistent-hash exchanges with
+/// `hash-property`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RouteRequest<'a> {
+    pub routing_key: &'a str,
+    pub extra_keys: &'a [&'a str],
+    pub headers: Option<&'a FieldTable>,
+    pub message_id: Option<&'a str>,
+    pub correlation_id: Option<&'a str>,
+    pub timestamp: Option<u64>,
+}
+
+impl RouteRequest<'_> {
+    /// The position of this message on a consistent-hash ring.
+    fn hash(&self, on: &HashOn) -> u64 {
+        match on {
+            HashOn::RoutingKey => hash_bytes(self.routing_key.as_bytes()),
+            HashOn::Header(name) => {
+                hash_value(self.headers.and_then(|h| h.inner().get(&**name)))
+            }
+            HashOn::Property(HashProperty::MessageId) => {
+                hash_bytes(self.message_id.unwrap_or("").as_bytes())
+            }
+            HashOn::Property(HashProperty::CorrelationId) => {
+                hash_bytes(self.correlation_id.unwrap_or("").as_bytes())
+            }
+            HashOn::Property(HashProperty::Timestamp) => match self.timestamp {
+                Some(t) => hash_int(t as i128),
+                None => hash_bytes(b""),
+            },
+        }
+    }
+}
+
 
 /// Exchanges and their bindings for one virtual host.
 ///
@@ -59,6 +98,10 @@ struct Exchange<Q> {
     /// The map key, kept so callers get the shared name back without allocating.
     name: Arc<str>,
     kind: ExchangeKind,
+    /// `alternate-exchange`: where a message goes when this exchange routes it nowhere.
+    alternate: Option<Arc<str>>,
+    /// What a consistent-hash exchange hashes (ignored by other kinds).
+    hash_on: HashOn,
     /// Identity set of the bindings from this exchange. Invariant: no empty inner maps
     /// or vectors, so `bindings.is_empty()` means "no bindings".
     bindings: HashMap<Destination<Q>, HashMap<Arc<str>, Vec<FieldTable>>>,
@@ -76,6 +119,7 @@ enum Index<Q> {
     Fanout(DestSet<Destination<Q>>),
     Topic(TopicTrie<Destination<Q>>),
     Headers(Vec<(HeadersMatch, Destination<Q>)>),
+    ConsistentHash(HashRing<Destination<Q>>),
 }
 
 impl<Q: Clone + Eq + Hash> Index<Q> {
@@ -85,6 +129,7 @@ impl<Q: Clone + Eq + Hash> Index<Q> {
             ExchangeKind::Fanout => Self::Fanout(DestSet::default()),
             ExchangeKind::Topic => Self::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Self::Headers(Vec::new()),
+            ExchangeKind::ConsistentHash => Self::ConsistentHash(HashRing::default()),
         }
     }
 
@@ -107,6 +152,9 @@ impl<Q: Clone + Eq + Hash> Index<Q> {
             }
             Self::Topic(trie) if new_pair => {
                 trie.insert(key, dest.clone());
+            }
+            Self::ConsistentHash(ring) if new_pair => {
+                ring.insert(dest.clone(), key);
             }
             Self::Headers(list) => {
                 if let Some(m) = matcher {
@@ -140,6 +188,9 @@ impl<Q: Clone + Eq + Hash> Index<Q> {
             }
             Self::Topic(trie) if gone_pair => {
                 trie.remove(key, dest);
+            }
+            Self::ConsistentHash(ring) if gone_pair => {
+                ring.remove(dest, key);
             }
             Self::Headers(list) => {
                 // Two argument tables may parse to the same matcher (e.g. differing only
@@ -177,6 +228,7 @@ impl<Q: Clone + Eq + Hash> Index<Q> {
                 }
             }
             Self::Headers(list) => list.retain(|(_, d)| d != dest),
+            Self::ConsistentHash(ring) => ring.remove_dest(dest),
         }
     }
 }
@@ -240,11 +292,38 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
             Exchange {
                 name,
                 kind,
+                alternate: None,
+                hash_on: HashOn::RoutingKey,
                 bindings: HashMap::new(),
                 index: Index::new(kind),
             },
         );
         true
+    }
+
+    /// Sets (or clears) an exchange's alternate exchange. The alternate need not exist
+    /// yet: `route` looks it up by name each time, as RabbitMQ does. Returns false if
+    /// `name` does not exist.
+    pub fn set_alternate(&mut self, name: &str, alternate: Option<&str>) -> bool {
+        match self.exchanges.get_mut(name) {
+            Some(x) => {
+                x.alternate = alternate.map(Arc::from);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets what a consistent-hash exchange hashes. Returns false if `name` does not
+    /// exist.
+    pub fn set_hash_on(&mut self, name: &str, on: HashOn) -> bool {
+        match self.exchanges.get_mut(name) {
+            Some(x) => {
+                x.hash_on = on;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The kind of an exchange, or None if it does not exist.
@@ -304,6 +383,10 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
         let matcher = match x.kind {
             ExchangeKind::Headers => {
                 Some(HeadersMatch::parse(arguments).map_err(BindError::InvalidArgument)?)
+            }
+            ExchangeKind::ConsistentHash => {
+                parse_weight(routing_key).map_err(BindError::InvalidArgument)?;
+                None
             }
             _ => None,
         };
@@ -431,6 +514,15 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
         headers: Option<&FieldTable>,
         out: &mut Vec<Q>,
     ) {
+        let msg = RouteRequest { routing_key, headers, ..RouteRequest::default() };
+        self.route_message(exchange, &msg, out);
+    }
+
+    /// [`RoutingTable::route`] for a full [`RouteRequest`]: extra routing keys (CC/BCC)
+    /// and the properties consistent-hash exchanges may hash. An exchange on the way
+    /// that matches no binding at all hands the message to its alternate exchange, if
+    /// that exists and was not visited yet (so alternate-exchange cycles end).
+    pub fn route_message(&self, exchange: &str, msg: &RouteRequest<'_>, out: &mut Vec<Q>) {
         let Some(first) = self.exchanges.get(exchange) else {
             return;
         };
@@ -443,24 +535,48 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
             },
             pending: SmallStack::default(),
             visited: Visited::default(),
+            matched: 0,
         };
         r.visited.insert(first);
         let mut current = Some(first);
         let mut first_source = true;
         while let Some(x) = current {
+            r.matched = 0;
             match &x.index {
                 Index::Direct(map) => {
-                    if let Some(set) = map.get(routing_key) {
+                    if let Some(set) = map.get(msg.routing_key) {
                         r.emit_all(set.as_slice(), first_source);
+                    }
+                    for key in msg.extra_keys {
+                        if let Some(set) = map.get(*key) {
+                            r.emit_all(set.as_slice(), false);
+                        }
                     }
                 }
                 Index::Fanout(set) => r.emit_all(set.as_slice(), first_source),
-                Index::Topic(trie) => trie.for_each_match(routing_key, |d| r.emit(d, false)),
+                Index::Topic(trie) => {
+                    trie.for_each_match(msg.routing_key, |d| r.emit(d, false));
+                    for key in msg.extra_keys {
+                        trie.for_each_match(key, |d| r.emit(d, false));
+                    }
+                }
                 Index::Headers(list) => {
                     for (m, d) in list {
-                        if m.matches(headers) {
+                        if m.matches(msg.headers) {
                             r.emit(d, false);
                         }
+                    }
+                }
+                Index::ConsistentHash(ring) => {
+                    if let Some(d) = ring.lookup(msg.hash(&x.hash_on)) {
+                        r.emit(d, false);
+                    }
+                }
+            }
+            if r.matched == 0 {
+                if let Some(ae) = x.alternate.as_deref().and_then(|a| self.exchanges.get(a)) {
+                    if r.visited.insert(ae) {
+                        r.pending.push(ae);
                     }
                 }
             }
@@ -520,10 +636,13 @@ struct Router<'a, 'o, Q> {
     sink: Sink<'o, Q>,
     pending: SmallStack<&'a Exchange<Q>>,
     visited: Visited,
+    /// Destinations the current exchange matched (0 → its alternate exchange applies).
+    matched: usize,
 }
 
 impl<'a, Q: Clone + Eq + Hash> Router<'a, '_, Q> {
     fn emit(&mut self, d: &'a Destination<Q>, known_new: bool) {
+        self.matched += 1;
         match d {
             Destination::Queue(q) => self.sink.push(q, known_new),
             Destination::Exchange(name) => {

@@ -80,3 +80,39 @@ fn route_does_not_allocate() {
     out.sort();
     assert_eq!(out, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 99]);
 }
+
+#[test]
+fn route_message_does_not_allocate() {
+    use haremq_routing::{HashOn, RouteRequest};
+    let none = FieldTable::default();
+    let mut t = RoutingTable::<u32>::new();
+    t.add_exchange("c", ExchangeKind::ConsistentHash);
+    t.add_exchange("d", ExchangeKind::Direct);
+    t.add_exchange("ae", ExchangeKind::Fanout);
+    for i in 0..10 {
+        t.bind("c", Destination::Queue(i), "2", &none).unwrap();
+        t.bind("d", Destination::Queue(i), &format!("k{i}"), &none).unwrap();
+    }
+    t.bind("ae", Destination::Queue(50), "", &none).unwrap();
+    t.set_alternate("d", Some("ae"));
+    let mut headers = FieldTable::default();
+    headers.insert("h".into(), AMQPValue::LongLongInt(-77));
+    let extra = ["k3", "k4", "k5"];
+    let mut out = Vec::with_capacity(64);
+    let cases = [
+        ("c", RouteRequest { routing_key: "abc", ..Default::default() }),
+        ("d", RouteRequest { routing_key: "k1", extra_keys: &extra, ..Default::default() }),
+        ("d", RouteRequest { routing_key: "nope", ..Default::default() }),
+    ];
+    for (ex, msg) in &cases {
+        out.clear();
+        let n = allocations(|| t.route_message(ex, msg, &mut out));
+        assert_eq!(n, 0, "route_message({ex:?}) allocated");
+        assert!(!out.is_empty());
+    }
+    t.set_hash_on("c", HashOn::Header("h".into()));
+    out.clear();
+    let msg = RouteRequest { routing_key: "", headers: Some(&headers), ..Default::default() };
+    assert_eq!(allocations(|| t.route_message("c", &msg, &mut out)), 0);
+    assert_eq!(out.len(), 1);
+}

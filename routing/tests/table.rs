@@ -420,3 +420,144 @@ fn routing_table_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<RoutingTable<u64>>();
 }
+
+// ---- alternate exchanges, extra routing keys (CC/BCC), consistent hash --------------
+
+fn route_msg(t: &Table, ex: &str, msg: &haremq_routing::RouteRequest<'_>) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    t.route_message(ex, msg, &mut out);
+    let mut sorted = out.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), out.len(), "duplicate queue in {out:?}");
+    sorted
+}
+
+#[test]
+fn alternate_exchange_takes_what_routes_nowhere() {
+    let mut t = Table::new();
+    t.add_exchange("main", ExchangeKind::Direct);
+    t.add_exchange("ae", ExchangeKind::Fanout);
+    t.bind("main", q("hit"), "k", &none()).unwrap();
+    t.bind("ae", q("unrouted"), "", &none()).unwrap();
+    assert!(t.set_alternate("main", Some("ae")));
+    assert_eq!(route(&t, "main", "k", None), ["hit"]);
+    assert_eq!(route(&t, "main", "other", None), ["unrouted"]);
+    // An alternate that does not exist (yet) is ignored.
+    assert!(t.set_alternate("main", Some("missing")));
+    assert!(route(&t, "main", "other", None).is_empty());
+    t.add_exchange("missing", ExchangeKind::Fanout);
+    t.bind("missing", q("late"), "", &none()).unwrap();
+    assert_eq!(route(&t, "main", "other", None), ["late"]);
+    assert!(t.set_alternate("main", None));
+    assert!(route(&t, "main", "other", None).is_empty());
+}
+
+#[test]
+fn alternate_exchanges_chain_and_cycles_end() {
+    let mut t = Table::new();
+    for n in ["a", "b", "c"] {
+        t.add_exchange(n, ExchangeKind::Direct);
+    }
+    t.set_alternate("a", Some("b"));
+    t.set_alternate("b", Some("c"));
+    t.set_alternate("c", Some("a"));
+    assert!(route(&t, "a", "k", None).is_empty());
+    t.bind("c", q("qc"), "k", &none()).unwrap();
+    assert_eq!(route(&t, "a", "k", None), ["qc"]);
+    t.bind("b", q("qb"), "k", &none()).unwrap();
+    assert_eq!(route(&t, "a", "k", None), ["qb"]);
+    // An exchange reached by an e2e binding that matches nothing uses its alternate too.
+    t.add_exchange("src", ExchangeKind::Fanout);
+    t.bind("src", x("a"), "", &none()).unwrap();
+    assert_eq!(route(&t, "src", "zzz", None), [] as [&str; 0]);
+    assert_eq!(route(&t, "src", "k", None), ["qb"]);
+    // A match to an exchange counts as a match: no alternate.
+    t.add_exchange("empty", ExchangeKind::Fanout);
+    t.set_alternate("src", Some("c"));
+    t.bind("src", x("empty"), "", &none()).unwrap();
+    assert_eq!(route(&t, "src", "k", None), ["qb"]);
+}
+
+#[test]
+fn extra_keys_route_like_more_publishes() {
+    let mut t = Table::new();
+    t.add_exchange("d", ExchangeKind::Direct);
+    t.add_exchange("t", ExchangeKind::Topic);
+    t.bind("d", q("q1"), "k1", &none()).unwrap();
+    t.bind("d", q("q2"), "k2", &none()).unwrap();
+    t.bind("d", q("q3"), "k3", &none()).unwrap();
+    t.bind("d", q("q1"), "k4", &none()).unwrap();
+    t.bind("t", q("q1"), "a.*", &none()).unwrap();
+    t.bind("t", q("q2"), "b.#", &none()).unwrap();
+    let keys = ["k2", "k4", "nothing"];
+    let msg = haremq_routing::RouteRequest { routing_key: "k1", extra_keys: &keys, ..Default::default() };
+    assert_eq!(route_msg(&t, "d", &msg), ["q1", "q2"]);
+    let keys = ["b.c.d"];
+    let msg = haremq_routing::RouteRequest { routing_key: "a.x", extra_keys: &keys, ..Default::default() };
+    assert_eq!(route_msg(&t, "t", &msg), ["q1", "q2"]);
+    let msg = haremq_routing::RouteRequest { routing_key: "zzz", extra_keys: &keys, ..Default::default() };
+    assert_eq!(route_msg(&t, "t", &msg), ["q2"]);
+}
+
+#[test]
+fn consistent_hash_routes_each_key_to_one_stable_queue() {
+    let mut t = Table::new();
+    t.add_exchange("h", ExchangeKind::ConsistentHash);
+    for (name, w) in [("q1", "1"), ("q2", "1"), ("q3", "2")] {
+        t.bind("h", q(name), w, &none()).unwrap();
+    }
+    let mut counts = std::collections::HashMap::new();
+    for i in 0..4000 {
+        let key = format!("user-{i}");
+        let r = route(&t, "h", &key, None);
+        assert_eq!(r.len(), 1, "{key} routed to {r:?}");
+        assert_eq!(route(&t, "h", &key, None), r, "routing of {key} is stable");
+        *counts.entry(r[0]).or_insert(0) += 1;
+    }
+    assert!(counts["q3"] > counts["q1"] && counts["q3"] > counts["q2"], "{counts:?}");
+    for bad in ["0", "-2", "x", ""] {
+        assert!(
+            matches!(t.bind("h", q("q4"), bad, &none()), Err(BindError::InvalidArgument(_))),
+            "weight {bad:?} accepted"
+        );
+    }
+    // Unbinding removes the queue's points.
+    t.unbind("h", &q("q3"), "2", &none());
+    for i in 0..500 {
+        let r = route(&t, "h", &format!("user-{i}"), None);
+        assert!(r == ["q1"] || r == ["q2"], "{r:?}");
+    }
+    t.remove_queue(&"q1");
+    assert_eq!(route(&t, "h", "anything", None), ["q2"]);
+}
+
+#[test]
+fn consistent_hash_on_header_or_property() {
+    use haremq_routing::{HashOn, HashProperty, RouteRequest};
+    let mut t = Table::new();
+    t.add_exchange("h", ExchangeKind::ConsistentHash);
+    for name in ["q1", "q2", "q3", "q4"] {
+        t.bind("h", q(name), "1", &none()).unwrap();
+    }
+    t.set_hash_on("h", HashOn::Header("shard".into()));
+    // With the header hashed, the routing key does not matter.
+    for i in 0..50 {
+        let h = table(&[("shard", s(&format!("s{i}")))]);
+        let first = route(&t, "h", "a", Some(&h));
+        assert_eq!(first.len(), 1);
+        for k in ["b", "c", "d"] {
+            assert_eq!(route(&t, "h", k, Some(&h)), first);
+        }
+    }
+    t.set_hash_on("h", HashOn::Property(HashProperty::MessageId));
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..200 {
+        let id = format!("m{i}");
+        let a = route_msg(&t, "h", &RouteRequest { routing_key: "x", message_id: Some(&id), ..Default::default() });
+        let b = route_msg(&t, "h", &RouteRequest { routing_key: "y", message_id: Some(&id), ..Default::default() });
+        assert_eq!(a, b);
+        seen.insert(a[0]);
+    }
+    assert_eq!(seen.len(), 4, "message ids spread over all queues");
+}

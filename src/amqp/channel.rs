@@ -7,19 +7,22 @@
 use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, channel, confirm, exchange, queue, tx, AMQPClass};
-use amq_protocol::types::{ChannelId, FieldTable, ShortString};
+use amq_protocol::protocol::BasicProperties;
+use amq_protocol::types::{ChannelId, ShortString};
+use haremq_routing::RouteRequest;
 
 use super::delivery::{ChannelShared, ConsumerState, DeliveryState, Unacked};
 use super::frame::{encode_properties, write_content, write_method, ContentHeader};
 use super::outbox::Outbox;
 use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::delayed::DelayedMessage;
 use crate::message::{Message, QueuedMessage, StoredMeta};
 use crate::queue::Enqueued;
 use crate::store::{StoreHandle, StoreOp};
 use std::sync::atomic::AtomicU32;
 use crate::queue::{ConnectionId, Queue, QueueSettings};
 use crate::util::random_name;
-use crate::vhost::{ExchangeDeclare, QueueRef, VHost, REPLY_TO_PREFIX, REPLY_TO_QUEUE};
+use crate::vhost::{ExchangeDeclare, QueueRef, Routed, VHost, REPLY_TO_PREFIX, REPLY_TO_QUEUE};
 
 /// Largest message body accepted (RabbitMQ's default `max_message_size`, 128 MiB).
 pub const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
@@ -46,7 +49,11 @@ struct PendingHeader {
     body_size: u64,
     raw_properties: Box<[u8]>,
     persistent: bool,
-    headers: Option<FieldTable>,
+    /// The parsed properties (moved from the content header, not cloned): headers for
+    /// headers exchanges and `x-delay`, ids for consistent-hash `hash-property`.
+    properties: BasicProperties,
+    /// Routing keys from the `CC` and `BCC` headers (empty, unallocated, without them).
+    extra_keys: Vec<String>,
 }
 
 pub struct Channel {
@@ -504,14 +511,45 @@ impl Channel {
             }
         }
         let mut raw_properties: Box<[u8]> = h.raw_properties.into();
-        if h.properties.reply_to().as_ref().is_some_and(|r| r.as_str() == REPLY_TO_QUEUE) {
+        let mut properties = h.properties;
+        let mut reencode = false;
+        if properties.reply_to().as_ref().is_some_and(|r| r.as_str() == REPLY_TO_QUEUE) {
             // Direct reply-to: hand out this channel's reply address instead.
             let Some(token) = &self.reply_token else {
                 self.pending = None;
                 return Err(AmqpError::PreconditionFailed("fast reply consumer does not exist".into()));
             };
-            let props = h.properties.clone().with_reply_to(format!("{REPLY_TO_PREFIX}{token}").into());
-            raw_properties = encode_properties(&props).into_boxed_slice();
+            properties = properties.with_reply_to(format!("{REPLY_TO_PREFIX}{token}").into());
+            reencode = true;
+        }
+        // Sender-selected distribution: CC and BCC add routing keys; BCC is removed
+        // before delivery (the only case where the header table is re-encoded).
+        let mut extra_keys = Vec::new();
+        if let Some(headers) = properties.headers() {
+            let has_cc = headers.inner().contains_key("CC");
+            let has_bcc = headers.inner().contains_key("BCC");
+            if has_cc || has_bcc {
+                extra_keys = match crate::exchange::cc_keys(headers) {
+                    Ok(k) => k,
+                    Err(reason) => {
+                        self.pending = None;
+                        return Err(AmqpError::PreconditionFailed(format!("invalid message: {reason}")));
+                    }
+                };
+            }
+            if has_bcc {
+                let mut stripped = amq_protocol::types::FieldTable::default();
+                for (k, v) in headers.inner() {
+                    if k.as_str() != "BCC" {
+                        stripped.insert(k.clone(), v.clone());
+                    }
+                }
+                properties = properties.with_headers(stripped);
+                reencode = true;
+            }
+        }
+        if reencode {
+            raw_properties = encode_properties(&properties).into_boxed_slice();
         }
         let Some(p) = self.pending.as_mut() else {
             return Ok(());
@@ -522,8 +560,9 @@ impl Channel {
         p.header = Some(PendingHeader {
             body_size: h.body_size,
             raw_properties,
-            persistent: *h.properties.delivery_mode() == Some(2),
-            headers: h.properties.headers().clone(),
+            persistent: *properties.delivery_mode() == Some(2),
+            properties,
+            extra_keys,
         });
         if h.body_size == 0 {
             self.finish_publish(ctx)?;
@@ -581,61 +620,48 @@ impl Channel {
             return Ok(0);
         };
         self.routed.clear();
-        let exchange_name = ctx.vhost.route(
-            exchange.as_str(),
-            routing_key.as_str(),
-            h.headers.as_ref(),
+        let routed = {
+            let keys: Vec<&str> = h.extra_keys.iter().map(String::as_str).collect();
+            let req = RouteRequest {
+                routing_key: routing_key.as_str(),
+                extra_keys: &keys,
+                headers: h.properties.headers().as_ref(),
+                message_id: h.properties.message_id().as_ref().map(|s| s.as_str()),
+                correlation_id: h.properties.correlation_id().as_ref().map(|s| s.as_str()),
+                timestamp: *h.properties.timestamp(),
+            };
+            ctx.vhost.route(exchange.as_str(), &req, &mut self.routed)?
+        };
+        let exchange_name = match routed {
+            Routed::Now(name) => name,
+            Routed::Delay(name, ms) => {
+                // Held in memory until due; mandatory does not apply (as the plugin).
+                let props = &h.properties;
+                ctx.vhost.schedule_delayed(DelayedMessage {
+                    due: std::time::Instant::now() + std::time::Duration::from_millis(ms),
+                    exchange: name,
+                    routing_key: routing_key.as_str().into(),
+                    extra_keys: h.extra_keys,
+                    headers: props.headers().clone(),
+                    message_id: props.message_id().as_ref().map(|s| s.to_string()),
+                    correlation_id: props.correlation_id().as_ref().map(|s| s.to_string()),
+                    timestamp: *props.timestamp(),
+                    raw_properties: h.raw_properties,
+                    body: body.into_boxed_slice(),
+                    persistent: h.persistent,
+                });
+                return Ok(0);
+            }
+        };
+        let (message, mut delivered, stored) = enqueue_routed(
+            ctx.store,
             &mut self.routed,
-        )?;
-        // A persistent message bound for at least one durable queue gets one store
-        // record, written before any queue entry that points at it. Its reference count
-        // is set up front, so no queue ever sees a count that will still grow.
-        let durable_targets = if h.persistent && ctx.store.is_some() {
-            self.routed.iter().filter(|q| q.0.is_durable()).count()
-        } else {
-            0
-        };
-        let store_id = match &ctx.store {
-            Some(store) if durable_targets > 0 => Some(store.next_message_id()),
-            _ => None,
-        };
-        let message = Arc::new(Message {
-            exchange: exchange_name,
-            routing_key: routing_key.as_str().into(),
-            raw_properties: h.raw_properties,
-            body: body.into_boxed_slice(),
-            persistent: h.persistent,
-            store: StoredMeta {
-                id: store_id,
-                refs: AtomicU32::new(durable_targets as u32),
-                committed: Default::default(),
-            },
-        });
-        if let (Some(store), Some(id)) = (&ctx.store, store_id) {
-            store.send(StoreOp::PutMessage(id, message.clone()));
-        }
-        let mut delivered = 0;
-        let mut stored = 0;
-        for QueueRef(q) in self.routed.drain(..) {
-            match q.publish(message.clone()) {
-                Enqueued::No => {
-                    // A durable queue deleted under us: release its reference.
-                    if q.is_durable() && store_id.is_some() {
-                        message.store.refs.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-                    }
-                }
-                Enqueued::InMemory => delivered += 1,
-                Enqueued::Stored => {
-                    delivered += 1;
-                    stored += 1;
-                }
-            }
-        }
-        if let (Some(store), Some(id)) = (&ctx.store, store_id) {
-            if stored == 0 {
-                store.send(StoreOp::DeleteMessage(id));
-            }
-        }
+            exchange_name,
+            routing_key.as_str(),
+            h.raw_properties,
+            body.into_boxed_slice(),
+            h.persistent,
+        );
         if delivered == 0 && message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {
             if let Some(ch) = ctx.vhost.reply_consumer(&message.routing_key) {
                 let m = QueuedMessage { seq: 0, redelivered: false, message: message.clone() };
@@ -873,4 +899,69 @@ pub fn notify_consumer_cancelled(channel: &Arc<ChannelShared>, tag: &Arc<str>) {
             nowait: true,
         })),
     );
+}
+
+/// Builds the message and enqueues it on every queue in `routed` (drained): the one
+/// store record a persistent message bound for a durable queue gets is written before
+/// any queue entry that points at it. Returns the message and how many queues took it
+/// and how many of those stored it. Used by publishes and by delayed messages when due.
+pub(crate) fn enqueue_routed(
+    store: &Option<StoreHandle>,
+    routed: &mut Vec<QueueRef>,
+    exchange: Arc<str>,
+    routing_key: &str,
+    raw_properties: Box<[u8]>,
+    body: Box<[u8]>,
+    persistent: bool,
+) -> (Arc<Message>, usize, usize) {
+    // A persistent message bound for at least one durable queue gets one store record,
+    // written before any queue entry that points at it. Its reference count is set up
+    // front, so no queue ever sees a count that will still grow (a queue may page a
+    // message out only while it is the sole reference).
+    let durable_targets = match store {
+        Some(_) if persistent => routed.iter().filter(|q| q.0.is_durable()).count(),
+        _ => 0,
+    };
+    let store_id = match store {
+        Some(store) if durable_targets > 0 => Some(store.next_message_id()),
+        _ => None,
+    };
+    let message = Arc::new(Message {
+        exchange,
+        routing_key: routing_key.into(),
+        raw_properties,
+        body,
+        persistent,
+        store: StoredMeta {
+            id: store_id,
+            refs: AtomicU32::new(durable_targets as u32),
+            committed: Default::default(),
+        },
+    });
+    if let (Some(store), Some(id)) = (store, store_id) {
+        store.send(StoreOp::PutMessage(id, message.clone()));
+    }
+    let mut delivered = 0;
+    let mut stored = 0;
+    for QueueRef(q) in routed.drain(..) {
+        match q.publish(message.clone()) {
+            Enqueued::No => {
+                // A durable queue deleted under us: release its reference.
+                if q.is_durable() && store_id.is_some() {
+                    message.store.refs.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                }
+            }
+            Enqueued::InMemory => delivered += 1,
+            Enqueued::Stored => {
+                delivered += 1;
+                stored += 1;
+            }
+        }
+    }
+    if let (Some(store), Some(id)) = (store, store_id) {
+        if stored == 0 {
+            store.send(StoreOp::DeleteMessage(id));
+        }
+    }
+    (message, delivered, stored)
 }

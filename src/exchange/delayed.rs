@@ -1,0 +1,176 @@
+//! Delayed messages (`x-delayed-message` exchanges): held until their `x-delay` is up,
+//! then routed as the exchange's `x-delayed-type`.
+//!
+//! One scheduler per vhost: a min-heap ordered by (due time, arrival order) and a
+//! dedicated thread that sleeps on a condvar until the earliest due time (or until an
+//! earlier message arrives). Due times are absolute `Instant`s fixed at publish, so a
+//! large backlog does not drift: however late the thread wakes, it routes everything
+//! already due, in due order. The thread starts with the first delayed message and
+//! stops when the vhost is dropped.
+//!
+//! Held messages live in memory only: a restart loses them. Surviving a restart needs
+//! a store table keyed by (due time as wall-clock ms, id) with put/delete ops and a
+//! load at start (see the report in `ARCHITECTURE.md`, "Seams for the roadmap").
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Instant;
+
+use amq_protocol::types::FieldTable;
+
+use crate::vhost::VHost;
+
+/// A published message waiting for its delay to end, with what routing it needs.
+pub struct DelayedMessage {
+    pub due: Instant,
+    pub exchange: Arc<str>,
+    pub routing_key: Box<str>,
+    /// CC/BCC routing keys.
+    pub extra_keys: Vec<String>,
+    pub headers: Option<FieldTable>,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub timestamp: Option<u64>,
+    pub raw_properties: Box<[u8]>,
+    pub body: Box<[u8]>,
+    pub persistent: bool,
+}
+
+struct Entry {
+    due: Instant,
+    seq: u64,
+    msg: DelayedMessage,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.due == other.due && self.seq == other.seq
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    /// Reversed, so `BinaryHeap` (a max-heap) pops the earliest first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.due, other.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    heap: BinaryHeap<Entry>,
+    next_seq: u64,
+    thread_started: bool,
+    stop: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+/// The vhost's delayed-message scheduler.
+pub struct DelayScheduler {
+    shared: Arc<Shared>,
+    vhost: Weak<VHost>,
+}
+
+impl DelayScheduler {
+    pub fn new(vhost: Weak<VHost>) -> Self {
+        Self { shared: Arc::default(), vhost }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds `msg` until `msg.due`.
+    pub fn schedule(&self, msg: DelayedMessage) {
+        let mut st = self.lock();
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let earliest = st.heap.peek().map_or(true, |e| msg.due < e.due);
+        st.heap.push(Entry { due: msg.due, seq, msg });
+        if !st.thread_started {
+            st.thread_started = true;
+            let shared = self.shared.clone();
+            let vhost = self.vhost.clone();
+            let spawned = std::thread::Builder::new()
+                .name("haremq-delayed".into())
+                .spawn(move || run(shared, vhost));
+            if let Err(e) = spawned {
+                log::error!("cannot start the delayed-message thread: {e}");
+                st.thread_started = false;
+            }
+        } else if earliest {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.lock().heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops the held messages of `exchange` (it was deleted), as the plugin does.
+    pub fn forget_exchange(&self, exchange: &str) {
+        let mut st = self.lock();
+        if st.heap.iter().any(|e| &*e.msg.exchange == exchange) {
+            let heap = std::mem::take(&mut st.heap);
+            st.heap = heap.into_iter().filter(|e| &*e.msg.exchange != exchange).collect();
+        }
+    }
+}
+
+impl Drop for DelayScheduler {
+    fn drop(&mut self) {
+        self.lock().stop = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// The scheduler thread: route whatever is due, then sleep until the next due time.
+fn run(shared: Arc<Shared>, vhost: Weak<VHost>) {
+    let mut due = Vec::new();
+    loop {
+        {
+            let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if st.stop {
+                    return;
+                }
+                let now = Instant::now();
+                while st.heap.peek().is_some_and(|e| e.due <= now) {
+                    due.push(st.heap.pop().expect("peeked").msg);
+                }
+                if !due.is_empty() {
+                    break;
+                }
+                st = match st.heap.peek() {
+                    Some(e) => {
+                        let wait = e.due.saturating_duration_since(now);
+                        shared.wake.wait_timeout(st, wait).unwrap_or_else(|e| e.into_inner()).0
+                    }
+                    None => shared.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
+                };
+            }
+        }
+        // Route outside the lock, in due order.
+        let Some(vh) = vhost.upgrade() else {
+            return;
+        };
+        for msg in due.drain(..) {
+            vh.route_delayed(msg);
+        }
+    }
+}
