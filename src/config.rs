@@ -24,6 +24,8 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     /// Users that may only connect from a loopback address (RabbitMQ's `loopback_users`).
     pub loopback_users: Vec<String>,
+    /// Executor threads; 0 means one per CPU core.
+    pub threads: usize,
 }
 
 /// A user in the built-in user table.
@@ -44,6 +46,7 @@ impl Default for Config {
             channel_max: 2047,
             users: vec![UserConfig { name: "guest".into(), password: "guest".into() }],
             loopback_users: vec!["guest".into()],
+            threads: 0,
         }
     }
 }

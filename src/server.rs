@@ -78,12 +78,16 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
     let next_message = snapshot.messages.keys().max().map_or(1, |m| m + 1);
     let next_queue = snapshot.queues.iter().map(|q| q.id).max().map_or(1, |q| q + 1);
     let store = StoreHandle::start(Box::new(store), next_message, next_queue)?;
+    let config_threads = config.threads;
     let broker = Broker::new(config, Some(store), Some(&snapshot));
     drop(snapshot);
     let ex = Arc::new(Executor::new());
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
 
-    let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let n = match config_threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
     let mut threads = Vec::with_capacity(n);
     for i in 0..n {
         let ex = ex.clone();
