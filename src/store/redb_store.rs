@@ -25,6 +25,9 @@ const BINDINGS: TableDefinition<&[u8], ()> = TableDefinition::new("bindings");
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const ENTRIES: TableDefinition<(u64, u64), (u64, bool)> = TableDefinition::new("entries");
 
+/// redb's page cache.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// The store's file name inside the data directory.
 pub const FILE_NAME: &str = "haremq.redb";
 
@@ -70,7 +73,9 @@ impl RedbStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(FILE_NAME);
         let shown = path.display().to_string();
-        let db = Database::create(&path).map_err(|e| match e {
+        // redb's default cache is 1 GiB; the broker keeps its own working set in memory
+        // and pages bodies in sequentially, so a small cache is enough.
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| match e {
             DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: data_dir.display().to_string() },
             other => StoreError::Open { path: shown.clone(), detail: other.to_string() },
         })?;

@@ -11,7 +11,7 @@ use crate::message::Message;
 use crate::amqp::delivery::ChannelShared;
 
 /// Most ops applied in one transaction; bounds commit latency under a flood.
-const MAX_BATCH: usize = 16_384;
+const MAX_BATCH: usize = 65_536;
 
 enum Command {
     Op(StoreOp),
