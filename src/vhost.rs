@@ -606,13 +606,7 @@ impl VHost {
         if q.is_deleted() {
             return Err(self.no_queue(&q.name));
         }
-        let dest = Destination::Queue(QueueRef(q.clone()));
-        let record = self.binding_record_locked(&topo, exchange, &dest, key, args);
-        let added = topo.routing.bind(exchange, dest, key, args).map_err(|e| self.bind_error(e))?;
-        if let (true, Some(r)) = (added, record) {
-            self.persist(StoreOp::PutBinding(r));
-        }
-        Ok(())
+        self.add_binding_locked(&mut topo, exchange, Destination::Queue(QueueRef(q.clone())), key, args)
     }
 
     pub fn unbind_queue(&self, q: &Arc<Queue>, exchange: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
@@ -623,14 +617,7 @@ impl VHost {
         if !topo.exchanges.contains_key(exchange) {
             return Err(self.no_exchange(exchange));
         }
-        let dest = Destination::Queue(QueueRef(q.clone()));
-        let record = self.binding_record_locked(&topo, exchange, &dest, key, args);
-        if topo.routing.unbind(exchange, &dest, key, args) {
-            if let Some(r) = record {
-                self.persist(StoreOp::DeleteBinding(r));
-            }
-            self.auto_delete_exchanges(&mut topo, vec![exchange.into()]);
-        }
+        self.remove_binding_locked(&mut topo, exchange, &Destination::Queue(QueueRef(q.clone())), key, args);
         Ok(())
     }
 
@@ -644,13 +631,7 @@ impl VHost {
                 return Err(self.no_exchange(name));
             }
         }
-        let dest = Destination::Exchange(destination.into());
-        let record = self.binding_record_locked(&topo, source, &dest, key, args);
-        let added = topo.routing.bind(source, dest, key, args).map_err(|e| self.bind_error(e))?;
-        if let (true, Some(r)) = (added, record) {
-            self.persist(StoreOp::PutBinding(r));
-        }
-        Ok(())
+        self.add_binding_locked(&mut topo, source, Destination::Exchange(destination.into()), key, args)
     }
 
     pub fn unbind_exchange(&self, destination: &str, source: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
@@ -663,15 +644,44 @@ impl VHost {
                 return Err(self.no_exchange(name));
             }
         }
-        let dest = Destination::Exchange(destination.into());
-        let record = self.binding_record_locked(&topo, source, &dest, key, args);
-        if topo.routing.unbind(source, &dest, key, args) {
+        self.remove_binding_locked(&mut topo, source, &Destination::Exchange(destination.into()), key, args);
+        Ok(())
+    }
+
+    /// Adds a binding and records it if both ends are durable.
+    fn add_binding_locked(
+        &self,
+        topo: &mut Topology,
+        source: &str,
+        dest: Destination<QueueRef>,
+        key: &str,
+        args: &FieldTable,
+    ) -> AmqpResult<()> {
+        let record = self.binding_record_locked(topo, source, &dest, key, args);
+        let added = topo.routing.bind(source, dest, key, args).map_err(|e| self.bind_error(e))?;
+        if let (true, Some(r)) = (added, record) {
+            self.persist(StoreOp::PutBinding(r));
+        }
+        Ok(())
+    }
+
+    /// Removes a binding (if present), forgets its record and auto-deletes the source
+    /// exchange if that was its last binding.
+    fn remove_binding_locked(
+        &self,
+        topo: &mut Topology,
+        source: &str,
+        dest: &Destination<QueueRef>,
+        key: &str,
+        args: &FieldTable,
+    ) {
+        let record = self.binding_record_locked(topo, source, dest, key, args);
+        if topo.routing.unbind(source, dest, key, args) {
             if let Some(r) = record {
                 self.persist(StoreOp::DeleteBinding(r));
             }
-            self.auto_delete_exchanges(&mut topo, vec![source.into()]);
+            self.auto_delete_exchanges(topo, vec![source.into()]);
         }
-        Ok(())
     }
 
     // ---- direct reply-to -------------------------------------------------------

@@ -193,13 +193,11 @@ impl RedbStore {
         }
         let known: HashSet<u64> = snap.queues.iter().map(|q: &QueueRecord| q.id).collect();
         let entries = txn.open_table(ENTRIES).map_err(|e| self.io(e))?;
-        let mut referenced = HashSet::new();
         for row in entries.iter().map_err(|e| self.io(e))? {
             let (k, v) = row.map_err(|e| self.io(e))?;
             let (queue, seq) = k.value();
             let (message, delivered) = v.value();
             if known.contains(&queue) {
-                referenced.insert(message);
                 snap.entries.entry(queue).or_default().push(EntryRecord { seq, message, delivered });
             }
         }
@@ -234,7 +232,6 @@ impl RedbStore {
         for list in snap.entries.values_mut() {
             list.retain(|e| snap.messages.contains_key(&e.message) || snap.paged.contains(&e.message));
         }
-        let _ = referenced;
         Ok(snap)
     }
 
