@@ -57,6 +57,8 @@ pub struct VHost {
     reply_consumers: Mutex<HashMap<Box<str>, Arc<ChannelShared>>>,
     /// Where durable definitions are recorded (None: nothing is persisted).
     store: Option<StoreHandle>,
+    /// Itself, for the queues it creates (they dead-letter and expire through it).
+    me: std::sync::Weak<VHost>,
 }
 
 /// The pseudo-queue clients consume from for direct reply-to.
@@ -110,12 +112,13 @@ impl VHost {
                 },
             );
         }
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             name: name.into(),
             topology: RwLock::new(topology),
             queues: RwLock::new(HashMap::new()),
             reply_consumers: Mutex::new(HashMap::new()),
             store,
+            me: me.clone(),
         })
     }
 
@@ -157,10 +160,10 @@ impl VHost {
                     Some(message) => {
                         message.store.refs.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                         message.store.committed.store(true, std::sync::atomic::Ordering::Release);
-                        Some(Entry::Loaded(QueuedMessage { seq: e.seq, redelivered: e.delivered, message: message.clone() }))
+                        Some(Entry::Loaded(QueuedMessage::new(e.seq, e.delivered, message.clone())))
                     }
                     None if snap.paged.contains(&e.message) => {
-                        Some(Entry::Paged { seq: e.seq, redelivered: e.delivered, id: e.message })
+                        Some(Entry::paged(e.seq, e.delivered, e.message))
                     }
                     None => None,
                 })
@@ -173,7 +176,8 @@ impl VHost {
                 auto_delete: q.auto_delete,
                 arguments: q.arguments.clone(),
             };
-            let queue = Queue::restore(name.clone(), self.name.clone(), settings, Some((store.clone(), q.id)), ready);
+            let Some(me) = self.me.upgrade() else { return };
+            let queue = Queue::restore(name.clone(), &me, settings, Some((store.clone(), q.id)), ready);
             queues.insert(name, queue);
         }
         for b in snap.bindings.iter().filter(|b| *b.vhost == *self.name) {
@@ -443,7 +447,10 @@ impl VHost {
             }
             _ => None,
         };
-        let q = Queue::new(name.clone(), self.name.clone(), settings, store);
+        let Some(me) = self.me.upgrade() else {
+            return Err(AmqpError::InternalError("vhost is shutting down".into()));
+        };
+        let q = Queue::new(name.clone(), &me, settings, store);
         queues.insert(name, q.clone());
         drop(queues);
         // Every queue is bound to the default exchange by its name; that binding is

@@ -47,6 +47,8 @@ struct PendingHeader {
     raw_properties: Box<[u8]>,
     persistent: bool,
     headers: Option<FieldTable>,
+    /// The per-message TTL from `expiration`.
+    ttl: Option<u32>,
 }
 
 pub struct Channel {
@@ -181,7 +183,7 @@ impl Channel {
                 let work = std::mem::take(self.tx.as_mut().ok_or_else(not_transactional)?);
                 let mut stored = 0;
                 for p in work.publishes {
-                    stored += self.route_publish(ctx, p)?;
+                    stored += self.route_publish(ctx, p)?.stored;
                 }
                 for (tag, multiple, how) in work.settlements {
                     self.settle_now(tag, multiple, how)?;
@@ -444,9 +446,15 @@ impl Channel {
         }
         match how {
             Settle::Requeue => requeue_all(&mut taken),
-            Settle::Ack | Settle::Discard => {
+            Settle::Ack => {
                 for u in &taken {
                     u.queue.forget(&u.message);
+                }
+            }
+            // Dead-lettered (reason `rejected`) where the queue has a DLX.
+            Settle::Discard => {
+                for u in taken.drain(..) {
+                    u.queue.reject(u.message);
                 }
             }
         }
@@ -517,6 +525,16 @@ impl Channel {
                 )));
             }
         }
+        let ttl = match h.properties.expiration() {
+            None => None,
+            Some(e) => match crate::queue::args::parse_expiration(e.as_str()) {
+                Ok(ms) => Some(ms),
+                Err(why) => {
+                    self.pending = None;
+                    return Err(AmqpError::PreconditionFailed(format!("invalid expiration '{e}': {why}")));
+                }
+            },
+        };
         let mut raw_properties: Box<[u8]> = h.raw_properties.into();
         if h.properties.reply_to().as_ref().is_some_and(|r| r.as_str() == REPLY_TO_QUEUE) {
             // Direct reply-to: hand out this channel's reply address instead.
@@ -538,6 +556,7 @@ impl Channel {
             raw_properties,
             persistent: *h.properties.delivery_mode() == Some(2),
             headers: h.properties.headers().clone(),
+            ttl,
         });
         if h.body_size == 0 {
             self.finish_publish(ctx)?;
@@ -576,9 +595,12 @@ impl Channel {
             tx.publishes.push(p);
             return Ok(());
         }
-        let stored = self.route_publish(ctx, p)?;
-        if self.confirm {
-            let durable = stored > 0;
+        let routed = self.route_publish(ctx, p)?;
+        if self.confirm && routed.rejected {
+            self.shared.next_publish_rejected();
+            self.confirms_due = true;
+        } else if self.confirm {
+            let durable = routed.stored > 0;
             let seq = self.shared.next_publish_seq(durable);
             match (&ctx.store, durable) {
                 (Some(store), true) => store.confirm_after_commit(self.shared.clone(), seq),
@@ -589,10 +611,10 @@ impl Channel {
     }
 
     /// Routes and enqueues a complete publish and handles mandatory. Returns how many
-    /// durable queues stored it.
-    fn route_publish(&mut self, ctx: &Context<'_>, p: Pending) -> AmqpResult<usize> {
+    /// durable queues stored it and whether a queue refused it (x-overflow).
+    fn route_publish(&mut self, ctx: &Context<'_>, p: Pending) -> AmqpResult<Routed> {
         let Pending { exchange, routing_key, mandatory, header: Some(h), body } = p else {
-            return Ok(0);
+            return Ok(Routed::default());
         };
         self.routed.clear();
         let exchange_name = ctx.vhost.route(
@@ -619,6 +641,8 @@ impl Channel {
             raw_properties: h.raw_properties,
             body: body.into_boxed_slice(),
             persistent: h.persistent,
+            published_ms: crate::message::now_ms(),
+            ttl: h.ttl,
             store: StoredMeta {
                 id: store_id,
                 refs: AtomicU32::new(durable_targets as u32),
@@ -630,12 +654,25 @@ impl Channel {
         }
         let mut delivered = 0;
         let mut stored = 0;
+        let mut rejected = false;
         for QueueRef(q) in self.routed.drain(..) {
-            match q.publish(message.clone()) {
-                Enqueued::No => {
-                    // A durable queue deleted under us: release its reference.
-                    if q.is_durable() && store_id.is_some() {
-                        message.store.refs.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            let outcome = q.publish(message.clone());
+            if outcome == Enqueued::Rejected {
+                // Routed (no basic.return), but refused: a confirming publisher gets a nack.
+                rejected = true;
+                delivered += 1;
+            }
+            match outcome {
+                Enqueued::No | Enqueued::Rejected => {
+                    // A durable queue deleted under us, or refusing it: release its
+                    // reference (and the record, if the queues that took it are done).
+                    if q.is_durable() && store_id.is_some()
+                        && message.store.refs.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1
+                        && stored > 0
+                    {
+                        if let (Some(store), Some(id)) = (&ctx.store, store_id) {
+                            store.send(StoreOp::DeleteMessage(id));
+                        }
                     }
                 }
                 Enqueued::InMemory => delivered += 1,
@@ -652,7 +689,7 @@ impl Channel {
         }
         if delivered == 0 && message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {
             if let Some(ch) = ctx.vhost.reply_consumer(&message.routing_key) {
-                let m = QueuedMessage { seq: 0, redelivered: false, message: message.clone() };
+                let m = QueuedMessage::new(0, false, message.clone());
                 if ch.deliver_reply(&m) {
                     delivered += 1;
                 }
@@ -673,7 +710,7 @@ impl Channel {
             );
             write_content(out.buf(), self.id(), &message.raw_properties, &message.body, frame_max);
         }
-        Ok(stored)
+        Ok(Routed { stored, rejected })
     }
 
     /// Sends the publisher confirms accumulated while handling one read's worth of
@@ -761,13 +798,20 @@ impl Channel {
                 } else {
                     d.queue.as_str().to_string()
                 };
+                if !d.passive {
+                    crate::queue::args::validate(&name, &ctx.vhost.name, &d.arguments)?;
+                }
                 let settings = QueueSettings {
                     durable: d.durable,
                     exclusive_owner: d.exclusive.then_some(ctx.conn_id),
                     auto_delete: d.auto_delete,
                     arguments: d.arguments,
                 };
-                let (q, _created) = ctx.vhost.declare_queue(&name, d.passive, settings, ctx.conn_id)?;
+                let (q, created) = ctx.vhost.declare_queue(&name, d.passive, settings, ctx.conn_id)?;
+                if !created {
+                    // A redeclare restarts the x-expires period.
+                    q.touch();
+                }
                 self.last_queue = Some(q.name.clone());
                 (
                     Q::DeclareOk(queue::DeclareOk {
@@ -847,6 +891,15 @@ impl Channel {
         }
         requeue_all(&mut unacked);
     }
+}
+
+/// What routing a publish did.
+#[derive(Default)]
+struct Routed {
+    /// Durable queues that stored it.
+    stored: usize,
+    /// A queue refused it (x-overflow reject-publish).
+    rejected: bool,
 }
 
 #[derive(Clone, Copy)]

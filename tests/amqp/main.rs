@@ -15,3 +15,4 @@ mod errors;
 mod bad_input;
 mod examples;
 mod reply_to;
+mod lifecycle;
