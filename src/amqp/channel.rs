@@ -798,7 +798,8 @@ impl Channel {
                 } else {
                     d.queue.as_str().to_string()
                 };
-                if !d.passive {
+                // As RabbitMQ: a redeclare is checked for equivalence instead.
+                if !d.passive && ctx.vhost.queue(&name).is_none() {
                     crate::queue::args::validate(&name, &ctx.vhost.name, &d.arguments)?;
                 }
                 let settings = QueueSettings {
