@@ -156,10 +156,16 @@ async fn invalid_expiration_property_is_406() {
     declare(&channel(&conn).await, &q, &[]).await;
     for (exp, why) in [("abc", "no_integer"), ("-1", "{value_negative,-1}")] {
         let ch = channel(&conn).await;
+        confirm_select(&ch).await;
         let props = BasicProperties::default().with_expiration(exp.into());
-        publish_props(&ch, "", &q, b"x", props).await;
+        let confirm = within(
+            "basic.publish",
+            ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b"x", props),
+        )
+        .await
+        .expect("publish is async");
         assert_amqp_err(
-            within("basic.get", ch.basic_get(q.as_str().into(), BasicGetOptions::default())).await,
+            within("confirm", confirm).await,
             406,
             &format!("PRECONDITION_FAILED - invalid expiration '{exp}': {why}"),
         );
