@@ -17,6 +17,11 @@ pub struct Message {
     pub body: Box<[u8]>,
     /// delivery-mode 2.
     pub persistent: bool,
+    /// When it was published (wall clock, ms since the UNIX epoch): TTLs count from
+    /// here, also across a restart.
+    pub published_ms: u64,
+    /// The per-message TTL from its `expiration` property, ms.
+    pub ttl: Option<u32>,
     /// Its record in the store, if it was routed persistently to a durable queue.
     pub store: StoredMeta,
 }
@@ -37,13 +42,41 @@ impl Message {
     pub fn size(&self) -> usize {
         self.body.len() + self.raw_properties.len()
     }
+
+    /// When this message expires in a queue whose x-message-ttl is `queue_ttl` (the
+    /// lower of the two TTLs wins), ms since the UNIX epoch.
+    pub fn expires_at(&self, queue_ttl: Option<u32>) -> Option<u64> {
+        let ttl = match (self.ttl, queue_ttl) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(self.published_ms.saturating_add(u64::from(ttl)))
+    }
+}
+
+/// Wall-clock milliseconds since the UNIX epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A message's place in one queue: its position (for restoring order on requeue) and
-/// whether it has been delivered before. Small and fixed-size on purpose.
+/// whether it has been delivered before. Small and fixed-size on purpose (24 bytes: the
+/// flag and the requeue count share the padding after `seq` and the `Arc`).
 #[derive(Clone, Debug)]
 pub struct QueuedMessage {
     pub seq: u64,
     pub redelivered: bool,
+    /// How often it was requeued (for x-delivery-limit); saturates.
+    pub requeues: u16,
     pub message: Arc<Message>,
 }
+
+impl QueuedMessage {
+    pub fn new(seq: u64, redelivered: bool, message: Arc<Message>) -> Self {
+        Self { seq, redelivered, requeues: 0, message }
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<QueuedMessage>() == 24);

@@ -62,6 +62,8 @@ pub struct VHost {
     store: Option<StoreHandle>,
     /// Messages held by `x-delayed-message` exchanges.
     delayed: DelayScheduler,
+    /// Itself, for the queues it creates (they dead-letter and expire through it).
+    me: std::sync::Weak<VHost>,
 }
 
 /// What [`VHost::route`] decided for a publish.
@@ -131,6 +133,7 @@ impl VHost {
             reply_consumers: Mutex::new(HashMap::new()),
             store,
             delayed: DelayScheduler::new(me.clone()),
+            me: me.clone(),
         })
     }
 
@@ -175,10 +178,10 @@ impl VHost {
                     Some(message) => {
                         message.store.refs.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                         message.store.committed.store(true, std::sync::atomic::Ordering::Release);
-                        Some(Entry::Loaded(QueuedMessage { seq: e.seq, redelivered: e.delivered, message: message.clone() }))
+                        Some(Entry::Loaded(QueuedMessage::new(e.seq, e.delivered, message.clone())))
                     }
                     None if snap.paged.contains(&e.message) => {
-                        Some(Entry::Paged { seq: e.seq, redelivered: e.delivered, id: e.message })
+                        Some(Entry::paged(e.seq, e.delivered, e.message))
                     }
                     None => None,
                 })
@@ -191,7 +194,8 @@ impl VHost {
                 auto_delete: q.auto_delete,
                 arguments: q.arguments.clone(),
             };
-            let queue = Queue::restore(name.clone(), self.name.clone(), settings, Some((store.clone(), q.id)), ready);
+            let Some(me) = self.me.upgrade() else { return };
+            let queue = Queue::restore(name.clone(), &me, settings, Some((store.clone(), q.id)), ready);
             queues.insert(name, queue);
         }
         for b in snap.bindings.iter().filter(|b| *b.vhost == *self.name) {
@@ -504,7 +508,10 @@ impl VHost {
             }
             _ => None,
         };
-        let q = Queue::new(name.clone(), self.name.clone(), settings, store);
+        let Some(me) = self.me.upgrade() else {
+            return Err(AmqpError::InternalError("vhost is shutting down".into()));
+        };
+        let q = Queue::new(name.clone(), &me, settings, store);
         queues.insert(name, q.clone());
         drop(queues);
         // Every queue is bound to the default exchange by its name; that binding is
@@ -782,6 +789,7 @@ impl VHost {
             m.raw_properties,
             m.body,
             m.persistent,
+            m.ttl,
         );
     }
 }

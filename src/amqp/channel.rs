@@ -54,6 +54,8 @@ struct PendingHeader {
     properties: BasicProperties,
     /// Routing keys from the `CC` and `BCC` headers (empty, unallocated, without them).
     extra_keys: Vec<String>,
+    /// The per-message TTL from `expiration`.
+    ttl: Option<u32>,
 }
 
 pub struct Channel {
@@ -188,7 +190,7 @@ impl Channel {
                 let work = std::mem::take(self.tx.as_mut().ok_or_else(not_transactional)?);
                 let mut stored = 0;
                 for p in work.publishes {
-                    stored += self.route_publish(ctx, p)?;
+                    stored += self.route_publish(ctx, p)?.stored;
                 }
                 for (tag, multiple, how) in work.settlements {
                     self.settle_now(tag, multiple, how)?;
@@ -437,9 +439,15 @@ impl Channel {
         }
         match how {
             Settle::Requeue => requeue_all(&mut taken),
-            Settle::Ack | Settle::Discard => {
+            Settle::Ack => {
                 for u in &taken {
                     u.queue.forget(&u.message);
+                }
+            }
+            // Dead-lettered (reason `rejected`) where the queue has a DLX.
+            Settle::Discard => {
+                for u in taken.drain(..) {
+                    u.queue.reject(u.message);
                 }
             }
         }
@@ -510,6 +518,16 @@ impl Channel {
                 )));
             }
         }
+        let ttl = match h.properties.expiration() {
+            None => None,
+            Some(e) => match crate::queue::args::parse_expiration(e.as_str()) {
+                Ok(ms) => Some(ms),
+                Err(why) => {
+                    self.pending = None;
+                    return Err(AmqpError::PreconditionFailed(format!("invalid expiration '{e}': {why}")));
+                }
+            },
+        };
         let mut raw_properties: Box<[u8]> = h.raw_properties.into();
         let mut properties = h.properties;
         let mut reencode = false;
@@ -563,6 +581,7 @@ impl Channel {
             persistent: *properties.delivery_mode() == Some(2),
             properties,
             extra_keys,
+            ttl,
         });
         if h.body_size == 0 {
             self.finish_publish(ctx)?;
@@ -601,9 +620,12 @@ impl Channel {
             tx.publishes.push(p);
             return Ok(());
         }
-        let stored = self.route_publish(ctx, p)?;
-        if self.confirm {
-            let durable = stored > 0;
+        let routed = self.route_publish(ctx, p)?;
+        if self.confirm && routed.rejected {
+            self.shared.next_publish_rejected();
+            self.confirms_due = true;
+        } else if self.confirm {
+            let durable = routed.stored > 0;
             let seq = self.shared.next_publish_seq(durable);
             match (&ctx.store, durable) {
                 (Some(store), true) => store.confirm_after_commit(self.shared.clone(), seq),
@@ -614,10 +636,10 @@ impl Channel {
     }
 
     /// Routes and enqueues a complete publish and handles mandatory. Returns how many
-    /// durable queues stored it.
-    fn route_publish(&mut self, ctx: &Context<'_>, p: Pending) -> AmqpResult<usize> {
+    /// durable queues stored it and whether a queue refused it (x-overflow).
+    fn route_publish(&mut self, ctx: &Context<'_>, p: Pending) -> AmqpResult<PublishOutcome> {
         let Pending { exchange, routing_key, mandatory, header: Some(h), body } = p else {
-            return Ok(0);
+            return Ok(PublishOutcome::default());
         };
         self.routed.clear();
         let routed = {
@@ -649,11 +671,12 @@ impl Channel {
                     raw_properties: h.raw_properties,
                     body: body.into_boxed_slice(),
                     persistent: h.persistent,
+                    ttl: h.ttl,
                 });
-                return Ok(0);
+                return Ok(PublishOutcome::default());
             }
         };
-        let (message, mut delivered, stored) = enqueue_routed(
+        let Enqueueing { message, mut delivered, stored, rejected } = enqueue_routed(
             ctx.store,
             &mut self.routed,
             exchange_name,
@@ -661,10 +684,11 @@ impl Channel {
             h.raw_properties,
             body.into_boxed_slice(),
             h.persistent,
+            h.ttl,
         );
         if delivered == 0 && message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {
             if let Some(ch) = ctx.vhost.reply_consumer(&message.routing_key) {
-                let m = QueuedMessage { seq: 0, redelivered: false, message: message.clone() };
+                let m = QueuedMessage::new(0, false, message.clone());
                 if ch.deliver_reply(&m) {
                     delivered += 1;
                 }
@@ -685,7 +709,7 @@ impl Channel {
             );
             write_content(out.buf(), self.id(), &message.raw_properties, &message.body, frame_max);
         }
-        Ok(stored)
+        Ok(PublishOutcome { stored, rejected })
     }
 
     /// Sends the publisher confirms accumulated while handling one read's worth of
@@ -773,13 +797,21 @@ impl Channel {
                 } else {
                     d.queue.as_str().to_string()
                 };
+                // As RabbitMQ: a redeclare is checked for equivalence instead.
+                if !d.passive && ctx.vhost.queue(&name).is_none() {
+                    crate::queue::args::validate(&name, &ctx.vhost.name, &d.arguments)?;
+                }
                 let settings = QueueSettings {
                     durable: d.durable,
                     exclusive_owner: d.exclusive.then_some(ctx.conn_id),
                     auto_delete: d.auto_delete,
                     arguments: d.arguments,
                 };
-                let (q, _created) = ctx.vhost.declare_queue(&name, d.passive, settings, ctx.conn_id)?;
+                let (q, created) = ctx.vhost.declare_queue(&name, d.passive, settings, ctx.conn_id)?;
+                if !created {
+                    // A redeclare restarts the x-expires period.
+                    q.touch();
+                }
                 self.last_queue = Some(q.name.clone());
                 (
                     Q::DeclareOk(queue::DeclareOk {
@@ -861,6 +893,15 @@ impl Channel {
     }
 }
 
+/// What routing a publish did.
+#[derive(Default)]
+struct PublishOutcome {
+    /// Durable queues that stored it.
+    stored: usize,
+    /// A queue refused it (x-overflow reject-publish).
+    rejected: bool,
+}
+
 #[derive(Clone, Copy)]
 enum Settle {
     Ack,
@@ -913,7 +954,8 @@ pub(crate) fn enqueue_routed(
     raw_properties: Box<[u8]>,
     body: Box<[u8]>,
     persistent: bool,
-) -> (Arc<Message>, usize, usize) {
+    ttl: Option<u32>,
+) -> Enqueueing {
     // A persistent message bound for at least one durable queue gets one store record,
     // written before any queue entry that points at it. Its reference count is set up
     // front, so no queue ever sees a count that will still grow (a queue may page a
@@ -932,6 +974,8 @@ pub(crate) fn enqueue_routed(
         raw_properties,
         body,
         persistent,
+        published_ms: crate::message::now_ms(),
+        ttl,
         store: StoredMeta {
             id: store_id,
             refs: AtomicU32::new(durable_targets as u32),
@@ -943,12 +987,27 @@ pub(crate) fn enqueue_routed(
     }
     let mut delivered = 0;
     let mut stored = 0;
+    let mut rejected = false;
     for QueueRef(q) in routed.drain(..) {
-        match q.publish(message.clone()) {
-            Enqueued::No => {
-                // A durable queue deleted under us: release its reference.
-                if q.is_durable() && store_id.is_some() {
-                    message.store.refs.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let outcome = q.publish(message.clone());
+        match outcome {
+            Enqueued::No | Enqueued::Rejected => {
+                if outcome == Enqueued::Rejected {
+                    // Routed (no basic.return), but refused: a confirming publisher
+                    // gets a nack.
+                    rejected = true;
+                    delivered += 1;
+                }
+                // A durable queue deleted under us, or refusing it: release its
+                // reference (and the record, if the queues that took it are done).
+                if q.is_durable()
+                    && store_id.is_some()
+                    && message.store.refs.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1
+                    && stored > 0
+                {
+                    if let (Some(store), Some(id)) = (store, store_id) {
+                        store.send(StoreOp::DeleteMessage(id));
+                    }
                 }
             }
             Enqueued::InMemory => delivered += 1,
@@ -963,5 +1022,16 @@ pub(crate) fn enqueue_routed(
             store.send(StoreOp::DeleteMessage(id));
         }
     }
-    (message, delivered, stored)
+    Enqueueing { message, delivered, stored, rejected }
+}
+
+/// What [`enqueue_routed`] did with a message.
+pub(crate) struct Enqueueing {
+    pub message: Arc<Message>,
+    /// Queues (and refusals) that count as routed, for mandatory.
+    pub delivered: usize,
+    /// Durable queues that stored it.
+    pub stored: usize,
+    /// A queue refused it (x-overflow reject-publish).
+    pub rejected: bool,
 }

@@ -195,13 +195,19 @@ struct ConfirmTracker {
     published: u64,
     /// Publishes waiting for a store commit, ascending.
     waiting: VecDeque<u64>,
+    /// Publishes a queue refused (x-overflow reject-publish), ascending: each gets a
+    /// single nack once everything before it has been confirmed.
+    nacks: VecDeque<u64>,
     /// Everything up to here has been acked or nacked to the client.
     sent: u64,
 }
 
 impl ConfirmTracker {
+    /// Acks may cover everything below the first publish still waiting for the store
+    /// and below the first one to nack.
     fn watermark(&self) -> u64 {
-        self.waiting.front().map_or(self.published, |s| s - 1)
+        let w = self.waiting.front().map_or(self.published, |s| s - 1);
+        self.nacks.front().map_or(w, |n| w.min(n - 1))
     }
 }
 
@@ -240,6 +246,16 @@ impl ChannelShared {
         seq
     }
 
+    /// Numbers a publish in confirm mode that a queue refused: it will be nacked (alone,
+    /// after every earlier publish is acked) by the next flush.
+    pub fn next_publish_rejected(&self) -> u64 {
+        let mut c = self.confirms();
+        c.published += 1;
+        let seq = c.published;
+        c.nacks.push_back(seq);
+        seq
+    }
+
     /// Sends one ack covering every publish confirmed and not yet acked.
     pub fn flush_confirms(&self) {
         let mut c = self.confirms();
@@ -247,16 +263,36 @@ impl ChannelShared {
     }
 
     fn flush_locked(&self, c: &mut ConfirmTracker) {
-        let to = c.watermark();
-        if to > c.sent {
-            let multiple = to - c.sent > 1;
-            let mut out = self.outbox.lock();
-            write_method(
-                out.buf(),
-                self.id,
-                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: to, multiple })),
-            );
-            c.sent = to;
+        loop {
+            let to = c.watermark();
+            if to > c.sent {
+                let multiple = to - c.sent > 1;
+                let mut out = self.outbox.lock();
+                write_method(
+                    out.buf(),
+                    self.id,
+                    AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: to, multiple })),
+                );
+                c.sent = to;
+            }
+            // The next refused publish, once everything before it is confirmed.
+            match c.nacks.front() {
+                Some(&n) if n == c.sent + 1 => {
+                    c.nacks.pop_front();
+                    let mut out = self.outbox.lock();
+                    write_method(
+                        out.buf(),
+                        self.id,
+                        AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                            delivery_tag: n,
+                            multiple: false,
+                            requeue: false,
+                        })),
+                    );
+                    c.sent = n;
+                }
+                _ => return,
+            }
         }
     }
 
@@ -274,6 +310,9 @@ impl ChannelShared {
         let mut c = self.confirms();
         while c.waiting.front().is_some_and(|&s| s <= seq) {
             c.waiting.pop_front();
+        }
+        while c.nacks.front().is_some_and(|&s| s <= seq) {
+            c.nacks.pop_front();
         }
         if seq > c.sent {
             let multiple = seq - c.sent > 1;

@@ -35,6 +35,8 @@ pub struct DelayedMessage {
     pub raw_properties: Box<[u8]>,
     pub body: Box<[u8]>,
     pub persistent: bool,
+    /// The per-message TTL from `expiration`, applied once it is enqueued.
+    pub ttl: Option<u32>,
 }
 
 struct Entry {

@@ -7,11 +7,18 @@
 //! hand-off between threads on the hot path: the publisher's task writes the deliver
 //! frames straight into the consumer connection's outbox.
 
+pub mod args;
+mod deadletter;
 mod ready;
+mod timer;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
+pub use args::{Overflow, QueueArgs};
+pub use deadletter::Reason;
+use deadletter::Dead;
 pub use ready::Entry;
 use ready::ReadyList;
 
@@ -21,8 +28,9 @@ use std::sync::atomic::Ordering;
 
 use crate::amqp::delivery::{ChannelShared, Offer};
 use crate::error::{AmqpError, AmqpResult};
-use crate::message::{Message, QueuedMessage};
+use crate::message::{now_ms, Message, QueuedMessage};
 use crate::store::{QueueId, StoreHandle, StoreOp};
+use crate::vhost::VHost;
 
 /// Identifies a connection (for exclusive queues).
 pub type ConnectionId = u64;
@@ -40,6 +48,10 @@ pub struct Queue {
     pub name: Arc<str>,
     pub vhost: Arc<str>,
     pub settings: QueueSettings,
+    /// The x-arguments it acts on (TTL, limits, dead-lettering, x-expires).
+    pub args: QueueArgs,
+    /// Its vhost, for dead-lettering and x-expires.
+    owner: Weak<VHost>,
     /// Set for durable queues: where their persistent messages are recorded.
     store: Option<(StoreHandle, QueueId)>,
     state: Mutex<QueueState>,
@@ -53,6 +65,8 @@ pub enum Enqueued {
     InMemory,
     /// Enqueued and its entry sent to the store.
     Stored,
+    /// Refused by x-overflow reject-publish(-dlx): a confirming publisher gets a nack.
+    Rejected,
 }
 
 /// A consumer as the queue sees it.
@@ -69,6 +83,12 @@ struct QueueState {
     next_consumer: usize,
     exclusive_consumer: bool,
     deleted: bool,
+    /// Messages that died under the lock, dead-lettered once it is released.
+    dead: Vec<Dead>,
+    /// The earliest wake-up this queue has in the timer (None: none pending).
+    timer_at: Option<Instant>,
+    /// Last use for x-expires (declare, basic.get, consumer activity).
+    last_used: Instant,
 }
 
 /// A consumer that was attached when the queue was deleted; its channel must be told.
@@ -80,11 +100,11 @@ pub struct OrphanedConsumer {
 impl Queue {
     pub fn new(
         name: Arc<str>,
-        vhost: Arc<str>,
+        owner: &Arc<VHost>,
         settings: QueueSettings,
         store: Option<(StoreHandle, QueueId)>,
     ) -> Arc<Self> {
-        Self::restore(name, vhost, settings, store, VecDeque::new())
+        Self::restore(name, owner, settings, store, VecDeque::new())
     }
 
     /// A queue holding recovered entries (in `seq` order); entries beyond the head may
@@ -92,17 +112,19 @@ impl Queue {
 
     pub fn restore(
         name: Arc<str>,
-        vhost: Arc<str>,
+        owner: &Arc<VHost>,
         settings: QueueSettings,
         store: Option<(StoreHandle, QueueId)>,
         entries: VecDeque<Entry>,
     ) -> Arc<Self> {
         let next_seq = entries.back().map_or(0, |e| e.seq() + 1);
         let ready = ReadyList::new(store.as_ref().map(|(s, _)| s.clone()), entries);
-        Arc::new(Self {
+        let q = Arc::new(Self {
             name,
-            vhost,
+            vhost: owner.name.clone(),
+            args: QueueArgs::parse(&settings.arguments),
             settings,
+            owner: Arc::downgrade(owner),
             store,
             state: Mutex::new(QueueState {
                 ready,
@@ -111,8 +133,127 @@ impl Queue {
                 next_consumer: 0,
                 exclusive_consumer: false,
                 deleted: false,
+                dead: Vec::new(),
+                timer_at: None,
+                last_used: Instant::now(),
             }),
-        })
+        });
+        // Arms the timer for recovered messages' TTLs and for x-expires.
+        q.with_state(|_| ());
+        q
+    }
+
+    /// Runs `f` under the lock; then (re)arms the timer for the next deadline and,
+    /// with the lock released, dead-letters whatever died meanwhile.
+    fn with_state<R>(self: &Arc<Self>, f: impl FnOnce(&mut QueueState) -> R) -> R {
+        let mut st = self.lock();
+        let r = f(&mut st);
+        self.arm_timer(&mut st);
+        let dead = std::mem::take(&mut st.dead);
+        drop(st);
+        if !dead.is_empty() {
+            self.dead_letter_all(dead);
+        }
+        r
+    }
+
+    /// The wall-clock deadline of the head message, if it has a TTL.
+    fn head_expiry(&self, st: &mut QueueState) -> Option<u64> {
+        st.ready.front()?.message.expires_at(self.args.message_ttl)
+    }
+
+    /// Drops expired messages from the head (RabbitMQ expires lazily from the head:
+    /// a message behind a longer-lived one waits for it). `strict`: only messages whose
+    /// deadline has passed (dispatch may still deliver one due this very millisecond —
+    /// how a TTL of 0 reaches a waiting consumer).
+    fn expire_head(&self, st: &mut QueueState, strict: bool) {
+        let mut now = None;
+        while let Some(t) = self.head_expiry(st) {
+            let now = *now.get_or_insert_with(now_ms);
+            if t > now || (strict && t == now) {
+                break;
+            }
+            if let Some(m) = st.ready.pop_front() {
+                st.dead.push(Dead::Entry(m, Reason::Expired));
+            }
+        }
+    }
+
+    /// Schedules a timer wake-up for the next deadline if it is earlier than the one
+    /// already pending.
+    fn arm_timer(self: &Arc<Self>, st: &mut QueueState) {
+        if st.deleted {
+            return;
+        }
+        let mut next: Option<Instant> = None;
+        if let Some(t) = self.head_expiry(st) {
+            let wait = t.saturating_sub(now_ms());
+            next = Some(Instant::now() + Duration::from_millis(wait));
+        }
+        if let (Some(ms), true) = (self.args.expires, st.consumers.is_empty()) {
+            let at = st.last_used + Duration::from_millis(u64::from(ms));
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        if let Some(at) = next {
+            if st.timer_at.map_or(true, |t| at < t) {
+                st.timer_at = Some(at);
+                timer::schedule(at, Arc::downgrade(self));
+            }
+        }
+    }
+
+    /// The timer fired (for a deadline scheduled at `at`): expire the head, delete the
+    /// queue if x-expires says it has been unused long enough.
+    fn on_timer(self: &Arc<Self>, at: Instant) {
+        let expired = self.with_state(|st| {
+            if st.timer_at.is_some_and(|t| t <= at) {
+                st.timer_at = None;
+            }
+            if st.deleted {
+                return false;
+            }
+            self.expire_head(st, false);
+            match self.args.expires {
+                Some(ms) if st.consumers.is_empty() => {
+                    st.last_used + Duration::from_millis(u64::from(ms)) <= Instant::now()
+                }
+                _ => false,
+            }
+        });
+        if expired {
+            if let Some(vh) = self.owner.upgrade() {
+                log::debug!("queue '{}' unused for its x-expires period; deleting it", self.name);
+                vh.delete_queue(self);
+            }
+        }
+    }
+
+    /// The queue was used (declared, basic.get): restarts its x-expires period.
+    pub fn touch(self: &Arc<Self>) {
+        if self.args.expires.is_some() {
+            self.with_state(|st| st.last_used = Instant::now());
+        }
+    }
+
+    /// True when one more message of `body_len` bytes would exceed a length limit.
+    fn full_for(&self, st: &QueueState, body_len: u64) -> bool {
+        self.args.max_length.is_some_and(|max| st.ready.len() as u64 >= max)
+            || self.args.max_length_bytes.is_some_and(|max| st.ready.bytes() + body_len > max)
+    }
+
+    /// x-overflow drop-head: drops (dead-letters, reason maxlen) from the head until
+    /// the queue is within its limits.
+    fn drop_over_limit(&self, st: &mut QueueState) {
+        let over = |st: &QueueState| {
+            self.args.max_length.is_some_and(|max| st.ready.len() as u64 > max)
+                || self.args.max_length_bytes.is_some_and(|max| st.ready.bytes() > max)
+        };
+        while over(st) {
+            match st.ready.pop_front() {
+                Some(m) => st.dead.push(Dead::Entry(m, Reason::Maxlen)),
+                None => break,
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState> {
@@ -130,9 +271,22 @@ impl Queue {
 
     /// Enqueues a message and delivers what it can.
     pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
-        let mut st = self.lock();
+        self.with_state(|st| self.publish_locked(st, message))
+    }
+
+    fn publish_locked(self: &Arc<Self>, st: &mut QueueState, message: Arc<Message>) -> Enqueued {
         if st.deleted {
             return Enqueued::No;
+        }
+        let limited = self.args.max_length.is_some() || self.args.max_length_bytes.is_some();
+        if limited && self.args.overflow != Overflow::DropHead {
+            self.expire_head(st, false);
+            if self.full_for(st, message.body.len() as u64) {
+                if self.args.overflow == Overflow::RejectPublishDlx {
+                    st.dead.push(Dead::Refused(message));
+                }
+                return Enqueued::Rejected;
+            }
         }
         let seq = st.next_seq;
         st.next_seq += 1;
@@ -143,11 +297,30 @@ impl Queue {
             store.send(StoreOp::Enqueue { queue: *queue, seq, message: id });
             outcome = Enqueued::Stored;
         }
-        st.ready.push_back(QueuedMessage { seq, redelivered: false, message });
+        let has_ttl = message.ttl.is_some() || self.args.message_ttl.is_some();
+        st.ready.push_back(QueuedMessage::new(seq, false, message));
         if !st.consumers.is_empty() {
-            self.dispatch_locked(&mut st);
+            self.dispatch_locked(st);
+        }
+        if limited {
+            self.drop_over_limit(st);
+        }
+        if has_ttl {
+            // A TTL of 0 that found no consumer expires now.
+            self.expire_head(st, false);
         }
         outcome
+    }
+
+    /// A delivery was rejected or nacked without requeue: dead-letter it (reason
+    /// `rejected`) if the queue has a dead-letter exchange, and forget it.
+    pub fn reject(self: &Arc<Self>, m: QueuedMessage) {
+        let reason = Reason::Rejected;
+        if self.is_deleted() {
+            self.forget(&m);
+        } else {
+            self.dead_letter_all(vec![Dead::Entry(m, reason)]);
+        }
     }
 
     /// The message left this queue for good (acked, dropped, delivered no-ack): delete
@@ -174,15 +347,18 @@ impl Queue {
 
     /// Delivers ready messages to consumers with credit, round-robin.
     pub fn dispatch(self: &Arc<Self>) {
-        let mut st = self.lock();
-        self.dispatch_locked(&mut st);
+        self.with_state(|st| self.dispatch_locked(st));
     }
 
     fn dispatch_locked(self: &Arc<Self>, st: &mut QueueState) {
         if st.consumers.is_empty() {
             return;
         }
-        'messages: while let Some(head) = st.ready.front() {
+        'messages: loop {
+            self.expire_head(st, true);
+            let Some(head) = st.ready.front() else {
+                return;
+            };
             let n = st.consumers.len();
             if n == 0 {
                 return;
@@ -229,7 +405,16 @@ impl Queue {
         channel: Arc<ChannelShared>,
         exclusive: bool,
     ) -> AmqpResult<()> {
-        let mut st = self.lock();
+        self.with_state(|st| self.add_consumer_locked(st, tag, channel, exclusive))
+    }
+
+    fn add_consumer_locked(
+        self: &Arc<Self>,
+        st: &mut QueueState,
+        tag: Arc<str>,
+        channel: Arc<ChannelShared>,
+        exclusive: bool,
+    ) -> AmqpResult<()> {
         if st.deleted {
             return Err(AmqpError::NotFound(self.no_queue_text()));
         }
@@ -241,14 +426,17 @@ impl Queue {
         }
         st.exclusive_consumer = exclusive;
         st.consumers.push(ConsumerSlot { tag, channel });
-        self.dispatch_locked(&mut st);
+        self.dispatch_locked(st);
         Ok(())
     }
 
     /// Detaches a consumer. Returns true if the queue is auto-delete and this was its
     /// last consumer, so the caller must delete it.
-    pub fn remove_consumer(&self, tag: &str, channel: &Arc<ChannelShared>) -> bool {
-        let mut st = self.lock();
+    pub fn remove_consumer(self: &Arc<Self>, tag: &str, channel: &Arc<ChannelShared>) -> bool {
+        self.with_state(|st| self.remove_consumer_locked(st, tag, channel))
+    }
+
+    fn remove_consumer_locked(&self, st: &mut QueueState, tag: &str, channel: &Arc<ChannelShared>) -> bool {
         let before = st.consumers.len();
         st.consumers
             .retain(|c| !(Arc::ptr_eq(&c.channel, channel) && &*c.tag == tag));
@@ -256,6 +444,8 @@ impl Queue {
         if st.consumers.is_empty() {
             st.exclusive_consumer = false;
             st.next_consumer = 0;
+            // Unused from now on (x-expires).
+            st.last_used = Instant::now();
         } else if st.next_consumer >= st.consumers.len() {
             st.next_consumer = 0;
         }
@@ -264,21 +454,27 @@ impl Queue {
 
     /// Takes the head message for basic.get; `f` gets it and the count left.
     pub fn get(self: &Arc<Self>, f: impl FnOnce(QueuedMessage, u32)) -> bool {
-        let mut st = self.lock();
-        match st.ready.pop_front() {
-            Some(m) => {
-                let left = st.ready.len() as u32;
-                f(m, left);
-                true
+        self.with_state(|st| {
+            st.last_used = Instant::now();
+            self.expire_head(st, false);
+            match st.ready.pop_front() {
+                Some(m) => {
+                    let left = st.ready.len() as u32;
+                    f(m, left);
+                    true
+                }
+                None => false,
             }
-            None => false,
-        }
+        })
     }
 
     /// Puts messages back at their original positions, marked redelivered, and
     /// dispatches them again.
     pub fn requeue(self: &Arc<Self>, messages: impl IntoIterator<Item = QueuedMessage>) {
-        let mut st = self.lock();
+        self.with_state(|st| self.requeue_locked(st, messages))
+    }
+
+    fn requeue_locked(self: &Arc<Self>, st: &mut QueueState, messages: impl IntoIterator<Item = QueuedMessage>) {
         if st.deleted {
             // Its store entries went with the queue; release the message records.
             if let Some((store, _)) = &self.store {
@@ -294,11 +490,16 @@ impl Queue {
         }
         for mut m in messages {
             m.redelivered = true;
+            m.requeues = m.requeues.saturating_add(1);
+            if self.args.delivery_limit.is_some_and(|limit| u64::from(m.requeues) > limit) {
+                st.dead.push(Dead::Entry(m, Reason::DeliveryLimit));
+                continue;
+            }
             // Most requeues go to the front (the oldest unacked are older than
             // anything ready), so search from there.
             st.ready.insert_by_seq(m);
         }
-        self.dispatch_locked(&mut st);
+        self.dispatch_locked(st);
     }
 
     /// Drops every ready message (unacked ones are unaffected); returns how many.
@@ -325,8 +526,12 @@ impl Queue {
         }
     }
 
-    pub fn message_count(&self) -> u32 {
-        self.lock().ready.len() as u32
+    /// Ready messages (expired ones at the head are dropped first).
+    pub fn message_count(self: &Arc<Self>) -> u32 {
+        self.with_state(|st| {
+            self.expire_head(st, false);
+            st.ready.len() as u32
+        })
     }
 
     pub fn consumer_count(&self) -> u32 {

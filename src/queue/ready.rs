@@ -26,11 +26,26 @@ const PAGE_OUT_STEP: usize = 64;
 /// One ready message.
 pub enum Entry {
     Loaded(QueuedMessage),
-    /// Only in the store; `id`'s record is referenced by this entry alone.
-    Paged { seq: u64, redelivered: bool, id: MessageId },
+    /// Only in the store; `id`'s record is referenced by this entry alone. `body_len`
+    /// is 0 when unknown (entries recovered paged), corrected when paged in.
+    Paged { seq: u64, redelivered: bool, requeues: u16, body_len: u32, id: MessageId },
 }
 
+const _: () = assert!(std::mem::size_of::<Entry>() <= 32);
+
 impl Entry {
+    /// An entry recovered from the store without its body.
+    pub fn paged(seq: u64, redelivered: bool, id: MessageId) -> Self {
+        Entry::Paged { seq, redelivered, requeues: 0, body_len: 0, id }
+    }
+
+    fn body_len(&self) -> u64 {
+        match self {
+            Entry::Loaded(m) => m.message.body.len() as u64,
+            Entry::Paged { body_len, .. } => u64::from(*body_len),
+        }
+    }
+
     pub fn seq(&self) -> u64 {
         match self {
             Entry::Loaded(m) => m.seq,
@@ -46,11 +61,19 @@ pub struct ReadyList {
     scan_from: usize,
     /// Where paged bodies live; None: never page.
     store: Option<StoreHandle>,
+    /// Sum of the body sizes of all entries (x-max-length-bytes).
+    bytes: u64,
 }
 
 impl ReadyList {
     pub fn new(store: Option<StoreHandle>, entries: VecDeque<Entry>) -> Self {
-        Self { entries, scan_from: 0, store }
+        let bytes = entries.iter().map(Entry::body_len).sum();
+        Self { entries, scan_from: 0, store, bytes }
+    }
+
+    /// Total body bytes of the ready messages.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -59,6 +82,7 @@ impl ReadyList {
 
 
     pub fn push_back(&mut self, m: QueuedMessage) {
+        self.bytes += m.message.body.len() as u64;
         self.entries.push_back(Entry::Loaded(m));
         if self.store.is_some() && self.entries.len() > LOADED_HEAD {
             self.page_out_some();
@@ -78,7 +102,13 @@ impl ReadyList {
                             // Commits complete in order: later ones are not done either.
                             break;
                         }
-                        self.entries[i] = Entry::Paged { seq: m.seq, redelivered: m.redelivered, id };
+                        self.entries[i] = Entry::Paged {
+                            seq: m.seq,
+                            redelivered: m.redelivered,
+                            requeues: m.requeues,
+                            body_len: m.message.body.len() as u32,
+                            id,
+                        };
                     }
                     _ => {}
                 }
@@ -97,6 +127,9 @@ impl ReadyList {
                 Entry::Paged { .. } => {
                     if !self.page_in() {
                         let dropped = self.entries.pop_front();
+                        if let Some(e) = &dropped {
+                            self.bytes -= e.body_len();
+                        }
                         self.scan_from = self.scan_from.saturating_sub(1);
                         if let Some(Entry::Paged { id, .. }) = dropped {
                             log::error!("message {id} is missing from the store; dropped from its queue");
@@ -132,11 +165,13 @@ impl ReadyList {
             let Some(message) = message else {
                 continue;
             };
-            if let Entry::Paged { seq, redelivered, id } = self.entries[i] {
+            if let Entry::Paged { seq, redelivered, requeues, body_len, id } = self.entries[i] {
                 message.store.refs.store(1, Ordering::Release);
                 message.store.committed.store(true, Ordering::Release);
                 debug_assert_eq!(message.store.id, Some(id));
-                self.entries[i] = Entry::Loaded(QueuedMessage { seq, redelivered, message: Arc::new(message) });
+                self.bytes = self.bytes - u64::from(body_len) + message.body.len() as u64;
+                self.entries[i] =
+                    Entry::Loaded(QueuedMessage { seq, redelivered, requeues, message: Arc::new(message) });
                 first_ok |= i == 0;
             }
         }
@@ -148,7 +183,10 @@ impl ReadyList {
         self.front()?;
         self.scan_from = self.scan_from.saturating_sub(1);
         match self.entries.pop_front() {
-            Some(Entry::Loaded(m)) => Some(m),
+            Some(Entry::Loaded(m)) => {
+                self.bytes -= m.message.body.len() as u64;
+                Some(m)
+            }
             _ => None,
         }
     }
@@ -159,12 +197,14 @@ impl ReadyList {
         if pos < self.scan_from {
             self.scan_from += 1;
         }
+        self.bytes += m.message.body.len() as u64;
         self.entries.insert(pos, Entry::Loaded(m));
     }
 
     /// Removes every entry.
     pub fn drain(&mut self) -> impl Iterator<Item = Entry> + '_ {
         self.scan_from = 0;
+        self.bytes = 0;
         self.entries.drain(..)
     }
 }

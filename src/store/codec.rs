@@ -1,17 +1,24 @@
-//! The on-disk encoding of a message record: a version byte, then length-prefixed
-//! exchange, routing key and raw content-header properties, then the body.
+//! The on-disk encoding of a message record: a version byte, the persistent flag, then
+//! (since version 2) the publish time in ms since the UNIX epoch and the per-message TTL
+//! (a flag and a u32), then length-prefixed exchange, routing key and raw content-header
+//! properties, then the body. Version 1 records (no time, no TTL) are still read: their
+//! TTLs count from the moment they are loaded.
 
 use std::sync::Arc;
 
 use crate::message::Message;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const VERSION_1: u8 = 1;
 
 pub fn encode_message(m: &Message, out: &mut Vec<u8>) {
     out.clear();
     out.reserve(16 + m.exchange.len() + m.routing_key.len() + m.raw_properties.len() + m.body.len());
     out.push(VERSION);
     out.push(u8::from(m.persistent));
+    out.extend_from_slice(&m.published_ms.to_be_bytes());
+    out.push(u8::from(m.ttl.is_some()));
+    out.extend_from_slice(&m.ttl.unwrap_or(0).to_be_bytes());
     put_bytes(out, m.exchange.as_bytes());
     put_bytes(out, m.routing_key.as_bytes());
     put_bytes(out, &m.raw_properties);
@@ -40,11 +47,23 @@ fn take_bytes<'a>(input: &mut &'a [u8]) -> Option<&'a [u8]> {
 /// Decodes a message record; `None` if it is malformed.
 pub fn decode_message(mut input: &[u8]) -> Option<Message> {
     let (&version, rest) = input.split_first()?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_1 {
         return None;
     }
     let (&persistent, rest) = rest.split_first()?;
     input = rest;
+    let (published_ms, ttl) = if version == VERSION_1 {
+        (crate::message::now_ms(), None)
+    } else {
+        if input.len() < 13 {
+            return None;
+        }
+        let (head, rest) = input.split_at(13);
+        input = rest;
+        let published = u64::from_be_bytes(head[..8].try_into().ok()?);
+        let ttl = u32::from_be_bytes(head[9..13].try_into().ok()?);
+        (published, (head[8] != 0).then_some(ttl))
+    };
     let exchange = std::str::from_utf8(take_bytes(&mut input)?).ok()?;
     let routing_key = std::str::from_utf8(take_bytes(&mut input)?).ok()?;
     let props = take_bytes(&mut input)?;
@@ -54,6 +73,8 @@ pub fn decode_message(mut input: &[u8]) -> Option<Message> {
         raw_properties: props.into(),
         body: input.into(),
         persistent: persistent != 0,
+        published_ms,
+        ttl,
         store: Default::default(),
     })
 }
@@ -70,6 +91,8 @@ mod tests {
             raw_properties: vec![0x10, 0, 2].into(),
             body: b"hello".to_vec().into(),
             persistent: true,
+            published_ms: 1_700_000_000_123,
+            ttl: Some(250),
             store: Default::default(),
         };
         let mut buf = Vec::new();
@@ -80,6 +103,22 @@ mod tests {
         assert_eq!(&*d.raw_properties, &[0x10, 0, 2]);
         assert_eq!(&*d.body, b"hello");
         assert!(d.persistent);
+        assert_eq!(d.published_ms, 1_700_000_000_123);
+        assert_eq!(d.ttl, Some(250));
+    }
+
+    #[test]
+    fn version_1_records_are_read() {
+        let mut buf = vec![1u8, 1];
+        for b in [&b"ex"[..], b"k", &[0x10, 0, 2]] {
+            put_bytes(&mut buf, b);
+        }
+        buf.extend_from_slice(b"body");
+        let d = decode_message(&buf).expect("decodes");
+        assert_eq!(&*d.exchange, "ex");
+        assert_eq!(&*d.body, b"body");
+        assert_eq!(d.ttl, None);
+        assert!(d.published_ms > 0);
     }
 
     #[test]
@@ -90,6 +129,8 @@ mod tests {
             raw_properties: vec![1, 2, 3].into(),
             body: Box::default(),
             persistent: false,
+            published_ms: 5,
+            ttl: None,
             store: Default::default(),
         };
         let mut buf = Vec::new();

@@ -507,13 +507,23 @@ async fn delayed_messages_route_as_the_delayed_type() {
     assert!(publish_mandatory(&ch, &x, "nothing.here", b"lost", delay(200)).await.is_none());
     assert!(publish_mandatory(&ch, &x, "orders.eu", b"both", delay(250)).await.is_none());
     // Many messages due close together, published in reverse: all arrive, in due order.
-    // Due times are fixed up front, so a slow publisher does not reorder them.
+    // They are pipelined (confirms awaited afterwards) so they reach the broker within one
+    // or two reads, and their delays are fixed from one base, so client-side hiccups do
+    // not reorder their due times.
     let base = Instant::now() + Duration::from_millis(1500);
+    let mut confirms = Vec::new();
     for i in (0..50u64).rev() {
-        let due = base + Duration::from_millis(i * 4);
+        let due = base + Duration::from_millis(i * 10);
         let ms = due.saturating_duration_since(Instant::now()).as_millis() as i64;
         assert!(ms > 0, "publishing took too long to test ordering");
-        publish_confirmed(&ch, &x, "orders.us", format!("{i}").as_bytes(), delay(ms)).await;
+        let c = ch
+            .basic_publish(x.as_str().into(), "orders.us".into(), BasicPublishOptions::default(), format!("{i}").as_bytes(), delay(ms))
+            .await
+            .expect("publish");
+        confirms.push(c);
+    }
+    for c in confirms {
+        assert!(within("confirm", c).await.expect("confirm").is_ack());
     }
     assert_eq!(next_delivery(&mut ca).await.data, b"both");
     assert_eq!(next_delivery(&mut cb).await.data, b"both");

@@ -16,3 +16,4 @@ mod bad_input;
 mod examples;
 mod reply_to;
 mod exchange_ext;
+mod lifecycle;

@@ -459,3 +459,68 @@ async fn a_long_durable_queue_pages_bodies_out_and_back_in() {
     assert_eq!(rest, (10_000..N).collect::<Vec<_>>(), "the rest survives a restart, in order");
     assert!(drain_raw(&ch, "long").await.is_empty());
 }
+
+/// Polls the ready count of `queue` until it is `n`.
+async fn wait_count(ch: &Channel, queue: &str, n: u32) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let q = ch
+            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await
+            .expect("passive declare");
+        if q.message_count() == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "queue {queue} has {} messages, expected {n}", q.message_count());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_of_persistent_messages_holds_across_restarts_and_dead_letters_durably() {
+    use lapin::types::{AMQPValue, LongString};
+    let dir = DataDir::new("ttl");
+    let b = Broker::start(&dir.0);
+    let published;
+    {
+        let (_conn, ch) = connect(&b).await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+        declare(&ch, "ttl-dlq", true).await;
+        let mut args = FieldTable::default();
+        args.insert("x-message-ttl".into(), AMQPValue::LongInt(3000));
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from(&b""[..])));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(LongString::from(&b"ttl-dlq"[..])));
+        ch.queue_declare("ttl-src".into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
+            .await
+            .expect("declare ttl-src");
+        published = Instant::now();
+        publish(&ch, "", "ttl-src", b"queue-ttl", persistent()).await;
+        publish(&ch, "", "ttl-src", b"message-ttl", persistent().with_expiration("2000".into())).await;
+    }
+    b.kill9();
+    let b = Broker::start(&dir.0);
+    {
+        let (_conn, ch) = connect(&b).await;
+        // Recovered with their original deadlines; the timer dead-letters them with no
+        // client touching the source queue.
+        wait_count(&ch, "ttl-dlq", 2).await;
+        assert!(published.elapsed() >= Duration::from_millis(3000), "expired before its TTL");
+        let m = ch.basic_get("ttl-dlq".into(), BasicGetOptions { no_ack: false }).await.expect("get").expect("msg");
+        let headers = m.delivery.properties.headers().clone().expect("headers");
+        assert_eq!(
+            headers.inner().get("x-first-death-reason"),
+            Some(&AMQPValue::LongString(LongString::from(&b"expired"[..])))
+        );
+        m.delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.expect("nack");
+    }
+    // The dead-lettered copies are durable; no crash point loses them (at worst a copy
+    // is in both queues, and the source one expires again).
+    b.kill9();
+    let b = Broker::start(&dir.0);
+    let (_conn, ch) = connect(&b).await;
+    wait_count(&ch, "ttl-src", 0).await;
+    let mut got: Vec<String> = drain(&ch, "ttl-dlq").await.into_iter().map(|(b, _)| b).collect();
+    got.sort();
+    got.dedup();
+    assert_eq!(got, ["message-ttl", "queue-ttl"]);
+}

@@ -1,0 +1,358 @@
+//! Dead-lettering: republishing a message that left a queue abnormally (rejected,
+//! expired, dropped for length, over its delivery limit) to the queue's
+//! x-dead-letter-exchange, with RabbitMQ's `x-death` bookkeeping.
+//!
+//! It always runs *after* the source queue's lock is released (queues collect their
+//! dead messages in `QueueState::dead`), because republishing takes other queues' locks
+//! and a dead-letter cycle could otherwise deadlock.
+//!
+//! Durability: the new message's record and its entries in the target queues are sent to
+//! the store before the old entry's removal; the store applies ops in order (and a
+//! batch atomically), so a crash never loses a persistent message between two durable
+//! queues — at worst, a crash between the two commits leaves it in both.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use amq_protocol::protocol::basic::{parse_properties, AMQPProperties};
+use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+
+use super::{Enqueued, Queue};
+use crate::amqp::frame::encode_properties;
+use crate::message::{now_ms, Message, QueuedMessage, StoredMeta};
+use crate::store::StoreOp;
+use crate::vhost::{QueueRef, Routed, VHost};
+use haremq_routing::RouteRequest;
+
+/// Why a message died (the `reason` in x-death).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Rejected,
+    Expired,
+    Maxlen,
+    DeliveryLimit,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Rejected => "rejected",
+            Reason::Expired => "expired",
+            Reason::Maxlen => "maxlen",
+            Reason::DeliveryLimit => "delivery_limit",
+        }
+    }
+}
+
+/// A message that died in a queue, waiting to be dead-lettered once the lock is gone.
+pub enum Dead {
+    /// It had an entry in the queue (forgotten after republishing).
+    Entry(QueuedMessage, Reason),
+    /// Refused at publish (reject-publish-dlx): it never had an entry.
+    Refused(Arc<Message>),
+}
+
+fn longstr(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}
+
+fn get_str<'a>(t: &'a FieldTable, k: &str) -> Option<&'a [u8]> {
+    match t.inner().get(k) {
+        Some(AMQPValue::LongString(s)) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// RabbitMQ's `is_cycle/2`: the message already died in `queue`, and every death since
+/// then (including that one) was automatic (not `rejected`).
+fn is_cycle(queue: &str, deaths: &[AMQPValue]) -> bool {
+    let Some(pos) = deaths.iter().position(|d| match d {
+        AMQPValue::FieldTable(t) => get_str(t, "queue") == Some(queue.as_bytes()),
+        _ => false,
+    }) else {
+        return false;
+    };
+    deaths[..=pos].iter().all(|d| match d {
+        AMQPValue::FieldTable(t) => get_str(t, "reason") != Some(b"rejected"),
+        _ => false,
+    })
+}
+
+/// The properties without `expiration` (amq-protocol has no setter to clear one).
+fn without_expiration(p: &AMQPProperties) -> AMQPProperties {
+    let mut n = AMQPProperties::default();
+    if let Some(v) = p.content_type() {
+        n = n.with_content_type(v.clone());
+    }
+    if let Some(v) = p.content_encoding() {
+        n = n.with_content_encoding(v.clone());
+    }
+    if let Some(v) = p.headers() {
+        n = n.with_headers(v.clone());
+    }
+    if let Some(v) = p.delivery_mode() {
+        n = n.with_delivery_mode(*v);
+    }
+    if let Some(v) = p.priority() {
+        n = n.with_priority(*v);
+    }
+    if let Some(v) = p.correlation_id() {
+        n = n.with_correlation_id(v.clone());
+    }
+    if let Some(v) = p.reply_to() {
+        n = n.with_reply_to(v.clone());
+    }
+    if let Some(v) = p.message_id() {
+        n = n.with_message_id(v.clone());
+    }
+    if let Some(v) = p.timestamp() {
+        n = n.with_timestamp(*v);
+    }
+    if let Some(v) = p.kind() {
+        n = n.with_type(v.clone());
+    }
+    if let Some(v) = p.user_id() {
+        n = n.with_user_id(v.clone());
+    }
+    if let Some(v) = p.app_id() {
+        n = n.with_app_id(v.clone());
+    }
+    if let Some(v) = p.cluster_id() {
+        n = n.with_cluster_id(v.clone());
+    }
+    n
+}
+
+/// Adds this death to the headers as RabbitMQ does: one x-death entry per queue and
+/// reason, newest first, `count` merged; x-first-death-* on the first death (3.10) and
+/// x-last-death-* on every one (3.13). Returns the new x-death list.
+fn record_death(
+    headers: &mut FieldTable,
+    queue: &str,
+    reason: Reason,
+    m: &Message,
+    original_expiration: Option<&ShortString>,
+) -> Vec<AMQPValue> {
+    let mut routing_keys = FieldArray::default();
+    routing_keys.push(longstr(&m.routing_key));
+    // CC keys are routing keys too (BCC never reaches a queue).
+    if let Some(AMQPValue::FieldArray(cc)) = headers.inner().get("CC") {
+        for k in cc.as_slice() {
+            if let AMQPValue::LongString(_) = k {
+                routing_keys.push(k.clone());
+            }
+        }
+    }
+    let mut info = FieldTable::default();
+    info.insert("count".into(), AMQPValue::LongLongInt(1));
+    info.insert("reason".into(), longstr(reason.as_str()));
+    info.insert("queue".into(), longstr(queue));
+    info.insert("time".into(), AMQPValue::Timestamp(now_ms() / 1000));
+    info.insert("exchange".into(), longstr(&m.exchange));
+    info.insert("routing-keys".into(), AMQPValue::FieldArray(routing_keys));
+    if let Some(e) = original_expiration {
+        info.insert("original-expiration".into(), longstr(e.as_str()));
+    }
+    let mut deaths: Vec<AMQPValue> = match headers.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(a)) => a.as_slice().to_vec(),
+        _ => Vec::new(),
+    };
+    if deaths.is_empty() {
+        headers.insert("x-first-death-reason".into(), longstr(reason.as_str()));
+        headers.insert("x-first-death-queue".into(), longstr(queue));
+        headers.insert("x-first-death-exchange".into(), longstr(&m.exchange));
+    }
+    let same = deaths.iter().position(|d| match d {
+        AMQPValue::FieldTable(t) => {
+            get_str(t, "queue") == Some(queue.as_bytes()) && get_str(t, "reason") == Some(reason.as_str().as_bytes())
+        }
+        _ => false,
+    });
+    let entry = match same {
+        Some(i) => match deaths.remove(i) {
+            AMQPValue::FieldTable(mut t) => {
+                let n = t.inner().get("count").and_then(super::args::int_value).unwrap_or(0);
+                t.insert("count".into(), AMQPValue::LongLongInt(n + 1));
+                t
+            }
+            _ => info,
+        },
+        None => info,
+    };
+    deaths.insert(0, AMQPValue::FieldTable(entry));
+    headers.insert("x-death".into(), AMQPValue::FieldArray(deaths.clone().into()));
+    headers.insert("x-last-death-reason".into(), longstr(reason.as_str()));
+    headers.insert("x-last-death-queue".into(), longstr(queue));
+    headers.insert("x-last-death-exchange".into(), longstr(&m.exchange));
+    deaths
+}
+
+impl Queue {
+    /// Dead-letters (or, without a DLX, just drops) messages that died in this queue.
+    /// Call without holding the queue's lock.
+    pub(super) fn dead_letter_all(&self, dead: Vec<Dead>) {
+        let vhost = match &self.args.dead_letter_exchange {
+            Some(_) => self.owner.upgrade(),
+            None => None,
+        };
+        for d in dead {
+            match d {
+                Dead::Entry(m, reason) => {
+                    if let Some(vh) = &vhost {
+                        self.republish(vh, &m.message, reason);
+                    }
+                    // After the new entries: the store never lacks both.
+                    self.forget(&m);
+                }
+                Dead::Refused(message) => {
+                    if let Some(vh) = &vhost {
+                        self.republish(vh, &message, Reason::Maxlen);
+                    }
+                }
+            }
+        }
+    }
+
+    fn republish(&self, vh: &Arc<VHost>, m: &Message, reason: Reason) {
+        let Some(dlx) = self.args.dead_letter_exchange.as_deref() else {
+            return;
+        };
+        let props = match parse_properties(&m.raw_properties[..]) {
+            Ok((_, p)) => p,
+            Err(_) => {
+                log::warn!("queue '{}': cannot parse a message's properties; not dead-lettered", self.name);
+                return;
+            }
+        };
+        let mut headers = props.headers().clone().unwrap_or_default();
+        let deaths = record_death(&mut headers, &self.name, reason, m, props.expiration().as_ref());
+        let routing_key: Box<str> = match &self.args.dead_letter_routing_key {
+            Some(rk) => {
+                // As RabbitMQ: with an explicit key, CC no longer applies.
+                let mut t = FieldTable::default();
+                for (k, v) in headers.inner() {
+                    if k.as_str() != "CC" {
+                        t.insert(k.clone(), v.clone());
+                    }
+                }
+                headers = t;
+                rk.clone()
+            }
+            None => m.routing_key.clone(),
+        };
+        let props = without_expiration(&props).with_headers(headers.clone());
+        let mut routed = Vec::new();
+        let req = RouteRequest {
+            routing_key: &routing_key,
+            extra_keys: &[],
+            headers: Some(&headers),
+            message_id: props.message_id().as_ref().map(|s| s.as_str()),
+            correlation_id: props.correlation_id().as_ref().map(|s| s.as_str()),
+            timestamp: *props.timestamp(),
+        };
+        let exchange = match vh.route(dlx, &req, &mut routed) {
+            // A delayed-message DLX routes at once: dead-lettering is not a publish.
+            Ok(Routed::Now(name) | Routed::Delay(name, _)) => name,
+            Err(e) => {
+                log::debug!("queue '{}': dead-letter exchange unusable ({e}); message dropped", self.name);
+                return;
+            }
+        };
+        if reason != Reason::Rejected {
+            routed.retain(|QueueRef(q)| {
+                let cycle = is_cycle(&q.name, &deaths);
+                if cycle {
+                    log::debug!("dead-letter cycle through queue '{}'; message dropped", q.name);
+                }
+                !cycle
+            });
+        }
+        if routed.is_empty() {
+            return;
+        }
+        let store = if m.persistent {
+            routed.iter().find_map(|QueueRef(q)| q.store.as_ref().map(|(s, _)| s.clone()))
+        } else {
+            None
+        };
+        let durable_targets = if store.is_some() { routed.iter().filter(|q| q.0.is_durable()).count() } else { 0 };
+        let id = store.as_ref().map(|s| s.next_message_id());
+        let message = Arc::new(Message {
+            exchange,
+            routing_key,
+            raw_properties: encode_properties(&props).into_boxed_slice(),
+            body: m.body.clone(),
+            persistent: m.persistent,
+            published_ms: now_ms(),
+            ttl: None,
+            store: StoredMeta { id, refs: AtomicU32::new(durable_targets as u32), committed: Default::default() },
+        });
+        if let (Some(store), Some(id)) = (&store, id) {
+            store.send(StoreOp::PutMessage(id, message.clone()));
+        }
+        let mut stored = 0;
+        for QueueRef(q) in routed {
+            match q.publish(message.clone()) {
+                Enqueued::Stored => stored += 1,
+                Enqueued::InMemory => {}
+                Enqueued::No | Enqueued::Rejected => {
+                    if q.is_durable() && id.is_some() && message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1 && stored > 0 {
+                        if let (Some(store), Some(id)) = (&store, id) {
+                            store.send(StoreOp::DeleteMessage(id));
+                        }
+                    }
+                }
+            }
+        }
+        if let (Some(store), Some(id)) = (&store, id) {
+            if stored == 0 {
+                store.send(StoreOp::DeleteMessage(id));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn death(queue: &str, reason: &str) -> AMQPValue {
+        let mut t = FieldTable::default();
+        t.insert("queue".into(), longstr(queue));
+        t.insert("reason".into(), longstr(reason));
+        AMQPValue::FieldTable(t)
+    }
+
+    #[test]
+    fn cycles_as_rabbitmq() {
+        assert!(!is_cycle("a", &[]));
+        assert!(is_cycle("a", &[death("a", "expired")]));
+        assert!(is_cycle("a", &[death("b", "expired"), death("a", "maxlen")]));
+        assert!(!is_cycle("a", &[death("b", "rejected"), death("a", "expired")]));
+        assert!(!is_cycle("c", &[death("b", "expired"), death("a", "expired")]));
+    }
+
+    #[test]
+    fn x_death_counts_merge_newest_first() {
+        let m = Message {
+            exchange: Arc::from("ex"),
+            routing_key: "rk".into(),
+            raw_properties: Box::default(),
+            body: Box::default(),
+            persistent: false,
+            published_ms: 0,
+            ttl: None,
+            store: Default::default(),
+        };
+        let mut h = FieldTable::default();
+        record_death(&mut h, "a", Reason::Expired, &m, None);
+        record_death(&mut h, "b", Reason::Rejected, &m, None);
+        let d = record_death(&mut h, "a", Reason::Expired, &m, None);
+        assert_eq!(d.len(), 2);
+        let AMQPValue::FieldTable(first) = &d[0] else { panic!() };
+        assert_eq!(get_str(first, "queue"), Some(&b"a"[..]));
+        assert_eq!(first.inner().get("count"), Some(&AMQPValue::LongLongInt(2)));
+        assert_eq!(get_str(&h, "x-first-death-queue"), Some(&b"a"[..]));
+        assert_eq!(get_str(&h, "x-last-death-reason"), Some(&b"expired"[..]));
+    }
+}
