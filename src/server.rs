@@ -75,7 +75,7 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
     let listener = TcpListener::try_from(std_listener)?;
     let mut store = RedbStore::open(&config.data_dir).map_err(|e| io::Error::other(e.to_string()))?;
     let snapshot = store.load().map_err(|e| io::Error::other(e.to_string()))?;
-    let next_message = snapshot.messages.keys().max().map_or(1, |m| m + 1);
+    let next_message = snapshot.max_message_id + 1;
     let next_queue = snapshot.queues.iter().map(|q| q.id).max().map_or(1, |q| q + 1);
     let store = StoreHandle::start(Box::new(store), next_message, next_queue)?;
     let config_threads = config.threads;

@@ -16,7 +16,9 @@ use crate::exchange::delayed::{DelayScheduler, DelayedMessage};
 use crate::exchange::ExchangeSettings;
 use crate::queue::{ConnectionId, Entry, Queue, QueueSettings};
 use crate::message::QueuedMessage;
-use crate::store::{BindingRecord, ExchangeRecord, QueueRecord, Snapshot, StoreHandle, StoreOp};
+use crate::store::codec::encode_delayed;
+use crate::store::{BindingRecord, DelayedRecord, ExchangeRecord, QueueRecord, Snapshot, StoreHandle, StoreOp};
+use amq_protocol::protocol::basic::parse_properties;
 
 /// A queue as a routing destination: compared and hashed by identity, so routing never
 /// hashes queue names on the hot path.
@@ -218,6 +220,9 @@ impl VHost {
             queues.len(),
             recovered
         );
+        drop(queues);
+        drop(topo);
+        self.restore_delayed(snap);
     }
 
     fn persist(&self, op: StoreOp) {
@@ -410,7 +415,9 @@ impl VHost {
             }
             if let Some(meta) = topo.exchanges.remove(&source) {
                 if meta.settings.delayed {
-                    self.delayed.forget_exchange(&source);
+                    for id in self.delayed.forget_exchange(&source) {
+                        self.persist(StoreOp::DeleteDelayed(id));
+                    }
                 }
                 if meta.durable {
                     self.persist(StoreOp::DeleteExchange { vhost: self.name.to_string(), name: source.to_string() });
@@ -748,9 +755,62 @@ impl VHost {
         Ok(Routed::Now(name))
     }
 
-    /// Holds a message published to a delayed-message exchange until it is due.
-    pub fn schedule_delayed(&self, msg: DelayedMessage) {
+    /// Holds a message published to a delayed-message exchange until it is due. Returns
+    /// true if it was sent to the store (persistent, durable exchange): its confirm must
+    /// then wait for the commit.
+    pub fn schedule_delayed(&self, mut msg: DelayedMessage) -> bool {
+        let durable = read(&self.topology).exchanges.get(&*msg.exchange).is_some_and(|e| e.durable);
+        let mut persisted = false;
+        if let (Some(store), true) = (&self.store, msg.persistent && durable) {
+            let id = store.next_message_id();
+            let delay_ms = msg.due.saturating_duration_since(std::time::Instant::now()).as_millis() as u64;
+            let record = DelayedRecord {
+                vhost: self.name.to_string(),
+                due_ms: crate::message::now_ms() + delay_ms,
+                exchange: msg.exchange.to_string(),
+                routing_key: msg.routing_key.to_string(),
+                extra_keys: msg.extra_keys.clone(),
+                raw_properties: msg.raw_properties.to_vec(),
+                body: msg.body.to_vec(),
+                persistent: msg.persistent,
+                ttl: msg.ttl,
+            };
+            store.send(StoreOp::PutDelayed(id, encode_delayed(&record)));
+            msg.store_id = Some(id);
+            persisted = true;
+        }
         self.delayed.schedule(msg);
+        persisted
+    }
+
+    /// Reschedules the delayed messages recovered from the store.
+    fn restore_delayed(&self, snap: &Snapshot) {
+        let now = crate::message::now_ms();
+        for (id, r) in snap.delayed.iter().filter(|(_, r)| *r.vhost == *self.name) {
+            let props = match parse_properties(r.raw_properties.as_slice()) {
+                Ok((_, p)) => p,
+                Err(_) => {
+                    log::warn!("dropping stored delayed message {id}: unreadable properties");
+                    self.persist(StoreOp::DeleteDelayed(*id));
+                    continue;
+                }
+            };
+            self.delayed.schedule(DelayedMessage {
+                due: std::time::Instant::now() + std::time::Duration::from_millis(r.due_ms.saturating_sub(now)),
+                exchange: r.exchange.as_str().into(),
+                routing_key: r.routing_key.as_str().into(),
+                extra_keys: r.extra_keys.clone(),
+                headers: props.headers().clone(),
+                message_id: props.message_id().as_ref().map(|s| s.to_string()),
+                correlation_id: props.correlation_id().as_ref().map(|s| s.to_string()),
+                timestamp: *props.timestamp(),
+                raw_properties: r.raw_properties.clone().into_boxed_slice(),
+                body: r.body.clone().into_boxed_slice(),
+                persistent: r.persistent,
+                ttl: r.ttl,
+                store_id: Some(*id),
+            });
+        }
     }
 
     /// Messages held by delayed-message exchanges.
@@ -772,9 +832,15 @@ impl VHost {
             timestamp: m.timestamp,
         };
         let mut out = Vec::new();
+        let forget = |store_id| {
+            if let Some(id) = store_id {
+                self.persist(StoreOp::DeleteDelayed(id));
+            }
+        };
         let name = {
             let topo = read(&self.topology);
             let Some(meta) = topo.exchanges.get(&*m.exchange) else {
+                forget(m.store_id);
                 return;
             };
             topo.routing.route_message(&m.exchange, &req, &mut out);
@@ -791,6 +857,8 @@ impl VHost {
             m.persistent,
             m.ttl,
         );
+        // After the queue entries it became: the store applies ops in order.
+        forget(m.store_id);
     }
 }
 

@@ -657,9 +657,10 @@ impl Channel {
         let exchange_name = match routed {
             Routed::Now(name) => name,
             Routed::Delay(name, ms) => {
-                // Held in memory until due; mandatory does not apply (as the plugin).
+                // Held until due (and stored, if persistent on a durable exchange); mandatory
+                // does not apply (as the plugin).
                 let props = &h.properties;
-                ctx.vhost.schedule_delayed(DelayedMessage {
+                let persisted = ctx.vhost.schedule_delayed(DelayedMessage {
                     due: std::time::Instant::now() + std::time::Duration::from_millis(ms),
                     exchange: name,
                     routing_key: routing_key.as_str().into(),
@@ -672,8 +673,9 @@ impl Channel {
                     body: body.into_boxed_slice(),
                     persistent: h.persistent,
                     ttl: h.ttl,
+                    store_id: None,
                 });
-                return Ok(PublishOutcome::default());
+                return Ok(PublishOutcome { stored: usize::from(persisted), rejected: false });
             }
         };
         let Enqueueing { message, mut delivered, stored, rejected } = enqueue_routed(

@@ -8,9 +8,11 @@
 //! already due, in due order. The thread starts with the first delayed message and
 //! stops when the vhost is dropped.
 //!
-//! Held messages live in memory only: a restart loses them. Surviving a restart needs
-//! a store table keyed by (due time as wall-clock ms, id) with put/delete ops and a
-//! load at start (see the report in `ARCHITECTURE.md`, "Seams for the roadmap").
+//! A persistent message on a durable delayed exchange is also written to the store
+//! (`StoreOp::PutDelayed`, with its due time as wall-clock ms) before it is confirmed,
+//! reloaded at start, and deleted from the store only after the queue entries it became
+//! were sent (the store applies ops in order), so it survives restarts and crashes.
+//! Transient messages, and those on transient exchanges, live in memory only.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -37,6 +39,8 @@ pub struct DelayedMessage {
     pub persistent: bool,
     /// The per-message TTL from `expiration`, applied once it is enqueued.
     pub ttl: Option<u32>,
+    /// Its record in the store, for a persistent message on a durable exchange.
+    pub store_id: Option<crate::store::MessageId>,
 }
 
 struct Entry {
@@ -124,13 +128,25 @@ impl DelayScheduler {
         self.len() == 0
     }
 
-    /// Drops the held messages of `exchange` (it was deleted), as the plugin does.
-    pub fn forget_exchange(&self, exchange: &str) {
+    /// Drops the held messages of `exchange` (it was deleted), as the plugin does;
+    /// returns the store ids of the dropped ones.
+    pub fn forget_exchange(&self, exchange: &str) -> Vec<crate::store::MessageId> {
         let mut st = self.lock();
+        let mut dropped = Vec::new();
         if st.heap.iter().any(|e| &*e.msg.exchange == exchange) {
             let heap = std::mem::take(&mut st.heap);
-            st.heap = heap.into_iter().filter(|e| &*e.msg.exchange != exchange).collect();
+            st.heap = heap
+                .into_iter()
+                .filter(|e| {
+                    let keep = &*e.msg.exchange != exchange;
+                    if !keep {
+                        dropped.extend(e.msg.store_id);
+                    }
+                    keep
+                })
+                .collect();
         }
+        dropped
     }
 }
 

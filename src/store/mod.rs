@@ -81,6 +81,27 @@ pub enum StoreOp {
     MarkDelivered { queue: QueueId, seq: u64, message: MessageId },
     /// The entry was acked or dropped.
     Remove { queue: QueueId, seq: u64 },
+    /// A message held by a delayed-message exchange (encoded [`DelayedRecord`]).
+    PutDelayed(MessageId, Vec<u8>),
+    /// The held message was routed (its queue entries were sent before this op) or
+    /// dropped with its exchange.
+    DeleteDelayed(MessageId),
+}
+
+/// A message held by a durable delayed-message exchange until `due_ms` (wall clock, ms
+/// since the UNIX epoch, so it survives restarts).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DelayedRecord {
+    pub vhost: String,
+    pub due_ms: u64,
+    pub exchange: String,
+    pub routing_key: String,
+    /// CC/BCC routing keys.
+    pub extra_keys: Vec<String>,
+    pub raw_properties: Vec<u8>,
+    pub body: Vec<u8>,
+    pub persistent: bool,
+    pub ttl: Option<u32>,
 }
 
 /// A recovered queue entry.
@@ -107,6 +128,10 @@ pub struct Snapshot {
     pub paged: std::collections::HashSet<MessageId>,
     /// Per queue, its entries in `seq` order.
     pub entries: HashMap<QueueId, Vec<EntryRecord>>,
+    /// Messages held by delayed-message exchanges.
+    pub delayed: Vec<(MessageId, DelayedRecord)>,
+    /// The highest message id found (message and delayed records share the sequence).
+    pub max_message_id: MessageId,
 }
 
 /// A storage failure, with enough context to act on.

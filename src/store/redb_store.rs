@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::codec::{decode_message, encode_message};
+use super::codec::{decode_delayed, decode_message, encode_message};
 use super::{BindingRecord, EntryRecord, LOAD_AT_START, MessageId, MessageReader, QueueRecord, Snapshot, Store, StoreError, StoreOp};
 use crate::message::Message;
 
@@ -24,6 +24,7 @@ const QUEUES: TableDefinition<u64, &[u8]> = TableDefinition::new("queues");
 const BINDINGS: TableDefinition<&[u8], ()> = TableDefinition::new("bindings");
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const ENTRIES: TableDefinition<(u64, u64), (u64, bool)> = TableDefinition::new("entries");
+const DELAYED: TableDefinition<u64, &[u8]> = TableDefinition::new("delayed");
 
 /// redb's page cache.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -100,6 +101,7 @@ impl RedbStore {
             txn.open_table(BINDINGS).map_err(|e| self.io(e))?;
             txn.open_table(MESSAGES).map_err(|e| self.io(e))?;
             txn.open_table(ENTRIES).map_err(|e| self.io(e))?;
+            txn.open_table(DELAYED).map_err(|e| self.io(e))?;
         }
         txn.commit().map_err(|e| self.io(e))
     }
@@ -112,6 +114,7 @@ impl RedbStore {
             let mut bindings = txn.open_table(BINDINGS)?;
             let mut messages = txn.open_table(MESSAGES)?;
             let mut entries = txn.open_table(ENTRIES)?;
+            let mut delayed = txn.open_table(DELAYED)?;
             for op in ops {
                 match op {
                     StoreOp::PutExchange(r) => {
@@ -166,6 +169,12 @@ impl RedbStore {
                     StoreOp::Remove { queue, seq } => {
                         entries.remove((*queue, *seq))?;
                     }
+                    StoreOp::PutDelayed(id, bytes) => {
+                        delayed.insert(*id, bytes.as_slice())?;
+                    }
+                    StoreOp::DeleteDelayed(id) => {
+                        delayed.remove(*id)?;
+                    }
                 }
             }
         }
@@ -210,6 +219,17 @@ impl RedbStore {
             }
         }
         let messages = txn.open_table(MESSAGES).map_err(|e| self.io(e))?;
+        let delayed = txn.open_table(DELAYED).map_err(|e| self.io(e))?;
+        // Ids are never reused: continue after the highest one on disk.
+        let last = |t: &redb::ReadOnlyTable<u64, &[u8]>| -> Result<u64, StoreError> {
+            Ok(t.last().map_err(|e| self.io(e))?.map_or(0, |(k, _)| k.value()))
+        };
+        snap.max_message_id = last(&messages)?.max(last(&delayed)?);
+        for row in delayed.iter().map_err(|e| self.io(e))? {
+            let (k, v) = row.map_err(|e| self.io(e))?;
+            let record = decode_delayed(v.value()).ok_or_else(|| self.corrupt(format!("delayed message {}", k.value())))?;
+            snap.delayed.push((k.value(), record));
+        }
         for list in snap.entries.values() {
             for (pos, e) in list.iter().enumerate() {
                 let id = e.message;
