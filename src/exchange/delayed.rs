@@ -169,7 +169,9 @@ fn run(shared: Arc<Shared>, vhost: Weak<VHost>) {
                 }
                 let now = Instant::now();
                 while st.heap.peek().is_some_and(|e| e.due <= now) {
-                    due.push(st.heap.pop().expect("peeked").msg);
+                    if let Some(e) = st.heap.pop() {
+                        due.push(e.msg);
+                    }
                 }
                 if !due.is_empty() {
                     break;

@@ -83,7 +83,10 @@ pub fn settings(kind: &str, args: &FieldTable, name: &str, vhost: &str) -> AmqpR
             }
         }
     } else {
-        (ExchangeKind::from_name(kind).expect("checked above"), false)
+        match ExchangeKind::from_name(kind) {
+            Some(k) => (k, false),
+            None => return Err(AmqpError::CommandInvalid(format!("unknown exchange type '{kind}'"))),
+        }
     };
     let mut hash_on = HashOn::RoutingKey;
     if kind == ExchangeKind::ConsistentHash {

@@ -48,10 +48,10 @@ fn timers() -> &'static Arc<Timers> {
     TIMERS.get_or_init(|| {
         let t = Arc::new(Timers::default());
         let worker = t.clone();
-        std::thread::Builder::new()
-            .name("haremq-timer".into())
-            .spawn(move || worker.run())
-            .expect("spawn the queue timer thread");
+        if let Err(e) = std::thread::Builder::new().name("haremq-timer".into()).spawn(move || worker.run()) {
+            // Without it TTL expiry and x-expires only happen on queue activity.
+            log::error!("cannot start the queue timer thread: {e}");
+        }
         t
     })
 }
