@@ -28,7 +28,10 @@ enum Command {
 pub struct StoreStats {
     pub commits: u64,
     pub ops: u64,
+    /// Persistent messages that reached the writer.
     pub messages: u64,
+    /// Of those, consumed before their commit, so never written.
+    pub never_written: u64,
     pub commit_micros: u64,
 }
 
@@ -37,7 +40,78 @@ struct Counters {
     commits: AtomicU64,
     ops: AtomicU64,
     messages: AtomicU64,
+    never_written: AtomicU64,
     commit_micros: AtomicU64,
+}
+
+/// Reused maps for [`coalesce`].
+#[derive(Default)]
+struct Coalesce {
+    enqueued: HashMap<(u64, u64), usize>,
+    marked: HashMap<(u64, u64), usize>,
+    put: HashMap<MessageId, usize>,
+    dead: Vec<bool>,
+}
+
+/// Drops pairs of ops that cancel out within one batch: an entry enqueued and removed
+/// (acked) before the commit, and a message record put and deleted. The committed state
+/// is the same, and the disk never sees a message that was consumed while its commit
+/// was waiting — under a steady publish/consume load most persistent messages are acked
+/// within the batch they arrive in, so this removes most of the disk work.
+fn coalesce(ops: &mut Vec<StoreOp>, c: &mut Coalesce) {
+    c.enqueued.clear();
+    c.marked.clear();
+    c.put.clear();
+    c.dead.clear();
+    c.dead.resize(ops.len(), false);
+    let mut any = false;
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            StoreOp::Enqueue { queue, seq, .. } => {
+                c.enqueued.insert((*queue, *seq), i);
+            }
+            StoreOp::MarkDelivered { queue, seq, .. } => {
+                if c.enqueued.contains_key(&(*queue, *seq)) {
+                    c.marked.insert((*queue, *seq), i);
+                }
+            }
+            StoreOp::Remove { queue, seq } => {
+                if let Some(j) = c.enqueued.remove(&(*queue, *seq)) {
+                    c.dead[i] = true;
+                    c.dead[j] = true;
+                    if let Some(k) = c.marked.remove(&(*queue, *seq)) {
+                        c.dead[k] = true;
+                    }
+                    any = true;
+                }
+            }
+            StoreOp::DeleteQueue { id, .. } => {
+                // Its entries go with it; later ops on a reused (queue, seq) are new.
+                c.enqueued.retain(|(q, _), _| q != id);
+                c.marked.retain(|(q, _), _| q != id);
+            }
+            StoreOp::PutMessage(id, _) => {
+                c.put.insert(*id, i);
+            }
+            StoreOp::DeleteMessage(id) => {
+                if let Some(j) = c.put.remove(id) {
+                    c.dead[i] = true;
+                    c.dead[j] = true;
+                    any = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    if any {
+        let mut i = 0;
+        let dead = &c.dead;
+        ops.retain(|_| {
+            let keep = !dead[i];
+            i += 1;
+            keep
+        });
+    }
 }
 
 struct Inner {
@@ -129,6 +203,7 @@ impl StoreHandle {
             commits: c.commits.load(Ordering::Relaxed),
             ops: c.ops.load(Ordering::Relaxed),
             messages: c.messages.load(Ordering::Relaxed),
+            never_written: c.never_written.load(Ordering::Relaxed),
             commit_micros: c.commit_micros.load(Ordering::Relaxed),
         }
     }
@@ -143,10 +218,11 @@ impl StoreHandle {
         let s = self.stats();
         if s.commits > 0 {
             log::info!(
-                "store: {} commits, {} ops, {} messages, {:.1} messages/commit, {:.0} µs/commit",
+                "store: {} commits, {} ops, {} messages ({} consumed before their commit, never written), {:.1} messages/commit, {:.0} µs/commit",
                 s.commits,
                 s.ops,
                 s.messages,
+                s.never_written,
                 s.messages as f64 / s.commits as f64,
                 s.commit_micros as f64 / s.commits as f64
             );
@@ -158,6 +234,7 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
     let mut ops: Vec<StoreOp> = Vec::new();
     let mut confirms: HashMap<*const ChannelShared, (Arc<ChannelShared>, u64)> = HashMap::new();
     let mut syncs = Vec::new();
+    let mut scratch = Coalesce::default();
     let mut thens: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
     // recv_blocking returns Err once the channel is closed *and* drained, so shutdown
     // commits everything that was queued.
@@ -180,13 +257,17 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
             }
         }
         let started = Instant::now();
+        let msgs = ops.iter().filter(|o| matches!(o, StoreOp::PutMessage(..))).count();
+        let before = ops.len();
+        coalesce(&mut ops, &mut scratch);
+        let skipped = msgs - ops.iter().filter(|o| matches!(o, StoreOp::PutMessage(..))).count();
         let result = if ops.is_empty() { Ok(()) } else { store.commit(&ops) };
-        if !ops.is_empty() {
+        if before > 0 {
             let c = &inner.counters;
             c.commits.fetch_add(1, Ordering::Relaxed);
-            c.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-            let msgs = ops.iter().filter(|o| matches!(o, StoreOp::PutMessage(..))).count();
+            c.ops.fetch_add(before as u64, Ordering::Relaxed);
             c.messages.fetch_add(msgs as u64, Ordering::Relaxed);
+            c.never_written.fetch_add(skipped as u64, Ordering::Relaxed);
             c.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         }
         match result {
@@ -214,5 +295,66 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
         for f in thens.drain(..) {
             f();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> Arc<Message> {
+        Arc::new(Message {
+            exchange: Arc::from(""),
+            routing_key: "q".into(),
+            raw_properties: Box::default(),
+            body: Box::default(),
+            persistent: true,
+            published_ms: 0,
+            ttl: None,
+            store: Default::default(),
+        })
+    }
+
+    fn kinds(ops: &[StoreOp]) -> Vec<&'static str> {
+        ops.iter()
+            .map(|o| match o {
+                StoreOp::PutMessage(..) => "put",
+                StoreOp::DeleteMessage(_) => "delete",
+                StoreOp::Enqueue { .. } => "enqueue",
+                StoreOp::MarkDelivered { .. } => "mark",
+                StoreOp::Remove { .. } => "remove",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_message_consumed_within_its_batch_is_never_written() {
+        let mut ops = vec![
+            StoreOp::PutMessage(1, message()),
+            StoreOp::Enqueue { queue: 7, seq: 0, message: 1 },
+            StoreOp::PutMessage(2, message()),
+            StoreOp::Enqueue { queue: 7, seq: 1, message: 2 },
+            StoreOp::MarkDelivered { queue: 7, seq: 0, message: 1 },
+            StoreOp::Remove { queue: 7, seq: 0 },
+            StoreOp::DeleteMessage(1),
+            // An ack of an entry committed in an earlier batch stays.
+            StoreOp::Remove { queue: 7, seq: 99 },
+        ];
+        coalesce(&mut ops, &mut Coalesce::default());
+        assert_eq!(kinds(&ops), ["put", "enqueue", "remove"]);
+        assert!(matches!(ops[0], StoreOp::PutMessage(2, _)));
+    }
+
+    #[test]
+    fn a_message_in_two_queues_stays_while_one_still_holds_it() {
+        let mut ops = vec![
+            StoreOp::PutMessage(1, message()),
+            StoreOp::Enqueue { queue: 1, seq: 0, message: 1 },
+            StoreOp::Enqueue { queue: 2, seq: 0, message: 1 },
+            StoreOp::Remove { queue: 1, seq: 0 },
+        ];
+        coalesce(&mut ops, &mut Coalesce::default());
+        assert_eq!(kinds(&ops), ["put", "enqueue"]);
     }
 }
