@@ -162,6 +162,12 @@ async fn priority_queue_with_length_limit_and_ttl() {
     .await
     .expect("publish");
     assert!(within("confirm", confirm).await.expect("confirm").is_nack());
+    assert_eq!(drain(&ch, &q).await, ["b", "c", "a"]);
+    if broker.is_external() {
+        // RabbitMQ expires only the head of the whole queue (documented: expired
+        // lower-priority messages get stuck behind higher ones).
+        return;
+    }
     // A low-priority message with a short TTL behind higher ones still expires.
     let q2 = unique("prio-ttl");
     declare(&ch, &q2, &[("x-max-priority", AMQPValue::LongInt(3))]).await;
@@ -172,7 +178,6 @@ async fn priority_queue_with_length_limit_and_ttl() {
         assert!(Instant::now() < deadline, "the expired low-priority message is still there");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(drain(&ch, &q).await, ["b", "c", "a"]);
     assert_eq!(drain(&ch, &q2).await, ["long"]);
 }
 
