@@ -29,6 +29,7 @@ impl Broker {
     pub fn new(config: Config, store: Option<StoreHandle>, snapshot: Option<&Snapshot>) -> Arc<Self> {
         let mut vhosts = HashMap::new();
         let root = VHost::new("/", store.clone());
+        root.consumer_timeout_ms.store(config.consumer_timeout_ms, std::sync::atomic::Ordering::Relaxed);
         if let Some(snap) = snapshot {
             root.restore(snap);
         }

@@ -26,7 +26,13 @@ pub struct Config {
     pub loopback_users: Vec<String>,
     /// Executor threads; 0 means one per CPU core.
     pub threads: usize,
+    /// A consumer holding a delivery unacked longer than this is cancelled (ms; 0
+    /// disables; a queue's `x-consumer-timeout` overrides it). RabbitMQ's default.
+    pub consumer_timeout_ms: u64,
 }
+
+/// 30 minutes, as RabbitMQ.
+pub const DEFAULT_CONSUMER_TIMEOUT_MS: u64 = 30 * 60 * 1000;
 
 /// A user in the built-in user table.
 #[derive(Clone, Debug, Deserialize)]
@@ -47,6 +53,7 @@ impl Default for Config {
             users: vec![UserConfig { name: "guest".into(), password: "guest".into() }],
             loopback_users: vec!["guest".into()],
             threads: 0,
+            consumer_timeout_ms: DEFAULT_CONSUMER_TIMEOUT_MS,
         }
     }
 }

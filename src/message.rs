@@ -54,6 +54,54 @@ impl Message {
     }
 }
 
+impl Message {
+    /// The `priority` property (0 when absent), read from the raw property bytes
+    /// without decoding them: only priority queues ask.
+    pub fn priority(&self) -> u8 {
+        property_priority(&self.raw_properties).unwrap_or(0)
+    }
+
+    /// The deduplication key of a message: its `x-deduplication-header` header (as the
+    /// rabbitmq-message-deduplication plugin), else its `message_id` property. Decodes
+    /// the properties: only deduplicating queues ask.
+    pub fn dedup_key(&self) -> Option<Vec<u8>> {
+        use amq_protocol::types::AMQPValue;
+        let (_, props) = amq_protocol::protocol::basic::parse_properties(&self.raw_properties[..]).ok()?;
+        if let Some(v) = props.headers().as_ref().and_then(|h| h.inner().get("x-deduplication-header")) {
+            return Some(match v {
+                AMQPValue::LongString(s) => s.as_bytes().to_vec(),
+                AMQPValue::ShortString(s) => s.as_str().as_bytes().to_vec(),
+                // Any other type: its debug form is a stable key.
+                other => format!("{other:?}").into_bytes(),
+            });
+        }
+        props.message_id().as_ref().map(|id| id.as_str().as_bytes().to_vec())
+    }
+}
+
+/// The priority octet of raw basic properties (flags word, then the properties in flag
+/// order: content-type, content-encoding, headers and delivery-mode precede priority).
+pub fn property_priority(raw: &[u8]) -> Option<u8> {
+    let flags = u16::from_be_bytes([*raw.first()?, *raw.get(1)?]);
+    if flags & (1 << 11) == 0 {
+        return None;
+    }
+    let mut i = 2usize;
+    for bit in [15, 14] {
+        if flags & (1 << bit) != 0 {
+            i += 1 + usize::from(*raw.get(i)?);
+        }
+    }
+    if flags & (1 << 13) != 0 {
+        let n = u32::from_be_bytes(raw.get(i..i + 4)?.try_into().ok()?);
+        i += 4 + n as usize;
+    }
+    if flags & (1 << 12) != 0 {
+        i += 1;
+    }
+    raw.get(i).copied()
+}
+
 /// Wall-clock milliseconds since the UNIX epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -80,3 +128,30 @@ impl QueuedMessage {
 }
 
 const _: () = assert!(std::mem::size_of::<QueuedMessage>() == 24);
+
+#[cfg(test)]
+mod tests {
+    use super::property_priority;
+    use amq_protocol::protocol::BasicProperties;
+    use amq_protocol::types::{AMQPValue, FieldTable};
+
+    fn raw(p: &BasicProperties) -> Vec<u8> {
+        crate::amqp::frame::encode_properties(p)
+    }
+
+    #[test]
+    fn priority_is_read_from_raw_properties() {
+        assert_eq!(property_priority(&raw(&BasicProperties::default())), None);
+        assert_eq!(property_priority(&raw(&BasicProperties::default().with_priority(7))), Some(7));
+        let mut h = FieldTable::default();
+        h.insert("k".into(), AMQPValue::LongString("v".into()));
+        let p = BasicProperties::default()
+            .with_content_type("text/plain".into())
+            .with_content_encoding("gzip".into())
+            .with_headers(h)
+            .with_delivery_mode(2)
+            .with_priority(9)
+            .with_message_id("m".into());
+        assert_eq!(property_priority(&raw(&p)), Some(9));
+    }
+}

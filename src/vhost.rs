@@ -66,6 +66,9 @@ pub struct VHost {
     delayed: DelayScheduler,
     /// Itself, for the queues it creates (they dead-letter and expire through it).
     me: std::sync::Weak<VHost>,
+    /// The broker's `consumer_timeout_ms`, for queues without x-consumer-timeout
+    /// (read when a queue is created; 0 disables).
+    pub consumer_timeout_ms: std::sync::atomic::AtomicU64,
 }
 
 /// What [`VHost::route`] decided for a publish.
@@ -136,6 +139,7 @@ impl VHost {
             store,
             delayed: DelayScheduler::new(me.clone()),
             me: me.clone(),
+            consumer_timeout_ms: std::sync::atomic::AtomicU64::new(crate::config::DEFAULT_CONSUMER_TIMEOUT_MS),
         })
     }
 

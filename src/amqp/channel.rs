@@ -340,6 +340,7 @@ impl Channel {
             return self.consume_replies(ctx, tag, &c);
         }
         let q = self.resolve_queue(ctx, c.queue.as_str())?;
+        let priority = crate::queue::args::consumer_priority(&q.name, &q.vhost, &c.arguments)?;
         {
             let mut st = self.shared.lock();
             if st.consumers.contains_key(&tag) {
@@ -352,7 +353,7 @@ impl Channel {
                 ConsumerState { queue: q.clone(), no_ack: c.no_ack, prefetch: 0, unacked: 0, active: false },
             );
         }
-        if let Err(e) = q.add_consumer(tag.clone(), self.shared.clone(), c.exclusive) {
+        if let Err(e) = q.add_consumer(tag.clone(), self.shared.clone(), c.exclusive, priority) {
             self.shared.lock().consumers.remove(&tag);
             return Err(e);
         }
@@ -431,9 +432,23 @@ impl Channel {
         {
             let mut st = self.shared.lock();
             if !st.unacked.take(tag, multiple, &mut taken) {
-                drop(st);
-                self.taken = taken;
-                return Err(AmqpError::PreconditionFailed(format!("unknown delivery tag {tag}")));
+                // A delivery requeued by a consumer timeout: its late settlement is
+                // ignored (with `multiple`, the earlier outstanding ones still count).
+                if !st.timed_out.remove(&tag) {
+                    drop(st);
+                    self.taken = taken;
+                    return Err(AmqpError::PreconditionFailed(format!("unknown delivery tag {tag}")));
+                }
+                if multiple {
+                    st.unacked.take_through(tag, &mut taken);
+                }
+            }
+            if multiple && !st.timed_out.is_empty() {
+                if tag == 0 {
+                    st.timed_out.clear();
+                } else {
+                    st.timed_out = st.timed_out.split_off(&(tag + 1));
+                }
             }
             st.release(&taken);
         }
@@ -993,7 +1008,11 @@ pub(crate) fn enqueue_routed(
     for QueueRef(q) in routed.drain(..) {
         let outcome = q.publish(message.clone());
         match outcome {
-            Enqueued::No | Enqueued::Rejected => {
+            Enqueued::No | Enqueued::Rejected | Enqueued::Duplicate => {
+                if outcome == Enqueued::Duplicate {
+                    // Routed and confirmed, but not kept (x-message-deduplication).
+                    delivered += 1;
+                }
                 if outcome == Enqueued::Rejected {
                     // Routed (no basic.return), but refused: a confirming publisher
                     // gets a nack.

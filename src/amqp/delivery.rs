@@ -81,7 +81,34 @@ impl UnackedMap {
     pub fn take_all(&mut self, out: &mut Vec<Unacked>) {
         out.extend(self.entries.drain(..));
     }
+
+    /// Moves every entry up to and including `tag` (outstanding or not) into `out`.
+    pub fn take_through(&mut self, tag: DeliveryTag, out: &mut Vec<Unacked>) {
+        let end = self.entries.partition_point(|u| u.tag <= tag);
+        out.extend(self.entries.drain(..end));
+    }
+
+    /// Moves the entries delivered to consumer `consumer` into `out`, in tag order.
+    pub fn take_consumer(&mut self, consumer: &str, out: &mut Vec<Unacked>) {
+        let mut kept = VecDeque::with_capacity(self.entries.len());
+        for u in self.entries.drain(..) {
+            if u.consumer.as_deref() == Some(consumer) {
+                out.push(u);
+            } else {
+                kept.push_back(u);
+            }
+        }
+        self.entries = kept;
+    }
+
+    /// The oldest delivery to consumer `consumer` still unacked.
+    fn oldest_of(&self, consumer: &str) -> Option<DeliveryTag> {
+        self.entries.iter().find(|u| u.consumer.as_deref() == Some(consumer)).map(|u| u.tag)
+    }
 }
+
+/// Most delivery tags a channel remembers as requeued by a consumer timeout.
+const TIMED_OUT_TAGS: usize = 65_536;
 
 /// One consumer as the channel sees it.
 pub struct ConsumerState {
@@ -108,6 +135,9 @@ pub struct DeliveryState {
     pub closed: bool,
     /// The consumer tag of this channel's direct reply-to consumer, if any.
     pub reply_consumer: Option<Arc<str>>,
+    /// Delivery tags requeued because their consumer timed out: a late ack, nack or
+    /// reject of one is ignored instead of closing the channel (bounded).
+    pub timed_out: std::collections::BTreeSet<DeliveryTag>,
 }
 
 impl DeliveryState {
@@ -225,6 +255,7 @@ impl ChannelShared {
                 flow_active: true,
                 closed: false,
                 reply_consumer: None,
+                timed_out: Default::default(),
             }),
             confirms: Mutex::new(ConfirmTracker::default()),
         })
@@ -329,6 +360,48 @@ impl ChannelShared {
 
     pub fn lock(&self) -> MutexGuard<'_, DeliveryState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Unacked deliveries held by consumer `tag` (0 if it is gone).
+    pub fn consumer_unacked(&self, tag: &str) -> u32 {
+        self.lock().consumers.get(tag).map_or(0, |c| c.unacked)
+    }
+
+    /// The oldest unacked delivery of consumer `tag` and the next delivery tag the
+    /// channel will assign (None: it holds nothing, or it is gone).
+    pub fn oldest_unacked(&self, tag: &str) -> Option<(DeliveryTag, DeliveryTag)> {
+        let st = self.lock();
+        if st.closed || st.consumers.get(tag).map_or(true, |c| c.unacked == 0) {
+            return None;
+        }
+        st.unacked.oldest_of(tag).map(|t| (t, st.next_tag))
+    }
+
+    /// Consumer timeout: forgets consumer `tag`, takes its unacked deliveries (for the
+    /// queue to requeue; their tags are remembered so late acks are ignored) and sends
+    /// the client basic.cancel. The channel stays open. None if the consumer is gone.
+    pub fn time_out_consumer(&self, tag: &str) -> Option<Vec<Unacked>> {
+        let mut st = self.lock();
+        if st.closed || !st.consumers.contains_key(tag) {
+            return None;
+        }
+        let mut taken = Vec::new();
+        st.unacked.take_consumer(tag, &mut taken);
+        st.release(&taken);
+        st.consumers.remove(tag);
+        for u in &taken {
+            st.timed_out.insert(u.tag);
+        }
+        while st.timed_out.len() > TIMED_OUT_TAGS {
+            st.timed_out.pop_first();
+        }
+        let mut out = self.outbox.lock();
+        write_method(
+            out.buf(),
+            self.id,
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel { consumer_tag: tag.into(), nowait: true })),
+        );
+        Some(taken)
     }
 
     /// Offers `message` from `queue` to consumer `tag`; on success the deliver frames are

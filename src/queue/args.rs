@@ -33,7 +33,19 @@ pub struct QueueArgs {
     pub dead_letter_routing_key: Option<Box<str>>,
     /// x-delivery-limit: requeues allowed before the message is dead-lettered.
     pub delivery_limit: Option<u64>,
+    /// x-max-priority (1..=255; 0 or absent: not a priority queue).
+    pub max_priority: Option<u8>,
+    /// x-single-active-consumer.
+    pub single_active_consumer: bool,
+    /// x-consumer-timeout, ms (0 disables; absent: the broker's `consumer_timeout_ms`).
+    pub consumer_timeout: Option<u64>,
+    /// x-message-deduplication: remember this many recent deduplication keys
+    /// (x-cache-size, default [`DEFAULT_DEDUP_CACHE`]).
+    pub dedup_cache: Option<usize>,
 }
+
+/// Keys a deduplicating queue remembers when x-cache-size is not given.
+pub const DEFAULT_DEDUP_CACHE: usize = 10_000;
 
 /// Erlang's name for a field type, as RabbitMQ prints it in `{unacceptable_type, T}`.
 fn type_name(v: &AMQPValue) -> &'static str {
@@ -178,6 +190,14 @@ pub fn validate(queue: &str, vhost: &str, args: &FieldTable) -> AmqpResult<()> {
         ("x-single-active-consumer", &check_bool),
         // Quorum-queue-only in RabbitMQ 3.10; HareMQ's classic queues honour it.
         ("x-delivery-limit", &check_non_neg_int),
+        // RabbitMQ 3.12+ (a non-negative integer, ms).
+        ("x-consumer-timeout", &check_non_neg_int),
+        // The rabbitmq-message-deduplication plugin's queue arguments.
+        ("x-message-deduplication", &check_bool),
+        ("x-cache-size", &|v| match check_int(v)? {
+            n if n <= 0 => Err(format!("{{value_not_positive,{n}}}")),
+            _ => Ok(()),
+        }),
     ];
     for (key, check) in checks {
         if let Some(v) = get(key) {
@@ -187,6 +207,20 @@ pub fn validate(queue: &str, vhost: &str, args: &FieldTable) -> AmqpResult<()> {
         }
     }
     Ok(())
+}
+
+/// basic.consume's `x-priority` (RabbitMQ's `check_consume_arguments`: any integer
+/// type; absent is 0). The error is 406 with RabbitMQ's text.
+pub fn consumer_priority(queue: &str, vhost: &str, args: &FieldTable) -> AmqpResult<i32> {
+    match args.inner().get("x-priority") {
+        None => Ok(0),
+        Some(v) => match check_int(v) {
+            Ok(n) => Ok(n.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32),
+            Err(e) => Err(AmqpError::PreconditionFailed(format!(
+                "invalid arg 'x-priority' for queue '{queue}' in vhost '{vhost}': {e}"
+            ))),
+        },
+    }
 }
 
 impl QueueArgs {
@@ -210,6 +244,12 @@ impl QueueArgs {
             dead_letter_exchange: string("x-dead-letter-exchange"),
             dead_letter_routing_key: string("x-dead-letter-routing-key"),
             delivery_limit: int("x-delivery-limit").map(|n| n as u64),
+            max_priority: int("x-max-priority").filter(|n| (1..=255).contains(n)).map(|n| n as u8),
+            single_active_consumer: matches!(table.get("x-single-active-consumer"), Some(AMQPValue::Boolean(true))),
+            consumer_timeout: int("x-consumer-timeout").map(|n| n as u64),
+            dedup_cache: matches!(table.get("x-message-deduplication"), Some(AMQPValue::Boolean(true))).then(|| {
+                int("x-cache-size").filter(|n| *n > 0).map_or(DEFAULT_DEDUP_CACHE, |n| n.min(1 << 24) as usize)
+            }),
         }
     }
 }
@@ -271,6 +311,12 @@ mod tests {
         );
         assert_eq!(QueueArgs::parse(&table(&[("x-message-ttl", AMQPValue::LongLongInt(1 << 40))])).message_ttl, Some(u32::MAX));
         assert!(validate("q", "/", &table(&[("x-message-ttl", AMQPValue::ShortShortUInt(5))])).is_ok());
+        assert_eq!(
+            err(&[("x-max-priority", AMQPValue::LongInt(256))]),
+            "PRECONDITION_FAILED - invalid arg 'x-max-priority' for queue 'q' in vhost '/': {max_value_exceeded,256}"
+        );
+        assert_eq!(QueueArgs::parse(&table(&[("x-max-priority", AMQPValue::ShortShortUInt(10))])).max_priority, Some(10));
+        assert_eq!(QueueArgs::parse(&table(&[("x-max-priority", AMQPValue::LongInt(0))])).max_priority, None);
     }
 
     #[test]

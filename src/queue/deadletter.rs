@@ -295,7 +295,7 @@ impl Queue {
             match q.publish(message.clone()) {
                 Enqueued::Stored => stored += 1,
                 Enqueued::InMemory => {}
-                Enqueued::No | Enqueued::Rejected => {
+                Enqueued::No | Enqueued::Rejected | Enqueued::Duplicate => {
                     if q.is_durable() && id.is_some() && message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1 && stored > 0 {
                         if let (Some(store), Some(id)) = (&store, id) {
                             store.send(StoreOp::DeleteMessage(id));

@@ -26,7 +26,7 @@ use amq_protocol::types::FieldTable;
 
 use std::sync::atomic::Ordering;
 
-use crate::amqp::delivery::{ChannelShared, Offer};
+use crate::amqp::delivery::{ChannelShared, DeliveryTag, Offer};
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::{now_ms, Message, QueuedMessage};
 use crate::store::{QueueId, StoreHandle, StoreOp};
@@ -54,6 +54,9 @@ pub struct Queue {
     owner: Weak<VHost>,
     /// Set for durable queues: where their persistent messages are recorded.
     store: Option<(StoreHandle, QueueId)>,
+    /// How long a consumer may hold a delivery unacked before it is cancelled
+    /// (x-consumer-timeout, else the broker's `consumer_timeout_ms`; None: never).
+    consumer_timeout: Option<Duration>,
     state: Mutex<QueueState>,
 }
 
@@ -67,20 +70,37 @@ pub enum Enqueued {
     Stored,
     /// Refused by x-overflow reject-publish(-dlx): a confirming publisher gets a nack.
     Rejected,
+    /// Dropped as a duplicate (x-message-deduplication): routed, confirmed, not kept.
+    Duplicate,
 }
 
 /// A consumer as the queue sees it.
 struct ConsumerSlot {
     tag: Arc<str>,
     channel: Arc<ChannelShared>,
+    /// Consumer priority (basic.consume `x-priority`).
+    priority: i32,
+    /// Consumer-timeout sweeps: (time of a sweep, the channel's next delivery tag then),
+    /// so every delivery tagged below it is known to be older than that time. Only the
+    /// marks newer than the consumer's oldest unacked delivery are kept (a few).
+    marks: VecDeque<(Instant, DeliveryTag)>,
 }
 
 struct QueueState {
     ready: ReadyList,
     next_seq: u64,
+    /// Ordered by priority, highest first; registration order among equals.
     consumers: Vec<ConsumerSlot>,
+    /// All consumers have the same priority (the usual case: one round-robin group).
+    uniform: bool,
     /// Where the next round-robin search starts.
     next_consumer: usize,
+    /// x-single-active-consumer: the consumer that receives (tag, channel).
+    sac_active: Option<(Arc<str>, Arc<ChannelShared>)>,
+    /// When the next consumer-timeout sweep is due (None: no unacked deliveries seen).
+    timeout_check_at: Option<Instant>,
+    /// x-message-deduplication: the recent keys.
+    dedup: Option<Dedup>,
     exclusive_consumer: bool,
     deleted: bool,
     /// Messages that died under the lock, dead-lettered once it is released.
@@ -118,19 +138,29 @@ impl Queue {
         entries: VecDeque<Entry>,
     ) -> Arc<Self> {
         let next_seq = entries.back().map_or(0, |e| e.seq() + 1);
-        let ready = ReadyList::new(store.as_ref().map(|(s, _)| s.clone()), entries);
+        let args = QueueArgs::parse(&settings.arguments);
+        let ready = ReadyList::new(store.as_ref().map(|(s, _)| s.clone()), entries, args.max_priority);
+        let timeout_ms = args
+            .consumer_timeout
+            .unwrap_or_else(|| owner.consumer_timeout_ms.load(Ordering::Relaxed));
+        let dedup = args.dedup_cache.map(Dedup::new);
         let q = Arc::new(Self {
             name,
             vhost: owner.name.clone(),
-            args: QueueArgs::parse(&settings.arguments),
+            args,
             settings,
             owner: Arc::downgrade(owner),
             store,
+            consumer_timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms)),
             state: Mutex::new(QueueState {
                 ready,
                 next_seq,
                 consumers: Vec::new(),
+                uniform: true,
                 next_consumer: 0,
+                sac_active: None,
+                timeout_check_at: None,
+                dedup,
                 exclusive_consumer: false,
                 deleted: false,
                 dead: Vec::new(),
@@ -157,9 +187,11 @@ impl Queue {
         r
     }
 
-    /// The wall-clock deadline of the head message, if it has a TTL.
-    fn head_expiry(&self, st: &mut QueueState) -> Option<u64> {
-        st.ready.front()?.message.expires_at(self.args.message_ttl)
+    /// The earliest wall-clock deadline among the head messages (one head per
+    /// priority level), and its level.
+    fn head_expiry(&self, st: &mut QueueState) -> Option<(u64, usize)> {
+        let ttl = self.args.message_ttl;
+        st.ready.min_front(|m| m.message.expires_at(ttl))
     }
 
     /// Drops expired messages from the head (RabbitMQ expires lazily from the head:
@@ -168,13 +200,14 @@ impl Queue {
     /// how a TTL of 0 reaches a waiting consumer).
     fn expire_head(&self, st: &mut QueueState, strict: bool) {
         let mut now = None;
-        while let Some(t) = self.head_expiry(st) {
+        while let Some((t, level)) = self.head_expiry(st) {
             let now = *now.get_or_insert_with(now_ms);
             if t > now || (strict && t == now) {
                 break;
             }
-            if let Some(m) = st.ready.pop_front() {
-                st.dead.push(Dead::Entry(m, Reason::Expired));
+            match st.ready.pop_level(level) {
+                Some(m) => st.dead.push(Dead::Entry(m, Reason::Expired)),
+                None => break,
             }
         }
     }
@@ -186,9 +219,12 @@ impl Queue {
             return;
         }
         let mut next: Option<Instant> = None;
-        if let Some(t) = self.head_expiry(st) {
+        if let Some((t, _)) = self.head_expiry(st) {
             let wait = t.saturating_sub(now_ms());
             next = Some(Instant::now() + Duration::from_millis(wait));
+        }
+        if let Some(at) = st.timeout_check_at {
+            next = Some(next.map_or(at, |n| n.min(at)));
         }
         if let (Some(ms), true) = (self.args.expires, st.consumers.is_empty()) {
             let at = st.last_used + Duration::from_millis(u64::from(ms));
@@ -205,6 +241,7 @@ impl Queue {
     /// The timer fired (for a deadline scheduled at `at`): expire the head, delete the
     /// queue if x-expires says it has been unused long enough.
     fn on_timer(self: &Arc<Self>, at: Instant) {
+        let mut timed_out = Vec::new();
         let expired = self.with_state(|st| {
             if st.timer_at.is_some_and(|t| t <= at) {
                 st.timer_at = None;
@@ -213,6 +250,9 @@ impl Queue {
                 return false;
             }
             self.expire_head(st, false);
+            if st.timeout_check_at.is_some_and(|t| t <= Instant::now()) {
+                timed_out = self.sweep_consumer_timeouts(st);
+            }
             match self.args.expires {
                 Some(ms) if st.consumers.is_empty() => {
                     st.last_used + Duration::from_millis(u64::from(ms)) <= Instant::now()
@@ -220,6 +260,9 @@ impl Queue {
                 _ => false,
             }
         });
+        for (tag, channel) in timed_out {
+            self.time_out_consumer(tag, channel);
+        }
         if expired {
             if let Some(vh) = self.owner.upgrade() {
                 log::debug!("queue '{}' unused for its x-expires period; deleting it", self.name);
@@ -278,6 +321,19 @@ impl Queue {
         if st.deleted {
             return Enqueued::No;
         }
+        let dedup_hash = match &st.dedup {
+            Some(d) => match message.dedup_key() {
+                Some(key) => {
+                    let h = Dedup::hash(&key);
+                    if d.contains(h) {
+                        return Enqueued::Duplicate;
+                    }
+                    Some(h)
+                }
+                None => None,
+            },
+            None => None,
+        };
         let limited = self.args.max_length.is_some() || self.args.max_length_bytes.is_some();
         if limited && self.args.overflow != Overflow::DropHead {
             self.expire_head(st, false);
@@ -287,6 +343,9 @@ impl Queue {
                 }
                 return Enqueued::Rejected;
             }
+        }
+        if let (Some(d), Some(h)) = (st.dedup.as_mut(), dedup_hash) {
+            d.insert(h);
         }
         let seq = st.next_seq;
         st.next_seq += 1;
@@ -356,45 +415,187 @@ impl Queue {
         }
         'messages: loop {
             self.expire_head(st, true);
-            let Some(head) = st.ready.front() else {
+            if st.ready.front().is_none() {
                 return;
-            };
+            }
             let n = st.consumers.len();
             if n == 0 {
                 return;
             }
-            let mut i = 0;
-            while i < n.min(st.consumers.len()) {
-                let idx = (st.next_consumer + i) % st.consumers.len();
-                let slot = &st.consumers[idx];
-                match slot.channel.offer(self, &slot.tag, head) {
-                    Offer::Delivered { no_ack } => {
-                        st.next_consumer = (idx + 1) % st.consumers.len();
-                        if let Some(m) = st.ready.pop_front() {
-                            if no_ack {
-                                self.forget(&m);
-                            } else {
-                                self.mark_delivered(&m);
-                            }
-                        }
-                        continue 'messages;
-                    }
-                    Offer::Busy => i += 1,
+            if self.args.single_active_consumer {
+                let Some(idx) = Self::sac_index(st) else {
+                    return;
+                };
+                match self.offer_to(st, idx) {
+                    Offer::Delivered { .. } => continue 'messages,
+                    Offer::Busy => return,
                     Offer::Gone => {
-                        // The channel closed under us; it removes its consumers itself,
-                        // but skip it now so dispatch does not spin on it.
-                        st.consumers.remove(idx);
-                        if st.consumers.is_empty() {
-                            st.exclusive_consumer = false;
-                            return;
-                        }
-                        if st.next_consumer > idx {
-                            st.next_consumer -= 1;
-                        }
+                        self.drop_gone(st, idx);
+                        continue 'messages;
                     }
                 }
             }
+            // Highest priority group first; round-robin within a group; a lower group
+            // only when every consumer of the higher ones is busy.
+            let mut g_start = 0;
+            while g_start < n {
+                let g_end = if st.uniform {
+                    n
+                } else {
+                    let p = st.consumers[g_start].priority;
+                    g_start + st.consumers[g_start..].iter().take_while(|c| c.priority == p).count()
+                };
+                let len = g_end - g_start;
+                let first =
+                    if (g_start..g_end).contains(&st.next_consumer) { st.next_consumer - g_start } else { 0 };
+                for i in 0..len {
+                    let idx = g_start + (first + i) % len;
+                    match self.offer_to(st, idx) {
+                        Offer::Delivered { .. } => {
+                            st.next_consumer = idx + 1;
+                            if st.next_consumer >= g_end {
+                                st.next_consumer = g_start;
+                            }
+                            continue 'messages;
+                        }
+                        Offer::Busy => {}
+                        Offer::Gone => {
+                            // The channel closed under us; it removes its consumers
+                            // itself, but skip it now so dispatch does not spin on it.
+                            self.drop_gone(st, idx);
+                            continue 'messages;
+                        }
+                    }
+                }
+                g_start = g_end;
+            }
             return;
+        }
+    }
+
+    /// Offers the head message to consumer `idx`; on delivery takes it off the queue.
+    fn offer_to(self: &Arc<Self>, st: &mut QueueState, idx: usize) -> Offer {
+        let Some(head) = st.ready.front() else {
+            return Offer::Busy;
+        };
+        let slot = &st.consumers[idx];
+        let offer = slot.channel.offer(self, &slot.tag, head);
+        if let Offer::Delivered { no_ack } = offer {
+            if let Some(m) = st.ready.pop_front() {
+                if no_ack {
+                    self.forget(&m);
+                } else {
+                    self.mark_delivered(&m);
+                    if let (Some(t), None) = (self.consumer_timeout, st.timeout_check_at) {
+                        st.timeout_check_at = Some(Instant::now() + sweep_interval(t));
+                    }
+                }
+            }
+        }
+        offer
+    }
+
+    /// Removes a consumer whose channel is gone.
+    fn drop_gone(&self, st: &mut QueueState, idx: usize) {
+        st.consumers.remove(idx);
+        if st.next_consumer > idx {
+            st.next_consumer -= 1;
+        }
+        Self::consumers_changed(st);
+    }
+
+    /// Bookkeeping after the consumer list changed.
+    fn consumers_changed(st: &mut QueueState) {
+        st.uniform = st.consumers.first().map(|c| c.priority) == st.consumers.last().map(|c| c.priority);
+        if st.consumers.is_empty() {
+            st.exclusive_consumer = false;
+            st.next_consumer = 0;
+            st.sac_active = None;
+        } else if st.next_consumer >= st.consumers.len() {
+            st.next_consumer = 0;
+        }
+    }
+
+    /// Single active consumer: the index of the consumer that may receive now, if any.
+    /// The first registered consumer of the highest priority becomes active; when one
+    /// of a higher priority than the active one registers, it takes over once the
+    /// active one has settled all its deliveries (until then nobody receives, so the
+    /// order of processing is kept), as RabbitMQ's documentation describes.
+    fn sac_index(st: &mut QueueState) -> Option<usize> {
+        let cur = st.sac_active.as_ref().and_then(|(tag, ch)| {
+            st.consumers.iter().position(|c| Arc::ptr_eq(&c.channel, ch) && c.tag == *tag)
+        });
+        let pick = match cur {
+            Some(i) if i != 0 && st.consumers[0].priority > st.consumers[i].priority => {
+                if st.consumers[i].channel.consumer_unacked(&st.consumers[i].tag) > 0 {
+                    return None;
+                }
+                0
+            }
+            Some(i) => return Some(i),
+            None => 0,
+        };
+        let c = st.consumers.get(pick)?;
+        st.sac_active = Some((c.tag.clone(), c.channel.clone()));
+        Some(pick)
+    }
+
+    /// The consumer-timeout sweep: finds the consumers whose oldest unacked delivery
+    /// from this queue is older than the timeout, and schedules the next sweep while
+    /// any consumer holds deliveries. A delivery's age is bounded from below by the
+    /// sweep marks (see `ConsumerSlot::marks`), so a consumer is never cancelled early
+    /// and at most two sweep intervals late.
+    fn sweep_consumer_timeouts(&self, st: &mut QueueState) -> Vec<(Arc<str>, Arc<ChannelShared>)> {
+        let Some(timeout) = self.consumer_timeout else {
+            st.timeout_check_at = None;
+            return Vec::new();
+        };
+        let now = Instant::now();
+        let mut victims = Vec::new();
+        let mut holding = false;
+        for slot in st.consumers.iter_mut() {
+            let Some((oldest, next_tag)) = slot.channel.oldest_unacked(&slot.tag) else {
+                slot.marks.clear();
+                continue;
+            };
+            while slot.marks.front().is_some_and(|&(_, t)| t <= oldest) {
+                slot.marks.pop_front();
+            }
+            if slot.marks.front().is_some_and(|&(at, _)| now.duration_since(at) >= timeout) {
+                victims.push((slot.tag.clone(), slot.channel.clone()));
+                slot.marks.clear();
+                continue;
+            }
+            holding = true;
+            if slot.marks.back().map_or(true, |&(_, t)| t < next_tag) {
+                slot.marks.push_back((now, next_tag));
+            }
+        }
+        st.timeout_check_at = holding.then(|| now + sweep_interval(timeout));
+        victims
+    }
+
+    /// Cancels a consumer that held a delivery too long: the client gets basic.cancel,
+    /// the channel stays open, the consumer's unacked deliveries are requeued.
+    fn time_out_consumer(self: &Arc<Self>, tag: Arc<str>, channel: Arc<ChannelShared>) {
+        let Some(unacked) = channel.time_out_consumer(&tag) else {
+            return;
+        };
+        log::warn!(
+            "consumer '{tag}' on channel {} of queue '{}' in vhost '{}' held a delivery unacked longer than \
+             {} ms: cancelled, {} deliveries requeued",
+            channel.id,
+            self.name,
+            self.vhost,
+            self.consumer_timeout.map_or(0, |t| t.as_millis()),
+            unacked.len()
+        );
+        let delete = self.remove_consumer(&tag, &channel);
+        self.requeue(unacked.into_iter().map(|u| u.message));
+        if delete {
+            if let Some(vh) = self.owner.upgrade() {
+                vh.delete_queue(self);
+            }
         }
     }
 
@@ -404,8 +605,9 @@ impl Queue {
         tag: Arc<str>,
         channel: Arc<ChannelShared>,
         exclusive: bool,
+        priority: i32,
     ) -> AmqpResult<()> {
-        self.with_state(|st| self.add_consumer_locked(st, tag, channel, exclusive))
+        self.with_state(|st| self.add_consumer_locked(st, tag, channel, exclusive, priority))
     }
 
     fn add_consumer_locked(
@@ -414,6 +616,7 @@ impl Queue {
         tag: Arc<str>,
         channel: Arc<ChannelShared>,
         exclusive: bool,
+        priority: i32,
     ) -> AmqpResult<()> {
         if st.deleted {
             return Err(AmqpError::NotFound(self.no_queue_text()));
@@ -425,7 +628,12 @@ impl Queue {
             )));
         }
         st.exclusive_consumer = exclusive;
-        st.consumers.push(ConsumerSlot { tag, channel });
+        let pos = st.consumers.partition_point(|c| c.priority >= priority);
+        if pos < st.next_consumer {
+            st.next_consumer += 1;
+        }
+        st.consumers.insert(pos, ConsumerSlot { tag, channel, priority, marks: VecDeque::new() });
+        Self::consumers_changed(st);
         self.dispatch_locked(st);
         Ok(())
     }
@@ -433,23 +641,33 @@ impl Queue {
     /// Detaches a consumer. Returns true if the queue is auto-delete and this was its
     /// last consumer, so the caller must delete it.
     pub fn remove_consumer(self: &Arc<Self>, tag: &str, channel: &Arc<ChannelShared>) -> bool {
-        self.with_state(|st| self.remove_consumer_locked(st, tag, channel))
+        self.with_state(|st| {
+            let delete = self.remove_consumer_locked(st, tag, channel);
+            if self.args.single_active_consumer && !st.deleted {
+                // The next consumer in line takes over.
+                self.dispatch_locked(st);
+            }
+            delete
+        })
     }
 
     fn remove_consumer_locked(&self, st: &mut QueueState, tag: &str, channel: &Arc<ChannelShared>) -> bool {
-        let before = st.consumers.len();
-        st.consumers
-            .retain(|c| !(Arc::ptr_eq(&c.channel, channel) && &*c.tag == tag));
-        let removed = st.consumers.len() != before;
+        let Some(idx) = st.consumers.iter().position(|c| Arc::ptr_eq(&c.channel, channel) && &*c.tag == tag) else {
+            return false;
+        };
+        st.consumers.remove(idx);
+        if st.next_consumer > idx {
+            st.next_consumer -= 1;
+        }
+        if st.sac_active.as_ref().is_some_and(|(t, ch)| Arc::ptr_eq(ch, channel) && &**t == tag) {
+            st.sac_active = None;
+        }
+        Self::consumers_changed(st);
         if st.consumers.is_empty() {
-            st.exclusive_consumer = false;
-            st.next_consumer = 0;
             // Unused from now on (x-expires).
             st.last_used = Instant::now();
-        } else if st.next_consumer >= st.consumers.len() {
-            st.next_consumer = 0;
         }
-        removed && st.consumers.is_empty() && self.settings.auto_delete && !st.deleted
+        st.consumers.is_empty() && self.settings.auto_delete && !st.deleted
     }
 
     /// Takes the head message for basic.get; `f` gets it and the count left.
@@ -580,5 +798,48 @@ impl Queue {
     /// RabbitMQ's text for a missing queue.
     pub fn no_queue_text(&self) -> String {
         format!("no queue '{}' in vhost '{}'", self.name, self.vhost)
+    }
+}
+
+/// How often a queue with unacked consumer deliveries checks the consumer timeout.
+fn sweep_interval(timeout: Duration) -> Duration {
+    (timeout / 8).max(Duration::from_millis(5))
+}
+
+/// x-message-deduplication: the hashes of the last `cap` keys, oldest evicted first
+/// (a ring plus a set: bounded memory, O(1) per publish).
+struct Dedup {
+    cap: usize,
+    set: std::collections::HashSet<u64>,
+    ring: VecDeque<u64>,
+}
+
+impl Dedup {
+    fn new(cap: usize) -> Self {
+        Self { cap: cap.max(1), set: Default::default(), ring: VecDeque::new() }
+    }
+
+    /// A 64-bit hash of a key (SipHash with fixed keys: stable within the process).
+    fn hash(key: &[u8]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new();
+        key.hash(&mut h);
+        h.finish()
+    }
+
+    fn contains(&self, h: u64) -> bool {
+        self.set.contains(&h)
+    }
+
+    fn insert(&mut self, h: u64) {
+        if self.set.insert(h) {
+            self.ring.push_back(h);
+            if self.ring.len() > self.cap {
+                if let Some(old) = self.ring.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
     }
 }

@@ -495,11 +495,12 @@ fn connection_start_and_tune_advertise_what_rabbitmq_does() {
         "exchange_exchange_bindings",
         "basic.nack",
         "consumer_cancel_notify",
-        // RabbitMQ also advertises connection.blocked and consumer_priorities; HareMQ
-        // advertises only what it implements, and does not implement those yet.
+        // RabbitMQ also advertises connection.blocked; HareMQ advertises only what it
+        // implements, and does not implement that yet.
         "authentication_failure_close",
         "per_consumer_qos",
         "direct_reply_to",
+        "consumer_priorities",
     ] {
         assert_eq!(caps.get(cap), Some(&AMQPValue::Boolean(true)), "capability {cap}");
     }

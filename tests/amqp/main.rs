@@ -17,3 +17,4 @@ mod examples;
 mod reply_to;
 mod exchange_ext;
 mod lifecycle;
+mod consumers;
