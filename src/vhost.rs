@@ -855,7 +855,7 @@ impl VHost {
             &self.store,
             &mut out,
             name,
-            &m.routing_key,
+            m.routing_key,
             m.raw_properties,
             m.body,
             m.persistent,

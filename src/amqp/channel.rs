@@ -678,7 +678,7 @@ impl Channel {
                 let persisted = ctx.vhost.schedule_delayed(DelayedMessage {
                     due: std::time::Instant::now() + std::time::Duration::from_millis(ms),
                     exchange: name,
-                    routing_key: routing_key.as_str().into(),
+                    routing_key: String::from(routing_key).into_boxed_str(),
                     extra_keys: h.extra_keys,
                     headers: props.headers().clone(),
                     message_id: props.message_id().as_ref().map(|s| s.to_string()),
@@ -697,7 +697,8 @@ impl Channel {
             ctx.store,
             &mut self.routed,
             exchange_name,
-            routing_key.as_str(),
+            // The parsed short string becomes the message's key without a copy.
+            String::from(routing_key).into_boxed_str(),
             h.raw_properties,
             body.into_boxed_slice(),
             h.persistent,
@@ -721,7 +722,7 @@ impl Channel {
                     reply_code: 312,
                     reply_text: "NO_ROUTE".into(),
                     exchange,
-                    routing_key,
+                    routing_key: message.routing_key.as_ref().into(),
                 })),
             );
             write_content(out.buf(), self.id(), &message.raw_properties, &message.body, frame_max);
@@ -967,7 +968,7 @@ pub(crate) fn enqueue_routed(
     store: &Option<StoreHandle>,
     routed: &mut Vec<QueueRef>,
     exchange: Arc<str>,
-    routing_key: &str,
+    routing_key: Box<str>,
     raw_properties: Box<[u8]>,
     body: Box<[u8]>,
     persistent: bool,
@@ -987,7 +988,7 @@ pub(crate) fn enqueue_routed(
     };
     let message = Arc::new(Message {
         exchange,
-        routing_key: routing_key.into(),
+        routing_key,
         raw_properties,
         body,
         persistent,
