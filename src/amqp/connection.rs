@@ -19,7 +19,7 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 use super::channel::{Channel, Context};
 use super::frame::{next_frame, write_heartbeat, write_method, Frame, PROTOCOL_HEADER};
-use super::outbox::Outbox;
+use super::outbox::{Batch, Outbox};
 use crate::auth::{AuthError, MECHANISMS};
 use crate::broker::Broker;
 use crate::error::AmqpError;
@@ -117,6 +117,7 @@ struct Connection {
 pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex: Arc<async_executor::Executor<'static>>) {
     let _ = stream.set_nodelay(true);
     let outbox = Outbox::new(broker.config.frame_max);
+    outbox.attach_socket(std::sync::Arc::<async_io::Async<std::net::TcpStream>>::from(stream.clone()));
     let id = broker.register_connection(outbox.clone());
     let liveness = Arc::new(Liveness {
         epoch: Instant::now(),
@@ -154,7 +155,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
 /// Closes a connection from outside (broker shutdown): sends connection.close 320. The
 /// connection ends when the client answers close-ok (or when shutdown gives up waiting),
 /// so the client reads the reason before the socket closes.
-pub fn force_close(outbox: &Outbox, reason: &str) {
+pub fn force_close(outbox: &std::sync::Arc<Outbox>, reason: &str) {
     let err = AmqpError::ConnectionForced(reason.to_string());
     let mut out = outbox.lock();
     write_method(out.buf(), 0, close_method(&err, 0, 0));
@@ -335,6 +336,8 @@ impl Connection {
 
     async fn frame_loop(&mut self, stream: &mut TcpStream, rb: &mut ReadBuf) -> Stop {
         loop {
+            // Replies and deliveries produced by this read go out when the batch ends.
+            let batch = Batch::open();
             loop {
                 let (frame, n) = match next_frame(rb.data(), self.frame_max) {
                     Ok(Some(f)) => f,
@@ -345,6 +348,8 @@ impl Connection {
                         // reset mid-write and can read the reason).
                         self.fail(&e, 0, 0);
                         rb.start = rb.end;
+                        // A batch must never be held across an await (it is per thread).
+                        drop(batch);
                         discard_until_closed(stream, rb, self.frame_max).await;
                         return Stop::Failed;
                     }
@@ -361,6 +366,7 @@ impl Connection {
                     ch.flush_confirms();
                 }
             }
+            drop(batch);
             let read = if self.closing {
                 future::or(rb.fill(stream, self.frame_max as usize), async {
                     Timer::after(CLOSE_TIMEOUT).await;
@@ -642,10 +648,10 @@ async fn write_loop(mut stream: TcpStream, outbox: Arc<Outbox>, liveness: Arc<Li
                     return;
                 }
                 if now.saturating_sub(last_write_ms) >= hb * 500 {
-                    write_heartbeat(&mut buf);
-                } else {
-                    continue;
+                    // Through the outbox, so it is ordered with batch writes.
+                    write_heartbeat(outbox.lock().buf());
                 }
+                continue;
             }
         }
         if stream.write_all(&buf).await.is_err() {
