@@ -1,10 +1,11 @@
 //! A connection's outbound byte buffer, shared by everything that sends to the client.
 //!
 //! Channel handlers, and queues delivering to this connection's consumers from other
-//! tasks, append encoded frames under a short lock; one writer task swaps the buffer
-//! out and writes it in a single syscall. Frames produced while a write is in flight
-//! therefore coalesce into the next write: writes are batched per socket flush with no
-//! per-frame wake-up or copy.
+//! tasks, append encoded frames under a short lock. A connection task that produced
+//! frames while handling a read writes them to the socket itself when the read's
+//! [`Batch`] ends; otherwise (and for what the socket did not take) one writer task
+//! swaps the buffer out and writes it in a single syscall. Either way writes are
+//! batched per socket flush with no per-frame wake-up or copy.
 //!
 //! When the client reads slower than the broker produces, the buffer passes
 //! [`HIGH_WATER`]; queues then stop delivering to this connection and park themselves
