@@ -77,11 +77,19 @@ impl Batch {
     }
 }
 
+/// How many sockets a batch writes itself; beyond that it wakes their writer tasks,
+/// which run on the other executor threads in parallel (fan-out to many consumers).
+const DIRECT_WRITES_PER_BATCH: usize = 2;
+
 impl Drop for Batch {
     fn drop(&mut self) {
         let pending = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
-        for outbox in pending {
-            outbox.flush_now();
+        for (i, outbox) in pending.into_iter().enumerate() {
+            if i < DIRECT_WRITES_PER_BATCH {
+                outbox.flush_now();
+            } else {
+                outbox.ready.notify(1);
+            }
         }
     }
 }
