@@ -640,30 +640,29 @@ impl VHost {
     }
 
     pub fn bind_exchange(&self, destination: &str, source: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
-        if destination.is_empty() || source.is_empty() {
-            return Err(Self::default_exchange_refused());
-        }
-        let mut topo = write(&self.topology);
-        for name in [destination, source] {
-            if !topo.exchanges.contains_key(name) {
-                return Err(self.no_exchange(name));
-            }
-        }
+        let mut topo = self.lock_for_exchange_binding(destination, source)?;
         self.add_binding_locked(&mut topo, source, Destination::Exchange(destination.into()), key, args)
     }
 
     pub fn unbind_exchange(&self, destination: &str, source: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
+        let mut topo = self.lock_for_exchange_binding(destination, source)?;
+        self.remove_binding_locked(&mut topo, source, &Destination::Exchange(destination.into()), key, args);
+        Ok(())
+    }
+
+    /// The topology, write-locked, once both ends of an exchange-to-exchange binding are
+    /// known to exist (and neither is the default exchange).
+    fn lock_for_exchange_binding(&self, destination: &str, source: &str) -> AmqpResult<RwLockWriteGuard<'_, Topology>> {
         if destination.is_empty() || source.is_empty() {
             return Err(Self::default_exchange_refused());
         }
-        let mut topo = write(&self.topology);
+        let topo = write(&self.topology);
         for name in [destination, source] {
             if !topo.exchanges.contains_key(name) {
                 return Err(self.no_exchange(name));
             }
         }
-        self.remove_binding_locked(&mut topo, source, &Destination::Exchange(destination.into()), key, args);
-        Ok(())
+        Ok(topo)
     }
 
     /// Adds a binding and records it if both ends are durable.

@@ -11,16 +11,14 @@
 //! batch atomically), so a crash never loses a persistent message between two durable
 //! queues — at worst, a crash between the two commits leaves it in both.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use amq_protocol::protocol::basic::{parse_properties, AMQPProperties};
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
-use super::{Enqueued, Queue};
+use super::Queue;
 use crate::amqp::frame::encode_properties;
-use crate::message::{now_ms, Message, QueuedMessage, StoredMeta};
-use crate::store::StoreOp;
+use crate::message::{now_ms, Message, QueuedMessage};
 use crate::vhost::{QueueRef, Routed, VHost};
 use haremq_routing::RouteRequest;
 
@@ -270,45 +268,19 @@ impl Queue {
         if routed.is_empty() {
             return;
         }
-        let store = if m.persistent {
-            routed.iter().find_map(|QueueRef(q)| q.store.as_ref().map(|(s, _)| s.clone()))
-        } else {
-            None
-        };
-        let durable_targets = if store.is_some() { routed.iter().filter(|q| q.0.is_durable()).count() } else { 0 };
-        let id = store.as_ref().map(|s| s.next_message_id());
-        let message = Arc::new(Message {
+        // The store of the durable queues it goes to (all queues share the broker's).
+        let store = routed.iter().find_map(|QueueRef(q)| q.store.as_ref().map(|(s, _)| s.clone()));
+        // The per-message TTL is not carried over (its `expiration` was removed above).
+        crate::amqp::channel::enqueue_routed(
+            &store,
+            &mut routed,
             exchange,
             routing_key,
-            raw_properties: encode_properties(&props).into_boxed_slice(),
-            body: m.body.clone(),
-            persistent: m.persistent,
-            published_ms: now_ms(),
-            ttl: None,
-            store: StoredMeta { id, refs: AtomicU32::new(durable_targets as u32), committed: Default::default() },
-        });
-        if let (Some(store), Some(id)) = (&store, id) {
-            store.send(StoreOp::PutMessage(id, message.clone()));
-        }
-        let mut stored = 0;
-        for QueueRef(q) in routed {
-            match q.publish(message.clone()) {
-                Enqueued::Stored => stored += 1,
-                Enqueued::InMemory => {}
-                Enqueued::No | Enqueued::Rejected | Enqueued::Duplicate => {
-                    if q.is_durable() && id.is_some() && message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1 && stored > 0 {
-                        if let (Some(store), Some(id)) = (&store, id) {
-                            store.send(StoreOp::DeleteMessage(id));
-                        }
-                    }
-                }
-            }
-        }
-        if let (Some(store), Some(id)) = (&store, id) {
-            if stored == 0 {
-                store.send(StoreOp::DeleteMessage(id));
-            }
-        }
+            encode_properties(&props).into_boxed_slice(),
+            m.body.clone(),
+            m.persistent,
+            None,
+        );
     }
 }
 
