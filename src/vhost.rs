@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
@@ -69,13 +70,56 @@ pub struct VHost {
     /// The broker's `consumer_timeout_ms`, for queues without x-consumer-timeout
     /// (read when a queue is created; 0 disables).
     pub consumer_timeout_ms: std::sync::atomic::AtomicU64,
+    /// Bumped when a write lock on `topology` or `queues` is taken and again when it
+    /// is released (see [`Changing`]): a route computed under generation `g` is still
+    /// the route while the generation reads `g`. Channels cache routes against it.
+    generation: AtomicU64,
+}
+
+/// A write guard on the topology or the queue map that bumps the vhost's generation
+/// when taken and when dropped, so no cached route outlives a change and none is
+/// cached from a half-made one.
+struct Changing<'a, T> {
+    guard: RwLockWriteGuard<'a, T>,
+    generation: &'a AtomicU64,
+}
+
+impl<'a, T> Changing<'a, T> {
+    fn new(lock: &'a RwLock<T>, generation: &'a AtomicU64) -> Self {
+        let guard = write(lock);
+        generation.fetch_add(1, Ordering::AcqRel);
+        Self { guard, generation }
+    }
+}
+
+impl<T> std::ops::Deref for Changing<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> std::ops::DerefMut for Changing<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
+impl<T> Drop for Changing<'_, T> {
+    fn drop(&mut self) {
+        // Still under the lock: a reader that sees the old generation after this is
+        // ordered before the change.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// What [`VHost::route`] decided for a publish.
 #[derive(Debug)]
 pub enum Routed {
-    /// Routed now: the destination queues were appended; the exchange's interned name.
-    Now(Arc<str>),
+    /// Routed now: the destination queues were appended; the exchange's interned name,
+    /// and the generation under which this outcome holds for every message with the
+    /// same exchange and routing key (None: it depended on more than those).
+    Now(Arc<str>, Option<u64>),
     /// Published to a delayed-message exchange with a positive `x-delay` (ms): hold it.
     Delay(Arc<str>, u64),
 }
@@ -114,6 +158,19 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 impl VHost {
+    fn change_topology(&self) -> Changing<'_, Topology> {
+        Changing::new(&self.topology, &self.generation)
+    }
+
+    fn change_queues(&self) -> Changing<'_, HashMap<Arc<str>, Arc<Queue>>> {
+        Changing::new(&self.queues, &self.generation)
+    }
+
+    /// The current topology generation, for validating cached routes.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     pub fn new(name: &str, store: Option<StoreHandle>) -> Arc<Self> {
         let mut topology = Topology { routing: RoutingTable::new(), exchanges: HashMap::new() };
         for &(ex, kind) in PREDECLARED {
@@ -140,6 +197,7 @@ impl VHost {
             delayed: DelayScheduler::new(me.clone()),
             me: me.clone(),
             consumer_timeout_ms: std::sync::atomic::AtomicU64::new(crate::config::DEFAULT_CONSUMER_TIMEOUT_MS),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -149,7 +207,7 @@ impl VHost {
         let Some(store) = &self.store else {
             return;
         };
-        let mut topo = write(&self.topology);
+        let mut topo = self.change_topology();
         for e in snap.exchanges.iter().filter(|e| *e.vhost == *self.name) {
             let settings = match crate::exchange::settings(&e.kind, &e.arguments, &e.name, &self.name) {
                 Ok(s) => s,
@@ -172,7 +230,7 @@ impl VHost {
                 },
             );
         }
-        let mut queues = write(&self.queues);
+        let mut queues = self.change_queues();
         let mut recovered = 0usize;
         for q in snap.queues.iter().filter(|q| *q.vhost == *self.name) {
             let ready: std::collections::VecDeque<Entry> = snap
@@ -286,7 +344,7 @@ impl VHost {
             };
         }
         crate::exchange::check_type(d.kind)?;
-        let mut topo = write(&self.topology);
+        let mut topo = self.change_topology();
         if let Some(existing) = topo.exchanges.get(d.name) {
             return self.check_exchange_equivalent(existing, d);
         }
@@ -391,7 +449,7 @@ impl VHost {
                 "exchange name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
-        let mut topo = write(&self.topology);
+        let mut topo = self.change_topology();
         if !topo.exchanges.contains_key(name) {
             return Ok(());
         }
@@ -446,14 +504,15 @@ impl VHost {
     }
 
     /// Checks that `name` can be published to: 404 if missing, 403 if internal.
-    pub fn check_publish(&self, name: &str) -> AmqpResult<()> {
+    /// Checks that `name` may be published to; returns its interned name.
+    pub fn check_publish(&self, name: &str) -> AmqpResult<Arc<str>> {
         match read(&self.topology).exchanges.get(name) {
             None => Err(self.no_exchange(name)),
             Some(e) if e.internal => Err(AmqpError::AccessRefused(format!(
                 "cannot publish to internal exchange '{name}' in vhost '{}'",
                 self.name
             ))),
-            Some(_) => Ok(()),
+            Some(e) => Ok(e.name.clone()),
         }
     }
 
@@ -492,7 +551,7 @@ impl VHost {
                 "queue name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
-        let mut queues = write(&self.queues);
+        let mut queues = self.change_queues();
         if let Some(q) = queues.get(name) {
             check_exclusive(q, conn)?;
             if settings.exclusive_owner.is_some() && q.settings.exclusive_owner.is_none() {
@@ -578,13 +637,13 @@ impl VHost {
     /// and drops its messages. Returns the number of ready messages it held.
     pub fn delete_queue(&self, q: &Arc<Queue>) -> u32 {
         {
-            let mut queues = write(&self.queues);
+            let mut queues = self.change_queues();
             if queues.get(&q.name).is_some_and(|cur| Arc::ptr_eq(cur, q)) {
                 queues.remove(&q.name);
             }
         }
         {
-            let mut topo = write(&self.topology);
+            let mut topo = self.change_topology();
             let sources = topo.routing.remove_queue(&QueueRef(q.clone()));
             self.auto_delete_exchanges(&mut topo, sources);
         }
@@ -617,7 +676,7 @@ impl VHost {
         if exchange.is_empty() {
             return Err(Self::default_exchange_refused());
         }
-        let mut topo = write(&self.topology);
+        let mut topo = self.change_topology();
         if !topo.exchanges.contains_key(exchange) {
             return Err(self.no_exchange(exchange));
         }
@@ -631,7 +690,7 @@ impl VHost {
         if exchange.is_empty() {
             return Err(Self::default_exchange_refused());
         }
-        let mut topo = write(&self.topology);
+        let mut topo = self.change_topology();
         if !topo.exchanges.contains_key(exchange) {
             return Err(self.no_exchange(exchange));
         }
@@ -652,11 +711,11 @@ impl VHost {
 
     /// The topology, write-locked, once both ends of an exchange-to-exchange binding are
     /// known to exist (and neither is the default exchange).
-    fn lock_for_exchange_binding(&self, destination: &str, source: &str) -> AmqpResult<RwLockWriteGuard<'_, Topology>> {
+    fn lock_for_exchange_binding(&self, destination: &str, source: &str) -> AmqpResult<Changing<'_, Topology>> {
         if destination.is_empty() || source.is_empty() {
             return Err(Self::default_exchange_refused());
         }
-        let topo = write(&self.topology);
+        let topo = self.change_topology();
         for name in [destination, source] {
             if !topo.exchanges.contains_key(name) {
                 return Err(self.no_exchange(name));
@@ -741,7 +800,9 @@ impl VHost {
                 return Ok(Routed::Delay(name, ms));
             }
         }
-        if exchange.is_empty() {
+        // Read under the topology lock: every change counted in it is complete.
+        let generation = self.generation();
+        let key_only = if exchange.is_empty() {
             drop(topo);
             let queues = read(&self.queues);
             for key in std::iter::once(&msg.routing_key).chain(msg.extra_keys) {
@@ -752,10 +813,12 @@ impl VHost {
                     }
                 }
             }
+            msg.extra_keys.is_empty()
         } else {
-            topo.routing.route_message(exchange, msg, out);
-        }
-        Ok(Routed::Now(name))
+            // A delayed exchange's outcome depends on the headers (x-delay).
+            topo.routing.route_message(exchange, msg, out) && !meta.settings.delayed
+        };
+        Ok(Routed::Now(name, key_only.then_some(generation)))
     }
 
     /// Holds a message published to a delayed-message exchange until it is due. Returns

@@ -522,10 +522,16 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
     /// and the properties consistent-hash exchanges may hash. An exchange on the way
     /// that matches no binding at all hands the message to its alternate exchange, if
     /// that exists and was not visited yet (so alternate-exchange cycles end).
-    pub fn route_message(&self, exchange: &str, msg: &RouteRequest<'_>, out: &mut Vec<Q>) {
+    ///
+    /// Returns true if the outcome depended on nothing but the exchange, the routing
+    /// key and the table: every exchange visited was direct, fanout or topic and no
+    /// extra keys were given. The broker caches such outcomes per publishing channel
+    /// until the table changes.
+    pub fn route_message(&self, exchange: &str, msg: &RouteRequest<'_>, out: &mut Vec<Q>) -> bool {
         let Some(first) = self.exchanges.get(exchange) else {
-            return;
+            return msg.extra_keys.is_empty();
         };
+        let mut key_only = msg.extra_keys.is_empty();
         let mut r = Router {
             exchanges: &self.exchanges,
             sink: Sink {
@@ -542,6 +548,7 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
         let mut first_source = true;
         while let Some(x) = current {
             r.matched = 0;
+            key_only &= matches!(x.index, Index::Direct(_) | Index::Fanout(_) | Index::Topic(_));
             match &x.index {
                 Index::Direct(map) => {
                     if let Some(set) = map.get(msg.routing_key) {
@@ -583,6 +590,7 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
             first_source = false;
             current = r.pending.pop();
         }
+        key_only
     }
 }
 

@@ -561,3 +561,34 @@ fn consistent_hash_on_header_or_property() {
     }
     assert_eq!(seen.len(), 4, "message ids spread over all queues");
 }
+
+/// `route_message` says when its outcome depends on nothing but exchange, key and
+/// table (the broker caches those): not with extra keys, and not once a headers
+/// exchange is on the way, even behind an exchange-to-exchange binding.
+#[test]
+fn route_message_reports_key_only_outcomes() {
+    use haremq_routing::RouteRequest;
+    let mut t = Table::new();
+    t.add_exchange("d", ExchangeKind::Direct);
+    t.add_exchange("t", ExchangeKind::Topic);
+    t.add_exchange("h", ExchangeKind::Headers);
+    t.bind("d", q("q1"), "k", &none()).expect("bind");
+    t.bind("d", x("t"), "k", &none()).expect("bind");
+    t.bind("t", q("q2"), "#", &none()).expect("bind");
+    let mut out = Vec::new();
+    let plain = RouteRequest { routing_key: "k", ..RouteRequest::default() };
+    assert!(t.route_message("d", &plain, &mut out));
+    out.sort();
+    assert_eq!(out, vec!["q1", "q2"]);
+    out.clear();
+    let cc = RouteRequest { routing_key: "k", extra_keys: &["other"], ..RouteRequest::default() };
+    assert!(!t.route_message("d", &cc, &mut out));
+    t.bind("t", x("h"), "#", &none()).expect("bind");
+    out.clear();
+    assert!(!t.route_message("d", &plain, &mut out));
+    // A key that never reaches the headers exchange stays cacheable.
+    out.clear();
+    let miss = RouteRequest { routing_key: "nothing", ..RouteRequest::default() };
+    assert!(t.route_message("d", &miss, &mut out));
+    assert!(out.is_empty());
+}

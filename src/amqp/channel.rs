@@ -12,8 +12,9 @@ use amq_protocol::types::{ChannelId, ShortString};
 use haremq_routing::RouteRequest;
 
 use super::delivery::{ChannelShared, ConsumerState, DeliveryState, Unacked};
-use super::frame::{encode_properties, write_content, write_method, ContentHeader};
+use super::frame::{encode_properties, write_content, write_method, ContentHeader, PublishArgs};
 use super::outbox::Outbox;
+use super::route_cache::RouteCache;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::delayed::DelayedMessage;
 use crate::message::{Message, QueuedMessage, StoredMeta};
@@ -38,8 +39,9 @@ pub struct Context<'a> {
 
 /// A publish whose content is still arriving.
 struct Pending {
-    exchange: ShortString,
-    routing_key: ShortString,
+    /// The exchange's interned name.
+    exchange: Arc<str>,
+    routing_key: Box<str>,
     mandatory: bool,
     header: Option<PendingHeader>,
     body: Vec<u8>,
@@ -71,6 +73,8 @@ pub struct Channel {
     /// The last queue declared on this channel (AMQP's "current queue", for empty names).
     last_queue: Option<Arc<str>>,
     routed: Vec<QueueRef>,
+    /// The last route this channel published along, while the topology is unchanged.
+    route_cache: RouteCache,
     taken: Vec<Unacked>,
     /// The token of this channel's direct reply-to address, once it consumes from
     /// `amq.rabbitmq.reply-to`.
@@ -101,6 +105,7 @@ impl Channel {
             consumer_prefetch: 0,
             last_queue: None,
             routed: Vec::new(),
+            route_cache: RouteCache::default(),
             taken: Vec::new(),
             reply_token: None,
             tx: None,
@@ -124,14 +129,7 @@ impl Channel {
     /// Handles a method for this channel (not channel.open/close, which the connection
     /// handles). Replies are written to the outbox.
     pub fn handle_method(&mut self, ctx: &Context<'_>, method: AMQPClass) -> AmqpResult<()> {
-        if self.pending.is_some() {
-            let expected = if self.pending.as_ref().is_some_and(|p| p.header.is_some()) {
-                "expected content body, got non content body frame instead"
-            } else {
-                "expected content header for class 60, got non content header frame instead"
-            };
-            return Err(AmqpError::UnexpectedFrame(expected.into()));
-        }
+        self.expect_method()?;
         let reply = match method {
             AMQPClass::Basic(m) => self.basic(ctx, m)?,
             AMQPClass::Exchange(m) => self.exchange(ctx, m)?,
@@ -226,20 +224,13 @@ impl Channel {
         use basic::AMQPMethod as B;
         match m {
             B::Publish(p) => {
-                if p.immediate {
-                    return Err(AmqpError::NotImplemented("immediate=true".into()));
-                }
-                // Fail early for a missing or internal exchange; the content that
-                // follows is then ignored because the channel is closing.
-                ctx.vhost.check_publish(p.exchange.as_str())?;
-                self.pending = Some(Pending {
-                    exchange: p.exchange,
-                    routing_key: p.routing_key,
+                let args = PublishArgs {
+                    exchange: p.exchange.as_str(),
+                    routing_key: p.routing_key.as_str(),
                     mandatory: p.mandatory,
-                    header: None,
-                    body: Vec::new(),
-                });
-                Ok(None)
+                    immediate: p.immediate,
+                };
+                self.publish(ctx, args).map(|()| None)
             }
             B::Consume(c) => self.consume(ctx, c),
             B::Cancel(c) => {
@@ -504,6 +495,46 @@ impl Channel {
 
     // ---- content -------------------------------------------------------------------
 
+    /// A basic.publish frame (parsed by the fast path; see `frame::parse_publish`).
+    pub fn handle_publish(&mut self, ctx: &Context<'_>, p: PublishArgs<'_>) -> AmqpResult<()> {
+        self.expect_method()?;
+        self.publish(ctx, p)
+    }
+
+    /// A method frame may not interrupt a publish's content (505).
+    fn expect_method(&self) -> AmqpResult<()> {
+        let Some(p) = self.pending.as_ref() else {
+            return Ok(());
+        };
+        let expected = if p.header.is_some() {
+            "expected content body, got non content body frame instead"
+        } else {
+            "expected content header for class 60, got non content header frame instead"
+        };
+        Err(AmqpError::UnexpectedFrame(expected.into()))
+    }
+
+    /// basic.publish: the content that follows is assembled into a message.
+    fn publish(&mut self, ctx: &Context<'_>, p: PublishArgs<'_>) -> AmqpResult<()> {
+        if p.immediate {
+            return Err(AmqpError::NotImplemented("immediate=true".into()));
+        }
+        // Fail early for a missing or internal exchange; the content that follows is
+        // then ignored because the channel is closing.
+        let exchange = match self.route_cache.exchange(ctx.vhost, p.exchange) {
+            Some(name) => name,
+            None => ctx.vhost.check_publish(p.exchange)?,
+        };
+        self.pending = Some(Pending {
+            exchange,
+            routing_key: p.routing_key.into(),
+            mandatory: p.mandatory,
+            header: None,
+            body: Vec::new(),
+        });
+        Ok(())
+    }
+
     pub fn handle_header(&mut self, ctx: &Context<'_>, h: ContentHeader<'_>) -> AmqpResult<()> {
         let Some(p) = self.pending.as_mut() else {
             return Err(AmqpError::UnexpectedFrame("expected method frame, got non method frame instead".into()));
@@ -657,48 +688,55 @@ impl Channel {
             return Ok(PublishOutcome::default());
         };
         self.routed.clear();
-        let routed = {
+        let cached = h.extra_keys.is_empty()
+            && self.route_cache.route(ctx.vhost, &exchange, &routing_key, &mut self.routed);
+        let exchange_name = if cached {
+            exchange.clone()
+        } else {
             let keys: Vec<&str> = h.extra_keys.iter().map(String::as_str).collect();
             let req = RouteRequest {
-                routing_key: routing_key.as_str(),
+                routing_key: &routing_key,
                 extra_keys: &keys,
                 headers: h.properties.headers().as_ref(),
                 message_id: h.properties.message_id().as_ref().map(|s| s.as_str()),
                 correlation_id: h.properties.correlation_id().as_ref().map(|s| s.as_str()),
                 timestamp: *h.properties.timestamp(),
             };
-            ctx.vhost.route(exchange.as_str(), &req, &mut self.routed)?
-        };
-        let exchange_name = match routed {
-            Routed::Now(name) => name,
-            Routed::Delay(name, ms) => {
-                // Held until due (and stored, if persistent on a durable exchange); mandatory
-                // does not apply (as the plugin).
-                let props = &h.properties;
-                let persisted = ctx.vhost.schedule_delayed(DelayedMessage {
-                    due: std::time::Instant::now() + std::time::Duration::from_millis(ms),
-                    exchange: name,
-                    routing_key: String::from(routing_key).into_boxed_str(),
-                    extra_keys: h.extra_keys,
-                    headers: props.headers().clone(),
-                    message_id: props.message_id().as_ref().map(|s| s.to_string()),
-                    correlation_id: props.correlation_id().as_ref().map(|s| s.to_string()),
-                    timestamp: *props.timestamp(),
-                    raw_properties: h.raw_properties,
-                    body: body.into_boxed_slice(),
-                    persistent: h.persistent,
-                    ttl: h.ttl,
-                    store_id: None,
-                });
-                return Ok(PublishOutcome { stored: usize::from(persisted), rejected: false });
+            match ctx.vhost.route(&exchange, &req, &mut self.routed)? {
+                Routed::Now(name, generation) => {
+                    if let Some(g) = generation {
+                        self.route_cache.store(g, &name, &routing_key, &self.routed);
+                    }
+                    name
+                }
+                Routed::Delay(name, ms) => {
+                    // Held until due (and stored, if persistent on a durable exchange);
+                    // mandatory does not apply (as the plugin).
+                    let props = &h.properties;
+                    let persisted = ctx.vhost.schedule_delayed(DelayedMessage {
+                        due: std::time::Instant::now() + std::time::Duration::from_millis(ms),
+                        exchange: name,
+                        routing_key,
+                        extra_keys: h.extra_keys,
+                        headers: props.headers().clone(),
+                        message_id: props.message_id().as_ref().map(|s| s.to_string()),
+                        correlation_id: props.correlation_id().as_ref().map(|s| s.to_string()),
+                        timestamp: *props.timestamp(),
+                        raw_properties: h.raw_properties,
+                        body: body.into_boxed_slice(),
+                        persistent: h.persistent,
+                        ttl: h.ttl,
+                        store_id: None,
+                    });
+                    return Ok(PublishOutcome { stored: usize::from(persisted), rejected: false });
+                }
             }
         };
         let Enqueueing { message, mut delivered, stored, rejected } = enqueue_routed(
             ctx.store,
             &mut self.routed,
             exchange_name,
-            // The parsed short string becomes the message's key without a copy.
-            String::from(routing_key).into_boxed_str(),
+            routing_key,
             h.raw_properties,
             body.into_boxed_slice(),
             h.persistent,
@@ -721,7 +759,7 @@ impl Channel {
                 AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                     reply_code: 312,
                     reply_text: "NO_ROUTE".into(),
-                    exchange,
+                    exchange: ShortString::from(&*exchange),
                     routing_key: message.routing_key.as_ref().into(),
                 })),
             );

@@ -250,7 +250,7 @@ impl Queue {
         };
         let exchange = match vh.route(dlx, &req, &mut routed) {
             // A delayed-message DLX routes at once: dead-lettering is not a publish.
-            Ok(Routed::Now(name) | Routed::Delay(name, _)) => name,
+            Ok(Routed::Now(name, _) | Routed::Delay(name, _)) => name,
             Err(e) => {
                 log::debug!("queue '{}': dead-letter exchange unusable ({e}); message dropped", self.name);
                 return;

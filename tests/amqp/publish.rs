@@ -370,3 +370,56 @@ async fn user_id_different_from_login_closes_channel_406() {
     let ch2 = channel(&conn).await;
     assert_eq!(message_count(&ch2, &q).await, 0, "the spoofed message was not enqueued");
 }
+
+/// A channel that keeps publishing with the same exchange and key follows topology
+/// changes made by another connection between its publishes (HareMQ caches the last
+/// route per channel; this is the test that the cache never serves a stale one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_publishes_follow_topology_changes() {
+    let broker = start_broker();
+    let (_conn, ch) = open(&broker).await;
+    let (_admin_conn, admin) = open(&broker).await;
+    confirm_select(&ch).await;
+    let x = unique("route-cache-x");
+    let (a, b) = (unique("route-cache-a"), unique("route-cache-b"));
+    declare_exchange(&admin, &x, ExchangeKind::Direct).await;
+    declare_queue(&admin, &a).await;
+    declare_queue(&admin, &b).await;
+    bind(&admin, &a, &x, "k").await;
+    publish_confirmed(&ch, &x, "k", b"1", BasicProperties::default()).await;
+    // Rebind: the same key now leads to b only.
+    within("queue.unbind", admin.queue_unbind(a.as_str().into(), x.as_str().into(), "k".into(), FieldTable::default()))
+        .await
+        .expect("queue.unbind");
+    bind(&admin, &b, &x, "k").await;
+    publish_confirmed(&ch, &x, "k", b"2", BasicProperties::default()).await;
+    // Delete and redeclare b: its bindings went with it, so this one is unroutable.
+    within("queue.delete", admin.queue_delete(b.as_str().into(), QueueDeleteOptions::default()))
+        .await
+        .expect("queue.delete");
+    declare_queue(&admin, &b).await;
+    publish_confirmed(&ch, &x, "k", b"3", BasicProperties::default()).await;
+    bind(&admin, &b, &x, "k").await;
+    publish_confirmed(&ch, &x, "k", b"4", BasicProperties::default()).await;
+    // The default exchange: the queue a key names is looked up again after a redeclare.
+    publish_confirmed(&ch, "", &a, b"5", BasicProperties::default()).await;
+    within("queue.delete", admin.queue_delete(a.as_str().into(), QueueDeleteOptions::default()))
+        .await
+        .expect("queue.delete");
+    declare_queue(&admin, &a).await;
+    publish_confirmed(&ch, "", &a, b"6", BasicProperties::default()).await;
+    assert_eq!(drain(&admin, &a).await, vec!["6"]);
+    assert_eq!(drain(&admin, &b).await, vec!["4"]);
+    // The exchange itself deleted: the next publish to it is a 404 channel error.
+    within("exchange.delete", admin.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default()))
+        .await
+        .expect("exchange.delete");
+    let res = ch
+        .basic_publish(x.as_str().into(), "k".into(), BasicPublishOptions::default(), b"7", BasicProperties::default())
+        .await;
+    let res = match res {
+        Ok(confirm) => within("publisher confirm", confirm).await,
+        Err(e) => Err(e),
+    };
+    assert_amqp_err(res, 404, "NOT_FOUND - no exchange");
+}
