@@ -106,13 +106,17 @@ fn route_message_does_not_allocate() {
     ];
     for (ex, msg) in &cases {
         out.clear();
-        let n = allocations(|| t.route_message(ex, msg, &mut out));
+        let n = allocations(|| {
+            t.route_message(ex, msg, &mut out);
+        });
         assert_eq!(n, 0, "route_message({ex:?}) allocated");
         assert!(!out.is_empty());
     }
     t.set_hash_on("c", HashOn::Header("h".into()));
     out.clear();
     let msg = RouteRequest { routing_key: "", headers: Some(&headers), ..Default::default() };
-    assert_eq!(allocations(|| t.route_message("c", &msg, &mut out)), 0);
+    assert_eq!(allocations(|| {
+        t.route_message("c", &msg, &mut out);
+    }), 0);
     assert_eq!(out.len(), 1);
 }
