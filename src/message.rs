@@ -58,7 +58,9 @@ impl Message {
     /// The `priority` property (0 when absent), read from the raw property bytes
     /// without decoding them: only priority queues ask.
     pub fn priority(&self) -> u8 {
-        property_priority(&self.raw_properties).unwrap_or(0)
+        crate::amqp::properties::Properties::parse(&self.raw_properties)
+            .and_then(|p| p.priority)
+            .unwrap_or(0)
     }
 
     /// The deduplication key of a message: its `x-deduplication-header` header (as the
@@ -77,29 +79,6 @@ impl Message {
         }
         props.message_id().as_ref().map(|id| id.as_str().as_bytes().to_vec())
     }
-}
-
-/// The priority octet of raw basic properties (flags word, then the properties in flag
-/// order: content-type, content-encoding, headers and delivery-mode precede priority).
-pub fn property_priority(raw: &[u8]) -> Option<u8> {
-    let flags = u16::from_be_bytes([*raw.first()?, *raw.get(1)?]);
-    if flags & (1 << 11) == 0 {
-        return None;
-    }
-    let mut i = 2usize;
-    for bit in [15, 14] {
-        if flags & (1 << bit) != 0 {
-            i += 1 + usize::from(*raw.get(i)?);
-        }
-    }
-    if flags & (1 << 13) != 0 {
-        let n = u32::from_be_bytes(raw.get(i..i + 4)?.try_into().ok()?);
-        i += 4 + n as usize;
-    }
-    if flags & (1 << 12) != 0 {
-        i += 1;
-    }
-    raw.get(i).copied()
 }
 
 /// Wall-clock milliseconds since the UNIX epoch.
@@ -131,7 +110,9 @@ const _: () = assert!(std::mem::size_of::<QueuedMessage>() == 24);
 
 #[cfg(test)]
 mod tests {
-    use super::property_priority;
+    fn property_priority(raw: &[u8]) -> Option<u8> {
+        crate::amqp::properties::Properties::parse(raw)?.priority
+    }
     use amq_protocol::protocol::BasicProperties;
     use amq_protocol::types::{AMQPValue, FieldTable};
 

@@ -916,12 +916,16 @@ impl VHost {
         crate::amqp::channel::enqueue_routed(
             &self.store,
             &mut out,
-            name,
-            m.routing_key,
-            m.raw_properties,
-            m.body,
-            m.persistent,
-            m.ttl,
+            crate::message::Message {
+                exchange: name,
+                routing_key: m.routing_key,
+                raw_properties: m.raw_properties,
+                body: m.body,
+                persistent: m.persistent,
+                published_ms: crate::message::now_ms(),
+                ttl: m.ttl,
+                store: Default::default(),
+            },
         );
         // After the queue entries it became: the store applies ops in order.
         forget(m.store_id);

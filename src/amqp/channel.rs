@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, channel, confirm, exchange, queue, tx, AMQPClass};
 use amq_protocol::protocol::BasicProperties;
-use amq_protocol::types::{ChannelId, ShortString};
+use amq_protocol::types::{ChannelId, FieldTable, ShortString};
 use haremq_routing::RouteRequest;
 
 use super::delivery::{ChannelShared, ConsumerState, DeliveryState, Unacked};
 use super::frame::{encode_properties, write_content, write_method, ContentHeader, PublishArgs};
 use super::outbox::Outbox;
+use super::properties::Properties;
 use super::route_cache::RouteCache;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::delayed::DelayedMessage;
@@ -35,6 +36,9 @@ pub struct Context<'a> {
     pub conn_id: ConnectionId,
     pub user: &'a str,
     pub outbox: &'a Arc<Outbox>,
+    /// The wall clock (ms since the UNIX epoch) when this batch of frames was read:
+    /// messages published in it count their TTLs from here.
+    pub now_ms: u64,
 }
 
 /// A publish whose content is still arriving.
@@ -51,9 +55,10 @@ struct PendingHeader {
     body_size: u64,
     raw_properties: Box<[u8]>,
     persistent: bool,
-    /// The parsed properties (moved from the content header, not cloned): headers for
-    /// headers exchanges and `x-delay`, ids for consistent-hash `hash-property`.
-    properties: BasicProperties,
+    /// The decoded header table (moved from the content header, not cloned), for
+    /// headers exchanges and `x-delay`. Other properties are read from
+    /// `raw_properties` in place when needed.
+    headers: Option<FieldTable>,
     /// Routing keys from the `CC` and `BCC` headers (empty, unallocated, without them).
     extra_keys: Vec<String>,
     /// The per-message TTL from `expiration`.
@@ -555,8 +560,9 @@ impl Channel {
                 h.body_size
             )));
         }
-        if let Some(user_id) = h.properties.user_id() {
-            if user_id.as_str() != ctx.user {
+        let props = h.properties;
+        if let Some(user_id) = props.user_id {
+            if user_id != ctx.user {
                 self.pending = None;
                 return Err(AmqpError::PreconditionFailed(format!(
                     "user_id property set to '{}' but authenticated user was '{}'",
@@ -564,9 +570,9 @@ impl Channel {
                 )));
             }
         }
-        let ttl = match h.properties.expiration() {
+        let ttl = match props.expiration {
             None => None,
-            Some(e) => match crate::queue::args::parse_expiration(e.as_str()) {
+            Some(e) => match crate::queue::args::parse_expiration(e) {
                 Ok(ms) => Some(ms),
                 Err(why) => {
                     self.pending = None;
@@ -574,26 +580,26 @@ impl Channel {
                 }
             },
         };
-        let mut raw_properties: Box<[u8]> = h.raw_properties.into();
-        let mut properties = h.properties;
-        let mut reencode = false;
-        if properties.reply_to().as_ref().is_some_and(|r| r.as_str() == REPLY_TO_QUEUE) {
+        // Properties the broker rewrites (rare): decoded in full, changed, re-encoded.
+        let mut rewritten: Option<BasicProperties> = None;
+        if props.reply_to == Some(REPLY_TO_QUEUE) {
             // Direct reply-to: hand out this channel's reply address instead.
             let Some(token) = &self.reply_token else {
                 self.pending = None;
                 return Err(AmqpError::PreconditionFailed("fast reply consumer does not exist".into()));
             };
-            properties = properties.with_reply_to(format!("{REPLY_TO_PREFIX}{token}").into());
-            reencode = true;
+            let p = decoded(&mut rewritten, h.raw_properties)?;
+            *p = std::mem::take(p).with_reply_to(format!("{REPLY_TO_PREFIX}{token}").into());
         }
         // Sender-selected distribution: CC and BCC add routing keys; BCC is removed
         // before delivery (the only case where the header table is re-encoded).
         let mut extra_keys = Vec::new();
-        if let Some(headers) = properties.headers() {
-            let has_cc = headers.inner().contains_key("CC");
-            let has_bcc = headers.inner().contains_key("BCC");
+        let mut headers = h.headers;
+        if let Some(table) = &headers {
+            let has_cc = table.inner().contains_key("CC");
+            let has_bcc = table.inner().contains_key("BCC");
             if has_cc || has_bcc {
-                extra_keys = match crate::exchange::cc_keys(headers) {
+                extra_keys = match crate::exchange::cc_keys(table) {
                     Ok(k) => k,
                     Err(reason) => {
                         self.pending = None;
@@ -603,18 +609,20 @@ impl Channel {
             }
             if has_bcc {
                 let mut stripped = amq_protocol::types::FieldTable::default();
-                for (k, v) in headers.inner() {
+                for (k, v) in table.inner() {
                     if k.as_str() != "BCC" {
                         stripped.insert(k.clone(), v.clone());
                     }
                 }
-                properties = properties.with_headers(stripped);
-                reencode = true;
+                let p = decoded(&mut rewritten, h.raw_properties)?;
+                *p = std::mem::take(p).with_headers(stripped.clone());
+                headers = Some(stripped);
             }
         }
-        if reencode {
-            raw_properties = encode_properties(&properties).into_boxed_slice();
-        }
+        let raw_properties: Box<[u8]> = match &rewritten {
+            Some(p) => encode_properties(p).into_boxed_slice(),
+            None => h.raw_properties.into(),
+        };
         let Some(p) = self.pending.as_mut() else {
             return Ok(());
         };
@@ -624,8 +632,8 @@ impl Channel {
         p.header = Some(PendingHeader {
             body_size: h.body_size,
             raw_properties,
-            persistent: *properties.delivery_mode() == Some(2),
-            properties,
+            persistent: props.delivery_mode == Some(2),
+            headers,
             extra_keys,
             ttl,
         });
@@ -690,17 +698,20 @@ impl Channel {
         self.routed.clear();
         let cached = h.extra_keys.is_empty()
             && self.route_cache.route(ctx.vhost, &exchange, &routing_key, &mut self.routed);
+        let mut delay = None;
         let exchange_name = if cached {
             exchange.clone()
         } else {
+            // Validated when the header arrived (or re-encoded by the broker).
+            let props = Properties::parse(&h.raw_properties).unwrap_or_default();
             let keys: Vec<&str> = h.extra_keys.iter().map(String::as_str).collect();
             let req = RouteRequest {
                 routing_key: &routing_key,
                 extra_keys: &keys,
-                headers: h.properties.headers().as_ref(),
-                message_id: h.properties.message_id().as_ref().map(|s| s.as_str()),
-                correlation_id: h.properties.correlation_id().as_ref().map(|s| s.as_str()),
-                timestamp: *h.properties.timestamp(),
+                headers: h.headers.as_ref(),
+                message_id: props.message_id,
+                correlation_id: props.correlation_id,
+                timestamp: props.timestamp,
             };
             match ctx.vhost.route(&exchange, &req, &mut self.routed)? {
                 Routed::Now(name, generation) => {
@@ -710,37 +721,45 @@ impl Channel {
                     name
                 }
                 Routed::Delay(name, ms) => {
-                    // Held until due (and stored, if persistent on a durable exchange);
-                    // mandatory does not apply (as the plugin).
-                    let props = &h.properties;
-                    let persisted = ctx.vhost.schedule_delayed(DelayedMessage {
-                        due: std::time::Instant::now() + std::time::Duration::from_millis(ms),
-                        exchange: name,
-                        routing_key,
-                        extra_keys: h.extra_keys,
-                        headers: props.headers().clone(),
-                        message_id: props.message_id().as_ref().map(|s| s.to_string()),
-                        correlation_id: props.correlation_id().as_ref().map(|s| s.to_string()),
-                        timestamp: *props.timestamp(),
-                        raw_properties: h.raw_properties,
-                        body: body.into_boxed_slice(),
-                        persistent: h.persistent,
-                        ttl: h.ttl,
-                        store_id: None,
-                    });
-                    return Ok(PublishOutcome { stored: usize::from(persisted), rejected: false });
+                    let ids = (props.message_id.map(str::to_owned), props.correlation_id.map(str::to_owned));
+                    delay = Some((ms, ids, props.timestamp));
+                    name
                 }
             }
         };
+        if let Some((ms, (message_id, correlation_id), timestamp)) = delay {
+            // Held until due (and stored, if persistent on a durable exchange);
+            // mandatory does not apply (as the plugin).
+            let persisted = ctx.vhost.schedule_delayed(DelayedMessage {
+                due: std::time::Instant::now() + std::time::Duration::from_millis(ms),
+                exchange: exchange_name,
+                routing_key,
+                extra_keys: h.extra_keys,
+                headers: h.headers,
+                message_id,
+                correlation_id,
+                timestamp,
+                raw_properties: h.raw_properties,
+                body: body.into_boxed_slice(),
+                persistent: h.persistent,
+                ttl: h.ttl,
+                store_id: None,
+            });
+            return Ok(PublishOutcome { stored: usize::from(persisted), rejected: false });
+        }
         let Enqueueing { message, mut delivered, stored, rejected } = enqueue_routed(
             ctx.store,
             &mut self.routed,
-            exchange_name,
-            routing_key,
-            h.raw_properties,
-            body.into_boxed_slice(),
-            h.persistent,
-            h.ttl,
+            Message {
+                exchange: exchange_name,
+                routing_key,
+                raw_properties: h.raw_properties,
+                body: body.into_boxed_slice(),
+                persistent: h.persistent,
+                published_ms: ctx.now_ms,
+                ttl: h.ttl,
+                store: StoredMeta::default(),
+            },
         );
         if delivered == 0 && message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {
             if let Some(ch) = ctx.vhost.reply_consumer(&message.routing_key) {
@@ -998,46 +1017,38 @@ pub fn notify_consumer_cancelled(channel: &Arc<ChannelShared>, tag: &Arc<str>) {
     );
 }
 
-/// Builds the message and enqueues it on every queue in `routed` (drained): the one
+/// The publisher's properties decoded in full into `slot` (once), for the rare
+/// publishes whose properties the broker rewrites.
+fn decoded<'p>(slot: &'p mut Option<BasicProperties>, raw: &[u8]) -> AmqpResult<&'p mut BasicProperties> {
+    if slot.is_none() {
+        match amq_protocol::protocol::basic::parse_properties(raw) {
+            Ok((_, p)) => *slot = Some(p),
+            Err(_) => return Err(AmqpError::FrameError("cannot decode content header".into())),
+        }
+    }
+    slot.as_mut().ok_or_else(|| AmqpError::InternalError("properties not decoded".into()))
+}
+
+/// Enqueues a new message (its `store` part is filled in here) on every queue in
+/// `routed` (drained): the one
 /// store record a persistent message bound for a durable queue gets is written before
 /// any queue entry that points at it. Returns the message and how many queues took it
 /// and how many of those stored it. Used by publishes and by delayed messages when due.
-pub(crate) fn enqueue_routed(
-    store: &Option<StoreHandle>,
-    routed: &mut Vec<QueueRef>,
-    exchange: Arc<str>,
-    routing_key: Box<str>,
-    raw_properties: Box<[u8]>,
-    body: Box<[u8]>,
-    persistent: bool,
-    ttl: Option<u32>,
-) -> Enqueueing {
+pub(crate) fn enqueue_routed(store: &Option<StoreHandle>, routed: &mut Vec<QueueRef>, mut message: Message) -> Enqueueing {
     // A persistent message bound for at least one durable queue gets one store record,
     // written before any queue entry that points at it. Its reference count is set up
     // front, so no queue ever sees a count that will still grow (a queue may page a
     // message out only while it is the sole reference).
     let durable_targets = match store {
-        Some(_) if persistent => routed.iter().filter(|q| q.0.is_durable()).count(),
+        Some(_) if message.persistent => routed.iter().filter(|q| q.0.is_durable()).count(),
         _ => 0,
     };
     let store_id = match store {
         Some(store) if durable_targets > 0 => Some(store.next_message_id()),
         _ => None,
     };
-    let message = Arc::new(Message {
-        exchange,
-        routing_key,
-        raw_properties,
-        body,
-        persistent,
-        published_ms: crate::message::now_ms(),
-        ttl,
-        store: StoredMeta {
-            id: store_id,
-            refs: AtomicU32::new(durable_targets as u32),
-            committed: Default::default(),
-        },
-    });
+    message.store = StoredMeta { id: store_id, refs: AtomicU32::new(durable_targets as u32), committed: Default::default() };
+    let message = Arc::new(message);
     if let (Some(store), Some(id)) = (store, store_id) {
         store.send(StoreOp::PutMessage(id, message.clone()));
     }

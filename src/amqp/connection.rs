@@ -111,6 +111,8 @@ struct Connection {
     confirms_due: Vec<ChannelId>,
     /// We sent connection.close and wait for close-ok.
     closing: bool,
+    /// Wall clock of the last read (one clock read per batch, not per message).
+    read_at_ms: u64,
 }
 
 /// Serves one accepted TCP connection until it closes.
@@ -138,6 +140,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
         channels: Vec::new(),
         confirms_due: Vec::new(),
         closing: false,
+        read_at_ms: crate::message::now_ms(),
     };
     let mut stream_r = stream.clone();
     let stop = c.run(&mut stream_r).await;
@@ -335,6 +338,7 @@ impl Connection {
     }
 
     async fn frame_loop(&mut self, stream: &mut TcpStream, rb: &mut ReadBuf) -> Stop {
+        self.read_at_ms = crate::message::now_ms();
         loop {
             // Replies and deliveries produced by this read go out when the batch ends.
             let batch = Batch::open();
@@ -378,7 +382,10 @@ impl Connection {
             };
             match read {
                 Ok(0) | Err(_) => return Stop::Gone,
-                Ok(_) => self.liveness.last_read_ms.store(self.liveness.now_ms(), Ordering::Relaxed),
+                Ok(_) => {
+                    self.liveness.last_read_ms.store(self.liveness.now_ms(), Ordering::Relaxed);
+                    self.read_at_ms = crate::message::now_ms();
+                }
             }
         }
     }
@@ -478,7 +485,14 @@ impl Connection {
         if ch.closing {
             return Ok(());
         }
-        let ctx = Context { vhost, store: &self.broker.store, conn_id: self.id, user: &self.user, outbox: &self.outbox };
+        let ctx = Context {
+            vhost,
+            store: &self.broker.store,
+            conn_id: self.id,
+            user: &self.user,
+            outbox: &self.outbox,
+            now_ms: self.read_at_ms,
+        };
         let r = match frame {
             Frame::Method(_, m) => ch.handle_method(&ctx, m),
             Frame::Publish(_, p) => ch.handle_publish(&ctx, p),

@@ -7,7 +7,6 @@
 //! the broker forwards properties byte-for-byte instead of re-encoding them (header
 //! tables keep their key order, and the hot path skips an encode).
 
-use amq_protocol::frame::parsing::parse_content_header;
 use amq_protocol::frame::{gen_frame, AMQPFrame, AMQPFrameType, WriteContext};
 use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{parse_class, AMQPClass};
@@ -15,6 +14,8 @@ use amq_protocol::types::ChannelId;
 use amq_protocol::frame::SerializeFn;
 
 use crate::error::AmqpError;
+use super::properties::Properties;
+use amq_protocol::types::FieldTable;
 
 /// Frame type octets and the frame-end octet (AMQP 0-9-1 §4.2.3).
 const FRAME_METHOD: u8 = 1;
@@ -30,11 +31,13 @@ pub const FRAME_OVERHEAD: usize = FRAME_HEADER_LEN + 1;
 /// The protocol header a client must send first (and the one we answer a bad one with).
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 
-/// A content header: the body size, the parsed properties and the raw property bytes.
+/// A content header: the body size, the properties read in place from the raw
+/// property bytes, and the header table decoded (when there is one).
 pub struct ContentHeader<'a> {
     pub class_id: u16,
     pub body_size: u64,
-    pub properties: AMQPProperties,
+    pub properties: Properties<'a>,
+    pub headers: Option<FieldTable>,
     pub raw_properties: &'a [u8],
 }
 
@@ -101,20 +104,9 @@ pub fn next_frame(input: &[u8], frame_max: u32) -> Result<Option<(Frame<'_>, usi
                 Err(_) => return Err(unparsable_method(payload)),
             },
         },
-        AMQPFrameType::Header => match parse_content_header(payload) {
-            // class id (2) + weight (2) + body size (8) precede the property flags.
-            Ok((_, h)) => Frame::Header(
-                channel,
-                ContentHeader {
-                    class_id: h.class_id,
-                    body_size: h.body_size,
-                    properties: h.properties,
-                    raw_properties: &payload[12..],
-                },
-            ),
-            Err(_) => {
-                return Err(AmqpError::FrameError("cannot decode content header".into()));
-            }
+        AMQPFrameType::Header => match content_header(payload) {
+            Some(h) => Frame::Header(channel, h),
+            None => return Err(AmqpError::FrameError("cannot decode content header".into())),
         },
         AMQPFrameType::Body => Frame::Body(channel, payload),
         _ => Frame::Heartbeat(channel),
@@ -144,6 +136,26 @@ fn short_str(input: &[u8]) -> Option<(&str, &[u8])> {
     let (&len, rest) = input.split_first()?;
     let bytes = rest.get(..usize::from(len))?;
     Some((std::str::from_utf8(bytes).ok()?, &rest[usize::from(len)..]))
+}
+
+/// A content header payload: class id, weight (ignored, as amq-protocol does), body
+/// size, then the property list.
+fn content_header(payload: &[u8]) -> Option<ContentHeader<'_>> {
+    let (ids, rest) = payload.split_first_chunk::<4>()?;
+    let (size, raw_properties) = rest.split_first_chunk::<8>()?;
+    let properties = Properties::parse(raw_properties)?;
+    let headers = match properties.headers() {
+        None => None,
+        Some(Ok(table)) => Some(table),
+        Some(Err(())) => return None,
+    };
+    Some(ContentHeader {
+        class_id: u16::from_be_bytes([ids[0], ids[1]]),
+        body_size: u64::from_be_bytes(*size),
+        properties,
+        headers,
+        raw_properties,
+    })
 }
 
 /// The prefetch_size argument of a basic.qos payload.

@@ -271,16 +271,17 @@ impl Queue {
         // The store of the durable queues it goes to (all queues share the broker's).
         let store = routed.iter().find_map(|QueueRef(q)| q.store.as_ref().map(|(s, _)| s.clone()));
         // The per-message TTL is not carried over (its `expiration` was removed above).
-        crate::amqp::channel::enqueue_routed(
-            &store,
-            &mut routed,
+        let message = crate::message::Message {
             exchange,
             routing_key,
-            encode_properties(&props).into_boxed_slice(),
-            m.body.clone(),
-            m.persistent,
-            None,
-        );
+            raw_properties: encode_properties(&props).into_boxed_slice(),
+            body: m.body.clone(),
+            persistent: m.persistent,
+            published_ms: now_ms(),
+            ttl: None,
+            store: Default::default(),
+        };
+        crate::amqp::channel::enqueue_routed(&store, &mut routed, message);
     }
 }
 
