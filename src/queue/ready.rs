@@ -79,6 +79,8 @@ pub enum Entry {
     Run(Run),
 }
 
+const _: () = assert!(std::mem::size_of::<Entry>() <= 48);
+
 impl Entry {
     /// The highest `seq` it covers.
     pub fn last_seq(&self) -> u64 {
