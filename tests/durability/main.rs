@@ -768,3 +768,36 @@ async fn consuming_across_spilled_runs_with_rejects_and_a_channel_close_loses_no
     assert!(drain_raw(&c2, "runs").await.is_empty());
     wait_count(&c2, "runs", 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_and_deleting_spilled_queues_is_durable() {
+    // Purge and delete drop whole spilled runs in the store (their rows and message
+    // records); after kill -9 nothing of them comes back.
+    const N: u32 = 20_000;
+    let dir = DataDir::new("spilled-purge");
+    let b = Broker::start(&dir.0);
+    {
+        let (_conn, ch) = connect(&b).await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+        declare(&ch, "purged", true).await;
+        declare(&ch, "deleted", true).await;
+        publish_numbers(&ch, "purged", 0, N).await;
+        publish_numbers(&ch, "deleted", 0, N).await;
+        let purged = ch.queue_purge("purged".into(), QueuePurgeOptions::default()).await.expect("purge");
+        assert_eq!(purged, N);
+        let deleted = ch.queue_delete("deleted".into(), QueueDeleteOptions::default()).await.expect("delete");
+        assert_eq!(deleted, N);
+        // Published after the purge: kept, and behind nothing.
+        publish_numbers(&ch, "purged", N, 3).await;
+    }
+    b.kill9();
+    let b = Broker::start(&dir.0);
+    let (conn, ch) = connect(&b).await;
+    assert!(!passive_exists(&conn, "queue", "deleted").await);
+    let left: Vec<u32> = drain_raw(&ch, "purged")
+        .await
+        .into_iter()
+        .map(|(b, _)| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(left, vec![N, N + 1, N + 2]);
+}
