@@ -15,10 +15,10 @@ use crate::amqp::delivery::ChannelShared;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::delayed::{DelayScheduler, DelayedMessage};
 use crate::exchange::ExchangeSettings;
-use crate::queue::{ConnectionId, Entry, Queue, QueueSettings};
+use crate::queue::{ConnectionId, Entry, Queue, QueueSettings, Run};
 use crate::message::QueuedMessage;
 use crate::store::codec::encode_delayed;
-use crate::store::{BindingRecord, DelayedRecord, ExchangeRecord, QueueRecord, Snapshot, StoreHandle, StoreOp};
+use crate::store::{BindingRecord, DelayedRecord, ExchangeRecord, QueueRecord, Recovered, Snapshot, StoreHandle, StoreOp};
 use amq_protocol::protocol::basic::parse_properties;
 
 /// A queue as a routing destination: compared and hashed by identity, so routing never
@@ -233,24 +233,24 @@ impl VHost {
         let mut queues = self.change_queues();
         let mut recovered = 0usize;
         for q in snap.queues.iter().filter(|q| *q.vhost == *self.name) {
-            let ready: std::collections::VecDeque<Entry> = snap
-                .entries
-                .get(&q.id)
-                .into_iter()
-                .flatten()
-                .filter_map(|e| match snap.messages.get(&e.message) {
-                    Some(message) => {
+            let mut ready: Vec<Entry> = Vec::new();
+            let mut count = 0u64;
+            for r in snap.entries.get(&q.id).into_iter().flatten() {
+                match r {
+                    Recovered::Entry(e) => {
+                        let Some(message) = snap.messages.get(&e.message) else { continue };
                         message.store.refs.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                         message.store.committed.store(true, std::sync::atomic::Ordering::Release);
-                        Some(Entry::Loaded(QueuedMessage::new(e.seq, e.delivered, message.clone())))
+                        ready.push(Entry::Loaded(QueuedMessage::new(e.seq, e.delivered, message.clone())));
+                        count += 1;
                     }
-                    None if snap.paged.contains(&e.message) => {
-                        Some(Entry::paged(e.seq, e.delivered, e.message))
+                    Recovered::Run { first_seq, last_seq, count: n } => {
+                        ready.push(Entry::Run(Run::recovered(*first_seq, *last_seq, *n)));
+                        count += n;
                     }
-                    None => None,
-                })
-                .collect();
-            recovered += ready.len();
+                }
+            }
+            recovered += count as usize;
             let name: Arc<str> = q.name.as_str().into();
             let settings = QueueSettings {
                 durable: true,

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 pub use args::{Overflow, QueueArgs};
 pub use deadletter::Reason;
 use deadletter::Dead;
-pub use ready::Entry;
-use ready::ReadyList;
+use ready::{Drained, ReadyList};
+pub use ready::{Entry, Run};
 
 use amq_protocol::types::FieldTable;
 
@@ -124,22 +124,21 @@ impl Queue {
         settings: QueueSettings,
         store: Option<(StoreHandle, QueueId)>,
     ) -> Arc<Self> {
-        Self::restore(name, owner, settings, store, VecDeque::new())
+        Self::restore(name, owner, settings, store, Vec::new())
     }
 
-    /// A queue holding recovered entries (in `seq` order); entries beyond the head may
-    /// be paged.
-
+    /// A queue holding recovered entries (in `seq` order); beyond the head, long
+    /// stretches stay on disk as runs.
     pub fn restore(
         name: Arc<str>,
         owner: &Arc<VHost>,
         settings: QueueSettings,
         store: Option<(StoreHandle, QueueId)>,
-        entries: VecDeque<Entry>,
+        entries: Vec<Entry>,
     ) -> Arc<Self> {
-        let next_seq = entries.back().map_or(0, |e| e.seq() + 1);
+        let next_seq = entries.last().map_or(0, |e| e.last_seq() + 1);
         let args = QueueArgs::parse(&settings.arguments);
-        let ready = ReadyList::new(store.as_ref().map(|(s, _)| s.clone()), entries, args.max_priority);
+        let ready = ReadyList::new(store.clone(), entries, args.max_priority);
         let timeout_ms = args
             .consumer_timeout
             .unwrap_or_else(|| owner.consumer_timeout_ms.load(Ordering::Relaxed));
@@ -724,24 +723,19 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut st = self.lock();
         let n = st.ready.len() as u32;
-        let entries: Vec<Entry> = st.ready.drain().collect();
+        let entries = st.ready.drain();
         drop(st);
         for e in entries {
-            self.forget_entry(e);
-        }
-        n
-    }
-
-    fn forget_entry(&self, e: Entry) {
-        match e {
-            Entry::Loaded(m) => self.forget(&m),
-            Entry::Paged { seq, id, .. } => {
-                if let Some((store, queue)) = &self.store {
-                    store.send(StoreOp::Remove { queue: *queue, seq });
-                    store.send(StoreOp::DeleteMessage(id));
+            match e {
+                Drained::Loaded(m) => self.forget(&m),
+                Drained::Run { first_seq, last_seq, level, .. } => {
+                    if let Some((store, queue)) = &self.store {
+                        store.send(StoreOp::DeleteRun { queue: *queue, first_seq, last_seq, level });
+                    }
                 }
             }
         }
+        n
     }
 
     /// Ready messages (expired ones at the head are dropped first).
@@ -769,24 +763,28 @@ impl Queue {
         }
         st.deleted = true;
         let n = st.ready.len() as u32;
+        let entries = st.ready.drain();
         if let Some((store, id)) = &self.store {
+            // A spilled run's message records are found through its entries, so they
+            // go before the queue's entries do.
+            for e in &entries {
+                if let Drained::Run { first_seq, last_seq, level, .. } = e {
+                    store.send(StoreOp::DeleteRun { queue: *id, first_seq: *first_seq, last_seq: *last_seq, level: *level });
+                }
+            }
             store.send(StoreOp::DeleteQueue { id: *id, vhost: self.vhost.to_string(), name: self.name.to_string() });
             // The entries go with the queue; release the message records they held.
             // (Unacked ones are released when their channel settles them.)
-            for e in st.ready.drain() {
-                match e {
-                    Entry::Loaded(m) => {
-                        if let Some(mid) = m.message.store.id {
-                            if m.message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
-                                store.send(StoreOp::DeleteMessage(mid));
-                            }
+            for e in entries {
+                if let Drained::Loaded(m) = e {
+                    if let Some(mid) = m.message.store.id {
+                        if m.message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            store.send(StoreOp::DeleteMessage(mid));
                         }
                     }
-                    Entry::Paged { id, .. } => store.send(StoreOp::DeleteMessage(id)),
                 }
             }
         }
-        st.ready.drain().for_each(drop);
         let orphans = st
             .consumers
             .drain(..)

@@ -1,73 +1,134 @@
-//! A queue's ready messages, with bodies paged out to the store for long queues.
+//! A queue's ready messages; the middle of a long durable queue lives only on disk.
 //!
-//! The first [`LOADED_HEAD`] entries (the next to be delivered) always keep their
-//! message in memory. Beyond that, a persistent message of a durable queue whose store
-//! record is committed, and which no other queue references, is *paged*: the entry
-//! keeps only its position and message id (32 bytes), and the body is read back from
-//! the store when the entry nears the head. A queue holding millions of persistent
-//! messages therefore costs about 32 bytes of memory per message.
+//! Per level, the entries are in three parts, in `seq` order:
 //!
-//! Transient messages, and messages routed to several durable queues, stay in memory.
+//! - `head`: loaded messages, the next to be delivered. A queue shorter than
+//!   [`LOADED_HEAD`] keeps everything here: publish is a push, delivery a pop.
+//! - `middle`: past the head, a sequence of *spilled runs* and loaded entries. A run
+//!   stands for any number of consecutive entries that are only on disk: it holds
+//!   their `seq` range, count and body bytes (48 bytes however long it is). The
+//!   store's queue index (`entries`: (queue, seq) → (message id, delivered)) has
+//!   exactly one row per entry of the run, so when the head drains the next batch is
+//!   read back by a range scan of that index, then its message records.
+//! - `tail`: the newest entries, not yet examined for spilling (their `Enqueue` may
+//!   not be committed yet).
+//!
+//! An entry is spilled when it is past the head, its message is persistent, recorded
+//! for a durable queue and referenced by no other queue, it was never delivered or
+//! requeued, and its `Enqueue` is committed (below the queue's enqueue watermark, see
+//! [`StoreHandle::enqueue_watermark`]). Anything else (transient messages in a
+//! durable queue, messages routed to several durable queues) stays loaded in
+//! `middle` and ends the run before it. A durable queue holding millions of
+//! persistent messages thus costs the loaded head plus one run: memory does not grow
+//! with its depth.
+//!
+//! Invariant of a run in `[first_seq, last_seq]`: every row of the queue's index in
+//! that range whose message belongs to this level is a ready entry of the run, and
+//! there are `count` of them. It holds because entries leave a level only from its
+//! head (delivery, basic.get, expiry, drop-head), purge and delete take whole runs,
+//! and a requeued entry was delivered from the head, so its `seq` is below every
+//! run's: it goes back into the head.
 //!
 //! A priority queue (`x-max-priority`) keeps one such list per priority level
 //! (0..=max) and serves the highest non-empty level first, FIFO within a level; a
-//! bitmap of non-empty levels finds it without scanning. A classic queue has exactly
-//! one level, so it pays nothing for priorities.
+//! bitmap of non-empty levels finds it without scanning. Its levels' runs interleave
+//! in `seq`, so reading a run skips the rows whose message is of another level. A
+//! classic queue has exactly one level, so it pays nothing for priorities.
+//!
+//! Byte totals are exact for runs spilled by a running broker; runs recovered at
+//! start do not know their bytes (they count 0 until read back, as RabbitMQ's
+//! lazily recovered queues), except in priority queues, whose recovery reads every
+//! spilled message once to learn its level.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::message::QueuedMessage;
-use crate::store::{MessageId, StoreHandle};
+use crate::store::{EntryRecord, QueueId, StoreHandle};
 
-/// Entries from the head that are always in memory.
+/// Entries from the head that are kept loaded.
 pub const LOADED_HEAD: usize = 8192;
-/// How many paged entries one store read brings back.
+/// How many spilled entries one store read brings back.
 const PAGE_IN_BATCH: usize = 1024;
-/// Most entries one push examines for paging out (keeps publishes O(1)).
+/// Most tail entries one push examines for spilling (keeps publishes O(1)).
 const PAGE_OUT_STEP: usize = 64;
 
-/// One ready message.
-pub enum Entry {
-    Loaded(QueuedMessage),
-    /// Only in the store; `id`'s record is referenced by this entry alone. `body_len`
-    /// is 0 when unknown (entries recovered paged), corrected when paged in.
-    Paged { seq: u64, redelivered: bool, requeues: u16, body_len: u32, id: MessageId },
+/// Consecutive entries that are only in the store (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// How many entries of this level the range still holds.
+    pub count: u64,
+    /// Their body bytes (0 and `exact == false` when unknown: recovered runs).
+    bytes: u64,
+    exact: bool,
 }
 
-const _: () = assert!(std::mem::size_of::<Entry>() <= 32);
+impl Run {
+    /// A run recovered from the store (bytes unknown).
+    pub fn recovered(first_seq: u64, last_seq: u64, count: u64) -> Self {
+        Self { first_seq, last_seq, count, bytes: 0, exact: false }
+    }
+}
+
+/// A ready entry past the loaded head: a loaded message or a spilled run.
+pub enum Entry {
+    Loaded(QueuedMessage),
+    Run(Run),
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() <= 48);
 
 impl Entry {
-    /// An entry recovered from the store without its body.
-    pub fn paged(seq: u64, redelivered: bool, id: MessageId) -> Self {
-        Entry::Paged { seq, redelivered, requeues: 0, body_len: 0, id }
-    }
-
-    fn body_len(&self) -> u64 {
-        match self {
-            Entry::Loaded(m) => m.message.body.len() as u64,
-            Entry::Paged { body_len, .. } => u64::from(*body_len),
-        }
-    }
-
-    pub fn seq(&self) -> u64 {
+    /// The highest `seq` it covers.
+    pub fn last_seq(&self) -> u64 {
         match self {
             Entry::Loaded(m) => m.seq,
-            Entry::Paged { seq, .. } => *seq,
+            Entry::Run(r) => r.last_seq,
         }
     }
+
+    fn first_seq(&self) -> u64 {
+        match self {
+            Entry::Loaded(m) => m.seq,
+            Entry::Run(r) => r.first_seq,
+        }
+    }
+}
+
+/// What purge and delete take out of a list.
+pub enum Drained {
+    Loaded(QueuedMessage),
+    /// A spilled run: its entries and their (singly referenced) message records are
+    /// to be removed from the store (`StoreOp::DeleteRun` with this `level`).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Run { first_seq: u64, last_seq: u64, count: u64, level: Option<(u8, u8)> },
+}
+
+/// Where spilled entries live.
+struct Spill {
+    store: StoreHandle,
+    queue: QueueId,
+    /// One past the highest `seq` whose `Enqueue` is committed.
+    watermark: Arc<AtomicU64>,
 }
 
 /// One priority level's entries (a classic queue's only level).
 #[derive(Default)]
 struct Level {
-    entries: VecDeque<Entry>,
-    /// Entries before this index (and after `LOADED_HEAD`) were already examined for
-    /// paging out.
-    scan_from: usize,
-    /// Sum of the body sizes of the entries.
+    head: VecDeque<QueuedMessage>,
+    middle: VecDeque<Entry>,
+    tail: VecDeque<QueuedMessage>,
+    /// Sum of the body sizes of the entries (runs: as far as known).
     bytes: u64,
+}
+
+impl Level {
+    fn is_empty(&self) -> bool {
+        self.head.is_empty() && self.middle.is_empty() && self.tail.is_empty()
+    }
 }
 
 pub struct ReadyList {
@@ -75,70 +136,95 @@ pub struct ReadyList {
     levels: Vec<Level>,
     /// Bit `p` set: level `p` is non-empty (priority queues only).
     nonempty: [u64; 4],
-    /// Where paged bodies live; None: never page.
-    store: Option<StoreHandle>,
+    /// None: never spill (a transient queue, or no store).
+    spill: Option<Spill>,
     len: usize,
 }
 
 impl ReadyList {
-    /// `max_priority`: Some(n > 0) for a priority queue with levels 0..=n. Recovered
-    /// entries go to their message's level; paged ones are read back once (in batches)
-    /// to learn it and stay paged.
-    pub fn new(store: Option<StoreHandle>, entries: VecDeque<Entry>, max_priority: Option<u8>) -> Self {
+    /// `store`: the store and this queue's id there, for a durable queue.
+    /// `max_priority`: Some(n > 0) for a priority queue with levels 0..=n.
+    /// `entries`: recovered entries in `seq` order; loaded ones go to their message's
+    /// level, recovered runs of a priority queue are read once (in batches) to split
+    /// them by level, and stay on disk.
+    pub fn new(store: Option<(StoreHandle, QueueId)>, entries: Vec<Entry>, max_priority: Option<u8>) -> Self {
         let nlevels = match max_priority {
             Some(n) if n > 0 => usize::from(n) + 1,
             _ => 1,
         };
-        let mut list = Self {
-            levels: (0..nlevels).map(|_| Level::default()).collect(),
-            nonempty: [0; 4],
-            store,
-            len: 0,
-        };
-        if nlevels == 1 {
-            let bytes = entries.iter().map(Entry::body_len).sum();
-            list.len = entries.len();
-            list.levels[0] = Level { entries, scan_from: 0, bytes };
-            return list;
-        }
-        let mut entries: Vec<Entry> = entries.into();
-        // The priorities of paged entries, read back in batches.
-        let mut paged_prio: std::collections::HashMap<MessageId, (u8, u32)> = Default::default();
-        if let Some(store) = &list.store {
-            let ids: Vec<MessageId> = entries
-                .iter()
-                .filter_map(|e| match e {
-                    Entry::Paged { id, .. } => Some(*id),
-                    Entry::Loaded(_) => None,
-                })
-                .collect();
-            for chunk in ids.chunks(PAGE_IN_BATCH) {
-                for (id, m) in chunk.iter().zip(store.read_messages(chunk)) {
-                    if let Some(m) = m {
-                        paged_prio.insert(*id, (m.priority(), m.body.len() as u32));
-                    }
-                }
-            }
-        }
-        for e in entries.iter_mut() {
-            if let Entry::Paged { id, body_len, .. } = e {
-                if let Some((_, len)) = paged_prio.get(id) {
-                    *body_len = *len;
-                }
-            }
-        }
+        let next_seq = entries.last().map_or(0, |e| e.last_seq() + 1);
+        let spill = store.map(|(store, queue)| {
+            let watermark = store.enqueue_watermark(queue, next_seq);
+            Spill { store, queue, watermark }
+        });
+        let mut list = Self { levels: (0..nlevels).map(|_| Level::default()).collect(), nonempty: [0; 4], spill, len: 0 };
         for e in entries {
-            let prio = match &e {
-                Entry::Loaded(m) => m.message.priority(),
-                Entry::Paged { id, .. } => paged_prio.get(id).map_or(0, |p| p.0),
-            };
-            let l = list.level_index(prio);
-            list.levels[l].bytes += e.body_len();
-            list.levels[l].entries.push_back(e);
-            list.len += 1;
-            list.mark(l);
+            match e {
+                Entry::Loaded(m) => {
+                    let l = list.level_of(&m);
+                    list.len += 1;
+                    let level = &mut list.levels[l];
+                    level.bytes += m.message.body.len() as u64;
+                    if level.middle.is_empty() {
+                        level.head.push_back(m);
+                    } else {
+                        level.middle.push_back(Entry::Loaded(m));
+                    }
+                    list.mark(l);
+                }
+                Entry::Run(r) if nlevels == 1 => {
+                    list.len += r.count as usize;
+                    list.levels[0].bytes += r.bytes;
+                    list.levels[0].middle.push_back(Entry::Run(r));
+                    list.mark(0);
+                }
+                Entry::Run(r) => list.split_recovered_run(r),
+            }
         }
         list
+    }
+
+    /// Priority queues at start: reads a recovered run's entries and messages (in
+    /// batches) and appends each to a run of its level.
+    fn split_recovered_run(&mut self, r: Run) {
+        let Some(spill) = &self.spill else {
+            return;
+        };
+        let (store, queue) = (spill.store.clone(), spill.queue);
+        let mut from = r.first_seq;
+        while from <= r.last_seq {
+            let batch = store
+                .read_entries(queue, from, r.last_seq, PAGE_IN_BATCH)
+                .and_then(|rows| {
+                    let ids: Vec<_> = rows.iter().map(|e| e.message).collect();
+                    store.read_messages(&ids).map(|ms| (rows, ms))
+                });
+            let (rows, messages) = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    // Their levels are unknown: kept on disk (they come back at the
+                    // next start), not served now.
+                    log::error!("queue {queue}: entries from seq {from} could not be read at start ({e}); left on disk");
+                    return;
+                }
+            };
+            if rows.is_empty() {
+                break;
+            }
+            for (row, m) in rows.iter().zip(messages) {
+                from = row.seq + 1;
+                let Some(m) = m else {
+                    log::error!("message {} is missing from the store; dropped from its queue", row.message);
+                    continue;
+                };
+                let l = self.level_index(m.priority());
+                let len = m.body.len() as u64;
+                self.levels[l].append_spilled(row.seq, len);
+                self.levels[l].bytes += len;
+                self.len += 1;
+                self.mark(l);
+            }
+        }
     }
 
     /// The level a message of priority `p` goes to (above the max counts as the max).
@@ -154,13 +240,18 @@ impl ReadyList {
         }
     }
 
+    /// Level `l`'s filter for reading and deleting its runs (priority queues only).
+    fn run_filter(&self, l: usize) -> Option<(u8, u8)> {
+        (self.levels.len() > 1).then(|| (l as u8, (self.levels.len() - 1) as u8))
+    }
+
     /// Updates the non-empty bitmap for level `l`.
     fn mark(&mut self, l: usize) {
         if self.levels.len() == 1 {
             return;
         }
         let bit = 1u64 << (l % 64);
-        if self.levels[l].entries.is_empty() {
+        if self.levels[l].is_empty() {
             self.nonempty[l / 64] &= !bit;
         } else {
             self.nonempty[l / 64] |= bit;
@@ -170,7 +261,7 @@ impl ReadyList {
     /// The highest non-empty level.
     fn top(&self) -> Option<usize> {
         if self.levels.len() == 1 {
-            return (!self.levels[0].entries.is_empty()).then_some(0);
+            return (!self.levels[0].is_empty()).then_some(0);
         }
         (0..4).rev().find_map(|w| {
             let bits = self.nonempty[w];
@@ -187,38 +278,55 @@ impl ReadyList {
         self.len
     }
 
+    /// How many spilled runs the list holds (tests, diagnostics).
+    #[cfg(test)]
+    fn runs(&self) -> usize {
+        self.levels.iter().map(|l| l.middle.iter().filter(|e| matches!(e, Entry::Run(_))).count()).sum()
+    }
+
     pub fn push_back(&mut self, m: QueuedMessage) {
         let l = self.level_of(&m);
         self.len += 1;
-        let store = self.store.is_some();
         let level = &mut self.levels[l];
         level.bytes += m.message.body.len() as u64;
-        level.entries.push_back(Entry::Loaded(m));
-        if store && level.entries.len() > LOADED_HEAD {
-            level.page_out_some();
+        match &self.spill {
+            Some(spill) if !(level.middle.is_empty() && level.tail.is_empty() && level.head.len() < LOADED_HEAD) => {
+                level.tail.push_back(m);
+                level.examine(spill, PAGE_OUT_STEP);
+            }
+            _ => level.head.push_back(m),
         }
         self.mark(l);
     }
 
     /// The next message to deliver (the head of the highest non-empty level), read
-    /// back from the store first if it was paged out. Entries whose record cannot be
-    /// read are dropped (logged): the queue stays usable.
+    /// back from the store first if it was spilled. None also when the store cannot
+    /// be read right now (logged; the entries stay and a later call retries).
     pub fn front(&mut self) -> Option<&QueuedMessage> {
         let l = self.loaded_top()?;
-        self.levels[l].front_loaded()
+        self.levels[l].head.front()
+    }
+
+    /// Loads level `l`'s head; false if the level is empty or unreadable now.
+    fn load_level(&mut self, l: usize) -> bool {
+        let filter = self.run_filter(l);
+        let level_count = self.levels.len();
+        let level = &mut self.levels[l];
+        let ok = level.load_front(self.spill.as_ref(), &mut self.len, filter, level_count);
+        self.mark(l);
+        ok
     }
 
     /// Loads the head of the highest non-empty level and returns that level.
     fn loaded_top(&mut self) -> Option<usize> {
         loop {
             let l = self.top()?;
-            let before = self.levels[l].entries.len();
-            let ok = self.levels[l].load_front(&self.store);
-            let dropped = before - self.levels[l].entries.len();
-            self.len -= dropped;
-            self.mark(l);
-            if ok {
+            if self.load_level(l) {
                 return Some(l);
+            }
+            if !self.levels[l].is_empty() {
+                // Unreadable now: serving a lower level would break priority order.
+                return None;
             }
         }
     }
@@ -237,14 +345,10 @@ impl ReadyList {
             (0..64).rev().filter(move |b| bits & (1u64 << b) != 0).map(move |b| w * 64 + b)
         });
         for l in levels {
-            let before = self.levels[l].entries.len();
-            let ok = self.levels[l].load_front(&self.store);
-            self.len -= before - self.levels[l].entries.len();
-            self.mark(l);
-            if !ok {
+            if !self.load_level(l) {
                 continue;
             }
-            if let Some(t) = self.levels[l].front_loaded().and_then(&f) {
+            if let Some(t) = self.levels[l].head.front().and_then(&f) {
                 if best.as_ref().map_or(true, |(b, _)| t < *b) {
                     best = Some((t, l));
                 }
@@ -261,8 +365,10 @@ impl ReadyList {
 
     /// Removes the head of level `l` (as returned by [`min_front`](Self::min_front)).
     pub fn pop_level(&mut self, l: usize) -> Option<QueuedMessage> {
-        let m = self.levels.get_mut(l)?.pop_loaded();
-        if m.is_some() {
+        let level = self.levels.get_mut(l)?;
+        let m = level.head.pop_front();
+        if let Some(m) = &m {
+            level.bytes -= m.message.body.len() as u64;
             self.len -= 1;
         }
         self.mark(l);
@@ -270,137 +376,456 @@ impl ReadyList {
     }
 
     /// Puts a requeued message back at its original position (within its priority).
+    /// It was delivered from the head, so it belongs before every spilled entry.
     pub fn insert_by_seq(&mut self, m: QueuedMessage) {
         let l = self.level_of(&m);
         self.len += 1;
         let level = &mut self.levels[l];
-        let pos = level.entries.partition_point(|r| r.seq() < m.seq);
-        if pos < level.scan_from {
-            level.scan_from += 1;
-        }
         level.bytes += m.message.body.len() as u64;
-        level.entries.insert(pos, Entry::Loaded(m));
+        let after = level.middle.front().map(Entry::first_seq).or_else(|| level.tail.front().map(|t| t.seq));
+        if after.is_some_and(|s| s < m.seq) {
+            debug_assert!(false, "requeued seq {} sorts after seq {after:?} past the head", m.seq);
+            log::error!("a requeued entry (seq {}) sorts after the loaded head; delivered first", m.seq);
+        }
+        let pos = level.head.partition_point(|r| r.seq < m.seq);
+        level.head.insert(pos, m);
         self.mark(l);
     }
 
     /// Removes every entry (highest level first).
-    pub fn drain(&mut self) -> impl Iterator<Item = Entry> + '_ {
+    pub fn drain(&mut self) -> Vec<Drained> {
+        let mut out = Vec::new();
+        for l in (0..self.levels.len()).rev() {
+            let filter = self.run_filter(l);
+            let level = &mut self.levels[l];
+            level.bytes = 0;
+            out.extend(level.head.drain(..).map(Drained::Loaded));
+            for e in level.middle.drain(..) {
+                out.push(match e {
+                    Entry::Loaded(m) => Drained::Loaded(m),
+                    Entry::Run(r) => Drained::Run {
+                        first_seq: r.first_seq,
+                        last_seq: r.last_seq,
+                        count: r.count,
+                        level: filter,
+                    },
+                });
+            }
+            out.extend(level.tail.drain(..).map(Drained::Loaded));
+        }
         self.len = 0;
         self.nonempty = [0; 4];
-        self.levels.iter_mut().rev().flat_map(|l| {
-            l.scan_from = 0;
-            l.bytes = 0;
-            l.entries.drain(..)
-        })
+        out
     }
 }
 
 impl Level {
-    /// Pages out a few committed, singly-referenced persistent messages past the head.
-    fn page_out_some(&mut self) {
-        let mut i = self.scan_from.max(LOADED_HEAD);
-        let end = (i + PAGE_OUT_STEP).min(self.entries.len());
-        while i < end {
-            if let Entry::Loaded(m) = &self.entries[i] {
-                let meta = &m.message.store;
-                match meta.id {
-                    Some(id) if meta.refs.load(Ordering::Acquire) == 1 => {
-                        if !meta.committed.load(Ordering::Acquire) {
-                            // Commits complete in order: later ones are not done either.
+    /// Moves up to `max` examined tail entries on: into the head while it is short
+    /// and nothing is spilled, else into a run (spillable and committed) or `middle`.
+    fn examine(&mut self, spill: &Spill, max: usize) {
+        let mark = spill.watermark.load(Ordering::Acquire);
+        for _ in 0..max {
+            let Some(m) = self.tail.front() else {
+                return;
+            };
+            let meta = &m.message.store;
+            let spillable =
+                meta.id.is_some() && m.requeues == 0 && !m.redelivered && meta.refs.load(Ordering::Acquire) == 1;
+            if spillable && m.seq >= mark {
+                // Its entry row is not committed yet; nor are those after it.
+                return;
+            }
+            let Some(m) = self.tail.pop_front() else {
+                return;
+            };
+            if self.middle.is_empty() && self.head.len() < LOADED_HEAD {
+                self.head.push_back(m);
+            } else if spillable {
+                // The body's memory goes with the last reference (this one).
+                self.append_spilled(m.seq, m.message.body.len() as u64);
+            } else {
+                self.middle.push_back(Entry::Loaded(m));
+            }
+        }
+    }
+
+    /// Appends an on-disk entry: extends the last run, or starts one. (Bytes are
+    /// accounted by the caller.)
+    fn append_spilled(&mut self, seq: u64, len: u64) {
+        match self.middle.back_mut() {
+            Some(Entry::Run(r)) if r.exact => {
+                r.last_seq = seq;
+                r.count += 1;
+                r.bytes += len;
+            }
+            _ => self.middle.push_back(Entry::Run(Run { first_seq: seq, last_seq: seq, count: 1, bytes: len, exact: true })),
+        }
+    }
+
+    /// Makes the head non-empty: moves loaded entries on from `middle`, reads a
+    /// batch of the first run back, or takes the tail. False if the level is empty,
+    /// or its next run cannot be read now (logged; kept for a retry). `len` is the
+    /// list's length, lowered for entries found missing from the store.
+    fn load_front(&mut self, spill: Option<&Spill>, len: &mut usize, filter: Option<(u8, u8)>, levels: usize) -> bool {
+        while self.head.is_empty() {
+            match self.middle.front() {
+                Some(Entry::Loaded(_)) => {
+                    while let Some(Entry::Loaded(_)) = self.middle.front() {
+                        if let Some(Entry::Loaded(m)) = self.middle.pop_front() {
+                            self.head.push_back(m);
+                        }
+                        if self.head.len() >= PAGE_IN_BATCH {
                             break;
                         }
-                        self.entries[i] = Entry::Paged {
-                            seq: m.seq,
-                            redelivered: m.redelivered,
-                            requeues: m.requeues,
-                            body_len: m.message.body.len() as u32,
-                            id,
-                        };
                     }
-                    _ => {}
                 }
-            }
-            i += 1;
-        }
-        self.scan_from = i;
-    }
-
-    fn front_loaded(&self) -> Option<&QueuedMessage> {
-        match self.entries.front() {
-            Some(Entry::Loaded(m)) => Some(m),
-            _ => None,
-        }
-    }
-
-    /// Makes the head loaded, paging it in (dropping unreadable entries). False when
-    /// the level ran empty.
-    fn load_front(&mut self, store: &Option<StoreHandle>) -> bool {
-        loop {
-            match self.entries.front() {
-                None => return false,
-                Some(Entry::Loaded(_)) => return true,
-                Some(Entry::Paged { .. }) => {
-                    if !self.page_in(store) {
-                        let dropped = self.entries.pop_front();
-                        if let Some(e) = &dropped {
-                            self.bytes -= e.body_len();
-                        }
-                        self.scan_from = self.scan_from.saturating_sub(1);
-                        if let Some(Entry::Paged { id, .. }) = dropped {
-                            log::error!("message {id} is missing from the store; dropped from its queue");
-                        }
+                Some(Entry::Run(_)) => {
+                    let Some(spill) = spill else {
+                        return false;
+                    };
+                    if !self.page_in(spill, len, filter, levels) {
+                        return false;
                     }
+                }
+                None => {
+                    if self.tail.is_empty() {
+                        return false;
+                    }
+                    // Not examined yet (so not spilled): already loaded.
+                    self.head.append(&mut self.tail);
                 }
             }
         }
+        true
     }
 
-    /// Reads the paged entries at the head back into memory. False if the first one
-    /// could not be read.
-    fn page_in(&mut self, store: &Option<StoreHandle>) -> bool {
-        let Some(store) = store else {
-            return false;
+    /// Reads the next batch of the first run (which must be at the front of
+    /// `middle`) into the head; drops the run once it is exhausted. False on a store
+    /// error (nothing changed).
+    fn page_in(&mut self, spill: &Spill, len: &mut usize, filter: Option<(u8, u8)>, levels: usize) -> bool {
+        let Some(Entry::Run(run)) = self.middle.front() else {
+            return true;
         };
-        let ids: Vec<MessageId> = self
-            .entries
-            .iter()
-            .take(PAGE_IN_BATCH)
-            .map_while(|e| match e {
-                Entry::Paged { id, .. } => Some(*id),
-                Entry::Loaded(_) => None,
-            })
-            .collect();
-        let loaded = store.read_messages(&ids);
-        let mut first_ok = false;
-        for (i, message) in loaded.into_iter().enumerate() {
-            let Some(message) = message else {
+        let read = |run: &Run| -> Result<(Vec<EntryRecord>, Vec<_>), crate::store::StoreError> {
+            let rows = spill.store.read_entries(spill.queue, run.first_seq, run.last_seq, PAGE_IN_BATCH)?;
+            let ids: Vec<_> = rows.iter().map(|e| e.message).collect();
+            let messages = spill.store.read_messages(&ids)?;
+            Ok((rows, messages))
+        };
+        let (rows, messages) = match read(run) {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("queue {}: reading spilled entries back failed ({e}); will retry", spill.queue);
+                return false;
+            }
+        };
+        let Some(Entry::Run(run)) = self.middle.front_mut() else {
+            return true;
+        };
+        if rows.is_empty() {
+            // The range holds no more rows: the rest of the run is gone.
+            run.first_seq = run.last_seq.saturating_add(1);
+        }
+        for (row, m) in rows.into_iter().zip(messages) {
+            run.first_seq = row.seq + 1;
+            let Some(m) = m else {
+                if filter.is_none() {
+                    log::error!("message {} is missing from the store; dropped from its queue", row.message);
+                    run.count = run.count.saturating_sub(1);
+                    *len -= 1;
+                }
                 continue;
             };
-            if let Entry::Paged { seq, redelivered, requeues, body_len, id } = self.entries[i] {
-                message.store.refs.store(1, Ordering::Release);
-                message.store.committed.store(true, Ordering::Release);
-                debug_assert_eq!(message.store.id, Some(id));
-                self.bytes = self.bytes - u64::from(body_len) + message.body.len() as u64;
-                self.entries[i] =
-                    Entry::Loaded(QueuedMessage { seq, redelivered, requeues, message: Arc::new(message) });
-                first_ok |= i == 0;
+            if let Some((l, _)) = filter {
+                if usize::from(m.priority()).min(levels - 1) != usize::from(l) {
+                    continue;
+                }
+            }
+            m.store.refs.store(1, Ordering::Release);
+            m.store.committed.store(true, Ordering::Release);
+            let body = m.body.len() as u64;
+            if run.exact {
+                run.bytes = run.bytes.saturating_sub(body);
+            } else {
+                self.bytes += body;
+            }
+            run.count = run.count.saturating_sub(1);
+            self.head.push_back(QueuedMessage { seq: row.seq, redelivered: row.delivered, requeues: 0, message: Arc::new(m) });
+            if run.count == 0 {
+                break;
             }
         }
-        first_ok
+        if run.count == 0 || run.first_seq > run.last_seq {
+            if run.count > 0 {
+                log::error!(
+                    "queue {}: {} spilled entries up to seq {} are missing from the store; dropped",
+                    spill.queue,
+                    run.count,
+                    run.last_seq
+                );
+                *len -= run.count as usize;
+            }
+            self.bytes -= run.bytes.min(self.bytes);
+            self.middle.pop_front();
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use crate::store::redb_store::RedbStore;
+    use crate::store::StoreOp;
+
+    const Q: QueueId = 7;
+
+    struct TestStore {
+        handle: StoreHandle,
+        dir: std::path::PathBuf,
+        next_id: u64,
     }
 
-    /// Removes the head; it must be loaded (see `load_front`).
-    fn pop_loaded(&mut self) -> Option<QueuedMessage> {
-        if !matches!(self.entries.front(), Some(Entry::Loaded(_))) {
-            return None;
+    impl Drop for TestStore {
+        fn drop(&mut self) {
+            self.handle.shutdown();
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
-        self.scan_from = self.scan_from.saturating_sub(1);
-        match self.entries.pop_front() {
-            Some(Entry::Loaded(m)) => {
-                self.bytes -= m.message.body.len() as u64;
-                Some(m)
+    }
+
+    impl TestStore {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("haremq-ready-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("dir");
+            let store = RedbStore::open(&dir).expect("open");
+            let handle = StoreHandle::start(Box::new(store), 1, 100).expect("start");
+            Self { handle, dir, next_id: 1 }
+        }
+
+        fn sync(&self) {
+            futures_lite::future::block_on(self.handle.sync());
+        }
+
+        /// A persistent message with body `n` (8 bytes) and priority `prio`, stored and
+        /// enqueued at `seq` like a publish does.
+        fn publish(&mut self, seq: u64, n: u64, prio: Option<u8>, refs: u32) -> QueuedMessage {
+            let id = self.next_id;
+            self.next_id += 1;
+            let raw = match prio {
+                Some(p) => {
+                    let props = amq_protocol::protocol::BasicProperties::default().with_priority(p);
+                    crate::amqp::frame::encode_properties(&props).into_boxed_slice()
+                }
+                None => Box::default(),
+            };
+            let m = Arc::new(Message {
+                exchange: Arc::from(""),
+                routing_key: "q".into(),
+                raw_properties: raw,
+                body: n.to_be_bytes().to_vec().into_boxed_slice(),
+                persistent: true,
+                published_ms: 0,
+                ttl: None,
+                store: crate::message::StoredMeta { id: Some(id), refs: refs.into(), committed: false.into() },
+            });
+            self.handle.send(StoreOp::PutMessage(id, m.clone()));
+            self.handle.send(StoreOp::Enqueue { queue: Q, seq, message: id });
+            QueuedMessage::new(seq, false, m)
+        }
+    }
+
+    fn number(m: &QueuedMessage) -> u64 {
+        u64::from_be_bytes(m.message.body[..8].try_into().expect("8 bytes"))
+    }
+
+    /// Pushes `n` messages numbered from `from`, syncing the store every 1000 so
+    /// the entries behind the head get spilled.
+    fn fill(ts: &mut TestStore, list: &mut ReadyList, from: u64, n: u64, prio: impl Fn(u64) -> Option<u8>) {
+        for i in from..from + n {
+            let m = ts.publish(i, i, prio(i), 1);
+            list.push_back(m);
+            if i % 1000 == 999 {
+                ts.sync();
             }
-            _ => None,
         }
+        ts.sync();
+        // Pushes examine a little at a time; a few more settle the tail.
+        for l in &mut list.levels {
+            if let Some(spill) = &list.spill {
+                l.examine(spill, usize::MAX);
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_queue_spills_into_a_few_runs_and_drains_in_order() {
+        let mut ts = TestStore::new("drain");
+        let mut list = ReadyList::new(Some((ts.handle.clone(), Q)), Vec::new(), None);
+        const N: u64 = 30_000;
+        fill(&mut ts, &mut list, 0, N, |_| None);
+        assert_eq!(list.len(), N as usize);
+        assert_eq!(list.bytes(), N * 8);
+        let loaded: usize = list.levels[0].head.len()
+            + list.levels[0].middle.iter().filter(|e| matches!(e, Entry::Loaded(_))).count()
+            + list.levels[0].tail.len();
+        assert_eq!(loaded, LOADED_HEAD, "everything past the head is spilled");
+        assert_eq!(list.runs(), 1);
+        for i in 0..N {
+            let m = list.pop_front().expect("message");
+            assert_eq!((m.seq, number(&m)), (i, i));
+            assert_eq!(list.len(), (N - i - 1) as usize);
+            assert_eq!(list.bytes(), (N - i - 1) * 8);
+        }
+        assert!(list.pop_front().is_none());
+    }
+
+    #[test]
+    fn requeues_go_back_to_the_head_and_new_pushes_queue_behind_the_runs() {
+        let mut ts = TestStore::new("requeue");
+        let mut list = ReadyList::new(Some((ts.handle.clone(), Q)), Vec::new(), None);
+        fill(&mut ts, &mut list, 0, 20_000, |_| None);
+        let mut taken: Vec<QueuedMessage> = (0..9000).filter_map(|_| list.pop_front()).collect();
+        assert_eq!(taken.len(), 9000);
+        // Requeue every other one (most recent first, like a channel close).
+        let back: Vec<QueuedMessage> = taken.drain(..).filter(|m| m.seq % 2 == 0).rev().collect();
+        for mut m in back {
+            m.redelivered = true;
+            list.insert_by_seq(m);
+        }
+        fill(&mut ts, &mut list, 20_000, 5_000, |_| None);
+        let mut got = Vec::new();
+        while let Some(m) = list.pop_front() {
+            got.push((m.seq, m.redelivered));
+        }
+        let mut expected: Vec<(u64, bool)> = (0..9000).filter(|s| s % 2 == 0).map(|s| (s, true)).collect();
+        expected.extend((9000..25_000).map(|s| (s, false)));
+        assert_eq!(got, expected);
+        assert_eq!((list.len(), list.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn transient_and_shared_messages_stay_loaded_between_runs() {
+        let mut ts = TestStore::new("mixed");
+        let mut list = ReadyList::new(Some((ts.handle.clone(), Q)), Vec::new(), None);
+        for i in 0..20_000u64 {
+            // Every 3000th is referenced by another queue too.
+            let m = ts.publish(i, i, None, if i % 3000 == 0 { 2 } else { 1 });
+            list.push_back(m);
+            if i % 1000 == 999 {
+                ts.sync();
+            }
+        }
+        ts.sync();
+        if let Some(spill) = &list.spill {
+            list.levels[0].examine(spill, usize::MAX);
+        }
+        assert!(list.runs() >= 3, "shared messages split the runs: {}", list.runs());
+        for i in 0..20_000u64 {
+            let m = list.pop_front().expect("message");
+            assert_eq!(number(&m), i);
+        }
+        assert_eq!((list.len(), list.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn drain_hands_out_runs_and_empties_the_counters() {
+        let mut ts = TestStore::new("purge");
+        let mut list = ReadyList::new(Some((ts.handle.clone(), Q)), Vec::new(), None);
+        fill(&mut ts, &mut list, 0, 12_000, |_| None);
+        let drained = list.drain();
+        let (mut loaded, mut spilled) = (0, 0);
+        for d in &drained {
+            match d {
+                Drained::Loaded(_) => loaded += 1,
+                Drained::Run { count, level, .. } => {
+                    spilled += count;
+                    assert_eq!(*level, None);
+                }
+            }
+        }
+        assert_eq!((loaded, spilled), (LOADED_HEAD as u64, 12_000 - LOADED_HEAD as u64));
+        assert_eq!((list.len(), list.bytes()), (0, 0));
+        assert!(list.pop_front().is_none());
+        // The store side of a purge: the run's rows and records go.
+        for d in drained {
+            if let Drained::Run { first_seq, last_seq, level, .. } = d {
+                ts.handle.send(StoreOp::DeleteRun { queue: Q, first_seq, last_seq, level });
+            }
+        }
+        ts.sync();
+        let rows = ts.handle.read_entries(Q, 0, u64::MAX, usize::MAX).expect("read");
+        assert_eq!(rows.len(), LOADED_HEAD);
+    }
+
+    #[test]
+    fn priority_levels_spill_separately_and_serve_highest_first() {
+        let mut ts = TestStore::new("prio");
+        let mut list = ReadyList::new(Some((ts.handle.clone(), Q)), Vec::new(), Some(3));
+        const N: u64 = 40_000;
+        let prio = |i: u64| Some((i % 4) as u8);
+        fill(&mut ts, &mut list, 0, N, prio);
+        assert_eq!(list.len(), N as usize);
+        assert!(list.runs() >= 4);
+        // Drop-head takes from the highest level; TTL looks at every level's head.
+        let m = list.pop_front().expect("head");
+        assert_eq!(number(&m), 3);
+        let (first, level) = list.min_front(|m| Some(m.seq)).expect("heads");
+        assert_eq!((first, level), (0, 0));
+        let mut got = vec![number(&m)];
+        while let Some(m) = list.pop_front() {
+            got.push(number(&m));
+        }
+        let mut expected: Vec<u64> = (0..N).collect();
+        expected.sort_by_key(|&i| (std::cmp::Reverse(i % 4), i));
+        assert_eq!(got, expected);
+        assert_eq!((list.len(), list.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn recovered_runs_are_read_back_and_split_by_level() {
+        let mut ts = TestStore::new("recover");
+        const N: u64 = 5_000;
+        for i in 0..N {
+            ts.publish(i, i, Some((i % 3) as u8), 1);
+        }
+        ts.sync();
+        // As a restart recovers it: one run, bytes unknown.
+        let entries = vec![Entry::Run(Run::recovered(0, N - 1, N))];
+        let mut list = ReadyList::new(Some((ts.handle.clone(), Q)), entries, Some(2));
+        assert_eq!((list.len(), list.bytes()), (N as usize, N * 8), "priority recovery learns the bytes");
+        let mut got = Vec::new();
+        while let Some(m) = list.pop_front() {
+            got.push(number(&m));
+        }
+        let mut expected: Vec<u64> = (0..N).collect();
+        expected.sort_by_key(|&i| (std::cmp::Reverse(i % 3), i));
+        assert_eq!(got, expected);
+
+        let entries = vec![Entry::Run(Run::recovered(0, N - 1, N))];
+        let mut list = ReadyList::new(Some((ts.handle.clone(), Q)), entries, None);
+        assert_eq!((list.len(), list.bytes()), (N as usize, 0), "a classic queue does not read them at start");
+        let m = list.pop_front().expect("head");
+        assert_eq!(number(&m), 0);
+        assert_eq!(list.len(), N as usize - 1);
+        assert_eq!(list.bytes(), (PAGE_IN_BATCH as u64 - 1) * 8, "known once read back");
+    }
+
+    #[test]
+    fn a_run_whose_rows_are_gone_is_dropped_from_the_length() {
+        let mut ts = TestStore::new("gone");
+        for i in 0..100 {
+            ts.publish(i, i, None, 1);
+        }
+        ts.handle.send(StoreOp::DeleteRun { queue: Q, first_seq: 50, last_seq: 99, level: None });
+        ts.sync();
+        let entries = vec![Entry::Run(Run::recovered(0, 99, 100))];
+        let mut list = ReadyList::new(Some((ts.handle.clone(), Q)), entries, None);
+        let mut n = 0;
+        while list.pop_front().is_some() {
+            n += 1;
+        }
+        assert_eq!((n, list.len()), (50, 0));
     }
 }

@@ -81,6 +81,11 @@ pub enum StoreOp {
     MarkDelivered { queue: QueueId, seq: u64, message: MessageId },
     /// The entry was acked or dropped.
     Remove { queue: QueueId, seq: u64 },
+    /// A spilled run was dropped (purge, queue delete): removes every entry of `queue`
+    /// in `first_seq..=last_seq` and its message record. `level`: Some((l, max)) for a
+    /// priority queue's run: only entries whose message's priority (capped at `max`)
+    /// is `l` belong to it; the others in the range are left alone.
+    DeleteRun { queue: QueueId, first_seq: u64, last_seq: u64, level: Option<(u8, u8)> },
     /// A message held by a delayed-message exchange (encoded [`DelayedRecord`]).
     PutDelayed(MessageId, Vec<u8>),
     /// The held message was routed (its queue entries were sent before this op) or
@@ -113,8 +118,19 @@ pub struct EntryRecord {
 }
 
 /// At start, bodies are read for this many entries at the head of each queue; the
-/// rest stay paged on disk until the queue reaches them.
+/// rest stay on disk, as spilled runs, until the queue reaches them.
 pub const LOAD_AT_START: usize = 8192;
+
+/// A queue's recovered contents, in `seq` order.
+#[derive(Clone, Debug)]
+pub enum Recovered {
+    /// An entry whose message was read ([`Snapshot::messages`] holds it).
+    Entry(EntryRecord),
+    /// Consecutive entries left on disk: every entry row of the queue with
+    /// `first_seq <= seq <= last_seq` (`count` of them), each referencing a message
+    /// that no other entry references.
+    Run { first_seq: u64, last_seq: u64, count: u64 },
+}
 
 /// Everything durable, as loaded at start.
 #[derive(Default)]
@@ -122,12 +138,11 @@ pub struct Snapshot {
     pub exchanges: Vec<ExchangeRecord>,
     pub queues: Vec<QueueRecord>,
     pub bindings: Vec<BindingRecord>,
-    /// Messages whose bodies were read (see [`LOAD_AT_START`]).
+    /// Messages whose bodies were read: those of the first [`LOAD_AT_START`] entries
+    /// of each queue and those referenced by several entries.
     pub messages: HashMap<MessageId, Arc<Message>>,
-    /// Messages that exist on disk, referenced by exactly one entry, not read yet.
-    pub paged: std::collections::HashSet<MessageId>,
-    /// Per queue, its entries in `seq` order.
-    pub entries: HashMap<QueueId, Vec<EntryRecord>>,
+    /// Per queue, its entries in `seq` order (long queues mostly as runs).
+    pub entries: HashMap<QueueId, Vec<Recovered>>,
     /// Messages held by delayed-message exchanges.
     pub delayed: Vec<(MessageId, DelayedRecord)>,
     /// The highest message id found (message and delayed records share the sequence).
@@ -147,16 +162,19 @@ pub enum StoreError {
     Io(String),
 }
 
-/// Reads message records back (paging bodies in), from any thread, concurrently with
-/// the writer.
+/// Reads committed records back (paging spilled entries in), from any thread,
+/// concurrently with the writer.
 pub trait MessageReader: Send + Sync + 'static {
     /// The messages with these ids, in order; `None` for ids not (or no longer) stored.
-    fn read_messages(&self, ids: &[MessageId]) -> Vec<Option<Message>>;
+    fn read_messages(&self, ids: &[MessageId]) -> Result<Vec<Option<Message>>, StoreError>;
+    /// Up to `max` entries of `queue` with `from_seq <= seq <= to_seq`, in `seq` order.
+    fn read_entries(&self, queue: QueueId, from_seq: u64, to_seq: u64, max: usize)
+        -> Result<Vec<EntryRecord>, StoreError>;
 }
 
 /// A storage engine: applies batches atomically and durably, and loads everything back.
 pub trait Store: Send + 'static {
-    /// A reader for paging message bodies back in.
+    /// A reader for paging entries and message bodies back in.
     fn reader(&self) -> Arc<dyn MessageReader>;
     /// Reads all durable state, dropping entries that point at nothing (left by a crash
     /// between related writes is impossible, but a partial older version is not).

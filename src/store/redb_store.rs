@@ -5,7 +5,8 @@
 //! - `queues`: queue id → JSON [`QueueRecord`]
 //! - `bindings`: JSON [`BindingRecord`] → () (the record is its own identity)
 //! - `messages`: message id → encoded message ([`super::codec`])
-//! - `entries`: (queue id, seq) → (message id, delivered)
+//! - `entries`: (queue id, seq) → (message id, delivered) — the queue index: a
+//!   queue's spilled runs are read back from it by range (`MessageReader::read_entries`)
 //!
 //! Every commit uses redb's default `Durability::Immediate`: it returns after fsync.
 
@@ -16,7 +17,10 @@ use std::sync::Arc;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::codec::{decode_delayed, decode_message, encode_message};
-use super::{BindingRecord, EntryRecord, LOAD_AT_START, MessageId, MessageReader, QueueRecord, Snapshot, Store, StoreError, StoreOp};
+use super::{
+    BindingRecord, EntryRecord, MessageId, MessageReader, QueueId, QueueRecord, Recovered, Snapshot, Store,
+    StoreError, StoreOp, LOAD_AT_START,
+};
 use crate::message::Message;
 
 const EXCHANGES: TableDefinition<&str, &[u8]> = TableDefinition::new("exchanges");
@@ -44,7 +48,7 @@ struct RedbReader {
 }
 
 impl MessageReader for RedbReader {
-    fn read_messages(&self, ids: &[MessageId]) -> Vec<Option<Message>> {
+    fn read_messages(&self, ids: &[MessageId]) -> Result<Vec<Option<Message>>, StoreError> {
         let read = || -> Result<Vec<Option<Message>>, redb::Error> {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(MESSAGES)?;
@@ -58,10 +62,58 @@ impl MessageReader for RedbReader {
             }
             Ok(out)
         };
-        read().unwrap_or_else(|e| {
-            log::error!("reading {} messages from the store failed: {e}", ids.len());
-            ids.iter().map(|_| None).collect()
-        })
+        read().map_err(|e| StoreError::Io(format!("reading {} messages: {e}", ids.len())))
+    }
+
+    fn read_entries(
+        &self,
+        queue: QueueId,
+        from_seq: u64,
+        to_seq: u64,
+        max: usize,
+    ) -> Result<Vec<EntryRecord>, StoreError> {
+        let read = || -> Result<Vec<EntryRecord>, redb::Error> {
+            let mut out = Vec::new();
+            if from_seq > to_seq {
+                return Ok(out);
+            }
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(ENTRIES)?;
+            for row in table.range((queue, from_seq)..=(queue, to_seq))?.take(max) {
+                let (k, v) = row?;
+                let (_, seq) = k.value();
+                let (message, delivered) = v.value();
+                out.push(EntryRecord { seq, message, delivered });
+            }
+            Ok(out)
+        };
+        read().map_err(|e| StoreError::Io(format!("reading entries of queue {queue} from {from_seq}: {e}")))
+    }
+}
+
+/// A set of message ids in memory proportional to their spread, not their number: a
+/// bitmap per window of 65,536 consecutive ids (8 KiB each). Ids come from one
+/// counter, so the ids still on disk are dense: 10M of them cost about 1.2 MiB.
+#[derive(Default)]
+struct IdSet {
+    windows: HashMap<u64, Box<[u64; 1024]>>,
+}
+
+impl IdSet {
+    /// Adds `id`; false if it was already there.
+    fn insert(&mut self, id: MessageId) -> bool {
+        let w = self.windows.entry(id >> 16).or_insert_with(|| Box::new([0; 1024]));
+        let bit = id & 0xffff;
+        let word = &mut w[(bit >> 6) as usize];
+        let mask = 1u64 << (bit & 63);
+        let new = *word & mask == 0;
+        *word |= mask;
+        new
+    }
+
+    fn contains(&self, id: MessageId) -> bool {
+        let bit = id & 0xffff;
+        self.windows.get(&(id >> 16)).is_some_and(|w| w[(bit >> 6) as usize] & (1u64 << (bit & 63)) != 0)
     }
 }
 
@@ -169,6 +221,32 @@ impl RedbStore {
                     StoreOp::Remove { queue, seq } => {
                         entries.remove((*queue, *seq))?;
                     }
+                    StoreOp::DeleteRun { queue, first_seq, last_seq, level } => {
+                        let mut failed: Option<redb::StorageError> = None;
+                        entries.retain_in((*queue, *first_seq)..=(*queue, *last_seq), |_, (message, _)| {
+                            if let Some((l, max)) = level {
+                                // A priority queue: rows of other levels share the range.
+                                let prio = match messages.get(message) {
+                                    Ok(v) => v.and_then(|v| decode_message(v.value())).map(|m| m.priority()),
+                                    Err(e) => {
+                                        failed.get_or_insert(e);
+                                        return true;
+                                    }
+                                };
+                                match prio {
+                                    Some(p) if p.min(*max) == *l => {}
+                                    _ => return true,
+                                }
+                            }
+                            if let Err(e) = messages.remove(message) {
+                                failed.get_or_insert(e);
+                            }
+                            false
+                        })?;
+                        if let Some(e) = failed {
+                            return Err(e.into());
+                        }
+                    }
                     StoreOp::PutDelayed(id, bytes) => {
                         delayed.insert(*id, bytes.as_slice())?;
                     }
@@ -182,7 +260,10 @@ impl RedbStore {
         Ok(())
     }
 
-    fn read_all(&self) -> Result<Snapshot, StoreError> {
+    /// Everything durable, the set of message ids some entry references, and the
+    /// entries found pointing at a missing message.
+    #[allow(clippy::type_complexity)]
+    fn read_all(&self) -> Result<(Snapshot, IdSet, Vec<(QueueId, u64)>), StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.io(e))?;
         let mut snap = Snapshot::default();
         let exchanges = txn.open_table(EXCHANGES).map_err(|e| self.io(e))?;
@@ -202,20 +283,16 @@ impl RedbStore {
         }
         let known: HashSet<u64> = snap.queues.iter().map(|q: &QueueRecord| q.id).collect();
         let entries = txn.open_table(ENTRIES).map_err(|e| self.io(e))?;
+        // Two streaming passes over the entries, never holding them all: the first
+        // finds the messages referenced by several entries (they are read now, so their
+        // reference counts are known), the second reads the head of each queue and
+        // turns the rest into runs left on disk.
+        let mut seen = IdSet::default();
+        let mut shared = IdSet::default();
         for row in entries.iter().map_err(|e| self.io(e))? {
             let (k, v) = row.map_err(|e| self.io(e))?;
-            let (queue, seq) = k.value();
-            let (message, delivered) = v.value();
-            if known.contains(&queue) {
-                snap.entries.entry(queue).or_default().push(EntryRecord { seq, message, delivered });
-            }
-        }
-        // Bodies are read now only where a queue will want them soon (its head) or
-        // where several queues share them; the rest stay on disk, paged.
-        let mut refs: HashMap<MessageId, u32> = HashMap::new();
-        for list in snap.entries.values() {
-            for e in list {
-                *refs.entry(e.message).or_default() += 1;
+            if known.contains(&k.value().0) && !seen.insert(v.value().0) {
+                shared.insert(v.value().0);
             }
         }
         let messages = txn.open_table(MESSAGES).map_err(|e| self.io(e))?;
@@ -230,42 +307,74 @@ impl RedbStore {
             let record = decode_delayed(v.value()).ok_or_else(|| self.corrupt(format!("delayed message {}", k.value())))?;
             snap.delayed.push((k.value(), record));
         }
-        for list in snap.entries.values() {
-            for (pos, e) in list.iter().enumerate() {
-                let id = e.message;
-                if snap.messages.contains_key(&id) || snap.paged.contains(&id) {
-                    continue;
+        let mut current: Option<(QueueId, usize)> = None;
+        let mut dangling = Vec::new();
+        for row in entries.iter().map_err(|e| self.io(e))? {
+            let (k, v) = row.map_err(|e| self.io(e))?;
+            let (queue, seq) = k.value();
+            let (id, delivered) = v.value();
+            if !known.contains(&queue) {
+                continue;
+            }
+            let pos = match &mut current {
+                Some((q, n)) if *q == queue => {
+                    *n += 1;
+                    *n
                 }
-                let Some(v) = messages.get(id).map_err(|e| self.io(e))? else {
-                    continue;
-                };
-                if pos < LOAD_AT_START || refs.get(&id).copied().unwrap_or(0) > 1 {
+                _ => {
+                    current = Some((queue, 0));
+                    0
+                }
+            };
+            let list = snap.entries.entry(queue).or_default();
+            if pos < LOAD_AT_START || shared.contains(id) {
+                if !snap.messages.contains_key(&id) {
+                    // Entries whose message record is missing cannot be delivered;
+                    // drop them (collect_garbage deletes them).
+                    let Some(v) = messages.get(id).map_err(|e| self.io(e))? else {
+                        dangling.push((queue, seq));
+                        continue;
+                    };
                     let mut m = decode_message(v.value()).ok_or_else(|| self.corrupt(format!("message {id}")))?;
                     m.store.id = Some(id);
                     snap.messages.insert(id, Arc::new(m));
-                } else {
-                    snap.paged.insert(id);
+                }
+                list.push(Recovered::Entry(EntryRecord { seq, message: id, delivered }));
+            } else {
+                // Left on disk: a record missing here is found (and logged) when the
+                // queue reaches it.
+                match list.last_mut() {
+                    Some(Recovered::Run { last_seq, count, .. }) => {
+                        *last_seq = seq;
+                        *count += 1;
+                    }
+                    _ => list.push(Recovered::Run { first_seq: seq, last_seq: seq, count: 1 }),
                 }
             }
         }
-        // Entries whose message record is missing cannot be delivered; drop them.
-        for list in snap.entries.values_mut() {
-            list.retain(|e| snap.messages.contains_key(&e.message) || snap.paged.contains(&e.message));
-        }
-        Ok(snap)
+        Ok((snap, seen, dangling))
     }
 
-    /// Deletes what nothing references: entries of deleted queues and unreferenced
-    /// messages (e.g. published but never enqueued before a crash).
-    fn collect_garbage(&mut self, snap: &Snapshot) -> Result<(), redb::Error> {
+    /// Deletes what nothing references: entries of deleted queues, `dangling` entries
+    /// (whose message is missing; found at the head of a queue — those inside runs are
+    /// dropped when the queue reaches them) and unreferenced messages (e.g. published
+    /// but never enqueued before a crash). Streams the tables; holds nothing per entry.
+    fn collect_garbage(
+        &mut self,
+        snap: &Snapshot,
+        referenced: &IdSet,
+        dangling: &[(QueueId, u64)],
+    ) -> Result<(), redb::Error> {
         let known: HashSet<u64> = snap.queues.iter().map(|q| q.id).collect();
         let txn = self.db.begin_write()?;
         {
             let mut entries = txn.open_table(ENTRIES)?;
-            let kept = |id: &MessageId| snap.messages.contains_key(id) || snap.paged.contains(id);
-            entries.retain(|(queue, _), (message, _)| known.contains(&queue) && kept(&message))?;
             let mut messages = txn.open_table(MESSAGES)?;
-            messages.retain(|id, _| kept(&id))?;
+            for k in dangling {
+                entries.remove(*k)?;
+            }
+            entries.retain(|(queue, _), _| known.contains(&queue))?;
+            messages.retain(|id, _| referenced.contains(id))?;
         }
         txn.commit()?;
         Ok(())
@@ -278,8 +387,8 @@ impl Store for RedbStore {
     }
 
     fn load(&mut self) -> Result<Snapshot, StoreError> {
-        let snap = self.read_all()?;
-        self.collect_garbage(&snap).map_err(|e| self.io(e))?;
+        let (snap, referenced, dangling) = self.read_all()?;
+        self.collect_garbage(&snap, &referenced, &dangling).map_err(|e| self.io(e))?;
         Ok(snap)
     }
 

@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::{MessageId, MessageReader, Store, StoreOp};
+use super::{EntryRecord, MessageId, MessageReader, QueueId, Store, StoreError, StoreOp};
 use crate::message::Message;
 use crate::amqp::delivery::ChannelShared;
 
@@ -121,6 +121,9 @@ struct Inner {
     next_queue: AtomicU64,
     counters: Counters,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Per durable queue: one past the highest `seq` whose `Enqueue` is committed
+    /// (see [`StoreHandle::enqueue_watermark`]).
+    watermarks: Mutex<HashMap<QueueId, Weak<AtomicU64>>>,
 }
 
 /// A cheap, cloneable handle to the store writer.
@@ -141,6 +144,7 @@ impl StoreHandle {
             next_queue: AtomicU64::new(next_queue),
             counters: Counters::default(),
             thread: Mutex::new(None),
+            watermarks: Mutex::new(HashMap::new()),
         });
         let for_thread = inner.clone();
         let t = std::thread::Builder::new()
@@ -158,9 +162,37 @@ impl StoreHandle {
         self.inner.next_queue.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Reads committed message records back (for paged queue entries).
-    pub fn read_messages(&self, ids: &[MessageId]) -> Vec<Option<Message>> {
+    /// Reads committed message records back (for spilled queue entries).
+    pub fn read_messages(&self, ids: &[MessageId]) -> Result<Vec<Option<Message>>, StoreError> {
         self.inner.reader.read_messages(ids)
+    }
+
+    /// Reads up to `max` committed entries of `queue` in `from_seq..=to_seq`, in order.
+    pub fn read_entries(
+        &self,
+        queue: QueueId,
+        from_seq: u64,
+        to_seq: u64,
+        max: usize,
+    ) -> Result<Vec<EntryRecord>, StoreError> {
+        self.inner.reader.read_entries(queue, from_seq, to_seq, max)
+    }
+
+    /// The queue's enqueue watermark: one past the highest `seq` whose `Enqueue` op
+    /// is committed (0: none yet), raised by the writer after each commit. A queue
+    /// sends its enqueues in `seq` order and commits apply in order, so every entry
+    /// below the watermark that is still in the queue has its row on disk. `start`:
+    /// the value to begin with (a restored queue's rows are all on disk).
+    pub fn enqueue_watermark(&self, queue: QueueId, start: u64) -> Arc<AtomicU64> {
+        let mut map = self.inner.watermarks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = map.get(&queue).and_then(Weak::upgrade) {
+            w.fetch_max(start, Ordering::AcqRel);
+            return w;
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let w = Arc::new(AtomicU64::new(start));
+        map.insert(queue, Arc::downgrade(&w));
+        w
     }
 
     /// Queues an op; it is applied in order with every other op.
@@ -236,6 +268,7 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
     let mut syncs = Vec::new();
     let mut scratch = Coalesce::default();
     let mut thens: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+    let mut enqueued: HashMap<QueueId, u64> = HashMap::new();
     // recv_blocking returns Err once the channel is closed *and* drained, so shutdown
     // commits everything that was queued.
     while let Ok(first) = rx.recv_blocking() {
@@ -273,8 +306,21 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
         match result {
             Ok(()) => {
                 for op in &ops {
-                    if let StoreOp::PutMessage(_, m) = op {
-                        m.store.committed.store(true, Ordering::Release);
+                    match op {
+                        StoreOp::PutMessage(_, m) => m.store.committed.store(true, Ordering::Release),
+                        StoreOp::Enqueue { queue, seq, .. } => {
+                            let e = enqueued.entry(*queue).or_insert(0);
+                            *e = (*e).max(seq + 1);
+                        }
+                        _ => {}
+                    }
+                }
+                if !enqueued.is_empty() {
+                    let map = inner.watermarks.lock().unwrap_or_else(|e| e.into_inner());
+                    for (queue, mark) in enqueued.drain() {
+                        if let Some(w) = map.get(&queue).and_then(Weak::upgrade) {
+                            w.fetch_max(mark, Ordering::AcqRel);
+                        }
                     }
                 }
                 for (_, (ch, seq)) in confirms.drain() {

@@ -629,3 +629,175 @@ async fn a_priority_queue_keeps_its_order_across_kill9() {
     assert!(got == expected, "priority order after restart; first difference at {:?}",
         got.iter().zip(&expected).position(|(a, b)| a != b));
 }
+
+/// Publishes `n` persistent 64-byte messages numbered `from..from + n` (big-endian
+/// u32 first) with confirms, 256 in flight.
+async fn publish_numbers(ch: &Channel, queue: &str, from: u32, n: u32) {
+    let mut pending = std::collections::VecDeque::new();
+    for i in from..from + n {
+        let mut body = i.to_be_bytes().to_vec();
+        body.resize(64, b'x');
+        let c = ch
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, persistent())
+            .await
+            .expect("publish");
+        pending.push_back(c);
+        if pending.len() >= 256 {
+            assert!(pending.pop_front().expect("confirm").await.expect("confirm").is_ack());
+        }
+    }
+    for c in pending {
+        assert!(c.await.expect("confirm").is_ack());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_spilled_to_disk_survives_kill9_in_order_without_loss_or_duplicates() {
+    // Far beyond the 8192 entries kept loaded: most of the queue exists only as
+    // spilled runs (its rows in the store's index), and after kill -9 it is
+    // recovered as runs again.
+    const N: u32 = 30_000;
+    let dir = DataDir::new("spilled-kill9");
+    let b = Broker::start(&dir.0);
+    {
+        let (_conn, ch) = connect(&b).await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+        declare(&ch, "deep", true).await;
+        publish_numbers(&ch, "deep", 0, N).await;
+        wait_count(&ch, "deep", N).await;
+        // Consume a little past the loaded head, so the first run has been read from.
+        let first = consume_numbers(&ch, "deep", 9_000).await;
+        assert_eq!(first, (0..9_000).collect::<Vec<_>>());
+        // A confirmed publish after the acks: the store has committed them too.
+        declare(&ch, "marker", true).await;
+        publish_numbers(&ch, "marker", 0, 1).await;
+    }
+    b.kill9();
+    let b = Broker::start(&dir.0);
+    let (_conn, ch) = connect(&b).await;
+    wait_count(&ch, "deep", N - 9_000).await;
+    let rest = consume_numbers(&ch, "deep", (N - 9_000) as usize).await;
+    assert_eq!(rest, (9_000..N).collect::<Vec<_>>(), "every confirmed message once, in order");
+    assert!(drain_raw(&ch, "deep").await.is_empty(), "nothing delivered twice");
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+    publish_numbers(&ch, "marker", 1, 1).await;
+    drop(ch);
+    drop(_conn);
+    // And once more: what was acked stays gone across a restart.
+    b.kill9();
+    let b = Broker::start(&dir.0);
+    let (_conn, ch) = connect(&b).await;
+    assert!(drain_raw(&ch, "deep").await.is_empty(), "acked messages do not come back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consuming_across_spilled_runs_with_rejects_and_a_channel_close_loses_nothing() {
+    use futures_lite::StreamExt;
+    const N: u32 = 30_000;
+    let dir = DataDir::new("spilled-requeue");
+    let b = Broker::start(&dir.0);
+    let (conn, ch) = connect(&b).await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+    declare(&ch, "runs", true).await;
+    publish_numbers(&ch, "runs", 0, N / 2).await;
+    let mut acked = vec![0u32; N as usize];
+    let mut last_fresh: Option<u32> = None;
+    let mut fresh_in_order = |n: u32, redelivered: bool| {
+        if !redelivered {
+            assert!(last_fresh.map_or(true, |l| n > l), "first deliveries in order: {n} after {last_fresh:?}");
+            last_fresh = Some(n);
+        }
+    };
+    // Phase 1: reject every seventh first delivery (requeue), ack the rest; publish
+    // the second half meanwhile; close the channel holding unacked deliveries.
+    {
+        let c1 = conn.create_channel().await.expect("channel");
+        c1.basic_qos(400, BasicQosOptions::default()).await.expect("qos");
+        let mut consumer = c1
+            .basic_consume("runs".into(), "c1".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .expect("consume");
+        let mut done = 0;
+        let mut published_rest = false;
+        while done < 16_000 {
+            let d = tokio::time::timeout(WAIT, consumer.next())
+                .await
+                .expect("delivery in time")
+                .expect("stream open")
+                .expect("delivery");
+            let n = u32::from_be_bytes([d.data[0], d.data[1], d.data[2], d.data[3]]);
+            fresh_in_order(n, d.redelivered);
+            if !d.redelivered && n % 7 == 0 {
+                d.reject(BasicRejectOptions { requeue: true }).await.expect("reject");
+            } else {
+                d.ack(BasicAckOptions::default()).await.expect("ack");
+                acked[n as usize] += 1;
+                done += 1;
+            }
+            if done == 4_000 && !published_rest {
+                published_rest = true;
+                publish_numbers(&ch, "runs", N / 2, N / 2).await;
+            }
+        }
+        // Up to 400 prefetched deliveries are unacked: closing requeues them.
+        c1.close(200, "bye".into()).await.expect("close");
+    }
+    // Phase 2: another channel takes the rest.
+    let c2 = conn.create_channel().await.expect("channel");
+    c2.basic_qos(500, BasicQosOptions::default()).await.expect("qos");
+    let mut consumer = c2
+        .basic_consume("runs".into(), "c2".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("consume");
+    let mut total: u32 = acked.iter().sum();
+    while total < N {
+        let d = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .expect("delivery in time")
+            .expect("stream open")
+            .expect("delivery");
+        let n = u32::from_be_bytes([d.data[0], d.data[1], d.data[2], d.data[3]]);
+        fresh_in_order(n, d.redelivered);
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+        acked[n as usize] += 1;
+        total += 1;
+    }
+    c2.basic_cancel("c2".into(), BasicCancelOptions::default()).await.expect("cancel");
+    let missing: Vec<usize> = acked.iter().enumerate().filter(|(_, &c)| c != 1).map(|(i, _)| i).take(10).collect();
+    assert!(missing.is_empty(), "each message acked exactly once; first exceptions {missing:?}");
+    assert!(drain_raw(&c2, "runs").await.is_empty());
+    wait_count(&c2, "runs", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_and_deleting_spilled_queues_is_durable() {
+    // Purge and delete drop whole spilled runs in the store (their rows and message
+    // records); after kill -9 nothing of them comes back.
+    const N: u32 = 20_000;
+    let dir = DataDir::new("spilled-purge");
+    let b = Broker::start(&dir.0);
+    {
+        let (_conn, ch) = connect(&b).await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+        declare(&ch, "purged", true).await;
+        declare(&ch, "deleted", true).await;
+        publish_numbers(&ch, "purged", 0, N).await;
+        publish_numbers(&ch, "deleted", 0, N).await;
+        let purged = ch.queue_purge("purged".into(), QueuePurgeOptions::default()).await.expect("purge");
+        assert_eq!(purged, N);
+        let deleted = ch.queue_delete("deleted".into(), QueueDeleteOptions::default()).await.expect("delete");
+        assert_eq!(deleted, N);
+        // Published after the purge: kept, and behind nothing.
+        publish_numbers(&ch, "purged", N, 3).await;
+    }
+    b.kill9();
+    let b = Broker::start(&dir.0);
+    let (conn, ch) = connect(&b).await;
+    assert!(!passive_exists(&conn, "queue", "deleted").await);
+    let left: Vec<u32> = drain_raw(&ch, "purged")
+        .await
+        .into_iter()
+        .map(|(b, _)| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(left, vec![N, N + 1, N + 2]);
+}
