@@ -371,6 +371,14 @@ impl Connection {
                 }
             }
             drop(batch);
+            if let Some(store) = self.broker.store.as_ref().filter(|s| s.is_behind()) {
+                // Flow control: the disk is behind; stop reading (the peer's writes back
+                // up in TCP) until it catches up. Waits are bounded so liveness stays fresh.
+                while store.is_behind() {
+                    store.wait_for_room(Duration::from_secs(1)).await;
+                    self.liveness.last_read_ms.store(self.liveness.now_ms(), Ordering::Relaxed);
+                }
+            }
             let read = if self.closing {
                 future::or(rb.fill(stream, self.frame_max as usize), async {
                     Timer::after(CLOSE_TIMEOUT).await;

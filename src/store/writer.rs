@@ -12,6 +12,13 @@ use crate::amqp::delivery::ChannelShared;
 
 /// Most ops applied in one transaction; bounds commit latency under a flood.
 const MAX_BATCH: usize = 65_536;
+/// Queued commands above which connections stop reading until the writer catches up
+/// (see [`StoreHandle::wait_for_room`]); two commits' worth keeps the writer's batches
+/// full while bounding what waits in memory (tens of MiB, not gigabytes, when a fast
+/// consumer acks a deep queue faster than the disk takes the removals).
+const HIGH_WATER: usize = 2 * MAX_BATCH;
+/// Reading resumes once the queue is down to this.
+const LOW_WATER: usize = MAX_BATCH / 2;
 
 enum Command {
     Op(StoreOp),
@@ -124,6 +131,8 @@ struct Inner {
     /// Per durable queue: one past the highest `seq` whose `Enqueue` is committed
     /// (see [`StoreHandle::enqueue_watermark`]).
     watermarks: Mutex<HashMap<QueueId, Weak<AtomicU64>>>,
+    /// Notified after each batch the writer takes, for connections waiting for room.
+    drained: event_listener::Event,
 }
 
 /// A cheap, cloneable handle to the store writer.
@@ -145,6 +154,7 @@ impl StoreHandle {
             counters: Counters::default(),
             thread: Mutex::new(None),
             watermarks: Mutex::new(HashMap::new()),
+            drained: event_listener::Event::new(),
         });
         let for_thread = inner.clone();
         let t = std::thread::Builder::new()
@@ -193,6 +203,34 @@ impl StoreHandle {
         let w = Arc::new(AtomicU64::new(start));
         map.insert(queue, Arc::downgrade(&w));
         w
+    }
+
+    /// True when the writer is so far behind that connections should stop reading.
+    pub fn is_behind(&self) -> bool {
+        self.inner.tx.len() > HIGH_WATER
+    }
+
+    /// Waits until the writer's queue is down to the low-water mark (or `limit`
+    /// passed). Connections call this before reading more once [`Self::is_behind`]:
+    /// that is the store's flow control, the way RabbitMQ's credit flow holds
+    /// publishers back when the disk is slower than they are. Publishes and acks
+    /// alike produce store ops, so both are held.
+    pub async fn wait_for_room(&self, limit: std::time::Duration) {
+        let deadline = Instant::now() + limit;
+        while self.inner.tx.len() > LOW_WATER {
+            let listener = self.inner.drained.listen();
+            if self.inner.tx.len() <= LOW_WATER {
+                break;
+            }
+            let woke = futures_lite::future::or(async { listener.await; true }, async {
+                async_io::Timer::at(deadline).await;
+                false
+            })
+            .await;
+            if !woke {
+                break;
+            }
+        }
     }
 
     /// Queues an op; it is applied in order with every other op.
@@ -289,6 +327,7 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
                 next = rx.try_recv().ok();
             }
         }
+        inner.drained.notify(usize::MAX);
         let started = Instant::now();
         let msgs = ops.iter().filter(|o| matches!(o, StoreOp::PutMessage(..))).count();
         let before = ops.len();
