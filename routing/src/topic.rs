@@ -37,12 +37,16 @@ use std::collections::HashMap;
 use std::hash::Hash;
 
 use crate::set::DestSet;
-use crate::words::{IdMap, Vocabulary, WordId, UNKNOWN};
+use crate::words::{IdMap, Vocabulary, WordHashBuilder, WordId, UNKNOWN};
 
 /// A trie of topic binding patterns, each with a value `D` (a destination).
 ///
 /// The same (pattern, value) pair is stored once; different patterns may carry the same
 /// value, so a match can report a value more than once (the routing table dedups queues).
+///
+/// Patterns without wildcards match exactly the key equal to them, so they are kept in a
+/// hash map by their text rather than in the trie: one lookup finds them all, and the
+/// trie only holds the patterns that need walking.
 ///
 /// Literal words are interned (see [`crate::words`]): trie edges carry word ids, and a
 /// match looks each key word up once in the vocabulary.
@@ -50,6 +54,9 @@ use crate::words::{IdMap, Vocabulary, WordId, UNKNOWN};
 /// Insert is iterative; remove and match recurse once per pattern word, which AMQP's
 /// 255-byte short-string limit on binding keys keeps shallow.
 pub struct TopicTrie<D> {
+    /// Patterns without `*` or `#`, by their text.
+    exact: HashMap<Box<str>, DestSet<D>, WordHashBuilder>,
+    /// Patterns with at least one wildcard.
     root: Node<D>,
     len: usize,
     vocab: Vocabulary,
@@ -167,6 +174,11 @@ pub fn split_words(key: &str) -> impl Iterator<Item = &str> {
     (!key.is_empty()).then(|| key.split('.')).into_iter().flatten()
 }
 
+/// True if some word of `pattern` is `*` or `#` (a word, not just a character of one).
+fn has_wildcard(pattern: &str) -> bool {
+    split_words(pattern).any(|w| w == "*" || w == "#")
+}
+
 /// A routing key as word ids, split once per match. Keys of up to [`KeyIds::INLINE`]
 /// words (every realistic one) live on the stack; longer ones spill to the heap.
 struct KeyIds {
@@ -223,6 +235,7 @@ impl<D: Eq + Hash + Clone> TopicTrie<D> {
     /// An empty trie.
     pub fn new() -> Self {
         Self {
+            exact: HashMap::with_hasher(WordHashBuilder::default()),
             root: Node::default(),
             len: 0,
             vocab: Vocabulary::default(),
@@ -241,6 +254,30 @@ impl<D: Eq + Hash + Clone> TopicTrie<D> {
 
     /// Adds `value` under `pattern`. False (and no change) if that pair exists already.
     pub fn insert(&mut self, pattern: &str, value: D) -> bool {
+        let added = if has_wildcard(pattern) {
+            self.insert_in_trie(pattern, value)
+        } else {
+            self.insert_exact(pattern, value)
+        };
+        if added {
+            self.len += 1;
+        }
+        added
+    }
+
+    fn insert_exact(&mut self, pattern: &str, value: D) -> bool {
+        match self.exact.get_mut(pattern) {
+            Some(set) => set.insert(value),
+            None => {
+                let mut set = DestSet::default();
+                set.insert(value);
+                self.exact.insert(pattern.into(), set);
+                true
+            }
+        }
+    }
+
+    fn insert_in_trie(&mut self, pattern: &str, value: D) -> bool {
         let mut node = &mut self.root;
         for word in split_words(pattern) {
             node = match word {
@@ -255,19 +292,30 @@ impl<D: Eq + Hash + Clone> TopicTrie<D> {
                 }
             };
         }
-        let added = node.values.insert(value);
-        if added {
-            self.len += 1;
-        }
-        added
+        node.values.insert(value)
     }
 
     /// Removes `value` from `pattern`, pruning nodes left empty. False if absent.
     pub fn remove(&mut self, pattern: &str, value: &D) -> bool {
-        let mut words = split_words(pattern);
-        let removed = Self::remove_in(&mut self.root, &mut self.vocab, &mut words, value);
+        let removed = if has_wildcard(pattern) {
+            let mut words = split_words(pattern);
+            Self::remove_in(&mut self.root, &mut self.vocab, &mut words, value)
+        } else {
+            self.remove_exact(pattern, value)
+        };
         if removed {
             self.len -= 1;
+        }
+        removed
+    }
+
+    fn remove_exact(&mut self, pattern: &str, value: &D) -> bool {
+        let Some(set) = self.exact.get_mut(pattern) else {
+            return false;
+        };
+        let removed = set.remove(value);
+        if set.is_empty() {
+            self.exact.remove(pattern);
         }
         removed
     }
@@ -319,7 +367,15 @@ impl<D: Eq + Hash + Clone> TopicTrie<D> {
     /// matching patterns is reported twice; one pattern is reported at most once.
     /// Does not allocate unless the key has more than [`KeyIds::INLINE`] words or more
     /// than a handful of distinct `#` nodes are reached.
-    pub fn for_each_match<'a>(&'a self, key: &str, f: impl FnMut(&'a D)) {
+    pub fn for_each_match<'a>(&'a self, key: &str, mut f: impl FnMut(&'a D)) {
+        if let Some(set) = self.exact.get(key) {
+            for v in set.as_slice() {
+                f(v);
+            }
+        }
+        if self.root.is_empty() {
+            return;
+        }
         let ids = KeyIds::new(key, &self.vocab);
         let mut m = Matcher {
             key: ids.as_slice(),
@@ -543,9 +599,10 @@ mod tests {
     #[test]
     fn wide_nodes_switch_representation() {
         let mut t = TopicTrie::new();
+        // Wildcards keep the patterns in the trie (literal ones go to the exact map).
         for i in 0..20 {
-            assert!(t.insert(&format!("w{i}.x"), i));
-            assert!(t.insert(&format!("r.w{i}"), i));
+            assert!(t.insert(&format!("w{i}.*"), i));
+            assert!(t.insert(&format!("#.r.w{i}"), i));
         }
         assert!(matches!(t.root.words, Children::Large(_)));
         for i in 0..20 {
@@ -553,43 +610,43 @@ mod tests {
             assert_eq!(t.matches(&format!("r.w{i}")), [&i]);
         }
         for i in 0..18 {
-            assert!(t.remove(&format!("w{i}.x"), &i));
+            assert!(t.remove(&format!("w{i}.*"), &i));
             assert!(t.matches(&format!("w{i}.x")).is_empty());
         }
         assert_eq!(t.matches("w19.x"), [&19]);
         assert!(matches!(t.root.words, Children::Small(_)));
         for i in 18..20 {
-            assert!(t.remove(&format!("w{i}.x"), &i));
+            assert!(t.remove(&format!("w{i}.*"), &i));
         }
         for i in 0..20 {
-            assert!(t.remove(&format!("r.w{i}"), &i));
+            assert!(t.remove(&format!("#.r.w{i}"), &i));
         }
-        assert!(t.is_empty() && t.root.is_empty());
+        assert!(t.is_empty() && t.root.is_empty() && t.exact.is_empty());
     }
 
     #[test]
     fn interned_words_follow_bindings() {
         let mut t = TopicTrie::new();
-        assert!(t.insert("a.b", 1));
-        assert!(t.insert("a.c", 2));
+        assert!(t.insert("a.b.#", 1));
+        assert!(t.insert("a.c.#", 2));
         assert!(t.insert("b.*", 3));
         assert_eq!(t.vocab.len(), 3);
         // A key word no pattern uses only matches wildcards.
         assert_eq!(t.matches("b.zzz"), [&3]);
         assert!(t.matches("zzz.b").is_empty());
-        assert!(t.remove("a.c", &2));
+        assert!(t.remove("a.c.#", &2));
         assert_eq!(t.vocab.len(), 2, "c released; a and b still used");
         assert!(t.matches("a.c").is_empty());
-        assert!(t.remove("a.b", &1));
+        assert!(t.remove("a.b.#", &1));
         assert_eq!(t.vocab.len(), 1, "only b left");
         assert!(t.matches("a.b").is_empty());
         // Re-adding after the words were released gets working (possibly reused) ids.
-        assert!(t.insert("c.a", 4));
-        assert!(t.insert("a.b", 5));
+        assert!(t.insert("c.a.#", 4));
+        assert!(t.insert("a.b.#", 5));
         assert_eq!(t.matches("c.a"), [&4]);
-        assert_eq!(t.matches("a.b"), [&5]);
+        assert_eq!(t.matches("a.b.x"), [&5]);
         assert_eq!(t.matches("b.a"), [&3]);
-        for (p, v) in [("c.a", 4), ("a.b", 5), ("b.*", 3)] {
+        for (p, v) in [("c.a.#", 4), ("a.b.#", 5), ("b.*", 3)] {
             assert!(t.remove(p, &v));
         }
         assert_eq!(t.vocab.len(), 0);
@@ -625,6 +682,36 @@ mod tests {
         assert_eq!(matched_in(&t, &key), [1, 2, 3]);
         let shorter = long[..KeyIds::INLINE + 4].join(".");
         assert_eq!(matched_in(&t, &shorter), [2]);
+    }
+
+    #[test]
+    fn literal_patterns_match_exactly() {
+        let mut t = TopicTrie::new();
+        assert!(t.insert("a.b", 1));
+        assert!(!t.insert("a.b", 1));
+        assert!(t.insert("a.b", 2));
+        assert!(t.insert("a.*", 3));
+        // Words containing wildcard characters are literal words.
+        assert!(t.insert("a#.b*", 4));
+        assert!(t.insert("", 5));
+        assert!(t.insert("..", 6));
+        assert_eq!(t.len(), 6);
+        assert_eq!(matched_in(&t, "a.b"), [1, 2, 3]);
+        assert_eq!(matched_in(&t, "a.c"), [3]);
+        assert_eq!(matched_in(&t, "a#.b*"), [4]);
+        assert_eq!(matched_in(&t, "a#.bb"), Vec::<usize>::new());
+        assert_eq!(matched_in(&t, ""), [5]);
+        assert_eq!(matched_in(&t, ".."), [6]);
+        assert_eq!(matched_in(&t, "."), Vec::<usize>::new());
+        assert!(t.vocab.len() == 1, "only the trie's words are interned");
+        assert!(t.remove("a.b", &1));
+        assert!(!t.remove("a.b", &1));
+        assert!(!t.remove("a.x", &1));
+        assert_eq!(matched_in(&t, "a.b"), [2, 3]);
+        for (p, v) in [("a.b", 2), ("a.*", 3), ("a#.b*", 4), ("", 5), ("..", 6)] {
+            assert!(t.remove(p, &v));
+        }
+        assert!(t.is_empty() && t.exact.is_empty() && t.root.is_empty());
     }
 
     fn matched_in(t: &TopicTrie<usize>, key: &str) -> Vec<usize> {

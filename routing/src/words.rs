@@ -41,7 +41,7 @@ struct Entry {
 impl Default for Vocabulary {
     fn default() -> Self {
         Self {
-            ids: HashMap::with_hasher(WordHashBuilder::new()),
+            ids: HashMap::with_hasher(WordHashBuilder::default()),
             free: Vec::new(),
             next: 0,
         }
@@ -119,8 +119,8 @@ pub(crate) struct WordHashBuilder {
     seed: u64,
 }
 
-impl WordHashBuilder {
-    fn new() -> Self {
+impl Default for WordHashBuilder {
+    fn default() -> Self {
         Self {
             seed: RandomState::new().hash_one(0x5eed_u64),
         }
@@ -270,7 +270,7 @@ mod tests {
 
     #[test]
     fn word_hash_distinguishes_lengths_and_bytes() {
-        let b = WordHashBuilder::new();
+        let b = WordHashBuilder::default();
         let words = [
             "", "a", "a\0", "\0", "ab", "ba", "abc", "abcd", "abcde", "abcdefg", "abcdefgh",
             "abcdefghi", "bbcdefghi", "abcdefghij", "abcdefghijklmnopq", "abcdefghijklmnopr",
