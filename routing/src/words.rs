@@ -192,6 +192,23 @@ impl Hasher for WordHasher {
         self.h = fold_mul(self.h ^ u64::from(b), K);
     }
 
+    /// Fixed-size integers (queue handles in the routing table's dedup set) need no
+    /// length prefix.
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.h = fold_mul(self.h ^ n, K);
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
     #[inline]
     fn finish(&self) -> u64 {
         self.h
