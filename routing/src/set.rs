@@ -20,7 +20,9 @@ const INDEX_AT: usize = 16;
 
 pub(crate) struct DestSet<D> {
     items: Vec<D>,
-    /// item → its position in `items`; only present for large sets.
+    /// item → its position in `items`; only present for large sets. Boxed on purpose:
+    /// an inline `HashMap` would more than double every set for the rare large one.
+    #[allow(clippy::box_collection)]
     index: Option<Box<HashMap<D, usize>>>,
 }
 
