@@ -14,6 +14,7 @@ mod headers;
 mod set;
 mod table;
 mod topic;
+mod words;
 
 pub use hash::{parse_weight, HashOn, HashProperty, MAX_WEIGHT, POINTS_PER_WEIGHT};
 pub use headers::{HeadersMatch, MatchMode};

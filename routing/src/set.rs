@@ -6,6 +6,11 @@
 //! scan per bind/unbind would make bulk operations quadratic. So the set keeps a vector
 //! (which `route` iterates without hashing) and only builds a position index once it
 //! grows past [`INDEX_AT`] entries.
+//!
+//! The set is embedded in every topic trie node and every exact-match or direct entry,
+//! so it is kept small: the rare index is boxed (32 bytes for the set instead of 72),
+//! and a set's first item gets room for exactly one, since most keys have one
+//! destination.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -15,8 +20,10 @@ const INDEX_AT: usize = 16;
 
 pub(crate) struct DestSet<D> {
     items: Vec<D>,
-    /// item → its position in `items`; only present for large sets.
-    index: Option<HashMap<D, usize>>,
+    /// item → its position in `items`; only present for large sets. Boxed on purpose:
+    /// an inline `HashMap` would more than double every set for the rare large one.
+    #[allow(clippy::box_collection)]
+    index: Option<Box<HashMap<D, usize>>>,
 }
 
 impl<D> Default for DestSet<D> {
@@ -57,15 +64,18 @@ impl<D: Eq + Hash + Clone> DestSet<D> {
         if let Some(index) = &mut self.index {
             index.insert(d.clone(), self.items.len());
         }
+        if self.items.is_empty() {
+            self.items.reserve_exact(1);
+        }
         self.items.push(d);
         if self.index.is_none() && self.items.len() >= INDEX_AT {
-            self.index = Some(
+            self.index = Some(Box::new(
                 self.items
                     .iter()
                     .enumerate()
                     .map(|(i, d)| (d.clone(), i))
                     .collect(),
-            );
+            ));
         }
         true
     }

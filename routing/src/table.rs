@@ -10,6 +10,7 @@ use crate::hash::{hash_bytes, hash_int, hash_value, parse_weight, HashOn, HashPr
 use crate::headers::HeadersMatch;
 use crate::set::DestSet;
 use crate::topic::TopicTrie;
+use crate::words::WordHashBuilder;
 use crate::ExchangeKind;
 
 /// Where a binding delivers: a queue, or another exchange (exchange-to-exchange binding).
@@ -602,7 +603,9 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
 struct Sink<'o, Q> {
     out: &'o mut Vec<Q>,
     start: usize,
-    seen: Option<HashSet<Q>>,
+    /// Hashed with the seeded folded-multiply hasher: queue handles are chosen by the
+    /// broker, and SipHash dominated routes that reach thousands of queues.
+    seen: Option<HashSet<Q, WordHashBuilder>>,
 }
 
 impl<Q: Clone + Eq + Hash> Sink<'_, Q> {
@@ -622,7 +625,13 @@ impl<Q: Clone + Eq + Hash> Sink<'_, Q> {
             return;
         }
         if self.seen.is_none() && self.out.len() - self.start > Self::SCAN_LIMIT {
-            self.seen = Some(self.out[self.start..].iter().cloned().collect());
+            // Sized for a few times the scan limit, so a large fan-out rehashes less.
+            let mut seen = HashSet::with_capacity_and_hasher(
+                Self::SCAN_LIMIT * 8,
+                WordHashBuilder::default(),
+            );
+            seen.extend(self.out[self.start..].iter().cloned());
+            self.seen = Some(seen);
         }
         match &mut self.seen {
             Some(seen) => {

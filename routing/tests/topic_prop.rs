@@ -95,6 +95,42 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 
+    /// Removing patterns then adding others (whose words may reuse released word ids)
+    /// matches exactly the live patterns.
+    #[test]
+    fn trie_remove_then_readd_matches_reference(
+        patterns in proptest::collection::vec(key(true), 1..12),
+        remove_mask in proptest::collection::vec(any::<bool>(), 12),
+        readd in proptest::collection::vec(key(true), 0..6),
+        k in key(false),
+    ) {
+        let mut trie = TopicTrie::new();
+        for (i, p) in patterns.iter().enumerate() {
+            trie.insert(p, i);
+        }
+        let mut live: Vec<(usize, &str)> = Vec::new();
+        for (i, p) in patterns.iter().enumerate() {
+            if remove_mask[i] {
+                prop_assert!(trie.remove(p, &i));
+            } else {
+                live.push((i, p));
+            }
+        }
+        for (j, p) in readd.iter().enumerate() {
+            trie.insert(p, 100 + j);
+            live.push((100 + j, p));
+        }
+        let mut got: Vec<usize> = trie.matches(&k).into_iter().copied().collect();
+        got.sort();
+        let mut want: Vec<usize> = live
+            .iter()
+            .filter(|(_, p)| reference(&words(p), &words(&k)))
+            .map(|(i, _)| *i)
+            .collect();
+        want.sort();
+        prop_assert_eq!(got, want);
+    }
+
     /// Through the routing table: queues bound to a topic exchange, deduplicated.
     #[test]
     fn table_topic_matches_reference(
