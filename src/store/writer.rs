@@ -442,4 +442,70 @@ mod tests {
         coalesce(&mut ops, &mut Coalesce::default());
         assert_eq!(kinds(&ops), ["put", "enqueue"]);
     }
+
+    /// A store whose commits wait for the test to open a gate, to hold the writer back.
+    struct GatedStore {
+        gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
+        /// Told when a commit starts.
+        entered: std::sync::mpsc::Sender<()>,
+    }
+
+    struct NoReader;
+
+    impl MessageReader for NoReader {
+        fn read_messages(&self, ids: &[MessageId]) -> Result<Vec<Option<Message>>, StoreError> {
+            Ok(ids.iter().map(|_| None).collect())
+        }
+        fn read_entries(&self, _: QueueId, _: u64, _: u64, _: usize) -> Result<Vec<EntryRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    impl Store for GatedStore {
+        fn reader(&self) -> Arc<dyn MessageReader> {
+            Arc::new(NoReader)
+        }
+        fn load(&mut self) -> Result<super::super::Snapshot, StoreError> {
+            Ok(Default::default())
+        }
+        fn commit(&mut self, _: &[StoreOp]) -> Result<(), StoreError> {
+            let _ = self.entered.send(());
+            let (open, cv) = &*self.gate;
+            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            while !*open {
+                open = cv.wait(open).unwrap_or_else(|e| e.into_inner());
+            }
+            Ok(())
+        }
+    }
+
+    /// Flow control: with the writer stuck in a commit, a queue beyond the high-water
+    /// mark makes the handle report it is behind and `wait_for_room` wait (here until
+    /// its limit); once commits go through, the queue drains and waiting ends.
+    #[test]
+    fn connections_wait_while_the_writer_is_behind() {
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let (entered, commit_started) = std::sync::mpsc::channel();
+        let store = GatedStore { gate: gate.clone(), entered };
+        let handle = StoreHandle::start(Box::new(store), 1, 1).expect("writer starts");
+        // The first op is taken into a commit that blocks; the rest queue up.
+        handle.send(StoreOp::Remove { queue: 1, seq: 0 });
+        commit_started.recv_timeout(std::time::Duration::from_secs(10)).expect("the writer commits");
+        for seq in 1..=(HIGH_WATER as u64 + 10) {
+            handle.send(StoreOp::Remove { queue: 1, seq });
+        }
+        assert!(handle.is_behind());
+        let started = Instant::now();
+        async_io::block_on(handle.wait_for_room(std::time::Duration::from_millis(200)));
+        assert!(started.elapsed() >= std::time::Duration::from_millis(200), "returned before its limit");
+        assert!(handle.is_behind());
+        {
+            let (open, cv) = &*gate;
+            *open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            cv.notify_all();
+        }
+        async_io::block_on(handle.wait_for_room(std::time::Duration::from_secs(30)));
+        assert!(!handle.is_behind());
+        handle.shutdown();
+    }
 }
