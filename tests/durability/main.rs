@@ -433,22 +433,7 @@ async fn a_long_durable_queue_pages_bodies_out_and_back_in() {
         let (_conn, ch) = connect(&b).await;
         ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
         declare(&ch, "long", true).await;
-        let mut pending = std::collections::VecDeque::new();
-        for i in 0..N {
-            let mut body = i.to_be_bytes().to_vec();
-            body.resize(200, b'x');
-            let c = ch
-                .basic_publish("".into(), "long".into(), BasicPublishOptions::default(), &body, persistent())
-                .await
-                .expect("publish");
-            pending.push_back(c);
-            if pending.len() >= 256 {
-                assert!(pending.pop_front().expect("confirm").await.expect("confirm").is_ack());
-            }
-        }
-        for c in pending {
-            assert!(c.await.expect("confirm").is_ack());
-        }
+        publish_numbers_sized(&ch, "long", 0, N, 200).await;
         let first = consume_numbers(&ch, "long", 10_000).await;
         assert_eq!(first, (0..10_000).collect::<Vec<_>>(), "in order across the paged region");
     }
@@ -633,10 +618,16 @@ async fn a_priority_queue_keeps_its_order_across_kill9() {
 /// Publishes `n` persistent 64-byte messages numbered `from..from + n` (big-endian
 /// u32 first) with confirms, 256 in flight.
 async fn publish_numbers(ch: &Channel, queue: &str, from: u32, n: u32) {
+    publish_numbers_sized(ch, queue, from, n, 64).await
+}
+
+/// Publishes `from..from + n` as persistent messages of `size` bytes (the number first),
+/// with at most 256 unconfirmed.
+async fn publish_numbers_sized(ch: &Channel, queue: &str, from: u32, n: u32, size: usize) {
     let mut pending = std::collections::VecDeque::new();
     for i in from..from + n {
         let mut body = i.to_be_bytes().to_vec();
-        body.resize(64, b'x');
+        body.resize(size, b'x');
         let c = ch
             .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, persistent())
             .await
