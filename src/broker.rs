@@ -1,6 +1,7 @@
 //! The broker's shared state: configuration, users, virtual hosts and the registry of
 //! live connections (for shutdown).
 
+use crate::memory::MemoryAlarm;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,6 +18,8 @@ pub struct Broker {
     /// The durable store (None only for brokers built without one, e.g. unit tests).
     pub store: Option<StoreHandle>,
     pub users: UserTable,
+    /// Blocks publishers while messages hold more memory than configured.
+    pub memory: MemoryAlarm,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     next_connection: AtomicU64,
     connections: Mutex<HashMap<ConnectionId, Arc<Outbox>>>,
@@ -34,8 +37,13 @@ impl Broker {
             root.restore(snap);
         }
         vhosts.insert("/".to_string(), root);
+        let limit = match config.memory_limit {
+            0 => crate::memory::limit_from_fraction(config.memory_high_watermark),
+            bytes => bytes,
+        };
         Arc::new(Self {
             users: UserTable::from_config(&config),
+            memory: MemoryAlarm::new(limit),
             config,
             store,
             vhosts: RwLock::new(vhosts),

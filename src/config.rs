@@ -29,6 +29,11 @@ pub struct Config {
     /// A consumer holding a delivery unacked longer than this is cancelled (ms; 0
     /// disables; a queue's `x-consumer-timeout` overrides it). RabbitMQ's default.
     pub consumer_timeout_ms: u64,
+    /// The memory alarm's limit for message memory, as a fraction of physical memory
+    /// (RabbitMQ's `vm_memory_high_watermark`, default 0.4).
+    pub memory_high_watermark: f64,
+    /// The same limit in bytes; when non-zero it overrides `memory_high_watermark`.
+    pub memory_limit: u64,
 }
 
 /// 30 minutes, as RabbitMQ.
@@ -54,6 +59,8 @@ impl Default for Config {
             loopback_users: vec!["guest".into()],
             threads: 0,
             consumer_timeout_ms: DEFAULT_CONSUMER_TIMEOUT_MS,
+            memory_high_watermark: 0.4,
+            memory_limit: 0,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod broker;
 pub mod config;
 pub mod error;
 pub mod exchange;
+pub mod memory;
 pub mod message;
 pub mod queue;
 pub mod server;

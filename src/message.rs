@@ -24,6 +24,8 @@ pub struct Message {
     pub ttl: Option<u32>,
     /// Its record in the store, if it was routed persistently to a durable queue.
     pub store: StoredMeta,
+    /// Its share of the message memory the memory alarm watches.
+    pub charge: crate::memory::MemoryCharge,
 }
 
 /// A message's place in the store: its id and how many durable queue entries still

@@ -913,6 +913,7 @@ impl VHost {
             meta.name.clone()
         };
         drop(keys);
+        let charge = crate::memory::MemoryCharge::content(&m.routing_key, &m.raw_properties, &m.body);
         crate::amqp::channel::enqueue_routed(
             &self.store,
             &mut out,
@@ -925,6 +926,7 @@ impl VHost {
                 published_ms: crate::message::now_ms(),
                 ttl: m.ttl,
                 store: Default::default(),
+                charge,
             },
         );
         // After the queue entries it became: the store applies ops in order.

@@ -18,6 +18,7 @@ use super::properties::Properties;
 use super::route_cache::RouteCache;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::delayed::DelayedMessage;
+use crate::memory::MemoryCharge;
 use crate::message::{Message, QueuedMessage, StoredMeta};
 use crate::queue::Enqueued;
 use crate::store::{StoreHandle, StoreOp};
@@ -747,6 +748,7 @@ impl Channel {
             });
             return Ok(PublishOutcome { stored: usize::from(persisted), rejected: false });
         }
+        let charge = MemoryCharge::content(&routing_key, &h.raw_properties, &body);
         let Enqueueing { message, mut delivered, stored, rejected } = enqueue_routed(
             ctx.store,
             &mut self.routed,
@@ -759,6 +761,7 @@ impl Channel {
                 published_ms: ctx.now_ms,
                 ttl: h.ttl,
                 store: StoredMeta::default(),
+                charge,
             },
         );
         if delivered == 0 && message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {

@@ -30,6 +30,9 @@ use crate::vhost::VHost;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long we wait for close-ok after sending connection.close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a publisher held by the memory alarm looks again (message memory falls
+/// on any thread: acks, expiry, queue deletion).
+const MEMORY_ALARM_POLL: Duration = Duration::from_millis(20);
 /// The smallest frame_max a client may negotiate (AMQP's frame-min-size).
 const FRAME_MIN_SIZE: u32 = 4096;
 
@@ -113,6 +116,10 @@ struct Connection {
     closing: bool,
     /// Wall clock of the last read (one clock read per batch, not per message).
     read_at_ms: u64,
+    /// This connection has published: the memory alarm holds it back.
+    published: bool,
+    /// The client announced the `connection.blocked` capability.
+    wants_blocked: bool,
 }
 
 /// Serves one accepted TCP connection until it closes.
@@ -141,6 +148,8 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
         confirms_due: Vec::new(),
         closing: false,
         read_at_ms: crate::message::now_ms(),
+        published: false,
+        wants_blocked: false,
     };
     let mut stream_r = stream.clone();
     let stop = c.run(&mut stream_r).await;
@@ -162,6 +171,14 @@ pub fn force_close(outbox: &std::sync::Arc<Outbox>, reason: &str) {
     let err = AmqpError::ConnectionForced(reason.to_string());
     let mut out = outbox.lock();
     write_method(out.buf(), 0, close_method(&err, 0, 0));
+}
+
+/// Whether a client's properties announce `capability` in their capabilities table.
+fn has_capability(client_properties: &FieldTable, capability: &str) -> bool {
+    match client_properties.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(caps)) => matches!(caps.inner().get(capability), Some(AMQPValue::Boolean(true))),
+        _ => false,
+    }
 }
 
 fn close_method(err: &AmqpError, class_id: u16, method_id: u16) -> AMQPClass {
@@ -267,6 +284,7 @@ impl Connection {
             AMQPClass::Connection(conn::AMQPMethod::StartOk(s)) => s,
             _ => return self.handshake_error(AmqpError::CommandInvalid("expected connection.start-ok".into())),
         };
+        self.wants_blocked = has_capability(&start_ok.client_properties, "connection.blocked");
         let mechanism = start_ok.mechanism.as_str();
         match self.broker.users.authenticate(mechanism, start_ok.response.as_bytes(), self.peer.ip()) {
             Ok(user) => self.user = user,
@@ -371,6 +389,9 @@ impl Connection {
                 }
             }
             drop(batch);
+            if self.published && self.broker.memory.is_raised() {
+                self.wait_out_memory_alarm().await;
+            }
             if let Some(store) = self.broker.store.as_ref().filter(|s| s.is_behind()) {
                 // Flow control: the disk is behind; stop reading (the peer's writes back
                 // up in TCP) until it catches up. Waits are bounded so liveness stays fresh.
@@ -396,6 +417,27 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// The memory alarm is raised and this connection publishes: stop reading until
+    /// message memory is back under the limit (the client's writes back up in TCP),
+    /// telling the client with `connection.blocked`/`unblocked` if it asked for that.
+    /// Consumers, on this connection's queues or others, keep draining meanwhile.
+    async fn wait_out_memory_alarm(&mut self) {
+        log::debug!("{}: blocked by the memory alarm", self.peer);
+        if self.wants_blocked {
+            self.send(0, AMQPClass::Connection(conn::AMQPMethod::Blocked(conn::Blocked {
+                reason: "low on memory".into(),
+            })));
+        }
+        while self.broker.memory.is_raised() && !self.broker.is_shutting_down() {
+            Timer::after(MEMORY_ALARM_POLL).await;
+            self.liveness.last_read_ms.store(self.liveness.now_ms(), Ordering::Relaxed);
+        }
+        if self.wants_blocked {
+            self.send(0, AMQPClass::Connection(conn::AMQPMethod::Unblocked(conn::Unblocked {})));
+        }
+        log::debug!("{}: unblocked", self.peer);
     }
 
     /// Handles one frame; `Some` ends the connection.
@@ -501,6 +543,12 @@ impl Connection {
             outbox: &self.outbox,
             now_ms: self.read_at_ms,
         };
+        if matches!(
+            frame,
+            Frame::Publish(..) | Frame::Method(_, AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Publish(_)))
+        ) {
+            self.published = true;
+        }
         let r = match frame {
             Frame::Method(_, m) => ch.handle_method(&ctx, m),
             Frame::Publish(_, p) => ch.handle_publish(&ctx, p),
@@ -623,6 +671,7 @@ fn server_properties() -> FieldTable {
         "per_consumer_qos",
         "direct_reply_to",
         "consumer_priorities",
+        "connection.blocked",
     ] {
         caps.insert(ShortString::from(cap), AMQPValue::Boolean(true));
     }

@@ -271,15 +271,18 @@ impl Queue {
         // The store of the durable queues it goes to (all queues share the broker's).
         let store = routed.iter().find_map(|QueueRef(q)| q.store.as_ref().map(|(s, _)| s.clone()));
         // The per-message TTL is not carried over (its `expiration` was removed above).
+        let raw_properties = encode_properties(&props).into_boxed_slice();
+        let charge = crate::memory::MemoryCharge::content(&routing_key, &raw_properties, &m.body);
         let message = crate::message::Message {
             exchange,
             routing_key,
-            raw_properties: encode_properties(&props).into_boxed_slice(),
+            raw_properties,
             body: m.body.clone(),
             persistent: m.persistent,
             published_ms: now_ms(),
             ttl: None,
             store: Default::default(),
+            charge,
         };
         crate::amqp::channel::enqueue_routed(&store, &mut routed, message);
     }
@@ -316,6 +319,7 @@ mod tests {
             published_ms: 0,
             ttl: None,
             store: Default::default(),
+            charge: Default::default(),
         };
         let mut h = FieldTable::default();
         record_death(&mut h, "a", Reason::Expired, &m, None);

@@ -629,6 +629,7 @@ mod tests {
                 published_ms: 0,
                 ttl: None,
                 store: crate::message::StoredMeta { id: Some(id), refs: refs.into(), committed: false.into() },
+                charge: Default::default(),
             });
             self.handle.send(StoreOp::PutMessage(id, m.clone()));
             self.handle.send(StoreOp::Enqueue { queue: Q, seq, message: id });

@@ -76,6 +76,7 @@ pub fn decode_message(mut input: &[u8]) -> Option<Message> {
         published_ms,
         ttl,
         store: Default::default(),
+        charge: crate::memory::MemoryCharge::content(routing_key, props, input),
     })
 }
 
@@ -170,6 +171,7 @@ mod tests {
             published_ms: 1_700_000_000_123,
             ttl: Some(250),
             store: Default::default(),
+            charge: Default::default(),
         };
         let mut buf = Vec::new();
         encode_message(&m, &mut buf);
@@ -208,6 +210,7 @@ mod tests {
             published_ms: 5,
             ttl: None,
             store: Default::default(),
+            charge: Default::default(),
         };
         let mut buf = Vec::new();
         encode_message(&m, &mut buf);

@@ -397,6 +397,7 @@ mod tests {
             published_ms: 0,
             ttl: None,
             store: Default::default(),
+            charge: Default::default(),
         })
     }
 

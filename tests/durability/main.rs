@@ -46,9 +46,20 @@ struct Broker {
 impl Broker {
     /// Starts `haremq` on an ephemeral port and waits for its "listening" line.
     fn start(dir: &Path) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_haremq"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
+        Self::start_with(dir, None)
+    }
+
+    /// [`Broker::start`] with a configuration file holding `config` (TOML).
+    fn start_with(dir: &Path, config: Option<&str>) -> Broker {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_haremq"));
+        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir);
+        if let Some(text) = config {
+            std::fs::create_dir_all(dir).expect("data dir");
+            let file = dir.join("test-config.toml");
+            std::fs::write(&file, text).expect("write config");
+            cmd.arg("--config").arg(file);
+        }
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -791,4 +802,53 @@ async fn purging_and_deleting_spilled_queues_is_durable() {
         .map(|(b, _)| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
     assert_eq!(left, vec![N, N + 1, N + 2]);
+}
+
+/// The memory alarm: with a small limit for message memory, a publisher of transient
+/// messages nobody consumes yet is blocked (lapin sees `connection.blocked`) before all
+/// its messages are in; a consumer on another connection keeps working, and as it
+/// drains the queue the publisher is unblocked and finishes. Nothing is lost or
+/// reordered. (A broker process of its own: message memory is counted per process.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_alarm_holds_publishers_until_consumers_drain() {
+    const N: u32 = 2_000;
+    let dir = DataDir::new("memory-alarm");
+    let b = Broker::start_with(&dir.0, Some("memory_limit = 262144\n"));
+    let (pub_conn, pch) = connect(&b).await;
+    declare(&pch, "held", false).await;
+    let publisher = tokio::spawn(async move {
+        for i in 0..N {
+            let mut body = i.to_be_bytes().to_vec();
+            body.resize(1024, b'x');
+            pch.basic_publish("".into(), "held".into(), BasicPublishOptions::default(), &body, BasicProperties::default())
+                .await
+                .expect("publish");
+        }
+        pch
+    });
+    let deadline = Instant::now() + WAIT;
+    while !pub_conn.status().blocked() {
+        assert!(Instant::now() < deadline, "no connection.blocked within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_conn, cch) = connect(&b).await;
+    let held = cch
+        .queue_declare("held".into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await
+        .expect("passive declare")
+        .message_count();
+    assert!(held < N, "the publisher was blocked, yet all {N} messages got in");
+    let got = consume_numbers(&cch, "held", N as usize).await;
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "every message, in order");
+    let pch = tokio::time::timeout(WAIT, publisher).await.expect("publisher finishes").expect("publisher task");
+    let deadline = Instant::now() + WAIT;
+    while pub_conn.status().blocked() {
+        assert!(Instant::now() < deadline, "no connection.unblocked within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Publishing works normally again.
+    pch.basic_publish("".into(), "held".into(), BasicPublishOptions::default(), b"after", BasicProperties::default())
+        .await
+        .expect("publish after unblock");
+    assert_eq!(b.terminate(), Some(0));
 }
