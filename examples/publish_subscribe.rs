@@ -44,7 +44,7 @@ async fn subscriber(conn: &Connection) -> Result<Consumer, Error> {
 
 async fn run(url: &str) -> Result<(), Error> {
     let conn = Connection::connect(url, ConnectionProperties::default()).await?;
-    let mut subscribers = vec![subscriber(&conn).await?, subscriber(&conn).await?];
+    let mut subscribers = [subscriber(&conn).await?, subscriber(&conn).await?];
 
     let channel = conn.create_channel().await?;
     channel

@@ -371,7 +371,7 @@ impl ChannelShared {
     /// channel will assign (None: it holds nothing, or it is gone).
     pub fn oldest_unacked(&self, tag: &str) -> Option<(DeliveryTag, DeliveryTag)> {
         let st = self.lock();
-        if st.closed || st.consumers.get(tag).map_or(true, |c| c.unacked == 0) {
+        if st.closed || st.consumers.get(tag).is_none_or(|c| c.unacked == 0) {
             return None;
         }
         st.unacked.oldest_of(tag).map(|t| (t, st.next_tag))

@@ -129,7 +129,7 @@ impl<'a> Properties<'a> {
     pub fn headers(&self) -> Option<Result<FieldTable, ()>> {
         let raw = self.headers_raw?;
         Some(match parse_field_table(raw) {
-            Ok((rest, table)) if rest.is_empty() => Ok(table),
+            Ok(([], table)) => Ok(table),
             _ => Err(()),
         })
     }
@@ -147,8 +147,11 @@ mod tests {
         crate::amqp::frame::encode_properties(p)
     }
 
+    /// Headers, delivery mode, priority, the five strings the broker reads, timestamp.
+    type Fields = (Option<FieldTable>, Option<u8>, Option<u8>, [Option<String>; 5], Option<u64>);
+
     /// The fields the broker reads, as amq-protocol decodes them.
-    fn reference(raw: &[u8]) -> Option<(Option<FieldTable>, Option<u8>, Option<u8>, [Option<String>; 5], Option<u64>)> {
+    fn reference(raw: &[u8]) -> Option<Fields> {
         let (_, p) = parse_properties(raw).ok()?;
         let s = |v: &Option<amq_protocol::types::ShortString>| v.as_ref().map(|s| s.to_string());
         Some((
@@ -160,7 +163,7 @@ mod tests {
         ))
     }
 
-    fn fast(raw: &[u8]) -> Option<(Option<FieldTable>, Option<u8>, Option<u8>, [Option<String>; 5], Option<u64>)> {
+    fn fast(raw: &[u8]) -> Option<Fields> {
         let p = Properties::parse(raw)?;
         let headers = match p.headers() {
             None => None,

@@ -101,7 +101,7 @@ impl DelayScheduler {
         let mut st = self.lock();
         let seq = st.next_seq;
         st.next_seq += 1;
-        let earliest = st.heap.peek().map_or(true, |e| msg.due < e.due);
+        let earliest = st.heap.peek().is_none_or(|e| msg.due < e.due);
         st.heap.push(Entry { due: msg.due, seq, msg });
         if !st.thread_started {
             st.thread_started = true;

@@ -165,7 +165,8 @@ pub fn validate(queue: &str, vhost: &str, args: &FieldTable) -> AmqpResult<()> {
             )));
         }
     }
-    let checks: &[(&str, &dyn Fn(&AMQPValue) -> Check)] = &[
+    type Checker<'a> = &'a dyn Fn(&AMQPValue) -> Check;
+    let checks: &[(&str, Checker<'_>)] = &[
         ("x-expires", &check_expires),
         ("x-message-ttl", &check_message_ttl),
         ("x-dead-letter-exchange", &|v| string_value(v).map(|_| ()).ok_or_else(|| unacceptable(v))),

@@ -230,7 +230,7 @@ impl Queue {
             next = Some(next.map_or(at, |n| n.min(at)));
         }
         if let Some(at) = next {
-            if st.timer_at.map_or(true, |t| at < t) {
+            if st.timer_at.is_none_or(|t| at < t) {
                 st.timer_at = Some(at);
                 timer::schedule(at, Arc::downgrade(self));
             }
@@ -566,7 +566,7 @@ impl Queue {
                 continue;
             }
             holding = true;
-            if slot.marks.back().map_or(true, |&(_, t)| t < next_tag) {
+            if slot.marks.back().is_none_or(|&(_, t)| t < next_tag) {
                 slot.marks.push_back((now, next_tag));
             }
         }

@@ -349,7 +349,7 @@ impl ReadyList {
                 continue;
             }
             if let Some(t) = self.levels[l].head.front().and_then(&f) {
-                if best.as_ref().map_or(true, |(b, _)| t < *b) {
+                if best.as_ref().is_none_or(|(b, _)| t < *b) {
                     best = Some((t, l));
                 }
             }

@@ -62,7 +62,7 @@ pub fn schedule(at: Instant, queue: Weak<Queue>) {
     let mut g = t.heap.lock().unwrap_or_else(|e| e.into_inner());
     let seq = g.1;
     g.1 += 1;
-    let earliest = g.0.peek().map_or(true, |Reverse(d)| at < d.at);
+    let earliest = g.0.peek().is_none_or(|Reverse(d)| at < d.at);
     g.0.push(Reverse(Due { at, seq, queue }));
     drop(g);
     if earliest {

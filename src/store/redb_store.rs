@@ -328,7 +328,7 @@ impl RedbStore {
             };
             let list = snap.entries.entry(queue).or_default();
             if pos < LOAD_AT_START || shared.contains(id) {
-                if !snap.messages.contains_key(&id) {
+                if let std::collections::hash_map::Entry::Vacant(e) = snap.messages.entry(id) {
                     // Entries whose message record is missing cannot be delivered;
                     // drop them (collect_garbage deletes them).
                     let Some(v) = messages.get(id).map_err(|e| self.io(e))? else {
@@ -337,7 +337,7 @@ impl RedbStore {
                     };
                     let mut m = decode_message(v.value()).ok_or_else(|| self.corrupt(format!("message {id}")))?;
                     m.store.id = Some(id);
-                    snap.messages.insert(id, Arc::new(m));
+                    e.insert(Arc::new(m));
                 }
                 list.push(Recovered::Entry(EntryRecord { seq, message: id, delivered }));
             } else {

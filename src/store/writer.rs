@@ -77,10 +77,8 @@ fn coalesce(ops: &mut Vec<StoreOp>, c: &mut Coalesce) {
             StoreOp::Enqueue { queue, seq, .. } => {
                 c.enqueued.insert((*queue, *seq), i);
             }
-            StoreOp::MarkDelivered { queue, seq, .. } => {
-                if c.enqueued.contains_key(&(*queue, *seq)) {
-                    c.marked.insert((*queue, *seq), i);
-                }
+            StoreOp::MarkDelivered { queue, seq, .. } if c.enqueued.contains_key(&(*queue, *seq)) => {
+                c.marked.insert((*queue, *seq), i);
             }
             StoreOp::Remove { queue, seq } => {
                 if let Some(j) = c.enqueued.remove(&(*queue, *seq)) {

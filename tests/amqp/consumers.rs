@@ -60,14 +60,11 @@ async fn ack(d: &lapin::message::Delivery) {
 /// Waits for the consumer's stream to end (a server-sent basic.cancel).
 async fn wait_cancelled(c: &mut Consumer) {
     use futures_lite::StreamExt;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), c.next()).await {
-            Err(_) => panic!("consumer was not cancelled within {WAIT:?}"),
-            Ok(None) => return,
-            Ok(Some(Ok(d))) => panic!("unexpected delivery {:?} while waiting for the cancel", body(&d)),
-            Ok(Some(Err(e))) => panic!("consumer error {e:?} while waiting for the cancel"),
-        }
+    match tokio::time::timeout(WAIT, c.next()).await {
+        Err(_) => panic!("consumer was not cancelled within {WAIT:?}"),
+        Ok(None) => {}
+        Ok(Some(Ok(d))) => panic!("unexpected delivery {:?} while waiting for the cancel", body(&d)),
+        Ok(Some(Err(e))) => panic!("consumer error {e:?} while waiting for the cancel"),
     }
 }
 

@@ -51,24 +51,29 @@ async fn rpc_over_direct_reply_to() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_to_without_reply_consumer_is_406() {
+    use amqprs::channel::{BasicPublishArguments, QueueDeclareArguments};
     let broker = start_broker();
-    let (_conn, ch) = open(&broker).await;
+    let (_conn, ch) = rs::open(&broker).await;
+    let mut events = rs::events(&ch).await;
     let q = unique("rpc-requests");
-    declare_queue(&ch, &q).await;
-    ch.basic_publish(
-        "".into(),
-        q.as_str().into(),
-        BasicPublishOptions::default(),
-        b"ping",
-        BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into()),
-    )
-    .await
-    .expect("publish is sent");
-    // The channel error surfaces on the next synchronous method.
-    let res = ch
-        .queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-        .await;
-    assert_amqp_err(res, 406, "PRECONDITION_FAILED - fast reply consumer does not exist");
+    within("declare", ch.queue_declare(QueueDeclareArguments::new(&q))).await.expect("declare");
+    let mut props = amqprs::BasicProperties::default();
+    props.with_reply_to("amq.rabbitmq.reply-to");
+    ch.basic_publish(props, b"ping".to_vec(), BasicPublishArguments::new("", &q))
+        .await
+        .expect("publish is sent");
+    // The channel is closed with the error (observed through the close itself, not a
+    // later method, which could race with the close).
+    match rs::next_event(&mut events).await {
+        rs::Event::Close { code, text, .. } => {
+            assert_eq!(code, 406);
+            assert!(
+                text.starts_with("PRECONDITION_FAILED - fast reply consumer does not exist"),
+                "reply text {text:?}"
+            );
+        }
+        other => panic!("expected channel.close, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -706,7 +706,7 @@ async fn consuming_across_spilled_runs_with_rejects_and_a_channel_close_loses_no
     let mut last_fresh: Option<u32> = None;
     let mut fresh_in_order = |n: u32, redelivered: bool| {
         if !redelivered {
-            assert!(last_fresh.map_or(true, |l| n > l), "first deliveries in order: {n} after {last_fresh:?}");
+            assert!(last_fresh.is_none_or(|l| n > l), "first deliveries in order: {n} after {last_fresh:?}");
             last_fresh = Some(n);
         }
     };

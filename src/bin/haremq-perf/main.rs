@@ -331,7 +331,7 @@ fn totals(pubs: &[Arc<PubStats>], cons: &[Arc<ConStats>]) -> Totals {
 fn drain_hists(cons: &[Arc<ConStats>], into: &mut Histogram<u64>) {
     for c in cons {
         if let Ok(mut h) = c.hist.lock() {
-            if h.len() > 0 {
+            if !h.is_empty() {
                 let _ = into.add(&*h);
                 h.reset();
             }
@@ -422,7 +422,7 @@ fn run_throughput(opts: &Opts, uri: AMQPUri) -> Res<()> {
     } else {
         None
     };
-    let stall_check = opts.rate.map_or(true, |r| r >= 1.0);
+    let stall_check = opts.rate.is_none_or(|r| r >= 1.0);
 
     let mut total_hist = new_hist();
     let mut sec_hist = new_hist();
@@ -440,7 +440,7 @@ fn run_throughput(opts: &Opts, uri: AMQPUri) -> Res<()> {
         let next_tick = start + Duration::from_secs(tick);
         if now >= next_tick {
             drain_hists(&cons, &mut sec_hist);
-            let lat = if sec_hist.len() > 0 {
+            let lat = if !sec_hist.is_empty() {
                 format!(
                     "{:.3}/{:.3}",
                     ms(sec_hist.value_at_quantile(0.5)),
@@ -507,7 +507,7 @@ fn run_throughput(opts: &Opts, uri: AMQPUri) -> Res<()> {
     rt.join(Duration::from_secs(5));
 
     let dur = end.duration_since(start).as_secs_f64().max(1e-9);
-    let q = |p: f64| if total_hist.len() > 0 { total_hist.value_at_quantile(p) } else { 0 };
+    let q = |p: f64| if !total_hist.is_empty() { total_hist.value_at_quantile(p) } else { 0 };
     let (p50, p95, p99, max) = (q(0.5), q(0.95), q(0.99), total_hist.max());
     println!("summary: duration: {dur:.3} s");
     println!("summary: sent: {} msg, {:.0} msg/s", t.sent, t.sent as f64 / dur);
