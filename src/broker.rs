@@ -20,6 +20,8 @@ pub struct Broker {
     pub users: UserTable,
     /// Blocks publishers while messages hold more memory than configured.
     pub memory: MemoryAlarm,
+    /// Blocks publishers while the data directory's disk is nearly full.
+    pub disk: crate::disk::DiskAlarm,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     next_connection: AtomicU64,
     connections: Mutex<HashMap<ConnectionId, Arc<Outbox>>>,
@@ -44,6 +46,7 @@ impl Broker {
         Arc::new(Self {
             users: UserTable::from_config(&config),
             memory: MemoryAlarm::new(limit),
+            disk: crate::disk::DiskAlarm::new(&config.data_dir, config.disk_free_limit),
             config,
             store,
             vhosts: RwLock::new(vhosts),

@@ -34,6 +34,9 @@ pub struct Config {
     pub memory_high_watermark: f64,
     /// The same limit in bytes; when non-zero it overrides `memory_high_watermark`.
     pub memory_limit: u64,
+    /// Publishers are blocked while the data directory's filesystem has less free space
+    /// than this, in bytes (RabbitMQ's `disk_free_limit`, default 50 MB; 0 disables).
+    pub disk_free_limit: u64,
 }
 
 /// 30 minutes, as RabbitMQ.
@@ -61,6 +64,7 @@ impl Default for Config {
             consumer_timeout_ms: DEFAULT_CONSUMER_TIMEOUT_MS,
             memory_high_watermark: 0.4,
             memory_limit: 0,
+            disk_free_limit: 50_000_000,
         }
     }
 }

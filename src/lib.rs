@@ -7,6 +7,7 @@ pub mod amqp;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod exchange;
 pub mod memory;

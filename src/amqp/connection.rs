@@ -30,8 +30,8 @@ use crate::vhost::VHost;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long we wait for close-ok after sending connection.close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often a publisher held by the memory alarm looks again (message memory falls
-/// on any thread: acks, expiry, queue deletion).
+/// How often a publisher held by an alarm looks again (message memory falls on any
+/// thread: acks, expiry, queue deletion; disk space is re-read at most once a second).
 const MEMORY_ALARM_POLL: Duration = Duration::from_millis(20);
 /// The smallest frame_max a client may negotiate (AMQP's frame-min-size).
 const FRAME_MIN_SIZE: u32 = 4096;
@@ -389,8 +389,10 @@ impl Connection {
                 }
             }
             drop(batch);
-            if self.published && self.broker.memory.is_raised() {
-                self.wait_out_memory_alarm().await;
+            if self.published {
+                if let Some(reason) = self.alarm() {
+                    self.wait_out_alarms(reason).await;
+                }
             }
             if let Some(store) = self.broker.store.as_ref().filter(|s| s.is_behind()) {
                 // Flow control: the disk is behind; stop reading (the peer's writes back
@@ -419,18 +421,27 @@ impl Connection {
         }
     }
 
-    /// The memory alarm is raised and this connection publishes: stop reading until
-    /// message memory is back under the limit (the client's writes back up in TCP),
-    /// telling the client with `connection.blocked`/`unblocked` if it asked for that.
-    /// Consumers, on this connection's queues or others, keep draining meanwhile.
-    async fn wait_out_memory_alarm(&mut self) {
-        log::debug!("{}: blocked by the memory alarm", self.peer);
-        if self.wants_blocked {
-            self.send(0, AMQPClass::Connection(conn::AMQPMethod::Blocked(conn::Blocked {
-                reason: "low on memory".into(),
-            })));
+    /// The raised resource alarm, if any, as the reason `connection.blocked` gives.
+    fn alarm(&self) -> Option<&'static str> {
+        if self.broker.memory.is_raised() {
+            Some("low on memory")
+        } else if self.broker.disk.is_raised() {
+            Some("low on disk")
+        } else {
+            None
         }
-        while self.broker.memory.is_raised() && !self.broker.is_shutting_down() {
+    }
+
+    /// A resource alarm is raised and this connection publishes: stop reading until
+    /// every alarm is cleared (the client's writes back up in TCP), telling the client
+    /// with `connection.blocked`/`unblocked` if it asked for that. Consumers, on this
+    /// connection's queues or others, keep draining meanwhile.
+    async fn wait_out_alarms(&mut self, reason: &str) {
+        log::debug!("{}: blocked: {reason}", self.peer);
+        if self.wants_blocked {
+            self.send(0, AMQPClass::Connection(conn::AMQPMethod::Blocked(conn::Blocked { reason: reason.into() })));
+        }
+        while self.alarm().is_some() && !self.broker.is_shutting_down() {
             Timer::after(MEMORY_ALARM_POLL).await;
             self.liveness.last_read_ms.store(self.liveness.now_ms(), Ordering::Relaxed);
         }

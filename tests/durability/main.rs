@@ -804,51 +804,92 @@ async fn purging_and_deleting_spilled_queues_is_durable() {
     assert_eq!(left, vec![N, N + 1, N + 2]);
 }
 
-/// The memory alarm: with a small limit for message memory, a publisher of transient
-/// messages nobody consumes yet is blocked (lapin sees `connection.blocked`) before all
-/// its messages are in; a consumer on another connection keeps working, and as it
-/// drains the queue the publisher is unblocked and finishes. Nothing is lost or
-/// reordered. (A broker process of its own: message memory is counted per process.)
+/// The memory alarm: with a small limit for message memory, the broker stops reading
+/// from a connection that publishes transient messages nobody consumes yet. amqprs
+/// does not announce `connection.blocked`, so it is sent nothing and keeps writing: the
+/// queue depth shows the broker itself stopped reading. A consumer on another
+/// connection keeps working, and as it drains the queue the publisher is read again.
+/// Nothing is lost or reordered. (A broker process of its own: message memory is
+/// counted per process.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_alarm_holds_publishers_until_consumers_drain() {
+    use amqprs::channel::{BasicPublishArguments, QueueDeclareArguments};
     const N: u32 = 2_000;
     let dir = DataDir::new("memory-alarm");
     let b = Broker::start_with(&dir.0, Some("memory_limit = 262144\n"));
-    let (pub_conn, pch) = connect(&b).await;
-    declare(&pch, "held", false).await;
+    let args = amqprs::connection::OpenConnectionArguments::new("127.0.0.1", b.addr.port(), "guest", "guest");
+    let pub_conn = amqprs::connection::Connection::open(&args).await.expect("amqprs connects");
+    let pch = pub_conn.open_channel(None).await.expect("channel");
+    pch.queue_declare(QueueDeclareArguments::new("held")).await.expect("declare");
     let publisher = tokio::spawn(async move {
         for i in 0..N {
             let mut body = i.to_be_bytes().to_vec();
             body.resize(1024, b'x');
-            pch.basic_publish("".into(), "held".into(), BasicPublishOptions::default(), &body, BasicProperties::default())
+            pch.basic_publish(Default::default(), body, BasicPublishArguments::new("", "held"))
                 .await
                 .expect("publish");
         }
         pch
     });
+    // The limit holds about 220 such messages and one read batch at most as many
+    // again; without the alarm all 2,000 would be in within milliseconds.
+    let (_conn, cch) = connect(&b).await;
+    let depth = || async {
+        cch.queue_declare("held".into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await
+            .expect("passive declare")
+            .message_count()
+    };
+    let deadline = Instant::now() + WAIT;
+    while depth().await < 200 {
+        assert!(Instant::now() < deadline, "the publisher's messages did not arrive");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..20 {
+        let held = depth().await;
+        assert!(held <= 500, "{held} messages in: the publisher was not held back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = consume_numbers(&cch, "held", N as usize).await;
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "every message, in order");
+    let pch = tokio::time::timeout(WAIT, publisher).await.expect("publisher finishes").expect("publisher task");
+    pch.basic_publish(Default::default(), b"after".to_vec(), BasicPublishArguments::new("", "held"))
+        .await
+        .expect("publish after the alarm");
+    drop(pch);
+    let _ = pub_conn.close().await;
+    assert_eq!(b.terminate(), Some(0));
+}
+
+/// The disk alarm: with `disk_free_limit` above any disk's free space, a connection is
+/// blocked right after its first publish and, as lapin announces the capability, told
+/// so with `connection.blocked`; nothing it publishes afterwards arrives, while another
+/// connection consumes normally; the broker still shuts down cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_alarm_blocks_publishers_and_lets_consumers_work() {
+    let dir = DataDir::new("disk-alarm");
+    let b = Broker::start_with(&dir.0, Some("disk_free_limit = 9223372036854775807\n"));
+    let (pub_conn, pch) = connect(&b).await;
+    declare(&pch, "disk", false).await;
+    pch.basic_publish("".into(), "disk".into(), BasicPublishOptions::default(), b"first", BasicProperties::default())
+        .await
+        .expect("publish");
     let deadline = Instant::now() + WAIT;
     while !pub_conn.status().blocked() {
         assert!(Instant::now() < deadline, "no connection.blocked within {WAIT:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // lapin holds frames while its connection is blocked, so this publish is not
+    // awaited: it waits in the client (or the socket) until the broker reads again.
+    let second = tokio::spawn(async move {
+        let _ = pch
+            .basic_publish("".into(), "disk".into(), BasicPublishOptions::default(), b"second", BasicProperties::default())
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let (_conn, cch) = connect(&b).await;
-    let held = cch
-        .queue_declare("held".into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-        .await
-        .expect("passive declare")
-        .message_count();
-    assert!(held < N, "the publisher was blocked, yet all {N} messages got in");
-    let got = consume_numbers(&cch, "held", N as usize).await;
-    assert_eq!(got, (0..N).collect::<Vec<_>>(), "every message, in order");
-    let pch = tokio::time::timeout(WAIT, publisher).await.expect("publisher finishes").expect("publisher task");
-    let deadline = Instant::now() + WAIT;
-    while pub_conn.status().blocked() {
-        assert!(Instant::now() < deadline, "no connection.unblocked within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Publishing works normally again.
-    pch.basic_publish("".into(), "held".into(), BasicPublishOptions::default(), b"after", BasicProperties::default())
-        .await
-        .expect("publish after unblock");
+    let got = drain_raw(&cch, "disk").await;
+    assert_eq!(got, vec![(b"first".to_vec(), false)], "only what came before the alarm");
     assert_eq!(b.terminate(), Some(0));
+    let _ = tokio::time::timeout(WAIT, second).await;
 }
