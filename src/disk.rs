@@ -81,7 +81,10 @@ fn free_space(dir: &Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled the struct.
     let st = unsafe { st.assume_init() };
-    u64::from(st.f_bavail).checked_mul(u64::from(st.f_frsize))
+    // The field types differ between platforms (u32 on some, u64 on Linux).
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (u64::from(st.f_bavail), u64::from(st.f_frsize));
+    blocks.checked_mul(size)
 }
 
 #[cfg(test)]
