@@ -507,6 +507,12 @@ impl Channel {
         self.publish(ctx, p)
     }
 
+    /// A basic.ack frame (parsed by the fast path; see `frame::parse_ack`).
+    pub fn handle_ack(&mut self, ctx: &Context<'_>, tag: u64, multiple: bool) -> AmqpResult<()> {
+        self.expect_method()?;
+        self.settle(ctx, tag, multiple, Settle::Ack)
+    }
+
     /// A method frame may not interrupt a publish's content (505).
     fn expect_method(&self) -> AmqpResult<()> {
         let Some(p) = self.pending.as_ref() else {

@@ -467,6 +467,7 @@ impl Connection {
         let (channel, class_method) = match &frame {
             Frame::Method(ch, m) => (*ch, (m.get_amqp_class_id(), m.get_amqp_method_id())),
             Frame::Publish(ch, _) => (*ch, (60, 40)),
+            Frame::Ack(ch, ..) => (*ch, (60, 80)),
             Frame::Header(ch, _) | Frame::Body(ch, _) => (*ch, (0, 0)),
             Frame::Heartbeat(0) => return None,
             Frame::Heartbeat(_) => {
@@ -479,7 +480,7 @@ impl Connection {
         if channel == 0 {
             return match frame {
                 Frame::Method(_, AMQPClass::Connection(m)) => self.connection_method(m),
-                Frame::Method(..) | Frame::Publish(..) => self.connection_error(
+                Frame::Method(..) | Frame::Publish(..) | Frame::Ack(..) => self.connection_error(
                     AmqpError::ChannelError("unexpected method in connection state running".into()),
                     class_method,
                 ),
@@ -563,6 +564,7 @@ impl Connection {
         let r = match frame {
             Frame::Method(_, m) => ch.handle_method(&ctx, m),
             Frame::Publish(_, p) => ch.handle_publish(&ctx, p),
+            Frame::Ack(_, tag, multiple) => ch.handle_ack(&ctx, tag, multiple),
             Frame::Header(_, h) => ch.handle_header(&ctx, h),
             Frame::Body(_, b) => ch.handle_body(&ctx, b),
             Frame::Heartbeat(_) | Frame::QosPrefetchSize(..) => Ok(()),

@@ -55,6 +55,8 @@ pub enum Frame<'a> {
     Method(ChannelId, AMQPClass),
     /// basic.publish, parsed without allocating (see [`parse_publish`]).
     Publish(ChannelId, PublishArgs<'a>),
+    /// basic.ack (delivery tag, multiple), parsed without allocating (see [`parse_ack`]).
+    Ack(ChannelId, u64, bool),
     Header(ChannelId, ContentHeader<'a>),
     Body(ChannelId, &'a [u8]),
     Heartbeat(ChannelId),
@@ -94,9 +96,10 @@ pub fn next_frame(input: &[u8], frame_max: u32) -> Result<Option<(Frame<'_>, usi
     }
     let payload = &input[FRAME_HEADER_LEN..total - 1];
     let frame = match kind {
-        AMQPFrameType::Method => match parse_publish(payload) {
-            Some(args) => Frame::Publish(channel, args),
-            None => match parse_class(payload) {
+        AMQPFrameType::Method => match (parse_publish(payload), parse_ack(payload)) {
+            (Some(args), _) => Frame::Publish(channel, args),
+            (None, Some((tag, multiple))) => Frame::Ack(channel, tag, multiple),
+            (None, None) => match parse_class(payload) {
                 Ok((_, class)) => match prefetch_size(payload) {
                     Some(size) if size != 0 => Frame::QosPrefetchSize(channel, size),
                     _ => Frame::Method(channel, class),
@@ -129,6 +132,17 @@ pub fn parse_publish(payload: &[u8]) -> Option<PublishArgs<'_>> {
     let (routing_key, rest) = short_str(rest)?;
     let bits = *rest.first()?;
     Some(PublishArgs { exchange, routing_key, mandatory: bits & 1 != 0, immediate: bits & 2 != 0 })
+}
+
+/// Parses a basic.ack payload (class 60, method 80): the delivery tag and the
+/// `multiple` bit. Consumers in manual-ack mode send one per message (or per batch),
+/// and `amq-protocol` allocates a vector of named flags for each. `None` for anything
+/// else or anything malformed (the caller then takes `amq-protocol`'s path).
+pub fn parse_ack(payload: &[u8]) -> Option<(u64, bool)> {
+    let rest = payload.strip_prefix(&[0, 60, 0, 80])?;
+    let (tag, rest) = rest.split_first_chunk::<8>()?;
+    let bits = *rest.first()?;
+    Some((u64::from_be_bytes(*tag), bits & 1 != 0))
 }
 
 /// A short string (length octet, UTF-8 bytes) and what follows it.
@@ -404,6 +418,30 @@ mod tests {
             if fast.is_some() {
                 proptest::prop_assert_eq!(fast, reference_publish(&payload));
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// basic.ack: the fast path agrees with amq-protocol on well-formed acks and
+        /// never accepts what amq-protocol refuses.
+        #[test]
+        fn ack_fast_path_matches_amq_protocol(
+            tag in proptest::prelude::any::<u64>(),
+            bits in proptest::prelude::any::<u8>(),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+            cut in 0usize..14,
+        ) {
+            let mut payload = vec![0, 60, 0, 80];
+            payload.extend_from_slice(&tag.to_be_bytes());
+            payload.push(bits);
+            payload.extend_from_slice(&tail);
+            let reference = |p: &[u8]| match parse_class(p) {
+                Ok((_, AMQPClass::Basic(basic::AMQPMethod::Ack(a)))) => Some((a.delivery_tag, a.multiple)),
+                _ => None,
+            };
+            proptest::prop_assert_eq!(parse_ack(&payload), reference(&payload));
+            let short = &payload[..cut.min(payload.len())];
+            proptest::prop_assert_eq!(parse_ack(short), reference(short));
         }
     }
 
