@@ -90,10 +90,6 @@ impl MemoryAlarm {
         Self { limit, raised: AtomicBool::new(false) }
     }
 
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-
     /// Whether the alarm is raised now. Re-evaluated on each call (a handful of
     /// loads); the thread that sees a change logs it.
     pub fn is_raised(&self) -> bool {

@@ -503,16 +503,21 @@ impl VHost {
         }
     }
 
-    /// Checks that `name` can be published to: 404 if missing, 403 if internal.
-    /// Checks that `name` may be published to; returns its interned name.
+    /// Checks that `name` can be published to (404 if missing, 403 if internal);
+    /// returns its interned name.
     pub fn check_publish(&self, name: &str) -> AmqpResult<Arc<str>> {
-        match read(&self.topology).exchanges.get(name) {
+        Ok(self.publishable(&read(&self.topology), name)?.name.clone())
+    }
+
+    /// The exchange a publish to `name` goes to: 404 if missing, 403 if internal.
+    fn publishable<'t>(&self, topo: &'t Topology, name: &str) -> AmqpResult<&'t ExchangeMeta> {
+        match topo.exchanges.get(name) {
             None => Err(self.no_exchange(name)),
             Some(e) if e.internal => Err(AmqpError::AccessRefused(format!(
                 "cannot publish to internal exchange '{name}' in vhost '{}'",
                 self.name
             ))),
-            Some(e) => Ok(e.name.clone()),
+            Some(e) => Ok(e),
         }
     }
 
@@ -785,15 +790,7 @@ impl VHost {
     /// 403 for an internal one.
     pub fn route(&self, exchange: &str, msg: &RouteRequest<'_>, out: &mut Vec<QueueRef>) -> AmqpResult<Routed> {
         let topo = read(&self.topology);
-        let Some(meta) = topo.exchanges.get(exchange) else {
-            return Err(self.no_exchange(exchange));
-        };
-        if meta.internal {
-            return Err(AmqpError::AccessRefused(format!(
-                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
-                self.name
-            )));
-        }
+        let meta = self.publishable(&topo, exchange)?;
         let name = meta.name.clone();
         if meta.settings.delayed {
             if let Some(ms) = crate::exchange::delay_ms(msg.headers) {

@@ -1029,13 +1029,14 @@ pub fn notify_consumer_cancelled(channel: &Arc<ChannelShared>, tag: &Arc<str>) {
 /// The publisher's properties decoded in full into `slot` (once), for the rare
 /// publishes whose properties the broker rewrites.
 fn decoded<'p>(slot: &'p mut Option<BasicProperties>, raw: &[u8]) -> AmqpResult<&'p mut BasicProperties> {
-    if slot.is_none() {
-        match amq_protocol::protocol::basic::parse_properties(raw) {
-            Ok((_, p)) => *slot = Some(p),
+    let props = match slot.take() {
+        Some(p) => p,
+        None => match amq_protocol::protocol::basic::parse_properties(raw) {
+            Ok((_, p)) => p,
             Err(_) => return Err(AmqpError::FrameError("cannot decode content header".into())),
-        }
-    }
-    slot.as_mut().ok_or_else(|| AmqpError::InternalError("properties not decoded".into()))
+        },
+    };
+    Ok(slot.insert(props))
 }
 
 /// Enqueues a new message (its `store` part is filled in here) on every queue in

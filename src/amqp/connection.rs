@@ -48,6 +48,11 @@ impl Liveness {
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
+
+    /// The peer counts as heard from now (a read, or a wait the broker imposed).
+    fn touch(&self) {
+        self.last_read_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
 }
 
 /// A read buffer holding unparsed bytes in `buf[start..end]`.
@@ -389,19 +394,7 @@ impl Connection {
                 }
             }
             drop(batch);
-            if self.published {
-                if let Some(reason) = self.alarm() {
-                    self.wait_out_alarms(reason).await;
-                }
-            }
-            if let Some(store) = self.broker.store.as_ref().filter(|s| s.is_behind()) {
-                // Flow control: the disk is behind; stop reading (the peer's writes back
-                // up in TCP) until it catches up. Waits are bounded so liveness stays fresh.
-                while store.is_behind() {
-                    store.wait_for_room(Duration::from_secs(1)).await;
-                    self.liveness.last_read_ms.store(self.liveness.now_ms(), Ordering::Relaxed);
-                }
-            }
+            self.hold_back().await;
             let read = if self.closing {
                 future::or(rb.fill(stream, self.frame_max as usize), async {
                     Timer::after(CLOSE_TIMEOUT).await;
@@ -414,9 +407,27 @@ impl Connection {
             match read {
                 Ok(0) | Err(_) => return Stop::Gone,
                 Ok(_) => {
-                    self.liveness.last_read_ms.store(self.liveness.now_ms(), Ordering::Relaxed);
+                    self.liveness.touch();
                     self.read_at_ms = crate::message::now_ms();
                 }
+            }
+        }
+    }
+
+    /// Flow control before the next read: a publishing connection waits out the
+    /// memory and disk alarms, and every connection waits while the store writer is
+    /// behind (the peer's writes back up in TCP meanwhile). Waits are bounded steps so
+    /// the peer's liveness stays fresh.
+    async fn hold_back(&mut self) {
+        if self.published {
+            if let Some(reason) = self.alarm() {
+                self.wait_out_alarms(reason).await;
+            }
+        }
+        if let Some(store) = self.broker.store.as_ref().filter(|s| s.is_behind()) {
+            while store.is_behind() {
+                store.wait_for_room(Duration::from_secs(1)).await;
+                self.liveness.touch();
             }
         }
     }
@@ -443,7 +454,7 @@ impl Connection {
         }
         while self.alarm().is_some() && !self.broker.is_shutting_down() {
             Timer::after(MEMORY_ALARM_POLL).await;
-            self.liveness.last_read_ms.store(self.liveness.now_ms(), Ordering::Relaxed);
+            self.liveness.touch();
         }
         if self.wants_blocked {
             self.send(0, AMQPClass::Connection(conn::AMQPMethod::Unblocked(conn::Unblocked {})));

@@ -96,17 +96,21 @@ pub fn next_frame(input: &[u8], frame_max: u32) -> Result<Option<(Frame<'_>, usi
     }
     let payload = &input[FRAME_HEADER_LEN..total - 1];
     let frame = match kind {
-        AMQPFrameType::Method => match (parse_publish(payload), parse_ack(payload)) {
-            (Some(args), _) => Frame::Publish(channel, args),
-            (None, Some((tag, multiple))) => Frame::Ack(channel, tag, multiple),
-            (None, None) => match parse_class(payload) {
-                Ok((_, class)) => match prefetch_size(payload) {
-                    Some(size) if size != 0 => Frame::QosPrefetchSize(channel, size),
-                    _ => Frame::Method(channel, class),
-                },
-                Err(_) => return Err(unparsable_method(payload)),
-            },
-        },
+        AMQPFrameType::Method => {
+            if let Some(args) = parse_publish(payload) {
+                Frame::Publish(channel, args)
+            } else if let Some((tag, multiple)) = parse_ack(payload) {
+                Frame::Ack(channel, tag, multiple)
+            } else {
+                match parse_class(payload) {
+                    Ok((_, class)) => match prefetch_size(payload) {
+                        Some(size) if size != 0 => Frame::QosPrefetchSize(channel, size),
+                        _ => Frame::Method(channel, class),
+                    },
+                    Err(_) => return Err(unparsable_method(payload)),
+                }
+            }
+        }
         AMQPFrameType::Header => match content_header(payload) {
             Some(h) => Frame::Header(channel, h),
             None => return Err(AmqpError::FrameError("cannot decode content header".into())),
