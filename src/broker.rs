@@ -6,12 +6,19 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::amqp::outbox::Outbox;
 use crate::auth::UserTable;
 use crate::config::Config;
 use crate::queue::ConnectionId;
+use crate::message::Message;
 use crate::store::{Snapshot, StoreHandle};
 use crate::vhost::VHost;
+
+/// A live client connection as the broker sees it: something it can close. The
+/// AMQP layer implements it; the broker never writes frames itself.
+pub trait ClientConnection: Send + Sync {
+    /// Closes the connection with 320 CONNECTION_FORCED and `reason`.
+    fn force_close(&self, reason: &str);
+}
 
 pub struct Broker {
     pub config: Config,
@@ -24,19 +31,25 @@ pub struct Broker {
     pub disk: crate::disk::DiskAlarm,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     next_connection: AtomicU64,
-    connections: Mutex<HashMap<ConnectionId, Arc<Outbox>>>,
+    connections: Mutex<HashMap<ConnectionId, Arc<dyn ClientConnection>>>,
     shutting_down: AtomicBool,
 }
 
 impl Broker {
     /// Builds the broker state, restoring durable definitions and messages from
     /// `snapshot`.
-    pub fn new(config: Config, store: Option<StoreHandle>, snapshot: Option<&Snapshot>) -> Arc<Self> {
+    pub fn new(config: Config, store: Option<StoreHandle>, snapshot: Option<Snapshot>) -> Arc<Self> {
         let mut vhosts = HashMap::new();
         let root = VHost::new("/", store.clone());
         root.consumer_timeout_ms.store(config.consumer_timeout_ms, std::sync::atomic::Ordering::Relaxed);
-        if let Some(snap) = snapshot {
-            root.restore(snap);
+        if let Some(mut snap) = snapshot {
+            // One shared message per record, however many entries reference it.
+            let messages = snap
+                .messages
+                .drain()
+                .map(|(id, record)| (id, Arc::new(Message::from_record(record, id, 0))))
+                .collect();
+            root.restore(&snap, &messages);
         }
         vhosts.insert("/".to_string(), root);
         let limit = match config.memory_limit {
@@ -60,10 +73,10 @@ impl Broker {
         self.vhosts.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
     }
 
-    /// Registers a new connection; its outbox is used to close it on shutdown.
-    pub fn register_connection(&self, outbox: Arc<Outbox>) -> ConnectionId {
+    /// Registers a new connection, to be closed on shutdown.
+    pub fn register_connection(&self, connection: Arc<dyn ClientConnection>) -> ConnectionId {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        self.connections.lock().unwrap_or_else(|e| e.into_inner()).insert(id, outbox);
+        self.connections.lock().unwrap_or_else(|e| e.into_inner()).insert(id, connection);
         id
     }
 
@@ -82,15 +95,15 @@ impl Broker {
     /// Starts shutdown: every connection is sent connection.close 320 and closed.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
-        let conns: Vec<Arc<Outbox>> = self
+        let conns: Vec<Arc<dyn ClientConnection>> = self
             .connections
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
             .collect();
-        for outbox in conns {
-            crate::amqp::connection::force_close(&outbox, "broker shutdown");
+        for c in conns {
+            c.force_close("broker shutdown");
         }
     }
 }

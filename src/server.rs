@@ -79,8 +79,7 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
     let next_queue = snapshot.queues.iter().map(|q| q.id).max().map_or(1, |q| q + 1);
     let store = StoreHandle::start(Box::new(store), next_message, next_queue)?;
     let config_threads = config.threads;
-    let broker = Broker::new(config, Some(store), Some(&snapshot));
-    drop(snapshot);
+    let broker = Broker::new(config, Some(store), Some(snapshot));
     let ex = Arc::new(Executor::new());
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
 

@@ -4,39 +4,23 @@
 //! Exchange metadata and the routing table share one lock so they never disagree.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 use haremq_routing::{BindError, Destination, ExchangeKind, HashOn, RouteRequest, RoutingTable};
 
-use crate::amqp::delivery::ChannelShared;
 use crate::error::{AmqpError, AmqpResult};
-use crate::exchange::delayed::{DelayScheduler, DelayedMessage};
+use crate::exchange::delayed::{DelayScheduler, DelayedMessage, DueRouter};
 use crate::exchange::ExchangeSettings;
-use crate::queue::{ConnectionId, Entry, Queue, QueueSettings, Run};
-use crate::message::QueuedMessage;
+use crate::message::{Message, QueuedMessage};
+use crate::queue::{enqueue_routed, ConnectionId, Entry, Queue, QueueHost, QueueRef, QueueSettings, Run};
 use crate::store::codec::encode_delayed;
-use crate::store::{BindingRecord, DelayedRecord, ExchangeRecord, QueueRecord, Recovered, Snapshot, StoreHandle, StoreOp};
+use crate::store::{
+    BindingRecord, DelayedRecord, ExchangeRecord, MessageId, QueueRecord, Recovered, Snapshot, StoreHandle, StoreOp,
+};
 use amq_protocol::protocol::basic::parse_properties;
 
-/// A queue as a routing destination: compared and hashed by identity, so routing never
-/// hashes queue names on the hot path.
-#[derive(Clone)]
-pub struct QueueRef(pub Arc<Queue>);
-
-impl PartialEq for QueueRef {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-impl Eq for QueueRef {}
-impl Hash for QueueRef {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (Arc::as_ptr(&self.0) as usize).hash(state);
-    }
-}
 
 /// An exchange's declaration (the routing table holds its bindings).
 #[derive(Clone, Debug)]
@@ -60,7 +44,7 @@ pub struct VHost {
     topology: RwLock<Topology>,
     queues: RwLock<HashMap<Arc<str>, Arc<Queue>>>,
     /// Direct reply-to consumers by the token in `amq.rabbitmq.reply-to.<token>`.
-    reply_consumers: Mutex<HashMap<Box<str>, Arc<ChannelShared>>>,
+    reply_consumers: Mutex<HashMap<Box<str>, Arc<dyn ReplySink>>>,
     /// Where durable definitions are recorded (None: nothing is persisted).
     store: Option<StoreHandle>,
     /// Messages held by `x-delayed-message` exchanges.
@@ -194,7 +178,7 @@ impl VHost {
             queues: RwLock::new(HashMap::new()),
             reply_consumers: Mutex::new(HashMap::new()),
             store,
-            delayed: DelayScheduler::new(me.clone()),
+            delayed: DelayScheduler::new(me.clone() as std::sync::Weak<dyn DueRouter>),
             me: me.clone(),
             consumer_timeout_ms: std::sync::atomic::AtomicU64::new(crate::config::DEFAULT_CONSUMER_TIMEOUT_MS),
             generation: AtomicU64::new(0),
@@ -203,7 +187,7 @@ impl VHost {
 
     /// Recreates this vhost's durable exchanges, queues (with their messages) and
     /// bindings from a store snapshot.
-    pub fn restore(&self, snap: &Snapshot) {
+    pub fn restore(&self, snap: &Snapshot, messages: &HashMap<MessageId, Arc<Message>>) {
         let Some(store) = &self.store else {
             return;
         };
@@ -238,9 +222,8 @@ impl VHost {
             for r in snap.entries.get(&q.id).into_iter().flatten() {
                 match r {
                     Recovered::Entry(e) => {
-                        let Some(message) = snap.messages.get(&e.message) else { continue };
+                        let Some(message) = messages.get(&e.message) else { continue };
                         message.store.refs.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                        message.store.committed.store(true, std::sync::atomic::Ordering::Release);
                         ready.push(Entry::Loaded(QueuedMessage::new(e.seq, e.delivered, message.clone())));
                         count += 1;
                     }
@@ -259,7 +242,8 @@ impl VHost {
                 arguments: q.arguments.clone(),
             };
             let Some(me) = self.me.upgrade() else { return };
-            let queue = Queue::restore(name.clone(), &me, settings, Some((store.clone(), q.id)), ready);
+            let host: Arc<dyn QueueHost> = me;
+            let queue = Queue::restore(name.clone(), &host, settings, Some((store.clone(), q.id)), ready);
             queues.insert(name, queue);
         }
         for b in snap.bindings.iter().filter(|b| *b.vhost == *self.name) {
@@ -586,7 +570,8 @@ impl VHost {
         let Some(me) = self.me.upgrade() else {
             return Err(AmqpError::InternalError("vhost is shutting down".into()));
         };
-        let q = Queue::new(name.clone(), &me, settings, store);
+        let host: Arc<dyn QueueHost> = me;
+        let q = Queue::new(name.clone(), &host, settings, store);
         queues.insert(name, q.clone());
         drop(queues);
         // Every queue is bound to the default exchange by its name; that binding is
@@ -654,7 +639,7 @@ impl VHost {
         }
         let (count, orphans) = q.mark_deleted();
         for o in orphans {
-            crate::amqp::channel::notify_consumer_cancelled(&o.channel, &o.tag);
+            o.channel.cancelled(&o.tag);
         }
         count
     }
@@ -767,7 +752,7 @@ impl VHost {
 
     // ---- direct reply-to -------------------------------------------------------
 
-    pub fn register_reply_consumer(&self, token: &str, channel: Arc<ChannelShared>) {
+    pub fn register_reply_consumer(&self, token: &str, channel: Arc<dyn ReplySink>) {
         self.reply_consumers.lock().unwrap_or_else(|e| e.into_inner()).insert(token.into(), channel);
     }
 
@@ -776,7 +761,7 @@ impl VHost {
     }
 
     /// The channel behind a reply-to address (`amq.rabbitmq.reply-to.<token>`).
-    pub fn reply_consumer(&self, routing_key: &str) -> Option<Arc<ChannelShared>> {
+    pub fn reply_consumer(&self, routing_key: &str) -> Option<Arc<dyn ReplySink>> {
         let token = routing_key.strip_prefix(REPLY_TO_PREFIX)?;
         self.reply_consumers.lock().unwrap_or_else(|e| e.into_inner()).get(token).cloned()
     }
@@ -884,7 +869,7 @@ impl VHost {
     /// A held message is due: route it through its exchange's underlying type (with
     /// alternate exchanges) and enqueue it. Nobody is told if it routes nowhere (the
     /// plugin does not support mandatory either), nor if the exchange is gone.
-    pub fn route_delayed(&self, m: DelayedMessage) {
+    fn route_delayed(&self, m: DelayedMessage) {
         let keys: Vec<&str> = m.extra_keys.iter().map(String::as_str).collect();
         let req = RouteRequest {
             routing_key: &m.routing_key,
@@ -911,10 +896,10 @@ impl VHost {
         };
         drop(keys);
         let charge = crate::memory::MemoryCharge::content(&m.routing_key, &m.raw_properties, &m.body);
-        crate::amqp::channel::enqueue_routed(
+        enqueue_routed(
             &self.store,
             &mut out,
-            crate::message::Message {
+            Message {
                 exchange: name,
                 routing_key: m.routing_key,
                 raw_properties: m.raw_properties,
@@ -929,6 +914,40 @@ impl VHost {
         // After the queue entries it became: the store applies ops in order.
         forget(m.store_id);
     }
+}
+
+impl QueueHost for VHost {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn default_consumer_timeout_ms(&self) -> u64 {
+        self.consumer_timeout_ms.load(Ordering::Relaxed)
+    }
+
+    fn route_dead_letter(&self, exchange: &str, req: &RouteRequest<'_>, out: &mut Vec<QueueRef>) -> AmqpResult<Arc<str>> {
+        match self.route(exchange, req, out)? {
+            // A delayed-message DLX routes at once: dead-lettering is not a publish.
+            Routed::Now(name, _) | Routed::Delay(name, _) => Ok(name),
+        }
+    }
+
+    fn delete_queue(&self, queue: &Arc<Queue>) -> u32 {
+        VHost::delete_queue(self, queue)
+    }
+}
+
+impl DueRouter for VHost {
+    fn route_due(&self, message: DelayedMessage) {
+        self.route_delayed(message);
+    }
+}
+
+/// The channel behind a direct reply-to address, as the vhost's registry holds it.
+pub trait ReplySink: Send + Sync {
+    /// Delivers a reply to the channel's reply consumer (always no-ack, as RabbitMQ
+    /// requires). False if the consumer is gone.
+    fn deliver_reply(&self, message: &QueuedMessage) -> bool;
 }
 
 /// 405 if `q` is exclusive to a connection other than `conn`.

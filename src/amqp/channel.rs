@@ -12,20 +12,19 @@ use amq_protocol::types::{ChannelId, FieldTable, ShortString};
 use haremq_routing::RouteRequest;
 
 use super::delivery::{ChannelShared, ConsumerState, DeliveryState, Unacked};
-use super::frame::{encode_properties, write_content, write_method, ContentHeader, PublishArgs};
+use super::frame::{write_content, write_method, ContentHeader, PublishArgs};
 use super::outbox::Outbox;
-use super::properties::Properties;
+use crate::message::properties::{encode_properties, Properties};
 use super::route_cache::RouteCache;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::delayed::DelayedMessage;
 use crate::memory::MemoryCharge;
 use crate::message::{Message, QueuedMessage, StoredMeta};
-use crate::queue::Enqueued;
-use crate::store::{StoreHandle, StoreOp};
-use std::sync::atomic::AtomicU32;
 use crate::queue::{ConnectionId, Queue, QueueSettings};
 use crate::util::random_name;
-use crate::vhost::{ExchangeDeclare, QueueRef, Routed, VHost, REPLY_TO_PREFIX, REPLY_TO_QUEUE};
+use crate::queue::{enqueue_routed, Enqueueing, QueueRef};
+use crate::store::StoreHandle;
+use crate::vhost::{ExchangeDeclare, Routed, VHost, REPLY_TO_PREFIX, REPLY_TO_QUEUE};
 
 /// Largest message body accepted (RabbitMQ's default `max_message_size`, 128 MiB).
 pub const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
@@ -409,7 +408,7 @@ impl Channel {
         }
         let removed = self.shared.lock().consumers.remove(tag);
         if let Some(c) = removed {
-            if c.queue.remove_consumer(tag, &self.shared) {
+            if c.queue.remove_consumer(tag, &*self.shared) {
                 ctx.vhost.delete_queue(&c.queue);
             }
         }
@@ -969,7 +968,7 @@ impl Channel {
             (consumers, unacked)
         };
         for (tag, c) in consumers {
-            if c.queue.remove_consumer(&tag, &self.shared) {
+            if c.queue.remove_consumer(&tag, &*self.shared) {
                 vhost.delete_queue(&c.queue);
             }
         }
@@ -1008,24 +1007,6 @@ fn requeue_all(taken: &mut Vec<Unacked>) {
     taken.clear();
 }
 
-/// A queue was deleted under a consumer: forget the consumer and tell the client with
-/// a server-sent basic.cancel (consumer_cancel_notify).
-pub fn notify_consumer_cancelled(channel: &Arc<ChannelShared>, tag: &Arc<str>) {
-    let mut st = channel.lock();
-    if st.consumers.remove(tag).is_none() || st.closed {
-        return;
-    }
-    let mut out = channel.outbox.lock();
-    write_method(
-        out.buf(),
-        channel.id,
-        AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-            consumer_tag: tag.as_ref().into(),
-            nowait: true,
-        })),
-    );
-}
-
 /// The publisher's properties decoded in full into `slot` (once), for the rare
 /// publishes whose properties the broker rewrites.
 fn decoded<'p>(slot: &'p mut Option<BasicProperties>, raw: &[u8]) -> AmqpResult<&'p mut BasicProperties> {
@@ -1037,82 +1018,4 @@ fn decoded<'p>(slot: &'p mut Option<BasicProperties>, raw: &[u8]) -> AmqpResult<
         },
     };
     Ok(slot.insert(props))
-}
-
-/// Enqueues a new message (its `store` part is filled in here) on every queue in
-/// `routed` (drained): the one
-/// store record a persistent message bound for a durable queue gets is written before
-/// any queue entry that points at it. Returns the message and how many queues took it
-/// and how many of those stored it. Used by publishes and by delayed messages when due.
-pub(crate) fn enqueue_routed(store: &Option<StoreHandle>, routed: &mut Vec<QueueRef>, mut message: Message) -> Enqueueing {
-    // A persistent message bound for at least one durable queue gets one store record,
-    // written before any queue entry that points at it. Its reference count is set up
-    // front, so no queue ever sees a count that will still grow (a queue may page a
-    // message out only while it is the sole reference).
-    let durable_targets = match store {
-        Some(_) if message.persistent => routed.iter().filter(|q| q.0.is_durable()).count(),
-        _ => 0,
-    };
-    let store_id = match store {
-        Some(store) if durable_targets > 0 => Some(store.next_message_id()),
-        _ => None,
-    };
-    message.store = StoredMeta { id: store_id, refs: AtomicU32::new(durable_targets as u32), committed: Default::default() };
-    let message = Arc::new(message);
-    if let (Some(store), Some(id)) = (store, store_id) {
-        store.send(StoreOp::PutMessage(id, message.clone()));
-    }
-    let mut delivered = 0;
-    let mut stored = 0;
-    let mut rejected = false;
-    for QueueRef(q) in routed.drain(..) {
-        let outcome = q.publish(message.clone());
-        match outcome {
-            Enqueued::No | Enqueued::Rejected | Enqueued::Duplicate => {
-                if outcome == Enqueued::Duplicate {
-                    // Routed and confirmed, but not kept (x-message-deduplication).
-                    delivered += 1;
-                }
-                if outcome == Enqueued::Rejected {
-                    // Routed (no basic.return), but refused: a confirming publisher
-                    // gets a nack.
-                    rejected = true;
-                    delivered += 1;
-                }
-                // A durable queue deleted under us, or refusing it: release its
-                // reference (and the record, if the queues that took it are done).
-                if q.is_durable()
-                    && store_id.is_some()
-                    && message.store.refs.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1
-                    && stored > 0
-                {
-                    if let (Some(store), Some(id)) = (store, store_id) {
-                        store.send(StoreOp::DeleteMessage(id));
-                    }
-                }
-            }
-            Enqueued::InMemory => delivered += 1,
-            Enqueued::Stored => {
-                delivered += 1;
-                stored += 1;
-            }
-        }
-    }
-    if let (Some(store), Some(id)) = (store, store_id) {
-        if stored == 0 {
-            store.send(StoreOp::DeleteMessage(id));
-        }
-    }
-    Enqueueing { message, delivered, stored, rejected }
-}
-
-/// What [`enqueue_routed`] did with a message.
-pub(crate) struct Enqueueing {
-    pub message: Arc<Message>,
-    /// Queues (and refusals) that count as routed, for mandatory.
-    pub delivered: usize,
-    /// Durable queues that stored it.
-    pub stored: usize,
-    /// A queue refused it (x-overflow reject-publish).
-    pub rejected: bool,
 }

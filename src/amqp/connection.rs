@@ -21,7 +21,7 @@ use super::channel::{Channel, Context};
 use super::frame::{next_frame, write_heartbeat, write_method, Frame, PROTOCOL_HEADER};
 use super::outbox::{Batch, Outbox};
 use crate::auth::{AuthError, MECHANISMS};
-use crate::broker::Broker;
+use crate::broker::{Broker, ClientConnection};
 use crate::error::AmqpError;
 use crate::queue::ConnectionId;
 use crate::vhost::VHost;
@@ -132,7 +132,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
     let _ = stream.set_nodelay(true);
     let outbox = Outbox::new(broker.config.frame_max);
     outbox.attach_socket(std::sync::Arc::<async_io::Async<std::net::TcpStream>>::from(stream.clone()));
-    let id = broker.register_connection(outbox.clone());
+    let id = broker.register_connection(Arc::new(Handle(outbox.clone())));
     let liveness = Arc::new(Liveness {
         epoch: Instant::now(),
         last_read_ms: AtomicU64::new(0),
@@ -169,13 +169,18 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
     }
 }
 
-/// Closes a connection from outside (broker shutdown): sends connection.close 320. The
-/// connection ends when the client answers close-ok (or when shutdown gives up waiting),
-/// so the client reads the reason before the socket closes.
-pub fn force_close(outbox: &std::sync::Arc<Outbox>, reason: &str) {
-    let err = AmqpError::ConnectionForced(reason.to_string());
-    let mut out = outbox.lock();
-    write_method(out.buf(), 0, close_method(&err, 0, 0));
+/// The broker's handle on a connection.
+struct Handle(Arc<Outbox>);
+
+impl ClientConnection for Handle {
+    /// Closing from outside (broker shutdown) sends connection.close 320. The
+    /// connection ends when the client answers close-ok (or when shutdown gives up
+    /// waiting), so the client reads the reason before the socket closes.
+    fn force_close(&self, reason: &str) {
+        let err = AmqpError::ConnectionForced(reason.to_string());
+        let mut out = self.0.lock();
+        write_method(out.buf(), 0, close_method(&err, 0, 0));
+    }
 }
 
 /// Whether a client's properties announce `capability` in their capabilities table.

@@ -16,10 +16,9 @@ use amq_protocol::protocol::{basic, AMQPClass};
 use super::frame::{write_content, write_deliver, write_method};
 use super::outbox::Outbox;
 use crate::message::QueuedMessage;
-use crate::queue::Queue;
-
-/// Delivery tags are per channel, start at 1 and increase by one per delivery.
-pub type DeliveryTag = u64;
+use crate::queue::{ConsumerSink, DeliveryTag, Offer, Queue};
+use crate::store::ConfirmSink;
+use crate::vhost::ReplySink;
 
 /// A delivered message waiting for ack, nack or reject.
 pub struct Unacked {
@@ -172,20 +171,8 @@ impl DeliveryState {
     }
 }
 
-/// Result of offering a message to a consumer.
-pub enum Offer {
-    /// Delivered; `no_ack` says whether it left the queue for good.
-    Delivered { no_ack: bool },
-    /// The consumer is out of credit, paused by flow, or its client is congested.
-    Busy,
-    /// The consumer or its channel no longer exists.
-    Gone,
-}
-
-impl ChannelShared {
-    /// Delivers a direct reply-to message to this channel's reply consumer (always
-    /// no-ack, as RabbitMQ requires). False if the consumer is gone.
-    pub fn deliver_reply(&self, message: &QueuedMessage) -> bool {
+impl ReplySink for ChannelShared {
+    fn deliver_reply(&self, message: &QueuedMessage) -> bool {
         let mut st = self.lock();
         if st.closed {
             return false;
@@ -327,8 +314,14 @@ impl ChannelShared {
         }
     }
 
+    pub fn lock(&self) -> MutexGuard<'_, DeliveryState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ConfirmSink for ChannelShared {
     /// The store committed every publish up to `seq`.
-    pub fn confirm_stored(&self, seq: u64) {
+    fn stored(&self, seq: u64) {
         let mut c = self.confirms();
         while c.waiting.front().is_some_and(|&s| s <= seq) {
             c.waiting.pop_front();
@@ -337,7 +330,7 @@ impl ChannelShared {
     }
 
     /// The store failed to commit publishes up to `seq`: nack them.
-    pub fn confirm_failed(&self, seq: u64) {
+    fn failed(&self, seq: u64) {
         let mut c = self.confirms();
         while c.waiting.front().is_some_and(|&s| s <= seq) {
             c.waiting.pop_front();
@@ -357,19 +350,17 @@ impl ChannelShared {
         }
         self.flush_locked(&mut c);
     }
+}
 
-    pub fn lock(&self) -> MutexGuard<'_, DeliveryState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
+impl ConsumerSink for ChannelShared {
     /// Unacked deliveries held by consumer `tag` (0 if it is gone).
-    pub fn consumer_unacked(&self, tag: &str) -> u32 {
+    fn unacked(&self, tag: &str) -> u32 {
         self.lock().consumers.get(tag).map_or(0, |c| c.unacked)
     }
 
     /// The oldest unacked delivery of consumer `tag` and the next delivery tag the
     /// channel will assign (None: it holds nothing, or it is gone).
-    pub fn oldest_unacked(&self, tag: &str) -> Option<(DeliveryTag, DeliveryTag)> {
+    fn oldest_unacked(&self, tag: &str) -> Option<(DeliveryTag, DeliveryTag)> {
         let st = self.lock();
         if st.closed || st.consumers.get(tag).is_none_or(|c| c.unacked == 0) {
             return None;
@@ -380,7 +371,7 @@ impl ChannelShared {
     /// Consumer timeout: forgets consumer `tag`, takes its unacked deliveries (for the
     /// queue to requeue; their tags are remembered so late acks are ignored) and sends
     /// the client basic.cancel. The channel stays open. None if the consumer is gone.
-    pub fn time_out_consumer(&self, tag: &str) -> Option<Vec<Unacked>> {
+    fn time_out(&self, tag: &str) -> Option<Vec<QueuedMessage>> {
         let mut st = self.lock();
         if st.closed || !st.consumers.contains_key(tag) {
             return None;
@@ -401,13 +392,13 @@ impl ChannelShared {
             self.id,
             AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel { consumer_tag: tag.into(), nowait: true })),
         );
-        Some(taken)
+        Some(taken.into_iter().map(|u| u.message).collect())
     }
 
     /// Offers `message` from `queue` to consumer `tag`; on success the deliver frames are
     /// in the outbox and, unless no-ack, the delivery is in the unacked map.
     /// Called with the queue's lock held.
-    pub fn offer(&self, queue: &Arc<Queue>, tag: &Arc<str>, message: &QueuedMessage) -> Offer {
+    fn offer(&self, queue: &Arc<Queue>, tag: &Arc<str>, message: &QueuedMessage) -> Offer {
         let mut st = self.lock();
         if st.closed {
             return Offer::Gone;
@@ -450,5 +441,22 @@ impl ChannelShared {
             });
         }
         Offer::Delivered { no_ack }
+    }
+
+    fn cancelled(&self, tag: &Arc<str>) {
+        let mut st = self.lock();
+        if st.consumers.remove(tag).is_none() || st.closed {
+            return;
+        }
+        let mut out = self.outbox.lock();
+        write_method(
+            out.buf(),
+            self.id,
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel { consumer_tag: tag.as_ref().into(), nowait: true })),
+        );
+    }
+
+    fn describe(&self) -> String {
+        format!("channel {}", self.id)
     }
 }

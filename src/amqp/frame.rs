@@ -8,13 +8,12 @@
 //! tables keep their key order, and the hot path skips an encode).
 
 use amq_protocol::frame::{gen_frame, AMQPFrame, AMQPFrameType, WriteContext};
-use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{parse_class, AMQPClass};
 use amq_protocol::types::ChannelId;
 use amq_protocol::frame::SerializeFn;
 
 use crate::error::AmqpError;
-use super::properties::Properties;
+use crate::message::properties::Properties;
 use amq_protocol::types::FieldTable;
 
 /// Frame type octets and the frame-end octet (AMQP 0-9-1 §4.2.3).
@@ -232,12 +231,6 @@ pub fn write_method(buf: &mut Vec<u8>, channel: ChannelId, method: AMQPClass) {
 
 /// Encodes content-header properties (used only when the broker must rewrite them,
 /// e.g. direct reply-to; otherwise the publisher's bytes are forwarded untouched).
-pub fn encode_properties(properties: &AMQPProperties) -> Vec<u8> {
-    let mut buf = Vec::new();
-    emit(&mut buf, amq_protocol::protocol::basic::gen_properties(properties));
-    buf
-}
-
 /// Appends a heartbeat frame.
 pub fn write_heartbeat(buf: &mut Vec<u8>) {
     emit(buf, gen_frame(&AMQPFrame::Heartbeat));
@@ -308,6 +301,8 @@ mod tests {
     use super::*;
     use amq_protocol::frame::parse_frame;
     use amq_protocol::protocol::basic;
+    use amq_protocol::protocol::basic::AMQPProperties;
+    use crate::message::properties::encode_properties;
 
     #[test]
     fn deliver_fast_path_matches_amq_protocol() {

@@ -5,5 +5,4 @@ pub mod connection;
 pub mod delivery;
 pub mod frame;
 pub mod outbox;
-pub mod properties;
 pub mod route_cache;

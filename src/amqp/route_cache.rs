@@ -16,7 +16,8 @@
 
 use std::sync::Arc;
 
-use crate::vhost::{QueueRef, VHost};
+use crate::queue::QueueRef;
+use crate::vhost::VHost;
 
 #[derive(Default)]
 pub struct RouteCache {

@@ -21,7 +21,12 @@ use std::time::Instant;
 
 use amq_protocol::types::FieldTable;
 
-use crate::vhost::VHost;
+
+/// Where due messages go: the vhost, which routes them through their exchange's
+/// underlying type. Held weakly: the scheduler's thread stops once it is gone.
+pub trait DueRouter: Send + Sync {
+    fn route_due(&self, message: DelayedMessage);
+}
 
 /// A published message waiting for its delay to end, with what routing it needs.
 pub struct DelayedMessage {
@@ -84,11 +89,11 @@ struct Shared {
 /// The vhost's delayed-message scheduler.
 pub struct DelayScheduler {
     shared: Arc<Shared>,
-    vhost: Weak<VHost>,
+    vhost: Weak<dyn DueRouter>,
 }
 
 impl DelayScheduler {
-    pub fn new(vhost: Weak<VHost>) -> Self {
+    pub fn new(vhost: Weak<dyn DueRouter>) -> Self {
         Self { shared: Arc::default(), vhost }
     }
 
@@ -158,7 +163,7 @@ impl Drop for DelayScheduler {
 }
 
 /// The scheduler thread: route whatever is due, then sleep until the next due time.
-fn run(shared: Arc<Shared>, vhost: Weak<VHost>) {
+fn run(shared: Arc<Shared>, vhost: Weak<dyn DueRouter>) {
     let mut due = Vec::new();
     loop {
         {
@@ -190,7 +195,7 @@ fn run(shared: Arc<Shared>, vhost: Weak<VHost>) {
             return;
         };
         for msg in due.drain(..) {
-            vh.route_delayed(msg);
+            vh.route_due(msg);
         }
     }
 }

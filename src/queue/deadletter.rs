@@ -17,9 +17,9 @@ use amq_protocol::protocol::basic::{parse_properties, AMQPProperties};
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
 use super::Queue;
-use crate::amqp::frame::encode_properties;
+use crate::message::properties::encode_properties;
 use crate::message::{now_ms, Message, QueuedMessage};
-use crate::vhost::{QueueRef, Routed, VHost};
+use super::{enqueue_routed, QueueHost, QueueRef};
 use haremq_routing::RouteRequest;
 
 /// Why a message died (the `reason` in x-death).
@@ -211,7 +211,7 @@ impl Queue {
         }
     }
 
-    fn republish(&self, vh: &Arc<VHost>, m: &Message, reason: Reason) {
+    fn republish(&self, vh: &Arc<dyn QueueHost>, m: &Message, reason: Reason) {
         let Some(dlx) = self.args.dead_letter_exchange.as_deref() else {
             return;
         };
@@ -248,9 +248,8 @@ impl Queue {
             correlation_id: props.correlation_id().as_ref().map(|s| s.as_str()),
             timestamp: *props.timestamp(),
         };
-        let exchange = match vh.route(dlx, &req, &mut routed) {
-            // A delayed-message DLX routes at once: dead-lettering is not a publish.
-            Ok(Routed::Now(name, _) | Routed::Delay(name, _)) => name,
+        let exchange = match vh.route_dead_letter(dlx, &req, &mut routed) {
+            Ok(name) => name,
             Err(e) => {
                 log::debug!("queue '{}': dead-letter exchange unusable ({e}); message dropped", self.name);
                 return;
@@ -284,7 +283,7 @@ impl Queue {
             store: Default::default(),
             charge,
         };
-        crate::amqp::channel::enqueue_routed(&store, &mut routed, message);
+        enqueue_routed(&store, &mut routed, message);
     }
 }
 

@@ -8,7 +8,9 @@
 //! frames straight into the consumer connection's outbox.
 
 pub mod args;
+mod consumer;
 mod deadletter;
+mod publish;
 mod ready;
 mod timer;
 
@@ -21,16 +23,35 @@ pub use deadletter::Reason;
 use deadletter::Dead;
 use ready::{Drained, ReadyList};
 pub use ready::{Entry, Run};
+pub use consumer::{ConsumerSink, DeliveryTag, Offer};
+use consumer::same_sink;
+pub use publish::{enqueue_routed, Enqueueing, QueueRef};
 
 use amq_protocol::types::FieldTable;
 
 use std::sync::atomic::Ordering;
 
-use crate::amqp::delivery::{ChannelShared, DeliveryTag, Offer};
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::{now_ms, Message, QueuedMessage};
 use crate::store::{QueueId, StoreHandle, StoreOp};
-use crate::vhost::VHost;
+use haremq_routing::RouteRequest;
+
+/// What a queue needs of the vhost that holds it: routing for dead-lettering, and
+/// removing itself (x-expires; auto-delete once a timed-out consumer was its last).
+/// The vhost implements it; a queue holds it weakly, so queues never keep a deleted
+/// vhost alive.
+pub trait QueueHost: Send + Sync {
+    /// The vhost's name.
+    fn name(&self) -> &Arc<str>;
+    /// The broker's consumer timeout for queues without x-consumer-timeout (ms, 0:
+    /// never), read when a queue is created.
+    fn default_consumer_timeout_ms(&self) -> u64;
+    /// Routes a dead-lettered message through `exchange` (no delay, no mandatory):
+    /// appends its queues to `out` and returns the exchange's interned name.
+    fn route_dead_letter(&self, exchange: &str, req: &RouteRequest<'_>, out: &mut Vec<QueueRef>) -> AmqpResult<Arc<str>>;
+    /// Removes `queue` from the vhost; returns the ready messages it held.
+    fn delete_queue(&self, queue: &Arc<Queue>) -> u32;
+}
 
 /// Identifies a connection (for exclusive queues).
 pub type ConnectionId = u64;
@@ -51,7 +72,7 @@ pub struct Queue {
     /// The x-arguments it acts on (TTL, limits, dead-lettering, x-expires).
     pub args: QueueArgs,
     /// Its vhost, for dead-lettering and x-expires.
-    owner: Weak<VHost>,
+    owner: Weak<dyn QueueHost>,
     /// Set for durable queues: where their persistent messages are recorded.
     store: Option<(StoreHandle, QueueId)>,
     /// How long a consumer may hold a delivery unacked before it is cancelled
@@ -77,7 +98,7 @@ pub enum Enqueued {
 /// A consumer as the queue sees it.
 struct ConsumerSlot {
     tag: Arc<str>,
-    channel: Arc<ChannelShared>,
+    channel: Arc<dyn ConsumerSink>,
     /// Consumer priority (basic.consume `x-priority`).
     priority: i32,
     /// Consumer-timeout sweeps: (time of a sweep, the channel's next delivery tag then),
@@ -96,7 +117,7 @@ struct QueueState {
     /// Where the next round-robin search starts.
     next_consumer: usize,
     /// x-single-active-consumer: the consumer that receives (tag, channel).
-    sac_active: Option<(Arc<str>, Arc<ChannelShared>)>,
+    sac_active: Option<(Arc<str>, Arc<dyn ConsumerSink>)>,
     /// When the next consumer-timeout sweep is due (None: no unacked deliveries seen).
     timeout_check_at: Option<Instant>,
     /// x-message-deduplication: the recent keys.
@@ -114,13 +135,13 @@ struct QueueState {
 /// A consumer that was attached when the queue was deleted; its channel must be told.
 pub struct OrphanedConsumer {
     pub tag: Arc<str>,
-    pub channel: Arc<ChannelShared>,
+    pub channel: Arc<dyn ConsumerSink>,
 }
 
 impl Queue {
     pub fn new(
         name: Arc<str>,
-        owner: &Arc<VHost>,
+        owner: &Arc<dyn QueueHost>,
         settings: QueueSettings,
         store: Option<(StoreHandle, QueueId)>,
     ) -> Arc<Self> {
@@ -131,7 +152,7 @@ impl Queue {
     /// stretches stay on disk as runs.
     pub fn restore(
         name: Arc<str>,
-        owner: &Arc<VHost>,
+        owner: &Arc<dyn QueueHost>,
         settings: QueueSettings,
         store: Option<(StoreHandle, QueueId)>,
         entries: Vec<Entry>,
@@ -141,11 +162,11 @@ impl Queue {
         let ready = ReadyList::new(store.clone(), entries, args.max_priority);
         let timeout_ms = args
             .consumer_timeout
-            .unwrap_or_else(|| owner.consumer_timeout_ms.load(Ordering::Relaxed));
+            .unwrap_or_else(|| owner.default_consumer_timeout_ms());
         let dedup = args.dedup_cache.map(Dedup::new);
         let q = Arc::new(Self {
             name,
-            vhost: owner.name.clone(),
+            vhost: owner.name().clone(),
             args,
             settings,
             owner: Arc::downgrade(owner),
@@ -522,11 +543,11 @@ impl Queue {
     /// order of processing is kept), as RabbitMQ's documentation describes.
     fn sac_index(st: &mut QueueState) -> Option<usize> {
         let cur = st.sac_active.as_ref().and_then(|(tag, ch)| {
-            st.consumers.iter().position(|c| Arc::ptr_eq(&c.channel, ch) && c.tag == *tag)
+            st.consumers.iter().position(|c| same_sink(&*c.channel, &**ch) && c.tag == *tag)
         });
         let pick = match cur {
             Some(i) if i != 0 && st.consumers[0].priority > st.consumers[i].priority => {
-                if st.consumers[i].channel.consumer_unacked(&st.consumers[i].tag) > 0 {
+                if st.consumers[i].channel.unacked(&st.consumers[i].tag) > 0 {
                     return None;
                 }
                 0
@@ -544,7 +565,7 @@ impl Queue {
     /// any consumer holds deliveries. A delivery's age is bounded from below by the
     /// sweep marks (see `ConsumerSlot::marks`), so a consumer is never cancelled early
     /// and at most two sweep intervals late.
-    fn sweep_consumer_timeouts(&self, st: &mut QueueState) -> Vec<(Arc<str>, Arc<ChannelShared>)> {
+    fn sweep_consumer_timeouts(&self, st: &mut QueueState) -> Vec<(Arc<str>, Arc<dyn ConsumerSink>)> {
         let Some(timeout) = self.consumer_timeout else {
             st.timeout_check_at = None;
             return Vec::new();
@@ -576,21 +597,21 @@ impl Queue {
 
     /// Cancels a consumer that held a delivery too long: the client gets basic.cancel,
     /// the channel stays open, the consumer's unacked deliveries are requeued.
-    fn time_out_consumer(self: &Arc<Self>, tag: Arc<str>, channel: Arc<ChannelShared>) {
-        let Some(unacked) = channel.time_out_consumer(&tag) else {
+    fn time_out_consumer(self: &Arc<Self>, tag: Arc<str>, channel: Arc<dyn ConsumerSink>) {
+        let Some(unacked) = channel.time_out(&tag) else {
             return;
         };
         log::warn!(
-            "consumer '{tag}' on channel {} of queue '{}' in vhost '{}' held a delivery unacked longer than \
+            "consumer '{tag}' on {} of queue '{}' in vhost '{}' held a delivery unacked longer than \
              {} ms: cancelled, {} deliveries requeued",
-            channel.id,
+            channel.describe(),
             self.name,
             self.vhost,
             self.consumer_timeout.map_or(0, |t| t.as_millis()),
             unacked.len()
         );
-        let delete = self.remove_consumer(&tag, &channel);
-        self.requeue(unacked.into_iter().map(|u| u.message));
+        let delete = self.remove_consumer(&tag, &*channel);
+        self.requeue(unacked);
         if delete {
             if let Some(vh) = self.owner.upgrade() {
                 vh.delete_queue(self);
@@ -602,7 +623,7 @@ impl Queue {
     pub fn add_consumer(
         self: &Arc<Self>,
         tag: Arc<str>,
-        channel: Arc<ChannelShared>,
+        channel: Arc<dyn ConsumerSink>,
         exclusive: bool,
         priority: i32,
     ) -> AmqpResult<()> {
@@ -613,7 +634,7 @@ impl Queue {
         self: &Arc<Self>,
         st: &mut QueueState,
         tag: Arc<str>,
-        channel: Arc<ChannelShared>,
+        channel: Arc<dyn ConsumerSink>,
         exclusive: bool,
         priority: i32,
     ) -> AmqpResult<()> {
@@ -639,7 +660,7 @@ impl Queue {
 
     /// Detaches a consumer. Returns true if the queue is auto-delete and this was its
     /// last consumer, so the caller must delete it.
-    pub fn remove_consumer(self: &Arc<Self>, tag: &str, channel: &Arc<ChannelShared>) -> bool {
+    pub fn remove_consumer(self: &Arc<Self>, tag: &str, channel: &dyn ConsumerSink) -> bool {
         self.with_state(|st| {
             let delete = self.remove_consumer_locked(st, tag, channel);
             if self.args.single_active_consumer && !st.deleted {
@@ -650,15 +671,15 @@ impl Queue {
         })
     }
 
-    fn remove_consumer_locked(&self, st: &mut QueueState, tag: &str, channel: &Arc<ChannelShared>) -> bool {
-        let Some(idx) = st.consumers.iter().position(|c| Arc::ptr_eq(&c.channel, channel) && &*c.tag == tag) else {
+    fn remove_consumer_locked(&self, st: &mut QueueState, tag: &str, channel: &dyn ConsumerSink) -> bool {
+        let Some(idx) = st.consumers.iter().position(|c| same_sink(&*c.channel, channel) && &*c.tag == tag) else {
             return false;
         };
         st.consumers.remove(idx);
         if st.next_consumer > idx {
             st.next_consumer -= 1;
         }
-        if st.sac_active.as_ref().is_some_and(|(t, ch)| Arc::ptr_eq(ch, channel) && &**t == tag) {
+        if st.sac_active.as_ref().is_some_and(|(t, ch)| same_sink(&**ch, channel) && &**t == tag) {
             st.sac_active = None;
         }
         Self::consumers_changed(st);
@@ -730,7 +751,7 @@ impl Queue {
                 Drained::Loaded(m) => self.forget(&m),
                 Drained::Run { first_seq, last_seq, level, .. } => {
                     if let Some((store, queue)) = &self.store {
-                        store.send(StoreOp::DeleteRun { queue: *queue, first_seq, last_seq, level });
+                        store.send(ready::delete_run(*queue, first_seq, last_seq, level));
                     }
                 }
             }
@@ -769,7 +790,7 @@ impl Queue {
             // go before the queue's entries do.
             for e in &entries {
                 if let Drained::Run { first_seq, last_seq, level, .. } = e {
-                    store.send(StoreOp::DeleteRun { queue: *id, first_seq: *first_seq, last_seq: *last_seq, level: *level });
+                    store.send(ready::delete_run(*id, *first_seq, *last_seq, *level));
                 }
             }
             store.send(StoreOp::DeleteQueue { id: *id, vhost: self.vhost.to_string(), name: self.name.to_string() });

@@ -44,8 +44,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::message::QueuedMessage;
-use crate::store::{EntryRecord, QueueId, StoreHandle};
+use crate::message::{priority_of, Message, QueuedMessage};
+use crate::store::{EntryRecord, LevelFilter, QueueId, StoreHandle, StoreOp};
 
 /// Entries from the head that are kept loaded.
 pub const LOADED_HEAD: usize = 8192;
@@ -105,6 +105,12 @@ pub enum Drained {
     /// to be removed from the store (`StoreOp::DeleteRun` with this `level`).
     #[cfg_attr(not(test), allow(dead_code))]
     Run { first_seq: u64, last_seq: u64, count: u64, level: Option<(u8, u8)> },
+}
+
+/// The store op that drops a drained run of `queue` (its rows and their records).
+pub fn delete_run(queue: QueueId, first_seq: u64, last_seq: u64, level: Option<(u8, u8)>) -> StoreOp {
+    let level = level.map(|(level, max_priority)| LevelFilter { level, max_priority, priority_of });
+    StoreOp::DeleteRun { queue, first_seq, last_seq, level }
 }
 
 /// Where spilled entries live.
@@ -217,7 +223,7 @@ impl ReadyList {
                     log::error!("message {} is missing from the store; dropped from its queue", row.message);
                     continue;
                 };
-                let l = self.level_index(m.priority());
+                let l = self.level_index(priority_of(&m.raw_properties));
                 let len = m.body.len() as u64;
                 self.levels[l].append_spilled(row.seq, len);
                 self.levels[l].bytes += len;
@@ -537,12 +543,11 @@ impl Level {
                 continue;
             };
             if let Some((l, _)) = filter {
-                if usize::from(m.priority()).min(levels - 1) != usize::from(l) {
+                if usize::from(priority_of(&m.raw_properties)).min(levels - 1) != usize::from(l) {
                     continue;
                 }
             }
-            m.store.refs.store(1, Ordering::Release);
-            m.store.committed.store(true, Ordering::Release);
+            let m = Message::from_record(m, row.message, 1);
             let body = m.body.len() as u64;
             if run.exact {
                 run.bytes = run.bytes.saturating_sub(body);
@@ -616,7 +621,7 @@ mod tests {
             let raw = match prio {
                 Some(p) => {
                     let props = amq_protocol::protocol::BasicProperties::default().with_priority(p);
-                    crate::amqp::frame::encode_properties(&props).into_boxed_slice()
+                    crate::message::properties::encode_properties(&props).into_boxed_slice()
                 }
                 None => Box::default(),
             };
@@ -752,7 +757,7 @@ mod tests {
         // The store side of a purge: the run's rows and records go.
         for d in drained {
             if let Drained::Run { first_seq, last_seq, level, .. } = d {
-                ts.handle.send(StoreOp::DeleteRun { queue: Q, first_seq, last_seq, level });
+                ts.handle.send(delete_run(Q, first_seq, last_seq, level));
             }
         }
         ts.sync();
@@ -819,7 +824,7 @@ mod tests {
         for i in 0..100 {
             ts.publish(i, i, None, 1);
         }
-        ts.handle.send(StoreOp::DeleteRun { queue: Q, first_seq: 50, last_seq: 99, level: None });
+        ts.handle.send(delete_run(Q, 50, 99, None));
         ts.sync();
         let entries = vec![Entry::Run(Run::recovered(0, 99, 100))];
         let mut list = ReadyList::new(Some((ts.handle.clone(), Q)), entries, None);

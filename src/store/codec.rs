@@ -4,14 +4,13 @@
 //! properties, then the body. Version 1 records (no time, no TTL) are still read: their
 //! TTLs count from the moment they are loaded.
 
-use std::sync::Arc;
-
-use crate::message::Message;
+use super::{MessageFields, MessageRecord};
+use crate::util::now_ms;
 
 const VERSION: u8 = 2;
 const VERSION_1: u8 = 1;
 
-pub fn encode_message(m: &Message, out: &mut Vec<u8>) {
+pub fn encode_message(m: MessageFields<'_>, out: &mut Vec<u8>) {
     out.clear();
     out.reserve(16 + m.exchange.len() + m.routing_key.len() + m.raw_properties.len() + m.body.len());
     out.push(VERSION);
@@ -21,8 +20,8 @@ pub fn encode_message(m: &Message, out: &mut Vec<u8>) {
     out.extend_from_slice(&m.ttl.unwrap_or(0).to_be_bytes());
     put_bytes(out, m.exchange.as_bytes());
     put_bytes(out, m.routing_key.as_bytes());
-    put_bytes(out, &m.raw_properties);
-    out.extend_from_slice(&m.body);
+    put_bytes(out, m.raw_properties);
+    out.extend_from_slice(m.body);
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -45,7 +44,7 @@ fn take_bytes<'a>(input: &mut &'a [u8]) -> Option<&'a [u8]> {
 }
 
 /// Decodes a message record; `None` if it is malformed.
-pub fn decode_message(mut input: &[u8]) -> Option<Message> {
+pub fn decode_message(mut input: &[u8]) -> Option<MessageRecord> {
     let (&version, rest) = input.split_first()?;
     if version != VERSION && version != VERSION_1 {
         return None;
@@ -53,7 +52,7 @@ pub fn decode_message(mut input: &[u8]) -> Option<Message> {
     let (&persistent, rest) = rest.split_first()?;
     input = rest;
     let (published_ms, ttl) = if version == VERSION_1 {
-        (crate::message::now_ms(), None)
+        (now_ms(), None)
     } else {
         if input.len() < 13 {
             return None;
@@ -67,16 +66,14 @@ pub fn decode_message(mut input: &[u8]) -> Option<Message> {
     let exchange = std::str::from_utf8(take_bytes(&mut input)?).ok()?;
     let routing_key = std::str::from_utf8(take_bytes(&mut input)?).ok()?;
     let props = take_bytes(&mut input)?;
-    Some(Message {
-        exchange: Arc::from(exchange),
+    Some(MessageRecord {
+        exchange: exchange.into(),
         routing_key: routing_key.into(),
         raw_properties: props.into(),
         body: input.into(),
         persistent: persistent != 0,
         published_ms,
         ttl,
-        store: Default::default(),
-        charge: crate::memory::MemoryCharge::content(routing_key, props, input),
     })
 }
 
@@ -162,19 +159,17 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let m = Message {
-            exchange: Arc::from("ex"),
+        let m = MessageRecord {
+            exchange: "ex".into(),
             routing_key: "a.b".into(),
             raw_properties: vec![0x10, 0, 2].into(),
             body: b"hello".to_vec().into(),
             persistent: true,
             published_ms: 1_700_000_000_123,
             ttl: Some(250),
-            store: Default::default(),
-            charge: Default::default(),
         };
         let mut buf = Vec::new();
-        encode_message(&m, &mut buf);
+        encode_message(m.fields(), &mut buf);
         let d = decode_message(&buf).expect("decodes");
         assert_eq!(&*d.exchange, "ex");
         assert_eq!(&*d.routing_key, "a.b");
@@ -201,19 +196,17 @@ mod tests {
 
     #[test]
     fn truncated_records_are_rejected() {
-        let m = Message {
-            exchange: Arc::from("ex"),
+        let m = MessageRecord {
+            exchange: "ex".into(),
             routing_key: "k".into(),
             raw_properties: vec![1, 2, 3].into(),
             body: Box::default(),
             persistent: false,
             published_ms: 5,
             ttl: None,
-            store: Default::default(),
-            charge: Default::default(),
         };
         let mut buf = Vec::new();
-        encode_message(&m, &mut buf);
+        encode_message(m.fields(), &mut buf);
         // The body is empty, so every cut lands in a length-prefixed field.
         for cut in 0..buf.len() {
             assert!(decode_message(&buf[..cut]).is_none(), "cut at {cut}");

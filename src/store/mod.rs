@@ -22,9 +22,7 @@ use std::sync::Arc;
 use amq_protocol::types::FieldTable;
 use serde::{Deserialize, Serialize};
 
-use crate::message::Message;
-
-pub use writer::{StoreHandle, StoreStats};
+pub use writer::{ConfirmSink, StoreHandle, StoreStats};
 
 /// A durable queue's id in the store (names can be reused after a delete).
 pub type QueueId = u64;
@@ -73,7 +71,7 @@ pub enum StoreOp {
     DeleteQueue { id: QueueId, vhost: String, name: String },
     PutBinding(BindingRecord),
     DeleteBinding(BindingRecord),
-    PutMessage(MessageId, Arc<Message>),
+    PutMessage(MessageId, Arc<dyn StoredMessage>),
     DeleteMessage(MessageId),
     /// A queue entry: message `message` at position `seq` of `queue`.
     Enqueue { queue: QueueId, seq: u64, message: MessageId },
@@ -85,12 +83,79 @@ pub enum StoreOp {
     /// in `first_seq..=last_seq` and its message record. `level`: Some((l, max)) for a
     /// priority queue's run: only entries whose message's priority (capped at `max`)
     /// is `l` belong to it; the others in the range are left alone.
-    DeleteRun { queue: QueueId, first_seq: u64, last_seq: u64, level: Option<(u8, u8)> },
+    DeleteRun { queue: QueueId, first_seq: u64, last_seq: u64, level: Option<LevelFilter> },
     /// A message held by a delayed-message exchange (encoded [`DelayedRecord`]).
     PutDelayed(MessageId, Vec<u8>),
     /// The held message was routed (its queue entries were sent before this op) or
     /// dropped with its exchange.
     DeleteDelayed(MessageId),
+}
+
+/// Which rows of a range belong to a priority level's run: the store does not read
+/// AMQP properties itself, so the queue hands it the test.
+#[derive(Clone, Copy)]
+pub struct LevelFilter {
+    pub level: u8,
+    pub max_priority: u8,
+    /// The priority property of a message's raw content-header properties.
+    pub priority_of: fn(&[u8]) -> u8,
+}
+
+impl LevelFilter {
+    fn holds(&self, raw_properties: &[u8]) -> bool {
+        (self.priority_of)(raw_properties).min(self.max_priority) == self.level
+    }
+}
+
+/// A message as the store keeps it. The store defines its own record (rather than
+/// using the broker's `Message`) so it depends on nothing above it; the core turns a
+/// record into a message, moving the buffers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MessageRecord {
+    pub exchange: Box<str>,
+    pub routing_key: Box<str>,
+    /// The content-header property bytes as published.
+    pub raw_properties: Box<[u8]>,
+    pub body: Box<[u8]>,
+    pub persistent: bool,
+    /// Publish time, ms since the UNIX epoch.
+    pub published_ms: u64,
+    /// Per-message TTL in ms.
+    pub ttl: Option<u32>,
+}
+
+/// The fields of a message the store writes, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct MessageFields<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub raw_properties: &'a [u8],
+    pub body: &'a [u8],
+    pub persistent: bool,
+    pub published_ms: u64,
+    pub ttl: Option<u32>,
+}
+
+/// A message the store is asked to write. The core's shared message implements it,
+/// so a persistent publish reaches the writer thread without a copy of its body.
+pub trait StoredMessage: Send + Sync {
+    fn fields(&self) -> MessageFields<'_>;
+    /// Its record is durable (called by the writer after the commit that holds it).
+    fn set_committed(&self);
+}
+
+impl MessageRecord {
+    pub fn fields(&self) -> MessageFields<'_> {
+        MessageFields {
+            exchange: &self.exchange,
+            routing_key: &self.routing_key,
+            raw_properties: &self.raw_properties,
+            body: &self.body,
+            persistent: self.persistent,
+            published_ms: self.published_ms,
+            ttl: self.ttl,
+        }
+    }
 }
 
 /// A message held by a durable delayed-message exchange until `due_ms` (wall clock, ms
@@ -140,7 +205,7 @@ pub struct Snapshot {
     pub bindings: Vec<BindingRecord>,
     /// Messages whose bodies were read: those of the first [`LOAD_AT_START`] entries
     /// of each queue and those referenced by several entries.
-    pub messages: HashMap<MessageId, Arc<Message>>,
+    pub messages: HashMap<MessageId, MessageRecord>,
     /// Per queue, its entries in `seq` order (long queues mostly as runs).
     pub entries: HashMap<QueueId, Vec<Recovered>>,
     /// Messages held by delayed-message exchanges.
@@ -166,7 +231,7 @@ pub enum StoreError {
 /// concurrently with the writer.
 pub trait MessageReader: Send + Sync + 'static {
     /// The messages with these ids, in order; `None` for ids not (or no longer) stored.
-    fn read_messages(&self, ids: &[MessageId]) -> Result<Vec<Option<Message>>, StoreError>;
+    fn read_messages(&self, ids: &[MessageId]) -> Result<Vec<Option<MessageRecord>>, StoreError>;
     /// Up to `max` entries of `queue` with `from_seq <= seq <= to_seq`, in `seq` order.
     fn read_entries(&self, queue: QueueId, from_seq: u64, to_seq: u64, max: usize)
         -> Result<Vec<EntryRecord>, StoreError>;

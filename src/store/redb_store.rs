@@ -18,10 +18,9 @@ use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefini
 
 use super::codec::{decode_delayed, decode_message, encode_message};
 use super::{
-    BindingRecord, EntryRecord, MessageId, MessageReader, QueueId, QueueRecord, Recovered, Snapshot, Store,
+    BindingRecord, EntryRecord, MessageId, MessageReader, MessageRecord, QueueId, QueueRecord, Recovered, Snapshot, Store,
     StoreError, StoreOp, LOAD_AT_START,
 };
-use crate::message::Message;
 
 const EXCHANGES: TableDefinition<&str, &[u8]> = TableDefinition::new("exchanges");
 const QUEUES: TableDefinition<u64, &[u8]> = TableDefinition::new("queues");
@@ -48,17 +47,13 @@ struct RedbReader {
 }
 
 impl MessageReader for RedbReader {
-    fn read_messages(&self, ids: &[MessageId]) -> Result<Vec<Option<Message>>, StoreError> {
-        let read = || -> Result<Vec<Option<Message>>, redb::Error> {
+    fn read_messages(&self, ids: &[MessageId]) -> Result<Vec<Option<MessageRecord>>, StoreError> {
+        let read = || -> Result<Vec<Option<MessageRecord>>, redb::Error> {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(MESSAGES)?;
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
-                let m = table.get(*id)?.and_then(|v| decode_message(v.value())).map(|mut m| {
-                    m.store.id = Some(*id);
-                    m
-                });
-                out.push(m);
+                out.push(table.get(*id)?.and_then(|v| decode_message(v.value())));
             }
             Ok(out)
         };
@@ -203,7 +198,7 @@ impl RedbStore {
                         bindings.remove(json.as_slice())?;
                     }
                     StoreOp::PutMessage(id, m) => {
-                        encode_message(m, &mut self.scratch);
+                        encode_message(m.fields(), &mut self.scratch);
                         messages.insert(*id, self.scratch.as_slice())?;
                     }
                     StoreOp::DeleteMessage(id) => {
@@ -224,18 +219,17 @@ impl RedbStore {
                     StoreOp::DeleteRun { queue, first_seq, last_seq, level } => {
                         let mut failed: Option<redb::StorageError> = None;
                         entries.retain_in((*queue, *first_seq)..=(*queue, *last_seq), |_, (message, _)| {
-                            if let Some((l, max)) = level {
+                            if let Some(filter) = level {
                                 // A priority queue: rows of other levels share the range.
-                                let prio = match messages.get(message) {
-                                    Ok(v) => v.and_then(|v| decode_message(v.value())).map(|m| m.priority()),
+                                let holds = match messages.get(message) {
+                                    Ok(v) => v.and_then(|v| decode_message(v.value())).map(|m| filter.holds(&m.raw_properties)),
                                     Err(e) => {
                                         failed.get_or_insert(e);
                                         return true;
                                     }
                                 };
-                                match prio {
-                                    Some(p) if p.min(*max) == *l => {}
-                                    _ => return true,
+                                if holds != Some(true) {
+                                    return true;
                                 }
                             }
                             if let Err(e) = messages.remove(message) {
@@ -335,9 +329,8 @@ impl RedbStore {
                         dangling.push((queue, seq));
                         continue;
                     };
-                    let mut m = decode_message(v.value()).ok_or_else(|| self.corrupt(format!("message {id}")))?;
-                    m.store.id = Some(id);
-                    e.insert(Arc::new(m));
+                    let m = decode_message(v.value()).ok_or_else(|| self.corrupt(format!("message {id}")))?;
+                    e.insert(m);
                 }
                 list.push(Recovered::Entry(EntryRecord { seq, message: id, delivered }));
             } else {

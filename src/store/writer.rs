@@ -6,9 +6,16 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::{EntryRecord, MessageId, MessageReader, QueueId, Store, StoreError, StoreOp};
-use crate::message::Message;
-use crate::amqp::delivery::ChannelShared;
+use super::{EntryRecord, MessageId, MessageReader, MessageRecord, QueueId, Store, StoreError, StoreOp};
+
+/// Who is told when the publishes it numbered are durable, or will never be: the
+/// publishing channel, which turns this into basic.ack / basic.nack.
+pub trait ConfirmSink: Send + Sync {
+    /// Every publish numbered up to `seq` whose confirm was asked for is committed.
+    fn stored(&self, seq: u64);
+    /// The commit that was to hold publishes up to `seq` failed.
+    fn failed(&self, seq: u64);
+}
 
 /// Most ops applied in one transaction; bounds commit latency under a flood.
 const MAX_BATCH: usize = 65_536;
@@ -23,7 +30,7 @@ const LOW_WATER: usize = MAX_BATCH / 2;
 enum Command {
     Op(StoreOp),
     /// Confirm publish `seq` on `channel` once everything sent before it is durable.
-    Confirm(Arc<ChannelShared>, u64),
+    Confirm(Arc<dyn ConfirmSink>, u64),
     /// Wake the sender once everything sent before is durable (tests, shutdown).
     Sync(async_channel::Sender<()>),
     /// Run once everything sent before is durable (e.g. send tx.commit-ok).
@@ -171,7 +178,7 @@ impl StoreHandle {
     }
 
     /// Reads committed message records back (for spilled queue entries).
-    pub fn read_messages(&self, ids: &[MessageId]) -> Result<Vec<Option<Message>>, StoreError> {
+    pub fn read_messages(&self, ids: &[MessageId]) -> Result<Vec<Option<MessageRecord>>, StoreError> {
         self.inner.reader.read_messages(ids)
     }
 
@@ -239,10 +246,10 @@ impl StoreHandle {
     }
 
     /// Asks for a publisher confirm once everything sent so far is committed.
-    pub fn confirm_after_commit(&self, channel: Arc<ChannelShared>, seq: u64) {
+    pub fn confirm_after_commit(&self, channel: Arc<dyn ConfirmSink>, seq: u64) {
         if let Err(e) = self.inner.tx.try_send(Command::Confirm(channel, seq)) {
             if let Command::Confirm(channel, seq) = e.into_inner() {
-                channel.confirm_failed(seq);
+                channel.failed(seq);
             }
         }
     }
@@ -300,7 +307,7 @@ impl StoreHandle {
 
 fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &Inner) {
     let mut ops: Vec<StoreOp> = Vec::new();
-    let mut confirms: HashMap<*const ChannelShared, (Arc<ChannelShared>, u64)> = HashMap::new();
+    let mut confirms: HashMap<*const (), (Arc<dyn ConfirmSink>, u64)> = HashMap::new();
     let mut syncs = Vec::new();
     let mut scratch = Coalesce::default();
     let mut thens: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
@@ -314,7 +321,7 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
             match cmd {
                 Command::Op(op) => ops.push(op),
                 Command::Confirm(ch, seq) => {
-                    let e = confirms.entry(Arc::as_ptr(&ch)).or_insert((ch, seq));
+                    let e = confirms.entry(Arc::as_ptr(&ch).cast::<()>()).or_insert((ch, seq));
                     e.1 = e.1.max(seq);
                 }
                 Command::Sync(tx) => syncs.push(tx),
@@ -344,7 +351,7 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
             Ok(()) => {
                 for op in &ops {
                     match op {
-                        StoreOp::PutMessage(_, m) => m.store.committed.store(true, Ordering::Release),
+                        StoreOp::PutMessage(_, m) => m.set_committed(),
                         StoreOp::Enqueue { queue, seq, .. } => {
                             let e = enqueued.entry(*queue).or_insert(0);
                             *e = (*e).max(seq + 1);
@@ -361,13 +368,13 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
                     }
                 }
                 for (_, (ch, seq)) in confirms.drain() {
-                    ch.confirm_stored(seq);
+                    ch.stored(seq);
                 }
             }
             Err(e) => {
                 log::error!("store commit of {} ops failed: {e}", ops.len());
                 for (_, (ch, seq)) in confirms.drain() {
-                    ch.confirm_failed(seq);
+                    ch.failed(seq);
                 }
             }
         }
@@ -385,17 +392,22 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
 mod tests {
     use super::*;
 
-    fn message() -> Arc<Message> {
-        Arc::new(Message {
-            exchange: Arc::from(""),
+    impl super::super::StoredMessage for MessageRecord {
+        fn fields(&self) -> super::super::MessageFields<'_> {
+            MessageRecord::fields(self)
+        }
+        fn set_committed(&self) {}
+    }
+
+    fn message() -> Arc<MessageRecord> {
+        Arc::new(MessageRecord {
+            exchange: "".into(),
             routing_key: "q".into(),
             raw_properties: Box::default(),
             body: Box::default(),
             persistent: true,
             published_ms: 0,
             ttl: None,
-            store: Default::default(),
-            charge: Default::default(),
         })
     }
 
@@ -452,7 +464,7 @@ mod tests {
     struct NoReader;
 
     impl MessageReader for NoReader {
-        fn read_messages(&self, ids: &[MessageId]) -> Result<Vec<Option<Message>>, StoreError> {
+        fn read_messages(&self, ids: &[MessageId]) -> Result<Vec<Option<MessageRecord>>, StoreError> {
             Ok(ids.iter().map(|_| None).collect())
         }
         fn read_entries(&self, _: QueueId, _: u64, _: u64, _: usize) -> Result<Vec<EntryRecord>, StoreError> {

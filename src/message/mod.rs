@@ -3,7 +3,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 
-use crate::store::MessageId;
+use crate::memory::MemoryCharge;
+use crate::store::{MessageFields, MessageId, MessageRecord, StoredMessage};
+
+pub mod properties;
 
 /// An immutable message. Queues hold `Arc<Message>`; fan-out to N queues costs N
 /// reference counts, not N copies of the body.
@@ -25,7 +28,7 @@ pub struct Message {
     /// Its record in the store, if it was routed persistently to a durable queue.
     pub store: StoredMeta,
     /// Its share of the message memory the memory alarm watches.
-    pub charge: crate::memory::MemoryCharge,
+    pub charge: MemoryCharge,
 }
 
 /// A message's place in the store: its id and how many durable queue entries still
@@ -56,13 +59,33 @@ impl Message {
     }
 }
 
+/// The `priority` property (0 when absent) of raw content-header properties, read
+/// without decoding them.
+pub fn priority_of(raw_properties: &[u8]) -> u8 {
+    properties::Properties::parse(raw_properties).and_then(|p| p.priority).unwrap_or(0)
+}
+
 impl Message {
-    /// The `priority` property (0 when absent), read from the raw property bytes
-    /// without decoding them: only priority queues ask.
+    /// A message read back from the store: its record `id`, durable, referenced by
+    /// `refs` queue entries.
+    pub fn from_record(r: MessageRecord, id: MessageId, refs: u32) -> Message {
+        let charge = MemoryCharge::content(&r.routing_key, &r.raw_properties, &r.body);
+        Message {
+            exchange: Arc::from(r.exchange),
+            routing_key: r.routing_key,
+            raw_properties: r.raw_properties,
+            body: r.body,
+            persistent: r.persistent,
+            published_ms: r.published_ms,
+            ttl: r.ttl,
+            store: StoredMeta { id: Some(id), refs: AtomicU32::new(refs), committed: AtomicBool::new(true) },
+            charge,
+        }
+    }
+
+    /// The `priority` property (0 when absent): only priority queues ask.
     pub fn priority(&self) -> u8 {
-        crate::amqp::properties::Properties::parse(&self.raw_properties)
-            .and_then(|p| p.priority)
-            .unwrap_or(0)
+        priority_of(&self.raw_properties)
     }
 
     /// The deduplication key of a message: its `x-deduplication-header` header (as the
@@ -83,12 +106,25 @@ impl Message {
     }
 }
 
-/// Wall-clock milliseconds since the UNIX epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+impl StoredMessage for Message {
+    fn fields(&self) -> MessageFields<'_> {
+        MessageFields {
+            exchange: &self.exchange,
+            routing_key: &self.routing_key,
+            raw_properties: &self.raw_properties,
+            body: &self.body,
+            persistent: self.persistent,
+            published_ms: self.published_ms,
+            ttl: self.ttl,
+        }
+    }
+
+    fn set_committed(&self) {
+        self.store.committed.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
+
+pub use crate::util::now_ms;
 
 /// A message's place in one queue: its position (for restoring order on requeue) and
 /// whether it has been delivered before. Small and fixed-size on purpose (24 bytes: the
@@ -113,13 +149,13 @@ const _: () = assert!(std::mem::size_of::<QueuedMessage>() == 24);
 #[cfg(test)]
 mod tests {
     fn property_priority(raw: &[u8]) -> Option<u8> {
-        crate::amqp::properties::Properties::parse(raw)?.priority
+        super::properties::Properties::parse(raw)?.priority
     }
     use amq_protocol::protocol::BasicProperties;
     use amq_protocol::types::{AMQPValue, FieldTable};
 
     fn raw(p: &BasicProperties) -> Vec<u8> {
-        crate::amqp::frame::encode_properties(p)
+        super::properties::encode_properties(p)
     }
 
     #[test]

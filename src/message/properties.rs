@@ -13,8 +13,23 @@
 //! it once per message that has one, so a malformed table is still refused. The tests
 //! compare both parsers on random property sets and random bytes.
 
+use amq_protocol::frame::WriteContext;
+use amq_protocol::protocol::basic::{gen_properties, AMQPProperties};
 use amq_protocol::types::parsing::parse_field_table;
 use amq_protocol::types::FieldTable;
+
+/// Encodes a full property set, for the rare messages whose properties the broker
+/// writes itself (dead-lettering, CC/BCC removal, `user_id`-less re-encodes).
+pub fn encode_properties(properties: &AMQPProperties) -> Vec<u8> {
+    match gen_properties(properties)(WriteContext::from(Vec::new())) {
+        Ok(ctx) => ctx.write,
+        // Writing to a Vec cannot run out of space: an error is a serializer bug.
+        Err(e) => {
+            log::error!("property serialization failed: {e:?}");
+            Vec::new()
+        }
+    }
+}
 
 /// The properties of a basic-class content header, borrowed from its raw bytes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +159,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn encode(p: &BasicProperties) -> Vec<u8> {
-        crate::amqp::frame::encode_properties(p)
+        encode_properties(p)
     }
 
     /// Headers, delivery mode, priority, the five strings the broker reads, timestamp.
