@@ -1,22 +1,24 @@
 //! HareMQ: an AMQP 0-9-1 message broker that RabbitMQ clients use unchanged.
 //!
-//! The binary (`src/main.rs`) parses flags and calls [`start`]; integration tests call
-//! [`start`] directly with an ephemeral port. See `ARCHITECTURE.md` for the map.
+//! The library's surface is what it takes to run a broker: a [`Config`], [`start`],
+//! and the [`BrokerHandle`] that stops it. The binary (`src/main.rs`) parses flags and
+//! calls [`start`]; the integration tests call it with an ephemeral port. Everything
+//! else is crate-private; `ARCHITECTURE.md` is the map.
 
-pub mod amqp;
-pub mod auth;
-pub mod broker;
-pub mod config;
-pub mod disk;
-pub mod error;
-pub mod exchange;
-pub mod memory;
-pub mod message;
-pub mod queue;
-pub mod server;
-pub mod store;
-pub mod util;
-pub mod vhost;
+mod amqp;
+mod auth;
+mod broker;
+mod config;
+mod disk;
+mod error;
+mod exchange;
+mod memory;
+mod message;
+mod queue;
+mod server;
+mod store;
+mod util;
+mod vhost;
 
-pub use config::Config;
+pub use config::{Config, UserConfig};
 pub use server::{start, BrokerHandle};

@@ -14,7 +14,8 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::delayed::{DelayScheduler, DelayedMessage, DueRouter};
 use crate::exchange::ExchangeSettings;
 use crate::message::{Message, QueuedMessage};
-use crate::queue::{enqueue_routed, ConnectionId, Entry, Queue, QueueHost, QueueRef, QueueSettings, Run};
+use crate::queue::classic::{ClassicQueue, Entry, Run};
+use crate::queue::{enqueue_routed, ConnectionId, Queue, QueueHost, QueueRef, QueueSettings};
 use crate::store::codec::encode_delayed;
 use crate::store::{
     BindingRecord, DelayedRecord, ExchangeRecord, MessageId, QueueRecord, Recovered, Snapshot, StoreHandle, StoreOp,
@@ -243,7 +244,7 @@ impl VHost {
             };
             let Some(me) = self.me.upgrade() else { return };
             let host: Arc<dyn QueueHost> = me;
-            let queue = Queue::restore(name.clone(), &host, settings, Some((store.clone(), q.id)), ready);
+            let queue: Arc<Queue> = ClassicQueue::restore(name.clone(), &host, settings, Some((store.clone(), q.id)), ready);
             queues.insert(name, queue);
         }
         for b in snap.bindings.iter().filter(|b| *b.vhost == *self.name) {
@@ -290,7 +291,7 @@ impl VHost {
         self.store.as_ref()?;
         let durable = |name: &str| topo.exchanges.get(name).is_some_and(|e| e.durable);
         let (destination, to_queue, durable_dest) = match dest {
-            Destination::Queue(q) => (q.0.name.to_string(), true, q.0.is_durable()),
+            Destination::Queue(q) => (q.0.name().to_string(), true, q.0.is_durable()),
             Destination::Exchange(e) => (e.to_string(), false, durable(e)),
         };
         (durable(source) && durable_dest).then(|| BindingRecord {
@@ -505,10 +506,6 @@ impl VHost {
         }
     }
 
-    pub fn exchange(&self, name: &str) -> Option<ExchangeMeta> {
-        read(&self.topology).exchanges.get(name).cloned()
-    }
-
     // ---- queues ----------------------------------------------------------------
 
     pub fn queue(&self, name: &str) -> Option<Arc<Queue>> {
@@ -519,7 +516,7 @@ impl VHost {
     /// another connection's exclusive queue.
     pub fn queue_for(&self, name: &str, conn: ConnectionId) -> AmqpResult<Arc<Queue>> {
         let q = self.queue(name).ok_or_else(|| self.no_queue(name))?;
-        check_exclusive(&q, conn)?;
+        check_exclusive(q.as_ref(), conn)?;
         Ok(q)
     }
 
@@ -542,13 +539,13 @@ impl VHost {
         }
         let mut queues = self.change_queues();
         if let Some(q) = queues.get(name) {
-            check_exclusive(q, conn)?;
-            if settings.exclusive_owner.is_some() && q.settings.exclusive_owner.is_none() {
+            check_exclusive(q.as_ref(), conn)?;
+            if settings.exclusive_owner.is_some() && q.settings().exclusive_owner.is_none() {
                 // As RabbitMQ: asking for exclusive use of a shared queue is a lock
                 // conflict, not an inequivalent argument.
-                return Err(exclusive_locked(q));
+                return Err(exclusive_locked(q.as_ref()));
             }
-            self.check_queue_equivalent(q, &settings)?;
+            self.check_queue_equivalent(q.as_ref(), &settings)?;
             return Ok((q.clone(), false));
         }
         let name: Arc<str> = name.into();
@@ -571,7 +568,7 @@ impl VHost {
             return Err(AmqpError::InternalError("vhost is shutting down".into()));
         };
         let host: Arc<dyn QueueHost> = me;
-        let q = Queue::new(name.clone(), &host, settings, store);
+        let q: Arc<Queue> = ClassicQueue::new(name.clone(), &host, settings, store);
         queues.insert(name, q.clone());
         drop(queues);
         // Every queue is bound to the default exchange by its name; that binding is
@@ -580,11 +577,11 @@ impl VHost {
     }
 
     fn check_queue_equivalent(&self, q: &Queue, s: &QueueSettings) -> AmqpResult<()> {
-        let cur = &q.settings;
+        let cur = &q.settings();
         let mismatch = |arg: &str, received: &dyn std::fmt::Display, current: &dyn std::fmt::Display| {
             AmqpError::PreconditionFailed(format!(
                 "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received '{received}' but current is '{current}'",
-                q.name, self.name
+                q.name(), self.name
             ))
         };
         if cur.durable != s.durable {
@@ -628,8 +625,8 @@ impl VHost {
     pub fn delete_queue(&self, q: &Arc<Queue>) -> u32 {
         {
             let mut queues = self.change_queues();
-            if queues.get(&q.name).is_some_and(|cur| Arc::ptr_eq(cur, q)) {
-                queues.remove(&q.name);
+            if queues.get(q.name()).is_some_and(|cur| Arc::ptr_eq(cur, q)) {
+                queues.remove(q.name());
             }
         }
         {
@@ -648,7 +645,7 @@ impl VHost {
     pub fn exclusive_queues_of(&self, conn: ConnectionId) -> Vec<Arc<Queue>> {
         read(&self.queues)
             .values()
-            .filter(|q| q.settings.exclusive_owner == Some(conn))
+            .filter(|q| q.settings().exclusive_owner == Some(conn))
             .cloned()
             .collect()
     }
@@ -671,7 +668,7 @@ impl VHost {
             return Err(self.no_exchange(exchange));
         }
         if q.is_deleted() {
-            return Err(self.no_queue(&q.name));
+            return Err(self.no_queue(q.name()));
         }
         self.add_binding_locked(&mut topo, exchange, Destination::Queue(QueueRef(q.clone())), key, args)
     }
@@ -861,11 +858,6 @@ impl VHost {
         }
     }
 
-    /// Messages held by delayed-message exchanges.
-    pub fn delayed_count(&self) -> usize {
-        self.delayed.len()
-    }
-
     /// A held message is due: route it through its exchange's underlying type (with
     /// alternate exchanges) and enqueue it. Nobody is told if it routes nowhere (the
     /// plugin does not support mandatory either), nor if the exchange is gone.
@@ -935,6 +927,10 @@ impl QueueHost for VHost {
     fn delete_queue(&self, queue: &Arc<Queue>) -> u32 {
         VHost::delete_queue(self, queue)
     }
+
+    fn store(&self) -> &Option<StoreHandle> {
+        &self.store
+    }
 }
 
 impl DueRouter for VHost {
@@ -952,7 +948,7 @@ pub trait ReplySink: Send + Sync {
 
 /// 405 if `q` is exclusive to a connection other than `conn`.
 pub fn check_exclusive(q: &Queue, conn: ConnectionId) -> AmqpResult<()> {
-    match q.settings.exclusive_owner {
+    match q.settings().exclusive_owner {
         Some(owner) if owner != conn => Err(exclusive_locked(q)),
         _ => Ok(()),
     }
@@ -963,7 +959,7 @@ fn exclusive_locked(q: &Queue) -> AmqpError {
         "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be \
          originally declared on another connection or the exclusive property value does \
          not match that of the original declaration.",
-        q.name, q.vhost
+        q.name(), q.vhost()
     ))
 }
 

@@ -35,7 +35,6 @@ pub struct Context<'a> {
     pub store: &'a Option<StoreHandle>,
     pub conn_id: ConnectionId,
     pub user: &'a str,
-    pub outbox: &'a Arc<Outbox>,
     /// The wall clock (ms since the UNIX epoch) when this batch of frames was read:
     /// messages published in it count their TTLs from here.
     pub now_ms: u64,
@@ -119,11 +118,6 @@ impl Channel {
 
     pub fn id(&self) -> ChannelId {
         self.shared.id
-    }
-
-    /// True while a publish waits for its content header or body.
-    pub fn expects_content(&self) -> bool {
-        self.pending.is_some()
     }
 
     fn send(&self, method: AMQPClass) {
@@ -250,7 +244,7 @@ impl Channel {
                 let q = self.resolve_queue(ctx, g.queue.as_str())?;
                 let id = self.id();
                 let shared = self.shared.clone();
-                let got = q.get(|m, left| {
+                let got = q.get(&mut |m, left| {
                     let mut st = shared.lock();
                     let tag = st.next_tag();
                     {
@@ -336,7 +330,7 @@ impl Channel {
             return self.consume_replies(ctx, tag, &c);
         }
         let q = self.resolve_queue(ctx, c.queue.as_str())?;
-        let priority = crate::queue::args::consumer_priority(&q.name, &q.vhost, &c.arguments)?;
+        let priority = crate::queue::args::consumer_priority(q.name(), q.vhost(), &c.arguments)?;
         {
             let mut st = self.shared.lock();
             if st.consumers.contains_key(&tag) {
@@ -873,7 +867,7 @@ impl Channel {
             Q::Declare(d) => {
                 let name = if d.queue.as_str().is_empty() {
                     if d.passive {
-                        self.resolve_queue(ctx, "")?.name.to_string()
+                        self.resolve_queue(ctx, "")?.name().to_string()
                     } else {
                         format!("amq.gen-{}", random_name())
                     }
@@ -895,10 +889,10 @@ impl Channel {
                     // A redeclare restarts the x-expires period.
                     q.touch();
                 }
-                self.last_queue = Some(q.name.clone());
+                self.last_queue = Some(q.name().clone());
                 (
                     Q::DeclareOk(queue::DeclareOk {
-                        queue: q.name.as_ref().into(),
+                        queue: q.name().as_ref().into(),
                         message_count: q.message_count(),
                         consumer_count: q.consumer_count(),
                     }),
@@ -928,13 +922,13 @@ impl Channel {
                         if d.if_unused && q.consumer_count() > 0 {
                             return Err(AmqpError::PreconditionFailed(format!(
                                 "queue '{}' in vhost '{}' in use",
-                                q.name, ctx.vhost.name
+                                q.name(), ctx.vhost.name
                             )));
                         }
                         if d.if_empty && q.message_count() > 0 {
                             return Err(AmqpError::PreconditionFailed(format!(
                                 "queue '{}' in vhost '{}' not empty",
-                                q.name, ctx.vhost.name
+                                q.name(), ctx.vhost.name
                             )));
                         }
                         ctx.vhost.delete_queue(&q)
@@ -1001,7 +995,7 @@ fn requeue_all(taken: &mut Vec<Unacked>) {
         while end < taken.len() && Arc::ptr_eq(&taken[end].queue, &q) {
             end += 1;
         }
-        q.requeue(taken[start..end].iter().map(|u| u.message.clone()));
+        q.requeue(&mut taken[start..end].iter().map(|u| u.message.clone()));
         start = end;
     }
     taken.clear();

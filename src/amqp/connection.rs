@@ -489,7 +489,7 @@ impl Connection {
             Frame::Heartbeat(_) => {
                 return self.connection_error(AmqpError::UnexpectedFrame("heartbeat on a non-zero channel".into()), (0, 0))
             }
-            Frame::QosPrefetchSize(_, size) => {
+            Frame::QosPrefetchSize(size) => {
                 return self.connection_error(AmqpError::NotImplemented(format!("prefetch_size!=0 ({size})")), (60, 10))
             }
         };
@@ -568,7 +568,6 @@ impl Connection {
             store: &self.broker.store,
             conn_id: self.id,
             user: &self.user,
-            outbox: &self.outbox,
             now_ms: self.read_at_ms,
         };
         if matches!(

@@ -37,14 +37,6 @@ pub struct UnackedMap {
 }
 
 impl UnackedMap {
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     fn push(&mut self, u: Unacked) {
         self.entries.push_back(u);
     }

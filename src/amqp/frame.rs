@@ -61,7 +61,7 @@ pub enum Frame<'a> {
     Heartbeat(ChannelId),
     /// basic.qos with a non-zero prefetch_size, which `amq-protocol` does not surface
     /// and the broker does not implement (as RabbitMQ: 540).
-    QosPrefetchSize(ChannelId, u32),
+    QosPrefetchSize(u32),
 }
 
 /// Splits the next frame off `input`. `Ok(None)` means more bytes are needed; the error
@@ -103,7 +103,7 @@ pub fn next_frame(input: &[u8], frame_max: u32) -> Result<Option<(Frame<'_>, usi
             } else {
                 match parse_class(payload) {
                     Ok((_, class)) => match prefetch_size(payload) {
-                        Some(size) if size != 0 => Frame::QosPrefetchSize(channel, size),
+                        Some(size) if size != 0 => Frame::QosPrefetchSize(size),
                         _ => Frame::Method(channel, class),
                     },
                     Err(_) => return Err(unparsable_method(payload)),

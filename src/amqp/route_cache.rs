@@ -74,9 +74,4 @@ impl RouteCache {
             }
         }
     }
-
-    /// Forgets the cached route (and the queues it holds).
-    pub fn clear(&mut self) {
-        self.entry = None;
-    }
 }

@@ -124,15 +124,6 @@ impl DelayScheduler {
         }
     }
 
-    /// Messages waiting.
-    pub fn len(&self) -> usize {
-        self.lock().heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Drops the held messages of `exchange` (it was deleted), as the plugin does;
     /// returns the store ids of the dropped ones.
     pub fn forget_exchange(&self, exchange: &str) -> Vec<crate::store::MessageId> {

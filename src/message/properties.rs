@@ -136,6 +136,7 @@ impl<'a> Properties<'a> {
     }
 
     /// Whether the message carries a header table.
+    #[cfg(test)]
     pub fn has_headers(&self) -> bool {
         self.headers_raw.is_some()
     }

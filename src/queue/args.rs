@@ -150,14 +150,119 @@ fn check_bool(v: &AMQPValue) -> Check {
     }
 }
 
+/// One queue argument: its key, RabbitMQ's check at declare (the error is the term
+/// after "invalid arg '…' for queue …: "; `table` is every argument, for checks that
+/// depend on another), and how the parsed [`QueueArgs`] take it. Stored arguments are
+/// trusted the same way: a value that does not parse is ignored.
+struct Spec {
+    key: &'static str,
+    check: fn(&AMQPValue, &FieldTable) -> Check,
+    apply: fn(&mut QueueArgs, &AMQPValue),
+}
+
+/// A non-negative integer argument.
+fn non_neg(v: &AMQPValue) -> Option<u64> {
+    int_value(v).filter(|n| *n >= 0).map(|n| n as u64)
+}
+
+/// A duration in ms, capped at 2^32-1.
+fn ms(v: &AMQPValue) -> Option<u32> {
+    non_neg(v).map(|n| n.min(u64::from(u32::MAX)) as u32)
+}
+
+fn boxed_str(v: &AMQPValue) -> Option<Box<str>> {
+    string_value(v).map(String::into_boxed_str)
+}
+
+/// Every queue argument HareMQ knows, in RabbitMQ 3.10's validation order
+/// (`rabbit_amqqueue:check_declare_arguments/2`, then the extensions). Adding an
+/// argument is adding an entry here (and its field in [`QueueArgs`]).
+const SPECS: &[Spec] = &[
+    Spec { key: "x-expires", check: |v, _| check_expires(v), apply: |a, v| a.expires = ms(v).filter(|n| *n > 0) },
+    Spec { key: "x-message-ttl", check: |v, _| check_message_ttl(v), apply: |a, v| a.message_ttl = ms(v) },
+    Spec {
+        key: "x-dead-letter-exchange",
+        check: |v, _| string_value(v).map(|_| ()).ok_or_else(|| unacceptable(v)),
+        apply: |a, v| a.dead_letter_exchange = boxed_str(v),
+    },
+    Spec {
+        key: "x-dead-letter-routing-key",
+        check: |v, table| match string_value(v) {
+            None => Err(unacceptable(v)),
+            Some(_) if !table.inner().contains_key("x-dead-letter-exchange") => {
+                Err("routing_key_but_no_dlx_defined".into())
+            }
+            Some(_) => Ok(()),
+        },
+        apply: |a, v| a.dead_letter_routing_key = boxed_str(v),
+    },
+    Spec { key: "x-max-length", check: |v, _| check_non_neg_int(v), apply: |a, v| a.max_length = non_neg(v) },
+    Spec { key: "x-max-length-bytes", check: |v, _| check_non_neg_int(v), apply: |a, v| a.max_length_bytes = non_neg(v) },
+    Spec {
+        key: "x-max-priority",
+        check: |v, _| {
+            check_non_neg_int(v)?;
+            match check_int(v)? {
+                n if n > 255 => Err(format!("{{max_value_exceeded,{n}}}")),
+                _ => Ok(()),
+            }
+        },
+        apply: |a, v| a.max_priority = non_neg(v).filter(|n| (1..=255).contains(n)).map(|n| n as u8),
+    },
+    Spec {
+        key: "x-overflow",
+        check: |v, _| check_string_among(v, &["drop-head", "reject-publish", "reject-publish-dlx"], "invalid_overflow"),
+        apply: |a, v| {
+            a.overflow = match string_value(v).as_deref() {
+                Some("reject-publish") => Overflow::RejectPublish,
+                Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+                _ => Overflow::DropHead,
+            }
+        },
+    },
+    // Accepted and kept, not acted on (every long queue of persistent messages is
+    // paged to disk already).
+    Spec {
+        key: "x-queue-mode",
+        check: |v, _| check_string_among(v, &["default", "lazy"], "invalid_queue_mode"),
+        apply: |_, _| {},
+    },
+    Spec {
+        key: "x-single-active-consumer",
+        check: |v, _| check_bool(v),
+        apply: |a, v| a.single_active_consumer = matches!(v, AMQPValue::Boolean(true)),
+    },
+    // Quorum-queue-only in RabbitMQ 3.10; HareMQ's classic queues honour it.
+    Spec { key: "x-delivery-limit", check: |v, _| check_non_neg_int(v), apply: |a, v| a.delivery_limit = non_neg(v) },
+    // RabbitMQ 3.12+ (a non-negative integer, ms).
+    Spec { key: "x-consumer-timeout", check: |v, _| check_non_neg_int(v), apply: |a, v| a.consumer_timeout = non_neg(v) },
+    // The rabbitmq-message-deduplication plugin's queue arguments (x-cache-size
+    // applies only to a deduplicating queue, so it comes after).
+    Spec {
+        key: "x-message-deduplication",
+        check: |v, _| check_bool(v),
+        apply: |a, v| a.dedup_cache = matches!(v, AMQPValue::Boolean(true)).then_some(DEFAULT_DEDUP_CACHE),
+    },
+    Spec {
+        key: "x-cache-size",
+        check: |v, _| match check_int(v)? {
+            n if n <= 0 => Err(format!("{{value_not_positive,{n}}}")),
+            _ => Ok(()),
+        },
+        apply: |a, v| {
+            if let (Some(cache), Some(n)) = (a.dedup_cache.as_mut(), non_neg(v).filter(|n| *n > 0)) {
+                *cache = n.min(1 << 24) as usize;
+            }
+        },
+    },
+];
+
 /// Validates queue.declare arguments as RabbitMQ 3.10 does (rabbit_channel's DLX type
-/// check, then `rabbit_amqqueue:check_declare_arguments/2` in its order). The error is
-/// 406 with RabbitMQ's text.
+/// check, then each [`SPECS`] entry in order). The error is 406 with RabbitMQ's text.
 pub fn validate(queue: &str, vhost: &str, args: &FieldTable) -> AmqpResult<()> {
     let table = args.inner();
-    let get = |k: &str| table.get(k);
     let rs = format!("queue '{queue}' in vhost '{vhost}'");
-    if let Some(v) = get("x-dead-letter-exchange") {
+    if let Some(v) = table.get("x-dead-letter-exchange") {
         if string_value(v).is_none() {
             return Err(AmqpError::PreconditionFailed(format!(
                 "invalid type '{}' for arg 'x-dead-letter-exchange' in {rs}",
@@ -165,45 +270,10 @@ pub fn validate(queue: &str, vhost: &str, args: &FieldTable) -> AmqpResult<()> {
             )));
         }
     }
-    type Checker<'a> = &'a dyn Fn(&AMQPValue) -> Check;
-    let checks: &[(&str, Checker<'_>)] = &[
-        ("x-expires", &check_expires),
-        ("x-message-ttl", &check_message_ttl),
-        ("x-dead-letter-exchange", &|v| string_value(v).map(|_| ()).ok_or_else(|| unacceptable(v))),
-        ("x-dead-letter-routing-key", &|v| match string_value(v) {
-            None => Err(unacceptable(v)),
-            Some(_) if get("x-dead-letter-exchange").is_none() => Err("routing_key_but_no_dlx_defined".into()),
-            Some(_) => Ok(()),
-        }),
-        ("x-max-length", &check_non_neg_int),
-        ("x-max-length-bytes", &check_non_neg_int),
-        ("x-max-priority", &|v| {
-            check_non_neg_int(v)?;
-            match check_int(v)? {
-                n if n > 255 => Err(format!("{{max_value_exceeded,{n}}}")),
-                _ => Ok(()),
-            }
-        }),
-        ("x-overflow", &|v| {
-            check_string_among(v, &["drop-head", "reject-publish", "reject-publish-dlx"], "invalid_overflow")
-        }),
-        ("x-queue-mode", &|v| check_string_among(v, &["default", "lazy"], "invalid_queue_mode")),
-        ("x-single-active-consumer", &check_bool),
-        // Quorum-queue-only in RabbitMQ 3.10; HareMQ's classic queues honour it.
-        ("x-delivery-limit", &check_non_neg_int),
-        // RabbitMQ 3.12+ (a non-negative integer, ms).
-        ("x-consumer-timeout", &check_non_neg_int),
-        // The rabbitmq-message-deduplication plugin's queue arguments.
-        ("x-message-deduplication", &check_bool),
-        ("x-cache-size", &|v| match check_int(v)? {
-            n if n <= 0 => Err(format!("{{value_not_positive,{n}}}")),
-            _ => Ok(()),
-        }),
-    ];
-    for (key, check) in checks {
-        if let Some(v) = get(key) {
-            if let Err(e) = check(v) {
-                return Err(AmqpError::PreconditionFailed(format!("invalid arg '{key}' for {rs}: {e}")));
+    for spec in SPECS {
+        if let Some(v) = table.get(spec.key) {
+            if let Err(e) = (spec.check)(v, args) {
+                return Err(AmqpError::PreconditionFailed(format!("invalid arg '{}' for {rs}: {e}", spec.key)));
             }
         }
     }
@@ -228,30 +298,13 @@ impl QueueArgs {
     /// Parses already-validated arguments (stored ones are trusted the same way: what
     /// does not parse is ignored).
     pub fn parse(args: &FieldTable) -> Self {
-        let table = args.inner();
-        let int = |k: &str| table.get(k).and_then(int_value).filter(|n| *n >= 0);
-        let string = |k: &str| table.get(k).and_then(string_value).map(String::into_boxed_str);
-        let ms = |k: &str| int(k).map(|n| n.min(i64::from(u32::MAX)) as u32);
-        Self {
-            message_ttl: ms("x-message-ttl"),
-            expires: ms("x-expires").filter(|n| *n > 0),
-            max_length: int("x-max-length").map(|n| n as u64),
-            max_length_bytes: int("x-max-length-bytes").map(|n| n as u64),
-            overflow: match string("x-overflow").as_deref() {
-                Some("reject-publish") => Overflow::RejectPublish,
-                Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
-                _ => Overflow::DropHead,
-            },
-            dead_letter_exchange: string("x-dead-letter-exchange"),
-            dead_letter_routing_key: string("x-dead-letter-routing-key"),
-            delivery_limit: int("x-delivery-limit").map(|n| n as u64),
-            max_priority: int("x-max-priority").filter(|n| (1..=255).contains(n)).map(|n| n as u8),
-            single_active_consumer: matches!(table.get("x-single-active-consumer"), Some(AMQPValue::Boolean(true))),
-            consumer_timeout: int("x-consumer-timeout").map(|n| n as u64),
-            dedup_cache: matches!(table.get("x-message-deduplication"), Some(AMQPValue::Boolean(true))).then(|| {
-                int("x-cache-size").filter(|n| *n > 0).map_or(DEFAULT_DEDUP_CACHE, |n| n.min(1 << 24) as usize)
-            }),
+        let mut parsed = Self::default();
+        for spec in SPECS {
+            if let Some(v) = args.inner().get(spec.key) {
+                (spec.apply)(&mut parsed, v);
+            }
         }
+        parsed
     }
 }
 
@@ -318,6 +371,30 @@ mod tests {
         );
         assert_eq!(QueueArgs::parse(&table(&[("x-max-priority", AMQPValue::ShortShortUInt(10))])).max_priority, Some(10));
         assert_eq!(QueueArgs::parse(&table(&[("x-max-priority", AMQPValue::LongInt(0))])).max_priority, None);
+    }
+
+    #[test]
+    fn each_argument_is_declared_once_and_parses() {
+        let mut keys: Vec<_> = SPECS.iter().map(|s| s.key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), SPECS.len());
+        let a = QueueArgs::parse(&table(&[
+            ("x-cache-size", AMQPValue::LongInt(5)),
+            ("x-message-deduplication", AMQPValue::Boolean(true)),
+            ("x-overflow", AMQPValue::LongString("reject-publish-dlx".into())),
+            ("x-dead-letter-exchange", AMQPValue::LongString("dlx".into())),
+            ("x-expires", AMQPValue::LongInt(0)),
+        ]));
+        assert_eq!(a.dedup_cache, Some(5), "x-cache-size applies whatever the table order");
+        assert_eq!(a.overflow, Overflow::RejectPublishDlx);
+        assert_eq!(a.dead_letter_exchange.as_deref(), Some("dlx"));
+        assert_eq!(a.expires, None);
+        assert_eq!(QueueArgs::parse(&table(&[("x-cache-size", AMQPValue::LongInt(5))])).dedup_cache, None);
+        assert_eq!(
+            err(&[("x-dead-letter-routing-key", AMQPValue::LongString("k".into()))]),
+            "PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key' for queue 'q' in vhost '/': routing_key_but_no_dlx_defined"
+        );
     }
 
     #[test]

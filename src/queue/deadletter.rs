@@ -16,10 +16,10 @@ use std::sync::Arc;
 use amq_protocol::protocol::basic::{parse_properties, AMQPProperties};
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
-use super::Queue;
+use super::classic::ClassicQueue;
 use crate::message::properties::encode_properties;
 use crate::message::{now_ms, Message, QueuedMessage};
-use super::{enqueue_routed, QueueHost, QueueRef};
+use super::{enqueue_routed, QueueHost, QueueRef, QueueType};
 use haremq_routing::RouteRequest;
 
 /// Why a message died (the `reason` in x-death).
@@ -185,7 +185,7 @@ fn record_death(
     deaths
 }
 
-impl Queue {
+impl ClassicQueue {
     /// Dead-letters (or, without a DLX, just drops) messages that died in this queue.
     /// Call without holding the queue's lock.
     pub(super) fn dead_letter_all(&self, dead: Vec<Dead>) {
@@ -257,9 +257,9 @@ impl Queue {
         };
         if reason != Reason::Rejected {
             routed.retain(|QueueRef(q)| {
-                let cycle = is_cycle(&q.name, &deaths);
+                let cycle = is_cycle(q.name(), &deaths);
                 if cycle {
-                    log::debug!("dead-letter cycle through queue '{}'; message dropped", q.name);
+                    log::debug!("dead-letter cycle through queue '{}'; message dropped", q.name());
                 }
                 !cycle
             });
@@ -267,8 +267,7 @@ impl Queue {
         if routed.is_empty() {
             return;
         }
-        // The store of the durable queues it goes to (all queues share the broker's).
-        let store = routed.iter().find_map(|QueueRef(q)| q.store.as_ref().map(|(s, _)| s.clone()));
+        let store = vh.store();
         // The per-message TTL is not carried over (its `expiration` was removed above).
         let raw_properties = encode_properties(&props).into_boxed_slice();
         let charge = crate::memory::MemoryCharge::content(&routing_key, &raw_properties, &m.body);

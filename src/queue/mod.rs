@@ -1,40 +1,84 @@
-//! A classic queue: FIFO of messages, its consumers and round-robin dispatch.
+//! Queues: the [`QueueType`] seam every queue type implements, and what all types
+//! share (arguments, consumers as [`ConsumerSink`]s, dead-lettering, publishing).
 //!
-//! Each queue owns its state behind one short lock. Whoever changes something that can
-//! make a delivery possible (a publish, a new consumer, an ack that frees credit, a
-//! requeue, a drained socket) calls [`Queue::dispatch`], which hands messages to
-//! consumers with credit until one side runs out. There is no queue task and no
-//! hand-off between threads on the hot path: the publisher's task writes the deliver
-//! frames straight into the consumer connection's outbox.
+//! The rest of the broker holds a queue as `Arc<Queue>` (`Queue` is `dyn QueueType`)
+//! and never names a queue type: the channel publishes, consumes, gets, settles,
+//! purges and deletes through the trait, so a stream or a replicated queue is added
+//! beside [`classic`] without touching the AMQP layer.
 
 pub mod args;
+pub mod classic;
 mod consumer;
 mod deadletter;
 mod publish;
-mod ready;
-mod timer;
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
-
-pub use args::{Overflow, QueueArgs};
-pub use deadletter::Reason;
-use deadletter::Dead;
-use ready::{Drained, ReadyList};
-pub use ready::{Entry, Run};
-pub use consumer::{ConsumerSink, DeliveryTag, Offer};
-use consumer::same_sink;
-pub use publish::{enqueue_routed, Enqueueing, QueueRef};
+use std::sync::Arc;
 
 use amq_protocol::types::FieldTable;
-
-use std::sync::atomic::Ordering;
-
-use crate::error::{AmqpError, AmqpResult};
-use crate::message::{now_ms, Message, QueuedMessage};
-use crate::store::{QueueId, StoreHandle, StoreOp};
 use haremq_routing::RouteRequest;
+
+pub use args::{Overflow, QueueArgs};
+pub use consumer::{ConsumerSink, DeliveryTag, Offer};
+pub use publish::{enqueue_routed, Enqueueing, QueueRef};
+
+use crate::error::AmqpResult;
+use crate::message::{Message, QueuedMessage};
+use crate::store::StoreHandle;
+
+/// A queue, whatever its type.
+pub type Queue = dyn QueueType;
+
+/// What every queue type offers the broker. All methods take `&self`: a queue guards
+/// its own state, and the `Arc<Queue>` handle is what deliveries carry back to settle.
+pub trait QueueType: Send + Sync {
+    fn name(&self) -> &Arc<str>;
+    fn vhost(&self) -> &Arc<str>;
+    /// How it was declared.
+    fn settings(&self) -> &QueueSettings;
+    /// True for a durable queue on a broker with a store.
+    fn is_durable(&self) -> bool;
+
+    /// Enqueues a routed message and delivers what it can.
+    fn publish(&self, message: Arc<Message>) -> Enqueued;
+
+    /// Attaches a consumer (its channel has already recorded it) and starts delivering.
+    /// 403 if exclusivity forbids it, 404 if the queue is gone.
+    fn add_consumer(&self, tag: Arc<str>, sink: Arc<dyn ConsumerSink>, exclusive: bool, priority: i32) -> AmqpResult<()>;
+    /// Detaches a consumer. True if the queue is auto-delete and this was its last
+    /// consumer, so the caller must delete it.
+    fn remove_consumer(&self, tag: &str, sink: &dyn ConsumerSink) -> bool;
+    /// Delivers what it can (a consumer got credit back, or its socket drained).
+    fn dispatch(&self);
+    /// basic.get: takes the head message; `f` gets it and the count left, under the
+    /// queue's lock (so the reply precedes any later delivery). False if empty.
+    fn get(&self, f: &mut dyn FnMut(QueuedMessage, u32)) -> bool;
+
+    /// Records a first delivery, so a restart brings the message back as redelivered.
+    fn mark_delivered(&self, m: &QueuedMessage);
+    /// The message left the queue for good (acked, or delivered with no-ack).
+    fn forget(&self, m: &QueuedMessage);
+    /// Puts messages back at their original positions, marked redelivered.
+    fn requeue(&self, messages: &mut dyn Iterator<Item = QueuedMessage>);
+    /// Rejected or nacked without requeue: dead-lettered (reason `rejected`) or dropped.
+    fn reject(&self, m: QueuedMessage);
+
+    /// Drops every ready message; returns how many.
+    fn purge(&self) -> u32;
+    /// Marks the queue deleted and empties it: the ready messages it held, and the
+    /// consumers whose channels must be told.
+    fn mark_deleted(&self) -> (u32, Vec<OrphanedConsumer>);
+    fn is_deleted(&self) -> bool;
+    /// The queue was used (declared, basic.get): restarts its x-expires period.
+    fn touch(&self);
+    /// Ready messages.
+    fn message_count(&self) -> u32;
+    fn consumer_count(&self) -> u32;
+
+    /// RabbitMQ's text for a missing queue.
+    fn no_queue_text(&self) -> String {
+        format!("no queue '{}' in vhost '{}'", self.name(), self.vhost())
+    }
+}
 
 /// What a queue needs of the vhost that holds it: routing for dead-lettering, and
 /// removing itself (x-expires; auto-delete once a timed-out consumer was its last).
@@ -51,6 +95,8 @@ pub trait QueueHost: Send + Sync {
     fn route_dead_letter(&self, exchange: &str, req: &RouteRequest<'_>, out: &mut Vec<QueueRef>) -> AmqpResult<Arc<str>>;
     /// Removes `queue` from the vhost; returns the ready messages it held.
     fn delete_queue(&self, queue: &Arc<Queue>) -> u32;
+    /// The broker's store, where dead-lettered persistent messages are recorded.
+    fn store(&self) -> &Option<StoreHandle>;
 }
 
 /// Identifies a connection (for exclusive queues).
@@ -65,23 +111,7 @@ pub struct QueueSettings {
     pub arguments: FieldTable,
 }
 
-pub struct Queue {
-    pub name: Arc<str>,
-    pub vhost: Arc<str>,
-    pub settings: QueueSettings,
-    /// The x-arguments it acts on (TTL, limits, dead-lettering, x-expires).
-    pub args: QueueArgs,
-    /// Its vhost, for dead-lettering and x-expires.
-    owner: Weak<dyn QueueHost>,
-    /// Set for durable queues: where their persistent messages are recorded.
-    store: Option<(StoreHandle, QueueId)>,
-    /// How long a consumer may hold a delivery unacked before it is cancelled
-    /// (x-consumer-timeout, else the broker's `consumer_timeout_ms`; None: never).
-    consumer_timeout: Option<Duration>,
-    state: Mutex<QueueState>,
-}
-
-/// What [`Queue::publish`] did with a message.
+/// What [`QueueType::publish`] did with a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Enqueued {
     /// The queue was deleted concurrently; the message is not in it.
@@ -95,770 +125,12 @@ pub enum Enqueued {
     Duplicate,
 }
 
-/// A consumer as the queue sees it.
-struct ConsumerSlot {
-    tag: Arc<str>,
-    channel: Arc<dyn ConsumerSink>,
-    /// Consumer priority (basic.consume `x-priority`).
-    priority: i32,
-    /// Consumer-timeout sweeps: (time of a sweep, the channel's next delivery tag then),
-    /// so every delivery tagged below it is known to be older than that time. Only the
-    /// marks newer than the consumer's oldest unacked delivery are kept (a few).
-    marks: VecDeque<(Instant, DeliveryTag)>,
-}
-
-struct QueueState {
-    ready: ReadyList,
-    next_seq: u64,
-    /// Ordered by priority, highest first; registration order among equals.
-    consumers: Vec<ConsumerSlot>,
-    /// All consumers have the same priority (the usual case: one round-robin group).
-    uniform: bool,
-    /// Where the next round-robin search starts.
-    next_consumer: usize,
-    /// x-single-active-consumer: the consumer that receives (tag, channel).
-    sac_active: Option<(Arc<str>, Arc<dyn ConsumerSink>)>,
-    /// When the next consumer-timeout sweep is due (None: no unacked deliveries seen).
-    timeout_check_at: Option<Instant>,
-    /// x-message-deduplication: the recent keys.
-    dedup: Option<Dedup>,
-    exclusive_consumer: bool,
-    deleted: bool,
-    /// Messages that died under the lock, dead-lettered once it is released.
-    dead: Vec<Dead>,
-    /// The earliest wake-up this queue has in the timer (None: none pending).
-    timer_at: Option<Instant>,
-    /// Last use for x-expires (declare, basic.get, consumer activity).
-    last_used: Instant,
-}
-
 /// A consumer that was attached when the queue was deleted; its channel must be told.
 pub struct OrphanedConsumer {
     pub tag: Arc<str>,
     pub channel: Arc<dyn ConsumerSink>,
 }
 
-impl Queue {
-    pub fn new(
-        name: Arc<str>,
-        owner: &Arc<dyn QueueHost>,
-        settings: QueueSettings,
-        store: Option<(StoreHandle, QueueId)>,
-    ) -> Arc<Self> {
-        Self::restore(name, owner, settings, store, Vec::new())
-    }
 
-    /// A queue holding recovered entries (in `seq` order); beyond the head, long
-    /// stretches stay on disk as runs.
-    pub fn restore(
-        name: Arc<str>,
-        owner: &Arc<dyn QueueHost>,
-        settings: QueueSettings,
-        store: Option<(StoreHandle, QueueId)>,
-        entries: Vec<Entry>,
-    ) -> Arc<Self> {
-        let next_seq = entries.last().map_or(0, |e| e.last_seq() + 1);
-        let args = QueueArgs::parse(&settings.arguments);
-        let ready = ReadyList::new(store.clone(), entries, args.max_priority);
-        let timeout_ms = args
-            .consumer_timeout
-            .unwrap_or_else(|| owner.default_consumer_timeout_ms());
-        let dedup = args.dedup_cache.map(Dedup::new);
-        let q = Arc::new(Self {
-            name,
-            vhost: owner.name().clone(),
-            args,
-            settings,
-            owner: Arc::downgrade(owner),
-            store,
-            consumer_timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms)),
-            state: Mutex::new(QueueState {
-                ready,
-                next_seq,
-                consumers: Vec::new(),
-                uniform: true,
-                next_consumer: 0,
-                sac_active: None,
-                timeout_check_at: None,
-                dedup,
-                exclusive_consumer: false,
-                deleted: false,
-                dead: Vec::new(),
-                timer_at: None,
-                last_used: Instant::now(),
-            }),
-        });
-        // Arms the timer for recovered messages' TTLs and for x-expires.
-        q.with_state(|_| ());
-        q
-    }
-
-    /// Runs `f` under the lock; then (re)arms the timer for the next deadline and,
-    /// with the lock released, dead-letters whatever died meanwhile.
-    fn with_state<R>(self: &Arc<Self>, f: impl FnOnce(&mut QueueState) -> R) -> R {
-        let mut st = self.lock();
-        let r = f(&mut st);
-        self.arm_timer(&mut st);
-        let dead = std::mem::take(&mut st.dead);
-        drop(st);
-        if !dead.is_empty() {
-            self.dead_letter_all(dead);
-        }
-        r
-    }
-
-    /// The earliest wall-clock deadline among the head messages (one head per
-    /// priority level), and its level.
-    fn head_expiry(&self, st: &mut QueueState) -> Option<(u64, usize)> {
-        let ttl = self.args.message_ttl;
-        st.ready.min_front(|m| m.message.expires_at(ttl))
-    }
-
-    /// Drops expired messages from the head (RabbitMQ expires lazily from the head:
-    /// a message behind a longer-lived one waits for it). `strict`: only messages whose
-    /// deadline has passed (dispatch may still deliver one due this very millisecond —
-    /// how a TTL of 0 reaches a waiting consumer).
-    fn expire_head(&self, st: &mut QueueState, strict: bool) {
-        let mut now = None;
-        while let Some((t, level)) = self.head_expiry(st) {
-            let now = *now.get_or_insert_with(now_ms);
-            if t > now || (strict && t == now) {
-                break;
-            }
-            match st.ready.pop_level(level) {
-                Some(m) => st.dead.push(Dead::Entry(m, Reason::Expired)),
-                None => break,
-            }
-        }
-    }
-
-    /// Schedules a timer wake-up for the next deadline if it is earlier than the one
-    /// already pending.
-    fn arm_timer(self: &Arc<Self>, st: &mut QueueState) {
-        if st.deleted {
-            return;
-        }
-        let mut next: Option<Instant> = None;
-        if let Some((t, _)) = self.head_expiry(st) {
-            let wait = t.saturating_sub(now_ms());
-            next = Some(Instant::now() + Duration::from_millis(wait));
-        }
-        if let Some(at) = st.timeout_check_at {
-            next = Some(next.map_or(at, |n| n.min(at)));
-        }
-        if let (Some(ms), true) = (self.args.expires, st.consumers.is_empty()) {
-            let at = st.last_used + Duration::from_millis(u64::from(ms));
-            next = Some(next.map_or(at, |n| n.min(at)));
-        }
-        if let Some(at) = next {
-            if st.timer_at.is_none_or(|t| at < t) {
-                st.timer_at = Some(at);
-                timer::schedule(at, Arc::downgrade(self));
-            }
-        }
-    }
-
-    /// The timer fired (for a deadline scheduled at `at`): expire the head, delete the
-    /// queue if x-expires says it has been unused long enough.
-    fn on_timer(self: &Arc<Self>, at: Instant) {
-        let mut timed_out = Vec::new();
-        let expired = self.with_state(|st| {
-            if st.timer_at.is_some_and(|t| t <= at) {
-                st.timer_at = None;
-            }
-            if st.deleted {
-                return false;
-            }
-            self.expire_head(st, false);
-            if st.timeout_check_at.is_some_and(|t| t <= Instant::now()) {
-                timed_out = self.sweep_consumer_timeouts(st);
-            }
-            match self.args.expires {
-                Some(ms) if st.consumers.is_empty() => {
-                    st.last_used + Duration::from_millis(u64::from(ms)) <= Instant::now()
-                }
-                _ => false,
-            }
-        });
-        for (tag, channel) in timed_out {
-            self.time_out_consumer(tag, channel);
-        }
-        if expired {
-            if let Some(vh) = self.owner.upgrade() {
-                log::debug!("queue '{}' unused for its x-expires period; deleting it", self.name);
-                vh.delete_queue(self);
-            }
-        }
-    }
-
-    /// The queue was used (declared, basic.get): restarts its x-expires period.
-    pub fn touch(self: &Arc<Self>) {
-        if self.args.expires.is_some() {
-            self.with_state(|st| st.last_used = Instant::now());
-        }
-    }
-
-    /// True when one more message of `body_len` bytes would exceed a length limit.
-    fn full_for(&self, st: &QueueState, body_len: u64) -> bool {
-        self.args.max_length.is_some_and(|max| st.ready.len() as u64 >= max)
-            || self.args.max_length_bytes.is_some_and(|max| st.ready.bytes() + body_len > max)
-    }
-
-    /// x-overflow drop-head: drops (dead-letters, reason maxlen) from the head until
-    /// the queue is within its limits.
-    fn drop_over_limit(&self, st: &mut QueueState) {
-        let over = |st: &QueueState| {
-            self.args.max_length.is_some_and(|max| st.ready.len() as u64 > max)
-                || self.args.max_length_bytes.is_some_and(|max| st.ready.bytes() > max)
-        };
-        while over(st) {
-            match st.ready.pop_front() {
-                Some(m) => st.dead.push(Dead::Entry(m, Reason::Maxlen)),
-                None => break,
-            }
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// True for a durable queue on a broker with a store.
-    pub fn is_durable(&self) -> bool {
-        self.store.is_some()
-    }
-
-    pub fn store_id(&self) -> Option<QueueId> {
-        self.store.as_ref().map(|(_, id)| *id)
-    }
-
-    /// Enqueues a message and delivers what it can.
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
-        self.with_state(|st| self.publish_locked(st, message))
-    }
-
-    fn publish_locked(self: &Arc<Self>, st: &mut QueueState, message: Arc<Message>) -> Enqueued {
-        if st.deleted {
-            return Enqueued::No;
-        }
-        let dedup_hash = match &st.dedup {
-            Some(d) => match message.dedup_key() {
-                Some(key) => {
-                    let h = Dedup::hash(&key);
-                    if d.contains(h) {
-                        return Enqueued::Duplicate;
-                    }
-                    Some(h)
-                }
-                None => None,
-            },
-            None => None,
-        };
-        let limited = self.args.max_length.is_some() || self.args.max_length_bytes.is_some();
-        if limited && self.args.overflow != Overflow::DropHead {
-            self.expire_head(st, false);
-            if self.full_for(st, message.body.len() as u64) {
-                if self.args.overflow == Overflow::RejectPublishDlx {
-                    st.dead.push(Dead::Refused(message));
-                }
-                return Enqueued::Rejected;
-            }
-        }
-        if let (Some(d), Some(h)) = (st.dedup.as_mut(), dedup_hash) {
-            d.insert(h);
-        }
-        let seq = st.next_seq;
-        st.next_seq += 1;
-        let mut outcome = Enqueued::InMemory;
-        if let (Some((store, queue)), Some(id)) = (&self.store, message.store.id) {
-            // Sent under the queue lock: the store sees this entry before any ack of it.
-            // (The publisher set `refs` to the number of durable queues beforehand.)
-            store.send(StoreOp::Enqueue { queue: *queue, seq, message: id });
-            outcome = Enqueued::Stored;
-        }
-        let has_ttl = message.ttl.is_some() || self.args.message_ttl.is_some();
-        st.ready.push_back(QueuedMessage::new(seq, false, message));
-        if !st.consumers.is_empty() {
-            self.dispatch_locked(st);
-        }
-        if limited {
-            self.drop_over_limit(st);
-        }
-        if has_ttl {
-            // A TTL of 0 that found no consumer expires now.
-            self.expire_head(st, false);
-        }
-        outcome
-    }
-
-    /// A delivery was rejected or nacked without requeue: dead-letter it (reason
-    /// `rejected`) if the queue has a dead-letter exchange, and forget it.
-    pub fn reject(self: &Arc<Self>, m: QueuedMessage) {
-        let reason = Reason::Rejected;
-        if self.is_deleted() {
-            self.forget(&m);
-        } else {
-            self.dead_letter_all(vec![Dead::Entry(m, reason)]);
-        }
-    }
-
-    /// The message left this queue for good (acked, dropped, delivered no-ack): delete
-    /// its store entry, and the message record once no queue references it.
-    pub fn forget(&self, m: &QueuedMessage) {
-        let (Some((store, queue)), Some(id)) = (&self.store, m.message.store.id) else {
-            return;
-        };
-        store.send(StoreOp::Remove { queue: *queue, seq: m.seq });
-        if m.message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
-            store.send(StoreOp::DeleteMessage(id));
-        }
-    }
-
-    /// Records a first delivery, so a restart brings the message back as redelivered.
-    pub fn mark_delivered(&self, m: &QueuedMessage) {
-        if m.redelivered {
-            return;
-        }
-        if let (Some((store, queue)), Some(id)) = (&self.store, m.message.store.id) {
-            store.send(StoreOp::MarkDelivered { queue: *queue, seq: m.seq, message: id });
-        }
-    }
-
-    /// Delivers ready messages to consumers with credit, round-robin.
-    pub fn dispatch(self: &Arc<Self>) {
-        self.with_state(|st| self.dispatch_locked(st));
-    }
-
-    fn dispatch_locked(self: &Arc<Self>, st: &mut QueueState) {
-        if st.consumers.is_empty() {
-            return;
-        }
-        'messages: loop {
-            self.expire_head(st, true);
-            if st.ready.front().is_none() {
-                return;
-            }
-            let n = st.consumers.len();
-            if n == 0 {
-                return;
-            }
-            if self.args.single_active_consumer {
-                let Some(idx) = Self::sac_index(st) else {
-                    return;
-                };
-                match self.offer_to(st, idx) {
-                    Offer::Delivered { .. } => continue 'messages,
-                    Offer::Busy => return,
-                    Offer::Gone => {
-                        self.drop_gone(st, idx);
-                        continue 'messages;
-                    }
-                }
-            }
-            // Highest priority group first; round-robin within a group; a lower group
-            // only when every consumer of the higher ones is busy.
-            let mut g_start = 0;
-            while g_start < n {
-                let g_end = if st.uniform {
-                    n
-                } else {
-                    let p = st.consumers[g_start].priority;
-                    g_start + st.consumers[g_start..].iter().take_while(|c| c.priority == p).count()
-                };
-                let len = g_end - g_start;
-                let first =
-                    if (g_start..g_end).contains(&st.next_consumer) { st.next_consumer - g_start } else { 0 };
-                for i in 0..len {
-                    let idx = g_start + (first + i) % len;
-                    match self.offer_to(st, idx) {
-                        Offer::Delivered { .. } => {
-                            st.next_consumer = idx + 1;
-                            if st.next_consumer >= g_end {
-                                st.next_consumer = g_start;
-                            }
-                            continue 'messages;
-                        }
-                        Offer::Busy => {}
-                        Offer::Gone => {
-                            // The channel closed under us; it removes its consumers
-                            // itself, but skip it now so dispatch does not spin on it.
-                            self.drop_gone(st, idx);
-                            continue 'messages;
-                        }
-                    }
-                }
-                g_start = g_end;
-            }
-            return;
-        }
-    }
-
-    /// Offers the head message to consumer `idx`; on delivery takes it off the queue.
-    fn offer_to(self: &Arc<Self>, st: &mut QueueState, idx: usize) -> Offer {
-        let Some(head) = st.ready.front() else {
-            return Offer::Busy;
-        };
-        let slot = &st.consumers[idx];
-        let offer = slot.channel.offer(self, &slot.tag, head);
-        if let Offer::Delivered { no_ack } = offer {
-            if let Some(m) = st.ready.pop_front() {
-                if no_ack {
-                    self.forget(&m);
-                } else {
-                    self.mark_delivered(&m);
-                    if let (Some(t), None) = (self.consumer_timeout, st.timeout_check_at) {
-                        st.timeout_check_at = Some(Instant::now() + sweep_interval(t));
-                    }
-                }
-            }
-        }
-        offer
-    }
-
-    /// Removes a consumer whose channel is gone.
-    fn drop_gone(&self, st: &mut QueueState, idx: usize) {
-        st.consumers.remove(idx);
-        if st.next_consumer > idx {
-            st.next_consumer -= 1;
-        }
-        Self::consumers_changed(st);
-    }
-
-    /// Bookkeeping after the consumer list changed.
-    fn consumers_changed(st: &mut QueueState) {
-        st.uniform = st.consumers.first().map(|c| c.priority) == st.consumers.last().map(|c| c.priority);
-        if st.consumers.is_empty() {
-            st.exclusive_consumer = false;
-            st.next_consumer = 0;
-            st.sac_active = None;
-        } else if st.next_consumer >= st.consumers.len() {
-            st.next_consumer = 0;
-        }
-    }
-
-    /// Single active consumer: the index of the consumer that may receive now, if any.
-    /// The first registered consumer of the highest priority becomes active; when one
-    /// of a higher priority than the active one registers, it takes over once the
-    /// active one has settled all its deliveries (until then nobody receives, so the
-    /// order of processing is kept), as RabbitMQ's documentation describes.
-    fn sac_index(st: &mut QueueState) -> Option<usize> {
-        let cur = st.sac_active.as_ref().and_then(|(tag, ch)| {
-            st.consumers.iter().position(|c| same_sink(&*c.channel, &**ch) && c.tag == *tag)
-        });
-        let pick = match cur {
-            Some(i) if i != 0 && st.consumers[0].priority > st.consumers[i].priority => {
-                if st.consumers[i].channel.unacked(&st.consumers[i].tag) > 0 {
-                    return None;
-                }
-                0
-            }
-            Some(i) => return Some(i),
-            None => 0,
-        };
-        let c = st.consumers.get(pick)?;
-        st.sac_active = Some((c.tag.clone(), c.channel.clone()));
-        Some(pick)
-    }
-
-    /// The consumer-timeout sweep: finds the consumers whose oldest unacked delivery
-    /// from this queue is older than the timeout, and schedules the next sweep while
-    /// any consumer holds deliveries. A delivery's age is bounded from below by the
-    /// sweep marks (see `ConsumerSlot::marks`), so a consumer is never cancelled early
-    /// and at most two sweep intervals late.
-    fn sweep_consumer_timeouts(&self, st: &mut QueueState) -> Vec<(Arc<str>, Arc<dyn ConsumerSink>)> {
-        let Some(timeout) = self.consumer_timeout else {
-            st.timeout_check_at = None;
-            return Vec::new();
-        };
-        let now = Instant::now();
-        let mut victims = Vec::new();
-        let mut holding = false;
-        for slot in st.consumers.iter_mut() {
-            let Some((oldest, next_tag)) = slot.channel.oldest_unacked(&slot.tag) else {
-                slot.marks.clear();
-                continue;
-            };
-            while slot.marks.front().is_some_and(|&(_, t)| t <= oldest) {
-                slot.marks.pop_front();
-            }
-            if slot.marks.front().is_some_and(|&(at, _)| now.duration_since(at) >= timeout) {
-                victims.push((slot.tag.clone(), slot.channel.clone()));
-                slot.marks.clear();
-                continue;
-            }
-            holding = true;
-            if slot.marks.back().is_none_or(|&(_, t)| t < next_tag) {
-                slot.marks.push_back((now, next_tag));
-            }
-        }
-        st.timeout_check_at = holding.then(|| now + sweep_interval(timeout));
-        victims
-    }
-
-    /// Cancels a consumer that held a delivery too long: the client gets basic.cancel,
-    /// the channel stays open, the consumer's unacked deliveries are requeued.
-    fn time_out_consumer(self: &Arc<Self>, tag: Arc<str>, channel: Arc<dyn ConsumerSink>) {
-        let Some(unacked) = channel.time_out(&tag) else {
-            return;
-        };
-        log::warn!(
-            "consumer '{tag}' on {} of queue '{}' in vhost '{}' held a delivery unacked longer than \
-             {} ms: cancelled, {} deliveries requeued",
-            channel.describe(),
-            self.name,
-            self.vhost,
-            self.consumer_timeout.map_or(0, |t| t.as_millis()),
-            unacked.len()
-        );
-        let delete = self.remove_consumer(&tag, &*channel);
-        self.requeue(unacked);
-        if delete {
-            if let Some(vh) = self.owner.upgrade() {
-                vh.delete_queue(self);
-            }
-        }
-    }
-
-    /// Attaches a consumer (the channel has already recorded it) and starts delivering.
-    pub fn add_consumer(
-        self: &Arc<Self>,
-        tag: Arc<str>,
-        channel: Arc<dyn ConsumerSink>,
-        exclusive: bool,
-        priority: i32,
-    ) -> AmqpResult<()> {
-        self.with_state(|st| self.add_consumer_locked(st, tag, channel, exclusive, priority))
-    }
-
-    fn add_consumer_locked(
-        self: &Arc<Self>,
-        st: &mut QueueState,
-        tag: Arc<str>,
-        channel: Arc<dyn ConsumerSink>,
-        exclusive: bool,
-        priority: i32,
-    ) -> AmqpResult<()> {
-        if st.deleted {
-            return Err(AmqpError::NotFound(self.no_queue_text()));
-        }
-        if st.exclusive_consumer || (exclusive && !st.consumers.is_empty()) {
-            return Err(AmqpError::AccessRefused(format!(
-                "queue '{}' in vhost '{}' in exclusive use",
-                self.name, self.vhost
-            )));
-        }
-        st.exclusive_consumer = exclusive;
-        let pos = st.consumers.partition_point(|c| c.priority >= priority);
-        if pos < st.next_consumer {
-            st.next_consumer += 1;
-        }
-        st.consumers.insert(pos, ConsumerSlot { tag, channel, priority, marks: VecDeque::new() });
-        Self::consumers_changed(st);
-        self.dispatch_locked(st);
-        Ok(())
-    }
-
-    /// Detaches a consumer. Returns true if the queue is auto-delete and this was its
-    /// last consumer, so the caller must delete it.
-    pub fn remove_consumer(self: &Arc<Self>, tag: &str, channel: &dyn ConsumerSink) -> bool {
-        self.with_state(|st| {
-            let delete = self.remove_consumer_locked(st, tag, channel);
-            if self.args.single_active_consumer && !st.deleted {
-                // The next consumer in line takes over.
-                self.dispatch_locked(st);
-            }
-            delete
-        })
-    }
-
-    fn remove_consumer_locked(&self, st: &mut QueueState, tag: &str, channel: &dyn ConsumerSink) -> bool {
-        let Some(idx) = st.consumers.iter().position(|c| same_sink(&*c.channel, channel) && &*c.tag == tag) else {
-            return false;
-        };
-        st.consumers.remove(idx);
-        if st.next_consumer > idx {
-            st.next_consumer -= 1;
-        }
-        if st.sac_active.as_ref().is_some_and(|(t, ch)| same_sink(&**ch, channel) && &**t == tag) {
-            st.sac_active = None;
-        }
-        Self::consumers_changed(st);
-        if st.consumers.is_empty() {
-            // Unused from now on (x-expires).
-            st.last_used = Instant::now();
-        }
-        st.consumers.is_empty() && self.settings.auto_delete && !st.deleted
-    }
-
-    /// Takes the head message for basic.get; `f` gets it and the count left.
-    pub fn get(self: &Arc<Self>, f: impl FnOnce(QueuedMessage, u32)) -> bool {
-        self.with_state(|st| {
-            st.last_used = Instant::now();
-            self.expire_head(st, false);
-            match st.ready.pop_front() {
-                Some(m) => {
-                    let left = st.ready.len() as u32;
-                    f(m, left);
-                    true
-                }
-                None => false,
-            }
-        })
-    }
-
-    /// Puts messages back at their original positions, marked redelivered, and
-    /// dispatches them again.
-    pub fn requeue(self: &Arc<Self>, messages: impl IntoIterator<Item = QueuedMessage>) {
-        self.with_state(|st| self.requeue_locked(st, messages))
-    }
-
-    fn requeue_locked(self: &Arc<Self>, st: &mut QueueState, messages: impl IntoIterator<Item = QueuedMessage>) {
-        if st.deleted {
-            // Its store entries went with the queue; release the message records.
-            if let Some((store, _)) = &self.store {
-                for m in messages {
-                    if let Some(id) = m.message.store.id {
-                        if m.message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            store.send(StoreOp::DeleteMessage(id));
-                        }
-                    }
-                }
-            }
-            return;
-        }
-        for mut m in messages {
-            m.redelivered = true;
-            m.requeues = m.requeues.saturating_add(1);
-            if self.args.delivery_limit.is_some_and(|limit| u64::from(m.requeues) > limit) {
-                st.dead.push(Dead::Entry(m, Reason::DeliveryLimit));
-                continue;
-            }
-            // Most requeues go to the front (the oldest unacked are older than
-            // anything ready), so search from there.
-            st.ready.insert_by_seq(m);
-        }
-        self.dispatch_locked(st);
-    }
-
-    /// Drops every ready message (unacked ones are unaffected); returns how many.
-    pub fn purge(&self) -> u32 {
-        let mut st = self.lock();
-        let n = st.ready.len() as u32;
-        let entries = st.ready.drain();
-        drop(st);
-        for e in entries {
-            match e {
-                Drained::Loaded(m) => self.forget(&m),
-                Drained::Run { first_seq, last_seq, level, .. } => {
-                    if let Some((store, queue)) = &self.store {
-                        store.send(ready::delete_run(*queue, first_seq, last_seq, level));
-                    }
-                }
-            }
-        }
-        n
-    }
-
-    /// Ready messages (expired ones at the head are dropped first).
-    pub fn message_count(self: &Arc<Self>) -> u32 {
-        self.with_state(|st| {
-            self.expire_head(st, false);
-            st.ready.len() as u32
-        })
-    }
-
-    pub fn consumer_count(&self) -> u32 {
-        self.lock().consumers.len() as u32
-    }
-
-    pub fn is_deleted(&self) -> bool {
-        self.lock().deleted
-    }
-
-    /// Marks the queue deleted and empties it. Returns the number of ready messages it
-    /// held and the consumers whose channels must be sent basic.cancel.
-    pub fn mark_deleted(&self) -> (u32, Vec<OrphanedConsumer>) {
-        let mut st = self.lock();
-        if st.deleted {
-            return (0, Vec::new());
-        }
-        st.deleted = true;
-        let n = st.ready.len() as u32;
-        let entries = st.ready.drain();
-        if let Some((store, id)) = &self.store {
-            // A spilled run's message records are found through its entries, so they
-            // go before the queue's entries do.
-            for e in &entries {
-                if let Drained::Run { first_seq, last_seq, level, .. } = e {
-                    store.send(ready::delete_run(*id, *first_seq, *last_seq, *level));
-                }
-            }
-            store.send(StoreOp::DeleteQueue { id: *id, vhost: self.vhost.to_string(), name: self.name.to_string() });
-            // The entries go with the queue; release the message records they held.
-            // (Unacked ones are released when their channel settles them.)
-            for e in entries {
-                if let Drained::Loaded(m) = e {
-                    if let Some(mid) = m.message.store.id {
-                        if m.message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            store.send(StoreOp::DeleteMessage(mid));
-                        }
-                    }
-                }
-            }
-        }
-        let orphans = st
-            .consumers
-            .drain(..)
-            .map(|c| OrphanedConsumer { tag: c.tag, channel: c.channel })
-            .collect();
-        (n, orphans)
-    }
-
-    /// RabbitMQ's text for a missing queue.
-    pub fn no_queue_text(&self) -> String {
-        format!("no queue '{}' in vhost '{}'", self.name, self.vhost)
-    }
-}
-
-/// How often a queue with unacked consumer deliveries checks the consumer timeout.
-fn sweep_interval(timeout: Duration) -> Duration {
-    (timeout / 8).max(Duration::from_millis(5))
-}
-
-/// x-message-deduplication: the hashes of the last `cap` keys, oldest evicted first
-/// (a ring plus a set: bounded memory, O(1) per publish).
-struct Dedup {
-    cap: usize,
-    set: std::collections::HashSet<u64>,
-    ring: VecDeque<u64>,
-}
-
-impl Dedup {
-    fn new(cap: usize) -> Self {
-        Self { cap: cap.max(1), set: Default::default(), ring: VecDeque::new() }
-    }
-
-    /// A 64-bit hash of a key (SipHash with fixed keys: stable within the process).
-    fn hash(key: &[u8]) -> u64 {
-        use std::hash::{Hash, Hasher};
-        #[allow(deprecated)]
-        let mut h = std::hash::SipHasher::new();
-        key.hash(&mut h);
-        h.finish()
-    }
-
-    fn contains(&self, h: u64) -> bool {
-        self.set.contains(&h)
-    }
-
-    fn insert(&mut self, h: u64) {
-        if self.set.insert(h) {
-            self.ring.push_back(h);
-            if self.ring.len() > self.cap {
-                if let Some(old) = self.ring.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-        }
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -25,7 +25,7 @@ impl PartialEq for QueueRef {
 impl Eq for QueueRef {}
 impl Hash for QueueRef {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        (Arc::as_ptr(&self.0) as usize).hash(state);
+        (Arc::as_ptr(&self.0).cast::<()>() as usize).hash(state);
     }
 }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use amq_protocol::types::FieldTable;
 use serde::{Deserialize, Serialize};
 
-pub use writer::{ConfirmSink, StoreHandle, StoreStats};
+pub use writer::{ConfirmSink, StoreHandle};
 
 /// A durable queue's id in the store (names can be reused after a delete).
 pub type QueueId = u64;
@@ -145,6 +145,7 @@ pub trait StoredMessage: Send + Sync {
 }
 
 impl MessageRecord {
+    #[cfg(test)]
     pub fn fields(&self) -> MessageFields<'_> {
         MessageFields {
             exchange: &self.exchange,

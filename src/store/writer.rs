@@ -31,8 +31,6 @@ enum Command {
     Op(StoreOp),
     /// Confirm publish `seq` on `channel` once everything sent before it is durable.
     Confirm(Arc<dyn ConfirmSink>, u64),
-    /// Wake the sender once everything sent before is durable (tests, shutdown).
-    Sync(async_channel::Sender<()>),
     /// Run once everything sent before is durable (e.g. send tx.commit-ok).
     Then(Box<dyn FnOnce() + Send>),
 }
@@ -265,11 +263,13 @@ impl StoreHandle {
     }
 
     /// Waits until everything sent so far is committed.
+    #[cfg(test)]
     pub async fn sync(&self) {
         let (tx, rx) = async_channel::bounded(1);
-        if self.inner.tx.try_send(Command::Sync(tx)).is_ok() {
-            let _ = rx.recv().await;
-        }
+        self.after_commit(Box::new(move || {
+            let _ = tx.try_send(());
+        }));
+        let _ = rx.recv().await;
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -308,7 +308,6 @@ impl StoreHandle {
 fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &Inner) {
     let mut ops: Vec<StoreOp> = Vec::new();
     let mut confirms: HashMap<*const (), (Arc<dyn ConfirmSink>, u64)> = HashMap::new();
-    let mut syncs = Vec::new();
     let mut scratch = Coalesce::default();
     let mut thens: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
     let mut enqueued: HashMap<QueueId, u64> = HashMap::new();
@@ -324,7 +323,6 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
                     let e = confirms.entry(Arc::as_ptr(&ch).cast::<()>()).or_insert((ch, seq));
                     e.1 = e.1.max(seq);
                 }
-                Command::Sync(tx) => syncs.push(tx),
                 Command::Then(f) => thens.push(f),
             }
             n += 1;
@@ -379,9 +377,6 @@ fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &
             }
         }
         ops.clear();
-        for s in syncs.drain(..) {
-            let _ = s.try_send(());
-        }
         for f in thens.drain(..) {
             f();
         }

@@ -12,12 +12,12 @@ use std::collections::BinaryHeap;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
-use super::Queue;
+use super::ClassicQueue;
 
 struct Due {
     at: Instant,
     seq: u64,
-    queue: Weak<Queue>,
+    queue: Weak<ClassicQueue>,
 }
 
 impl PartialEq for Due {
@@ -57,7 +57,7 @@ fn timers() -> &'static Arc<Timers> {
 }
 
 /// Calls `queue.on_timer()` at (or shortly after) `at`.
-pub fn schedule(at: Instant, queue: Weak<Queue>) {
+pub fn schedule(at: Instant, queue: Weak<ClassicQueue>) {
     let t = timers();
     let mut g = t.heap.lock().unwrap_or_else(|e| e.into_inner());
     let seq = g.1;
