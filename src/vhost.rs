@@ -691,15 +691,23 @@ impl VHost {
         self.add_binding_locked(&mut topo, exchange, Destination::Queue(QueueRef(q.clone())), key, args)
     }
 
-    pub fn unbind_queue(&self, q: &Arc<Queue>, exchange: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
+    /// queue.unbind for connection `conn`. As RabbitMQ, unbinding is idempotent: a
+    /// missing queue, exchange or binding is success. Only the default exchange (403)
+    /// and removing a binding of another connection's exclusive queue (405) fail.
+    pub fn unbind_queue(&self, queue: &str, exchange: &str, key: &str, args: &FieldTable, conn: ConnectionId) -> AmqpResult<()> {
         if exchange.is_empty() {
             return Err(Self::default_exchange_refused());
         }
+        let Some(q) = self.queue(queue) else {
+            return Ok(());
+        };
         let mut topo = self.change_topology();
-        if !topo.exchanges.contains_key(exchange) {
-            return Err(self.no_exchange(exchange));
+        let dest = Destination::Queue(QueueRef(q.clone()));
+        if !topo.routing.has_binding(exchange, &dest, key, args) {
+            return Ok(());
         }
-        self.remove_binding_locked(&mut topo, exchange, &Destination::Queue(QueueRef(q.clone())), key, args);
+        check_exclusive(&q, conn)?;
+        self.remove_binding_locked(&mut topo, exchange, &dest, key, args);
         Ok(())
     }
 
@@ -708,8 +716,13 @@ impl VHost {
         self.add_binding_locked(&mut topo, source, Destination::Exchange(destination.into()), key, args)
     }
 
+    /// exchange.unbind. Idempotent as in RabbitMQ: a missing source, destination or
+    /// binding is success; only the default exchange on either side is refused (403).
     pub fn unbind_exchange(&self, destination: &str, source: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
-        let mut topo = self.lock_for_exchange_binding(destination, source)?;
+        if destination.is_empty() || source.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        let mut topo = self.change_topology();
         self.remove_binding_locked(&mut topo, source, &Destination::Exchange(destination.into()), key, args);
         Ok(())
     }

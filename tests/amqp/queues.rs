@@ -472,3 +472,111 @@ async fn amqprs_declare_purge_delete_counts() {
     assert_eq!(deleted, Some(1));
     conn.close().await.expect("close");
 }
+
+async fn unbind(ch: &lapin::Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
+    within(
+        "queue.unbind",
+        ch.queue_unbind(queue.into(), exchange.into(), key.into(), FieldTable::default()),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_unbind_is_idempotent_when_anything_is_missing() {
+    let broker = start_broker();
+    let (conn, ch) = open(&broker).await;
+    let q = unique("unbind-q");
+    let x = unique("unbind-x");
+    declare_queue(&ch, &q).await;
+    declare_exchange(&ch, &x, ExchangeKind::Direct).await;
+    let (no_q, no_x) = (unique("no-such-q"), unique("no-such-x"));
+    // RabbitMQ 3.10 answers unbind-ok for all of these; all on one channel, which a
+    // 404 would have closed.
+    unbind(&ch, &no_q, &x, "k").await.expect("unbind of a missing queue");
+    unbind(&ch, &q, &no_x, "k").await.expect("unbind from a missing exchange");
+    unbind(&ch, &no_q, &no_x, "k").await.expect("unbind with both missing");
+    unbind(&ch, &q, &x, "k").await.expect("unbind of a missing binding");
+    // The queue deleted by this channel's previous method.
+    let gone = unique("unbind-deleted");
+    declare_queue(&ch, &gone).await;
+    bind(&ch, &gone, &x, "k").await;
+    within("queue.delete", ch.queue_delete(gone.as_str().into(), QueueDeleteOptions::default()))
+        .await
+        .expect("queue.delete");
+    unbind(&ch, &gone, &x, "k").await.expect("unbind of a queue deleted just before");
+    // An auto-delete queue whose last consumer this channel just cancelled.
+    let auto = unique("unbind-auto");
+    within(
+        "queue.declare",
+        ch.queue_declare(auto.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await
+    .expect("auto-delete declare");
+    bind(&ch, &auto, &x, "k").await;
+    let consumer = consume(&ch, &auto, true).await;
+    within("basic.cancel", ch.basic_cancel(consumer.tag().as_str().into(), BasicCancelOptions::default()))
+        .await
+        .expect("basic.cancel");
+    unbind(&ch, &auto, &x, "k").await.expect("unbind of an auto-deleted queue");
+    wait_until_queue_gone(&conn, &auto).await;
+    unbind(&ch, &auto, &x, "k").await.expect("unbind of an auto-deleted queue, later");
+    // An auto-delete exchange that this channel's previous unbind deleted.
+    let ax = unique("unbind-auto-x");
+    within(
+        "exchange.declare",
+        ch.exchange_declare(
+            ax.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions { auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("auto-delete exchange.declare");
+    bind(&ch, &q, &ax, "k").await;
+    unbind(&ch, &q, &ax, "k").await.expect("unbind of the last binding");
+    unbind(&ch, &q, &ax, "k").await.expect("unbind from the auto-deleted exchange");
+    // The channel is still open and the remaining topology intact.
+    assert_eq!(message_count(&ch, &q).await, 0);
+    let res = within(
+        "passive exchange.declare",
+        ch.exchange_declare(
+            ax.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
+    )
+    .await;
+    assert_amqp_err(res, 404, &format!("NOT_FOUND - no exchange '{ax}' in vhost '/'"));
+
+    // What is still refused.
+    let ch = channel(&conn).await;
+    let res = unbind(&ch, &q, "", &q).await;
+    assert_amqp_err(res, 403, "ACCESS_REFUSED - operation not permitted on the default exchange");
+    let ch = channel(&conn).await;
+    let res = unbind(&ch, &no_q, "", &no_q).await;
+    assert_amqp_err(res, 403, "ACCESS_REFUSED - operation not permitted on the default exchange");
+    let ch = channel(&conn).await;
+    let res = unbind(&ch, "", &x, "k").await;
+    assert_amqp_err(res, 404, "NOT_FOUND - no previously declared queue");
+    // Another connection's exclusive queue: 405 only where a binding exists to remove.
+    let (_owner, och) = open(&broker).await;
+    let excl = unique("unbind-excl");
+    within(
+        "queue.declare",
+        och.queue_declare(excl.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await
+    .expect("exclusive declare");
+    bind(&och, &excl, &x, "k").await;
+    let ch = channel(&conn).await;
+    unbind(&ch, &excl, &no_x, "k").await.expect("unbind of another connection's queue from a missing exchange");
+    unbind(&ch, &excl, &x, "other-key").await.expect("unbind of another connection's queue, no such binding");
+    let res = unbind(&ch, &excl, &x, "k").await;
+    assert_amqp_err(
+        res,
+        405,
+        &format!("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{excl}' in vhost '/'"),
+    );
+}
