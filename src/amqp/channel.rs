@@ -885,7 +885,8 @@ impl Channel {
                     crate::queue::args::validate(&name, &ctx.vhost.name, &d.arguments)?;
                 }
                 let settings = QueueSettings {
-                    durable: d.durable,
+                    // As RabbitMQ: an exclusive queue is never durable.
+                    durable: d.durable && !d.exclusive,
                     exclusive_owner: d.exclusive.then_some(ctx.conn_id),
                     auto_delete: d.auto_delete,
                     arguments: d.arguments,
