@@ -6,6 +6,7 @@
 //! Frames are handled synchronously, and publisher confirms produced while handling
 //! one read's worth of frames go out as one `multiple` ack before the next read.
 
+use std::collections::BTreeMap;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -93,6 +94,73 @@ impl ReadBuf {
     }
 }
 
+/// The open channels. RabbitMQ accepts any channel number up to 65535 and bounds only
+/// how many are open at once, so numbers up to the negotiated channel_max (the ones
+/// clients allocate) are slots of a vector the hot path indexes, and higher ones live in
+/// a map, where they cost no slots for the numbers in between.
+struct Channels {
+    dense: Vec<Option<Channel>>,
+    sparse: BTreeMap<ChannelId, Channel>,
+    /// The highest number kept in `dense`.
+    dense_max: ChannelId,
+    /// Channels open (including those waiting for the client's channel.close-ok).
+    open: usize,
+}
+
+impl Channels {
+    fn new(dense_max: ChannelId) -> Self {
+        Self { dense: Vec::new(), sparse: BTreeMap::new(), dense_max, open: 0 }
+    }
+
+    fn get(&self, id: ChannelId) -> Option<&Channel> {
+        if id <= self.dense_max {
+            self.dense.get(usize::from(id)).and_then(Option::as_ref)
+        } else {
+            self.sparse.get(&id)
+        }
+    }
+
+    fn get_mut(&mut self, id: ChannelId) -> Option<&mut Channel> {
+        if id <= self.dense_max {
+            self.dense.get_mut(usize::from(id)).and_then(Option::as_mut)
+        } else {
+            self.sparse.get_mut(&id)
+        }
+    }
+
+    /// Adds a channel whose number is not in use.
+    fn insert(&mut self, id: ChannelId, ch: Channel) {
+        if id <= self.dense_max {
+            let idx = usize::from(id);
+            if self.dense.len() <= idx {
+                self.dense.resize_with(idx + 1, || None);
+            }
+            self.dense[idx] = Some(ch);
+        } else {
+            self.sparse.insert(id, ch);
+        }
+        self.open += 1;
+    }
+
+    fn take(&mut self, id: ChannelId) -> Option<Channel> {
+        let ch = if id <= self.dense_max {
+            self.dense.get_mut(usize::from(id)).and_then(Option::take)
+        } else {
+            self.sparse.remove(&id)
+        };
+        if ch.is_some() {
+            self.open -= 1;
+        }
+        ch
+    }
+
+    fn take_all(&mut self) -> Vec<Channel> {
+        self.open = 0;
+        let sparse = std::mem::take(&mut self.sparse).into_values();
+        self.dense.iter_mut().filter_map(Option::take).chain(sparse).collect()
+    }
+}
+
 /// Why the frame loop stopped.
 enum Stop {
     /// The peer went away or broke the protocol beyond reply.
@@ -113,8 +181,9 @@ struct Connection {
     user: String,
     vhost: Option<Arc<VHost>>,
     frame_max: u32,
+    /// The most channels open at once (negotiated; 0 = no limit).
     channel_max: u16,
-    channels: Vec<Option<Channel>>,
+    channels: Channels,
     /// Channels with publisher confirms to flush after this read.
     confirms_due: Vec<ChannelId>,
     /// We sent connection.close and wait for close-ok.
@@ -149,7 +218,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
         vhost: None,
         frame_max: broker.config.frame_max,
         channel_max: broker.config.channel_max,
-        channels: Vec::new(),
+        channels: Channels::new(broker.config.channel_max),
         confirms_due: Vec::new(),
         closing: false,
         read_at_ms: crate::message::now_ms(),
@@ -331,10 +400,11 @@ impl Connection {
         }
         self.frame_max = frame_max;
         self.outbox.set_frame_max(frame_max);
-        self.channel_max = match tune_ok.channel_max {
-            0 => cfg.channel_max,
-            n => n.min(cfg.channel_max),
+        self.channel_max = match (tune_ok.channel_max, cfg.channel_max) {
+            (0, max) | (max, 0) => max,
+            (n, max) => n.min(max),
         };
+        self.channels.dense_max = self.channel_max;
         self.liveness.heartbeat_s.store(u64::from(tune_ok.heartbeat), Ordering::Relaxed);
 
         let open = match self.read_method(stream, rb).await? {
@@ -389,7 +459,7 @@ impl Connection {
                 }
             }
             for id in std::mem::take(&mut self.confirms_due) {
-                if let Some(Some(ch)) = self.channels.get_mut(usize::from(id)) {
+                if let Some(ch) = self.channels.get_mut(id) {
                     ch.flush_confirms();
                 }
             }
@@ -501,28 +571,29 @@ impl Connection {
                 ),
             };
         }
-        if channel > self.channel_max {
-            return self.connection_error(
-                AmqpError::ChannelError(format!("channel {channel} exceeds channel_max {}", self.channel_max)),
-                class_method,
-            );
-        }
-        let idx = usize::from(channel);
+        // Any channel number is accepted, as in RabbitMQ 3.10; channel_max bounds how
+        // many are open at once.
         let result = match frame {
             Frame::Method(_, AMQPClass::Channel(chan::AMQPMethod::Open(_))) => {
-                if self.channels.get(idx).is_some_and(Option::is_some) {
+                if self.channels.get(channel).is_some() {
                     Err(AmqpError::ChannelError("second 'channel.open' seen".into()))
+                } else if self.channel_max != 0 && self.channels.open >= usize::from(self.channel_max) {
+                    // RabbitMQ's reply (a connection error, class and method 0).
+                    return self.connection_error(
+                        AmqpError::NotAllowed(format!(
+                            "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                            self.channels.open, self.channel_max
+                        )),
+                        (0, 0),
+                    );
                 } else {
-                    if self.channels.len() <= idx {
-                        self.channels.resize_with(idx + 1, || None);
-                    }
-                    self.channels[idx] = Some(Channel::new(channel, self.outbox.clone()));
+                    self.channels.insert(channel, Channel::new(channel, self.outbox.clone()));
                     self.send(channel, AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})));
                     Ok(())
                 }
             }
             Frame::Method(_, AMQPClass::Channel(chan::AMQPMethod::Close(_))) => {
-                if let Some(mut ch) = self.channels.get_mut(idx).and_then(Option::take) {
+                if let Some(mut ch) = self.channels.take(channel) {
                     if let Some(v) = &self.vhost {
                         ch.teardown(v);
                     }
@@ -531,28 +602,28 @@ impl Connection {
                 Ok(())
             }
             Frame::Method(_, AMQPClass::Channel(chan::AMQPMethod::CloseOk(_))) => {
-                if self.channels.get(idx).and_then(Option::as_ref).is_some_and(|c| c.closing) {
-                    self.channels[idx] = None;
+                if self.channels.get(channel).is_some_and(|c| c.closing) {
+                    self.channels.take(channel);
                 }
                 Ok(())
             }
-            frame => self.channel_frame(idx, frame),
+            frame => self.channel_frame(channel, frame),
         };
         match result {
             Ok(()) => None,
             Err(e) if e.is_connection_error() => self.connection_error(e, class_method),
             Err(e) => {
-                self.channel_error(idx, e, class_method);
+                self.channel_error(channel, e, class_method);
                 None
             }
         }
     }
 
-    fn channel_frame(&mut self, idx: usize, frame: Frame<'_>) -> Result<(), AmqpError> {
+    fn channel_frame(&mut self, channel: ChannelId, frame: Frame<'_>) -> Result<(), AmqpError> {
         let Some(vhost) = self.vhost.as_ref() else {
             return Err(AmqpError::CommandInvalid("connection not open".into()));
         };
-        let Some(ch) = self.channels.get_mut(idx).and_then(Option::as_mut) else {
+        let Some(ch) = self.channels.get_mut(channel) else {
             return Err(AmqpError::ChannelError("expected 'channel.open'".into()));
         };
         if ch.closing {
@@ -586,9 +657,9 @@ impl Connection {
         r
     }
 
-    fn channel_error(&mut self, idx: usize, err: AmqpError, (class_id, method_id): (u16, u16)) {
-        log::info!("{}: closing channel {idx}: {err}", self.peer);
-        let Some(ch) = self.channels.get_mut(idx).and_then(Option::as_mut) else {
+    fn channel_error(&mut self, channel: ChannelId, err: AmqpError, (class_id, method_id): (u16, u16)) {
+        log::info!("{}: closing channel {channel}: {err}", self.peer);
+        let Some(ch) = self.channels.get_mut(channel) else {
             return;
         };
         // Confirms due before the error still go out first.
@@ -643,8 +714,7 @@ impl Connection {
         let Some(vhost) = self.vhost.clone() else {
             return;
         };
-        for ch in self.channels.iter_mut().filter_map(Option::take) {
-            let mut ch = ch;
+        for mut ch in self.channels.take_all() {
             ch.teardown(&vhost);
         }
         for q in vhost.exclusive_queues_of(self.id) {

@@ -672,20 +672,89 @@ fn a_client_that_sends_heartbeats_stays_connected() {
     }
 }
 
-#[test]
-fn channel_above_the_negotiated_channel_max_is_504() {
-    let broker = start_broker();
-    if broker.is_external() {
-        // RabbitMQ 3.10 does not enforce channel_max; HareMQ does.
-        return;
+/// Sends channel.open on `ch` and expects channel.open-ok.
+fn open_channel(raw: &mut Raw, ch: u16) {
+    raw.send(&frame(1, ch, &channel_open()));
+    match raw.read_frame() {
+        Some(AMQPFrame::Method(n, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))) if n == ch => {}
+        other => panic!("expected channel.open-ok on channel {ch}, got {other:?}"),
     }
-    let (mut raw, _start, tune) = Raw::start_and_tune(broker.addr());
-    raw.tune_ok_and_open(10, tune.frame_max);
+}
+
+/// Handshake with the given channel_max, no heartbeats.
+fn handshake_with_channel_max(addr: SocketAddr, channel_max: u16) -> Raw {
+    let (mut raw, _start, tune) = Raw::start_and_tune(addr);
+    raw.tune_ok_and_open(channel_max, tune.frame_max);
     match raw.read_frame().expect("connection.open-ok") {
         AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))) => {}
         other => panic!("expected connection.open-ok, got {other:?}"),
     }
-    raw.send(&frame(1, 11, &channel_open()));
-    assert_close(raw.read_end(), 504, "CHANNEL_ERROR");
+    raw
+}
+
+#[test]
+fn any_channel_number_opens_but_channel_max_bounds_the_open_channels() {
+    let broker = start_broker();
+    let mut raw = handshake_with_channel_max(broker.addr(), 10);
+    // RabbitMQ 3.10 accepts any number up to 65535, whatever channel_max is...
+    open_channel(&mut raw, 11);
+    open_channel(&mut raw, 65535);
+    for ch in 1..=8 {
+        open_channel(&mut raw, ch);
+    }
+    // ...and counts the channels open at once: channel.close frees one.
+    raw.send(&frame(1, 65535, &method(20, 40, &[0, 200, 0, 0, 0, 0, 0])));
+    match raw.read_frame() {
+        Some(AMQPFrame::Method(65535, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)))) => {}
+        other => panic!("expected channel.close-ok on channel 65535, got {other:?}"),
+    }
+    open_channel(&mut raw, 9);
+    // The eleventh open channel is refused with a connection error.
+    raw.send(&frame(1, 100, &channel_open()));
+    assert_eq!(
+        raw.read_end(),
+        End::Close(
+            530,
+            "NOT_ALLOWED - number of channels opened (10) has reached the negotiated channel_max (10)".into(),
+            0,
+            0
+        )
+    );
+    // A channel the server closed counts until the client's close-ok.
+    let mut raw = handshake_with_channel_max(broker.addr(), 2);
+    open_channel(&mut raw, 1);
+    open_channel(&mut raw, 2);
+    let mut args = vec![0, 0];
+    shortstr(&mut args, unique("missing").as_bytes());
+    args.push(1); // passive
+    args.extend_from_slice(&0u32.to_be_bytes());
+    raw.send(&frame(1, 2, &method(50, 10, &args)));
+    match raw.read_frame() {
+        Some(AMQPFrame::Method(2, AMQPClass::Channel(channel::AMQPMethod::Close(c)))) => assert_eq!(c.reply_code, 404),
+        other => panic!("expected channel.close 404, got {other:?}"),
+    }
+    raw.send(&frame(1, 3, &channel_open()));
+    assert_eq!(
+        raw.read_end(),
+        End::Close(
+            530,
+            "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)".into(),
+            0,
+            0
+        )
+    );
+    // With the default channel_max, channel 65535 opens and works.
+    let mut raw = Raw::handshake(broker.addr());
+    open_channel(&mut raw, 65535);
+    let q = unique("channel-65535");
+    let mut args = vec![0, 0];
+    shortstr(&mut args, q.as_bytes());
+    args.push(0);
+    args.extend_from_slice(&0u32.to_be_bytes());
+    raw.send(&frame(1, 65535, &method(50, 10, &args)));
+    match raw.read_frame() {
+        Some(AMQPFrame::Method(65535, AMQPClass::Queue(_))) => {}
+        other => panic!("expected queue.declare-ok on channel 65535, got {other:?}"),
+    }
     assert_broker_still_serves(&broker);
 }
