@@ -29,8 +29,14 @@ use crate::vhost::VHost;
 
 /// How long a client has for the whole handshake (RabbitMQ's `handshake_timeout`).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long we wait for close-ok after sending connection.close.
+/// How long we wait for close-ok after sending connection.close (discarding every other
+/// frame meanwhile) before dropping the socket. RabbitMQ waits 30 s.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// After the close handshake our side of the socket is shut down, and we read (and
+/// discard) until the client closes its side, at most this long. Closing a socket with
+/// unread bytes makes the kernel reset the connection, which fails a client still
+/// flushing frames it queued (EPIPE) and can destroy the close-ok before it is read.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often a publisher held by an alarm looks again (message memory falls on any
 /// thread: acks, expiry, queue deletion; disk space is re-read at most once a second).
 const MEMORY_ALARM_POLL: Duration = Duration::from_millis(20);
@@ -163,12 +169,13 @@ impl Channels {
 
 /// Why the frame loop stopped.
 enum Stop {
-    /// The peer went away or broke the protocol beyond reply.
+    /// The peer went away, or did not answer our connection.close in time: the socket
+    /// is closed at once.
     Gone,
-    /// The connection was closed in an orderly way.
+    /// The close handshake is complete (close-ok sent or received): our side is shut
+    /// down and the socket closed once the peer has closed its side (see [`linger`]).
     Closed,
-    /// We sent connection.close for an error the peer may not have finished sending:
-    /// drain its input before closing, so it is not reset mid-write.
+    /// We sent connection.close during the handshake: wait for the peer's close-ok.
     Failed,
 }
 
@@ -186,8 +193,9 @@ struct Connection {
     channels: Channels,
     /// Channels with publisher confirms to flush after this read.
     confirms_due: Vec<ChannelId>,
-    /// We sent connection.close and wait for close-ok.
-    closing: bool,
+    /// We sent connection.close and wait for close-ok until this deadline; every
+    /// other frame is discarded meanwhile, and no second connection.close is sent.
+    closing: Option<Instant>,
     /// Wall clock of the last read (one clock read per batch, not per message).
     read_at_ms: u64,
     /// This connection has published: the memory alarm holds it back.
@@ -220,7 +228,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
         channel_max: broker.config.channel_max,
         channels: Channels::new(broker.config.channel_max),
         confirms_due: Vec::new(),
-        closing: false,
+        closing: None,
         read_at_ms: crate::message::now_ms(),
         published: false,
         wants_blocked: false,
@@ -229,9 +237,13 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
     let stop = c.run(&mut stream_r).await;
     c.teardown();
     outbox.close();
+    // Sends what is queued (the close-ok or close last), then shuts down our side.
     writer.await;
-    let _ = stream.shutdown(Shutdown::Both);
     broker.unregister_connection(id);
+    if let Stop::Closed = stop {
+        linger(&mut stream_r).await;
+    }
+    let _ = stream.shutdown(Shutdown::Both);
     match stop {
         Stop::Closed => log::debug!("connection {peer} closed"),
         Stop::Gone | Stop::Failed => log::debug!("connection {peer} ended"),
@@ -283,8 +295,7 @@ impl Connection {
         match handshake {
             Some(Ok(())) => {}
             Some(Err(Stop::Failed)) => {
-                discard_until_closed(stream, &mut rb, self.frame_max).await;
-                return Stop::Failed;
+                return discard_until_closed(stream, &mut rb, self.frame_max, self.close_deadline()).await;
             }
             Some(Err(stop)) => return stop,
             None => {
@@ -311,7 +322,7 @@ impl Connection {
                         Some(Ok(m)) => return Ok(m),
                         Some(Err(())) => {
                             self.fail(&AmqpError::CommandInvalid("expected a connection method on channel 0".into()), 0, 0);
-                            return Err(Stop::Gone);
+                            return Err(Stop::Failed);
                         }
                     }
                 }
@@ -327,10 +338,21 @@ impl Connection {
         }
     }
 
-    /// Logs a connection error and sends connection.close (the caller then stops).
-    fn fail(&self, err: &AmqpError, class_id: u16, method_id: u16) {
+    /// Logs a connection error and sends connection.close, unless one was sent already:
+    /// there is one per connection, and after it the peer's frames are discarded.
+    fn fail(&mut self, err: &AmqpError, class_id: u16, method_id: u16) {
+        if self.closing.is_some() {
+            log::debug!("{}: after connection.close: {err}", self.peer);
+            return;
+        }
         log::warn!("{}: closing connection: {err}", self.peer);
         self.send(0, close_method(err, class_id, method_id));
+        self.closing = Some(Instant::now() + CLOSE_TIMEOUT);
+    }
+
+    /// Until when we wait for close-ok after our connection.close.
+    fn close_deadline(&self) -> Instant {
+        self.closing.unwrap_or_else(|| Instant::now() + CLOSE_TIMEOUT)
     }
 
     async fn handshake(&mut self, stream: &mut TcpStream, rb: &mut ReadBuf) -> Result<(), Stop> {
@@ -343,7 +365,8 @@ impl Connection {
         if &rb.data()[..8] != PROTOCOL_HEADER {
             log::warn!("{}: bad protocol header {:?}", self.peer, &rb.data()[..8]);
             self.outbox.lock().buf().extend_from_slice(PROTOCOL_HEADER);
-            return Err(Stop::Gone);
+            // Not reset: the peer reads the header, then the end of the stream.
+            return Err(Stop::Closed);
         }
         rb.start += 8;
         self.send(0, AMQPClass::Connection(conn::AMQPMethod::Start(conn::Start {
@@ -440,15 +463,15 @@ impl Connection {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
                     Err(e) => {
-                        // The byte stream cannot be trusted any more: send the close,
-                        // then discard input until the peer hangs up (so it is not
-                        // reset mid-write and can read the reason).
+                        // The byte stream cannot be trusted any more: send the close
+                        // (unless it was sent already), then discard input until the
+                        // peer's close-ok, so it is not reset mid-write and can read the
+                        // reason.
                         self.fail(&e, 0, 0);
                         rb.start = rb.end;
                         // A batch must never be held across an await (it is per thread).
                         drop(batch);
-                        discard_until_closed(stream, rb, self.frame_max).await;
-                        return Stop::Failed;
+                        return discard_until_closed(stream, rb, self.frame_max, self.close_deadline()).await;
                     }
                 };
                 let consumed = rb.start + n;
@@ -464,15 +487,24 @@ impl Connection {
                 }
             }
             drop(batch);
-            self.hold_back().await;
-            let read = if self.closing {
-                future::or(rb.fill(stream, self.frame_max as usize), async {
-                    Timer::after(CLOSE_TIMEOUT).await;
-                    Ok(0)
-                })
-                .await
-            } else {
-                rb.fill(stream, self.frame_max as usize).await
+            if self.closing.is_none() && self.broker.is_shutting_down() {
+                // The broker sent (or is sending) connection.close 320 through our outbox.
+                self.closing = Some(Instant::now() + CLOSE_TIMEOUT);
+            }
+            let read = match self.closing {
+                // Bounded however much the peer keeps sending (heartbeats, say).
+                Some(deadline) => {
+                    future::or(rb.fill(stream, self.frame_max as usize), async {
+                        Timer::at(deadline).await;
+                        log::info!("{}: no connection.close-ok within {CLOSE_TIMEOUT:?}", self.peer);
+                        Ok(0)
+                    })
+                    .await
+                }
+                None => {
+                    self.hold_back().await;
+                    rb.fill(stream, self.frame_max as usize).await
+                }
             };
             match read {
                 Ok(0) | Err(_) => return Stop::Gone,
@@ -534,7 +566,7 @@ impl Connection {
 
     /// Handles one frame; `Some` ends the connection.
     fn handle_frame(&mut self, frame: Frame<'_>) -> Option<Stop> {
-        if self.closing {
+        if self.closing.is_some() {
             // After our connection.close only close/close-ok matter.
             return match frame {
                 Frame::Method(0, AMQPClass::Connection(conn::AMQPMethod::CloseOk(_))) => Some(Stop::Closed),
@@ -679,7 +711,6 @@ impl Connection {
 
     fn connection_error(&mut self, err: AmqpError, (class_id, method_id): (u16, u16)) -> Option<Stop> {
         self.fail(&err, class_id, method_id);
-        self.closing = true;
         None
     }
 
@@ -723,16 +754,18 @@ impl Connection {
     }
 }
 
-/// After we sent connection.close: drops input until the peer's close-ok, EOF or
-/// [`CLOSE_TIMEOUT`]. After a framing error the stream may be misaligned, so bytes that
-/// do not parse are dropped wholesale.
-async fn discard_until_closed(stream: &mut TcpStream, rb: &mut ReadBuf, frame_max: u32) {
-    let _ = future::or(
+/// After we sent connection.close: drops input until the peer's close-ok (`Closed`), or
+/// EOF or `deadline` (`Gone`). After a framing error the stream may be misaligned, so
+/// bytes that do not parse are dropped wholesale.
+async fn discard_until_closed(stream: &mut TcpStream, rb: &mut ReadBuf, frame_max: u32, deadline: Instant) -> Stop {
+    future::or(
         async {
             loop {
                 loop {
                     match next_frame(rb.data(), frame_max) {
-                        Ok(Some((Frame::Method(0, AMQPClass::Connection(conn::AMQPMethod::CloseOk(_))), _))) => return,
+                        Ok(Some((Frame::Method(0, AMQPClass::Connection(conn::AMQPMethod::CloseOk(_))), _))) => {
+                            return Stop::Closed
+                        }
                         Ok(Some((_, n))) => rb.start += n,
                         Ok(None) => break,
                         Err(_) => {
@@ -742,13 +775,34 @@ async fn discard_until_closed(stream: &mut TcpStream, rb: &mut ReadBuf, frame_ma
                     }
                 }
                 match rb.fill(stream, frame_max as usize).await {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => return Stop::Gone,
                     Ok(_) => {}
                 }
             }
         },
         async {
-            Timer::after(CLOSE_TIMEOUT).await;
+            Timer::at(deadline).await;
+            Stop::Gone
+        },
+    )
+    .await
+}
+
+/// After the close handshake, with our side shut down (the peer reads the end of the
+/// stream after our last frame): reads and discards until the peer closes its side or
+/// [`LINGER_TIMEOUT`], so that what it still sends is not answered with a reset.
+async fn linger(stream: &mut TcpStream) {
+    let mut buf = vec![0u8; 16 * 1024];
+    future::or(
+        async {
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        },
+        async {
+            Timer::after(LINGER_TIMEOUT).await;
         },
     )
     .await;
@@ -833,5 +887,6 @@ async fn write_loop(mut stream: TcpStream, outbox: Arc<Outbox>, liveness: Arc<Li
         }
     }
     let _ = stream.flush().await;
-    let _ = stream.shutdown(Shutdown::Both);
+    // Our side only: the reader may still have to drain the peer's (see `linger`).
+    let _ = stream.shutdown(Shutdown::Write);
 }
