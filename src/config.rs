@@ -18,7 +18,8 @@ pub struct Config {
     pub heartbeat: u16,
     /// Largest frame the server accepts and proposes, in bytes.
     pub frame_max: u32,
-    /// Highest channel number the server proposes.
+    /// The channel_max the server proposes: the most channels a connection may have open
+    /// at once (as RabbitMQ, any channel number up to 65535 may be used; 0 = no limit).
     pub channel_max: u16,
     /// Users allowed to log in.
     pub users: Vec<UserConfig>,

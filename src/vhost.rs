@@ -539,10 +539,10 @@ impl VHost {
         }
         let mut queues = self.change_queues();
         if let Some(q) = queues.get(name) {
-            check_exclusive(q.as_ref(), conn)?;
-            if settings.exclusive_owner.is_some() && q.settings().exclusive_owner.is_none() {
-                // As RabbitMQ: asking for exclusive use of a shared queue is a lock
-                // conflict, not an inequivalent argument.
+            // As RabbitMQ: the declared owner must be the queue's, exactly (another
+            // connection's queue, exclusive=true for a shared queue and exclusive=false
+            // from the owner alike): a lock conflict, checked before the other fields.
+            if q.settings().exclusive_owner != settings.exclusive_owner {
                 return Err(exclusive_locked(q.as_ref()));
             }
             self.check_queue_equivalent(q.as_ref(), &settings)?;
@@ -576,45 +576,45 @@ impl VHost {
         Ok((q, true))
     }
 
+    /// RabbitMQ's equivalence check for a redeclare (after the owner check): durable,
+    /// auto_delete, then the arguments it compares for classic queues, in its order.
+    /// Other arguments (its quorum/stream ones, HareMQ's extensions, unknown ones) are
+    /// not compared. Integers compare by value across integer types.
     fn check_queue_equivalent(&self, q: &Queue, s: &QueueSettings) -> AmqpResult<()> {
-        let cur = &q.settings();
-        let mismatch = |arg: &str, received: &dyn std::fmt::Display, current: &dyn std::fmt::Display| {
+        let cur = q.settings();
+        let mismatch = |arg: &str, received: String, current: String| {
             AmqpError::PreconditionFailed(format!(
-                "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received '{received}' but current is '{current}'",
+                "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received {received} but current is {current}",
                 q.name(), self.name
             ))
         };
         if cur.durable != s.durable {
-            return Err(mismatch("durable", &s.durable, &cur.durable));
-        }
-        if cur.exclusive_owner.is_some() != s.exclusive_owner.is_some() {
-            return Err(mismatch(
-                "exclusive",
-                &s.exclusive_owner.is_some(),
-                &cur.exclusive_owner.is_some(),
-            ));
+            return Err(mismatch("durable", format!("'{}'", s.durable), format!("'{}'", cur.durable)));
         }
         if cur.auto_delete != s.auto_delete {
-            return Err(mismatch("auto_delete", &s.auto_delete, &cur.auto_delete));
+            return Err(mismatch("auto_delete", format!("'{}'", s.auto_delete), format!("'{}'", cur.auto_delete)));
         }
-        // x-arguments that RabbitMQ compares on redeclare.
-        for (key, value) in s.arguments.inner() {
-            let k = key.as_str();
-            if !k.starts_with("x-") {
-                continue;
-            }
-            let current = cur.arguments.inner().get(key);
-            if current != Some(value) {
-                return Err(mismatch(
-                    k,
-                    &DisplayValue(Some(value)),
-                    &DisplayValue(current),
-                ));
-            }
-        }
-        for (key, value) in cur.arguments.inner() {
-            if key.as_str().starts_with("x-") && !s.arguments.inner().contains_key(key) {
-                return Err(mismatch(key.as_str(), &DisplayValue(None), &DisplayValue(Some(value))));
+        for key in COMPARED_QUEUE_ARGS {
+            let (received, current) = (s.arguments.inner().get(key), cur.arguments.inner().get(key));
+            let equivalent = match (received, current) {
+                (Some(r), Some(c)) => arg_equivalent(r, c),
+                // x-queue-type "classic" is the default.
+                (None, Some(v)) | (Some(v), None) => {
+                    key == "x-queue-type" && matches!(v, AMQPValue::LongString(t) if t.as_bytes() == b"classic")
+                }
+                (None, None) => true,
+            };
+            if !equivalent {
+                // RabbitMQ's wording: both set, the values; one unset, "none" and "the
+                // value 'v' of type 't'".
+                let side = |v: Option<&AMQPValue>, other: Option<&AMQPValue>| match (v, other) {
+                    (None, _) => "none".to_string(),
+                    (Some(v), Some(_)) => format!("'{}'", DisplayValue(Some(v))),
+                    (Some(v), None) => {
+                        format!("the value '{}' of type '{}'", DisplayValue(Some(v)), crate::exchange::type_word(v))
+                    }
+                };
+                return Err(mismatch(key, side(received, current), side(current, received)));
             }
         }
         Ok(())
@@ -673,15 +673,23 @@ impl VHost {
         self.add_binding_locked(&mut topo, exchange, Destination::Queue(QueueRef(q.clone())), key, args)
     }
 
-    pub fn unbind_queue(&self, q: &Arc<Queue>, exchange: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
+    /// queue.unbind for connection `conn`. As RabbitMQ, unbinding is idempotent: a
+    /// missing queue, exchange or binding is success. Only the default exchange (403)
+    /// and removing a binding of another connection's exclusive queue (405) fail.
+    pub fn unbind_queue(&self, queue: &str, exchange: &str, key: &str, args: &FieldTable, conn: ConnectionId) -> AmqpResult<()> {
         if exchange.is_empty() {
             return Err(Self::default_exchange_refused());
         }
+        let Some(q) = self.queue(queue) else {
+            return Ok(());
+        };
         let mut topo = self.change_topology();
-        if !topo.exchanges.contains_key(exchange) {
-            return Err(self.no_exchange(exchange));
+        let dest = Destination::Queue(QueueRef(q.clone()));
+        if !topo.routing.has_binding(exchange, &dest, key, args) {
+            return Ok(());
         }
-        self.remove_binding_locked(&mut topo, exchange, &Destination::Queue(QueueRef(q.clone())), key, args);
+        check_exclusive(q.as_ref(), conn)?;
+        self.remove_binding_locked(&mut topo, exchange, &dest, key, args);
         Ok(())
     }
 
@@ -690,8 +698,13 @@ impl VHost {
         self.add_binding_locked(&mut topo, source, Destination::Exchange(destination.into()), key, args)
     }
 
+    /// exchange.unbind. Idempotent as in RabbitMQ: a missing source, destination or
+    /// binding is success; only the default exchange on either side is refused (403).
     pub fn unbind_exchange(&self, destination: &str, source: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
-        let mut topo = self.lock_for_exchange_binding(destination, source)?;
+        if destination.is_empty() || source.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        let mut topo = self.change_topology();
         self.remove_binding_locked(&mut topo, source, &Destination::Exchange(destination.into()), key, args);
         Ok(())
     }
@@ -961,6 +974,53 @@ fn exclusive_locked(q: &Queue) -> AmqpError {
          not match that of the original declaration.",
         q.name(), q.vhost()
     ))
+}
+
+/// The queue arguments RabbitMQ 3.10 compares on redeclare (its classic queue type's
+/// `queue_arguments`), in its order.
+const COMPARED_QUEUE_ARGS: [&str; 13] = [
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-version",
+    "x-single-active-consumer",
+    "x-queue-type",
+    "x-queue-master-locator",
+];
+
+/// RabbitMQ's argument equivalence: the same type class (all integer types are one,
+/// float and double another) and an equal value.
+fn arg_equivalent(a: &AMQPValue, b: &AMQPValue) -> bool {
+    fn int(v: &AMQPValue) -> Option<i128> {
+        Some(match v {
+            AMQPValue::ShortShortInt(n) => i128::from(*n),
+            AMQPValue::ShortShortUInt(n) => i128::from(*n),
+            AMQPValue::ShortInt(n) => i128::from(*n),
+            AMQPValue::ShortUInt(n) => i128::from(*n),
+            AMQPValue::LongInt(n) => i128::from(*n),
+            AMQPValue::LongUInt(n) => i128::from(*n),
+            AMQPValue::LongLongInt(n) => i128::from(*n),
+            _ => return None,
+        })
+    }
+    fn float(v: &AMQPValue) -> Option<f64> {
+        match v {
+            AMQPValue::Float(f) => Some(f64::from(*f)),
+            AMQPValue::Double(f) => Some(*f),
+            _ => None,
+        }
+    }
+    match (int(a), int(b), float(a), float(b)) {
+        (Some(x), Some(y), ..) => x == y,
+        (_, _, Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 /// Formats an optional argument value the way RabbitMQ's inequivalence errors do.

@@ -3,17 +3,22 @@
 //! # Usage
 //!
 //! ```text
-//! haremq-perf [--uri amqp://guest:guest@127.0.0.1:5672/%2f]
-//!             [--publishers N] [--consumers N] [--size BYTES]
-//!             [--time SECS] [--pmessages N] [--cmessages N]
-//!             [--confirm WINDOW] [--persistent] [--prefetch N]
-//!             [--autoack | --multi-ack-every N]
-//!             [--exchange NAME --exchange-type direct|fanout|topic|headers] [--routing-key KEY]
-//!             [--queues N] [--queue-prefix P] [--durable] [--auto-delete BOOL] [--purge]
-//!             [--queue-args k=v,...] [--rate MSGS_PER_SEC] [--json]
+//! haremq-perf [-h|--uri amqp://guest:guest@127.0.0.1:5672/%2f]
+//!             [-x|--publishers N] [-y|--consumers N] [-s|--size BYTES]
+//!             [-z|--time SECS] [-C|--pmessages N] [-D|--cmessages N]
+//!             [-c|--confirm WINDOW] [--persistent | -f persistent] [-q|--prefetch N]
+//!             [-a|--autoack | -A|--multi-ack-every N]
+//!             [-e|--exchange NAME -t|--exchange-type direct|fanout|topic|headers] [-k|--routing-key KEY]
+//!             [-u|--queue NAME,... | --queues N] [--queue-prefix P] [--durable] [--auto-delete BOOL] [--purge]
+//!             [--queue-args k=v,...] [-r|--rate MSGS_PER_SEC] [--json]
 //!             [--threads N | --thread-per-conn]
 //!             [--scenario throughput|connections|queues|bind-churn] [--connections N] [--broker-pid PID]
 //! ```
+//!
+//! The short options are RabbitMQ PerfTest's letters for the options both tools have, so
+//! a PerfTest command line such as `-x 1 -y 2 -s 1000 -z 30 -c 100 -q 100 -f persistent`
+//! works unchanged. As in PerfTest, `-h` is the URI: help is `--help` or `-?`, and `-v` is
+//! the version.
 //!
 //! Examples:
 //!
@@ -99,54 +104,74 @@ pub enum Scenario {
     BindChurn,
 }
 
+// The short options are RabbitMQ PerfTest's letters for the options both tools have
+// (-h is PerfTest's --uri, so help is --help or -?, and -v is the version as there).
 #[derive(Parser, Debug, Clone)]
-#[command(name = "haremq-perf", version, about = "Load-testing tool for AMQP 0-9-1 brokers (HareMQ, RabbitMQ)")]
+#[command(
+    name = "haremq-perf",
+    version,
+    about = "Load-testing tool for AMQP 0-9-1 brokers (HareMQ, RabbitMQ)",
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
 pub struct Opts {
+    /// Print help.
+    #[arg(short = '?', long, action = ArgAction::Help)]
+    help: Option<bool>,
+    /// Print the version.
+    #[arg(short = 'v', short_alias = 'V', long, action = ArgAction::Version)]
+    version: Option<bool>,
     /// Broker URI (PLAIN credentials and vhost are taken from it; %2f is "/").
-    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(short = 'h', long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub uri: String,
     /// Publisher connections.
-    #[arg(long, default_value_t = 1)]
+    #[arg(short = 'x', long, default_value_t = 1)]
     pub publishers: usize,
     /// Consumer connections.
-    #[arg(long, default_value_t = 1)]
+    #[arg(short = 'y', long, default_value_t = 1)]
     pub consumers: usize,
     /// Message body size in bytes (the first 8 carry the send timestamp).
-    #[arg(long, default_value_t = 12)]
+    #[arg(short = 's', long, default_value_t = 12)]
     pub size: usize,
     /// Run duration in seconds (default 10 when no message count is given).
-    #[arg(long)]
+    #[arg(short = 'z', long)]
     pub time: Option<f64>,
     /// Messages per publisher.
-    #[arg(long)]
+    #[arg(short = 'C', long)]
     pub pmessages: Option<u64>,
     /// Messages per consumer.
-    #[arg(long)]
+    #[arg(short = 'D', long)]
     pub cmessages: Option<u64>,
     /// Publisher confirms with at most WINDOW unconfirmed messages per publisher.
-    #[arg(long, value_name = "WINDOW")]
+    #[arg(short = 'c', long, value_name = "WINDOW")]
     pub confirm: Option<u32>,
     /// Publish persistent messages (delivery-mode 2).
     #[arg(long)]
     pub persistent: bool,
+    /// Message flag, as PerfTest's -f: `persistent` is --persistent.
+    #[arg(short = 'f', long, value_name = "FLAG", value_parser = ["persistent"])]
+    pub flag: Vec<String>,
     /// Consumer prefetch (basic.qos per consumer).
-    #[arg(long)]
+    #[arg(short = 'q', long)]
     pub prefetch: Option<u16>,
     /// Consume without acknowledgements (no-ack).
-    #[arg(long, conflicts_with = "multi_ack_every")]
+    #[arg(short = 'a', long, conflicts_with = "multi_ack_every")]
     pub autoack: bool,
     /// Ack every N messages with multiple=true (default: ack each message).
-    #[arg(long, default_value_t = 0)]
+    #[arg(short = 'A', long, default_value_t = 0)]
     pub multi_ack_every: u64,
     /// Exchange to publish to ("" = default exchange).
-    #[arg(long, default_value = "")]
+    #[arg(short = 'e', long, default_value = "")]
     pub exchange: String,
     /// Type of --exchange.
-    #[arg(long, value_enum, default_value_t = ExchangeType::Direct)]
+    #[arg(short = 't', long, value_enum, default_value_t = ExchangeType::Direct)]
     pub exchange_type: ExchangeType,
     /// Routing key for --exchange publishes and bindings (default "perf").
-    #[arg(long)]
+    #[arg(short = 'k', long)]
     pub routing_key: Option<String>,
+    /// Queue names, comma-separated, instead of <prefix><i> (throughput runs).
+    #[arg(short = 'u', long, value_name = "NAME[,NAME...]", value_delimiter = ',', conflicts_with = "queues")]
+    pub queue: Vec<String>,
     /// Number of queues.
     #[arg(long)]
     pub queues: Option<usize>,
@@ -166,7 +191,7 @@ pub struct Opts {
     #[arg(long)]
     pub queue_args: Option<String>,
     /// Publish rate per publisher (msgs/s), evenly paced.
-    #[arg(long)]
+    #[arg(short = 'r', long)]
     pub rate: Option<f64>,
     /// Print one JSON summary line at the end.
     #[arg(long)]
@@ -247,8 +272,15 @@ impl Runtime {
     }
 }
 
+/// The command line, with PerfTest's `-f persistent` folded into `persistent`.
+fn parse_opts<I: IntoIterator<Item = T>, T: Into<std::ffi::OsString> + Clone>(args: I) -> Result<Opts, clap::Error> {
+    let mut opts = Opts::try_parse_from(args)?;
+    opts.persistent |= opts.flag.iter().any(|f| f == "persistent");
+    Ok(opts)
+}
+
 fn main() {
-    let opts = Opts::parse();
+    let opts = parse_opts(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let uri: AMQPUri = match opts.uri.parse() {
         Ok(u) => u,
         Err(e) => {
@@ -277,8 +309,13 @@ struct Plan {
 fn plan(opts: &Opts) -> Plan {
     let default_exchange = opts.exchange.is_empty();
     let nq = opts.queues.unwrap_or(if default_exchange { 1 } else { opts.consumers.max(1) }).max(1);
+    let queues = if opts.queue.is_empty() {
+        (0..nq).map(|i| format!("{}{i}", opts.queue_prefix)).collect()
+    } else {
+        opts.queue.clone()
+    };
     Plan {
-        queues: (0..nq).map(|i| format!("{}{i}", opts.queue_prefix)).collect(),
+        queues,
         default_exchange,
         routing_key: opts.routing_key.clone().unwrap_or_else(|| "perf".into()),
     }
@@ -541,5 +578,60 @@ fn run_throughput(opts: &Opts, uri: AMQPUri) -> Res<()> {
     match shared.error() {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Opts::command().debug_assert();
+    }
+
+    #[test]
+    fn perftest_short_options() {
+        let o = parse_opts([
+            "haremq-perf", "-h", "amqp://u:p@10.0.0.1:5673/v", "-x", "2", "-y", "3", "-s", "100", "-z", "5", "-C",
+            "1000", "-D", "2000", "-c", "64", "-f", "persistent", "-q", "50", "-a", "-e", "ex", "-t", "fanout",
+            "-k", "rk", "-u", "qa,qb", "-r", "500",
+        ])
+        .expect("PerfTest's letters parse");
+        assert_eq!(o.uri, "amqp://u:p@10.0.0.1:5673/v");
+        assert_eq!((o.publishers, o.consumers, o.size), (2, 3, 100));
+        assert_eq!((o.time, o.pmessages, o.cmessages), (Some(5.0), Some(1000), Some(2000)));
+        assert_eq!((o.confirm, o.prefetch), (Some(64), Some(50)));
+        assert!(o.persistent && o.autoack);
+        assert_eq!((o.exchange.as_str(), o.exchange_type, o.routing_key.as_deref()), ("ex", ExchangeType::Fanout, Some("rk")));
+        assert_eq!(o.rate, Some(500.0));
+        assert_eq!(plan(&o).queues, ["qa", "qb"]);
+        let o = parse_opts(["haremq-perf", "-A", "10"]).expect("-A");
+        assert_eq!(o.multi_ack_every, 10);
+        assert!(!o.persistent);
+        assert_eq!(plan(&o).queues, ["perf-q-0"]);
+    }
+
+    #[test]
+    fn long_names_still_work_and_help_is_not_h() {
+        let o = parse_opts(["haremq-perf", "--uri", "amqp://x", "--publishers", "4", "--persistent", "--queues", "3"])
+            .expect("long names parse");
+        assert_eq!((o.uri.as_str(), o.publishers, o.persistent), ("amqp://x", 4, true));
+        assert_eq!(plan(&o).queues.len(), 3);
+        for help in ["--help", "-?"] {
+            let e = parse_opts(["haremq-perf", help]).expect_err("help exits");
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        }
+        let e = parse_opts(["haremq-perf", "-h"]).expect_err("-h wants a URI");
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        let e = parse_opts(["haremq-perf", "-f", "mandatory"]).expect_err("only persistent");
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        let e = parse_opts(["haremq-perf", "-u", "q", "--queues", "2"]).expect_err("conflict");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        for version in ["-v", "-V", "--version"] {
+            let e = parse_opts(["haremq-perf", version]).expect_err("version exits");
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+        }
     }
 }

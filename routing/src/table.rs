@@ -416,6 +416,21 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
         Ok(true)
     }
 
+    /// True if exactly this binding exists.
+    pub fn has_binding(
+        &self,
+        source: &str,
+        destination: &Destination<Q>,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> bool {
+        self.exchanges
+            .get(source)
+            .and_then(|x| x.bindings.get(destination))
+            .and_then(|by_key| by_key.get(routing_key))
+            .is_some_and(|args| args.contains(arguments))
+    }
+
     /// Removes a binding. Returns false if there was no such binding (AMQP treats that as
     /// success, so the broker decides what to answer).
     pub fn unbind(

@@ -110,8 +110,14 @@ fn arguments_are_part_of_identity() {
     assert_eq!(t.bind("d", q("a"), "k", &a1), Ok(false));
     assert_eq!(t.bindings().len(), 2);
     assert_eq!(route(&t, "d", "k", None), ["a"]);
+    assert!(t.has_binding("d", &q("a"), "k", &a1));
+    assert!(!t.has_binding("d", &q("a"), "k", &none()));
+    assert!(!t.has_binding("d", &q("a"), "other", &a1));
+    assert!(!t.has_binding("d", &q("b"), "k", &a1));
+    assert!(!t.has_binding("missing", &q("a"), "k", &a1));
     assert!(!t.unbind("d", &q("a"), "k", &none()));
     assert!(t.unbind("d", &q("a"), "k", &a1));
+    assert!(!t.has_binding("d", &q("a"), "k", &a1));
     // Still bound through a2.
     assert_eq!(route(&t, "d", "k", None), ["a"]);
     assert!(t.unbind("d", &q("a"), "k", &a2));

@@ -845,20 +845,19 @@ impl Channel {
     /// Resolves a queue name from a client method; "" means the channel's last declared
     /// queue.
     fn resolve_queue(&self, ctx: &Context<'_>, name: &str) -> AmqpResult<Arc<Queue>> {
-        let name = if name.is_empty() {
-            match &self.last_queue {
-                Some(n) => n.clone(),
-                None => {
-                    return Err(AmqpError::NotFound(format!(
-                        "no previously declared queue in vhost '{}'",
-                        ctx.vhost.name
-                    )))
-                }
-            }
-        } else {
-            name.into()
-        };
+        let name = self.queue_name(name)?;
         ctx.vhost.queue_for(&name, ctx.conn_id)
+    }
+
+    /// A queue name from a client method, "" standing for the channel's last declared
+    /// queue (404 if there is none, with RabbitMQ's text).
+    fn queue_name(&self, name: &str) -> AmqpResult<Arc<str>> {
+        if !name.is_empty() {
+            return Ok(name.into());
+        }
+        self.last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::NotFound("no previously declared queue".into()))
     }
 
     fn queue(&mut self, ctx: &Context<'_>, m: queue::AMQPMethod) -> AmqpResult<Option<AMQPClass>> {
@@ -879,7 +878,8 @@ impl Channel {
                     crate::queue::args::validate(&name, &ctx.vhost.name, &d.arguments)?;
                 }
                 let settings = QueueSettings {
-                    durable: d.durable,
+                    // As RabbitMQ: an exclusive queue is never durable.
+                    durable: d.durable && !d.exclusive,
                     exclusive_owner: d.exclusive.then_some(ctx.conn_id),
                     auto_delete: d.auto_delete,
                     arguments: d.arguments,
@@ -905,8 +905,9 @@ impl Channel {
                 (Q::BindOk(queue::BindOk {}), b.nowait)
             }
             Q::Unbind(u) => {
-                let q = self.resolve_queue(ctx, u.queue.as_str())?;
-                ctx.vhost.unbind_queue(&q, u.exchange.as_str(), u.routing_key.as_str(), &u.arguments)?;
+                // The name only: unbinding a missing queue succeeds, as in RabbitMQ.
+                let name = self.queue_name(u.queue.as_str())?;
+                ctx.vhost.unbind_queue(&name, u.exchange.as_str(), u.routing_key.as_str(), &u.arguments, ctx.conn_id)?;
                 (Q::UnbindOk(queue::UnbindOk {}), false)
             }
             Q::Purge(p) => {

@@ -6,6 +6,7 @@
 //! Frames are handled synchronously, and publisher confirms produced while handling
 //! one read's worth of frames go out as one `multiple` ack before the next read.
 
+use std::collections::BTreeMap;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,8 +29,14 @@ use crate::vhost::VHost;
 
 /// How long a client has for the whole handshake (RabbitMQ's `handshake_timeout`).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long we wait for close-ok after sending connection.close.
+/// How long we wait for close-ok after sending connection.close (discarding every other
+/// frame meanwhile) before dropping the socket. RabbitMQ waits 30 s.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// After the close handshake our side of the socket is shut down, and we read (and
+/// discard) until the client closes its side, at most this long. Closing a socket with
+/// unread bytes makes the kernel reset the connection, which fails a client still
+/// flushing frames it queued (EPIPE) and can destroy the close-ok before it is read.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often a publisher held by an alarm looks again (message memory falls on any
 /// thread: acks, expiry, queue deletion; disk space is re-read at most once a second).
 const MEMORY_ALARM_POLL: Duration = Duration::from_millis(20);
@@ -93,14 +100,82 @@ impl ReadBuf {
     }
 }
 
+/// The open channels. RabbitMQ accepts any channel number up to 65535 and bounds only
+/// how many are open at once, so numbers up to the negotiated channel_max (the ones
+/// clients allocate) are slots of a vector the hot path indexes, and higher ones live in
+/// a map, where they cost no slots for the numbers in between.
+struct Channels {
+    dense: Vec<Option<Channel>>,
+    sparse: BTreeMap<ChannelId, Channel>,
+    /// The highest number kept in `dense`.
+    dense_max: ChannelId,
+    /// Channels open (including those waiting for the client's channel.close-ok).
+    open: usize,
+}
+
+impl Channels {
+    fn new(dense_max: ChannelId) -> Self {
+        Self { dense: Vec::new(), sparse: BTreeMap::new(), dense_max, open: 0 }
+    }
+
+    fn get(&self, id: ChannelId) -> Option<&Channel> {
+        if id <= self.dense_max {
+            self.dense.get(usize::from(id)).and_then(Option::as_ref)
+        } else {
+            self.sparse.get(&id)
+        }
+    }
+
+    fn get_mut(&mut self, id: ChannelId) -> Option<&mut Channel> {
+        if id <= self.dense_max {
+            self.dense.get_mut(usize::from(id)).and_then(Option::as_mut)
+        } else {
+            self.sparse.get_mut(&id)
+        }
+    }
+
+    /// Adds a channel whose number is not in use.
+    fn insert(&mut self, id: ChannelId, ch: Channel) {
+        if id <= self.dense_max {
+            let idx = usize::from(id);
+            if self.dense.len() <= idx {
+                self.dense.resize_with(idx + 1, || None);
+            }
+            self.dense[idx] = Some(ch);
+        } else {
+            self.sparse.insert(id, ch);
+        }
+        self.open += 1;
+    }
+
+    fn take(&mut self, id: ChannelId) -> Option<Channel> {
+        let ch = if id <= self.dense_max {
+            self.dense.get_mut(usize::from(id)).and_then(Option::take)
+        } else {
+            self.sparse.remove(&id)
+        };
+        if ch.is_some() {
+            self.open -= 1;
+        }
+        ch
+    }
+
+    fn take_all(&mut self) -> Vec<Channel> {
+        self.open = 0;
+        let sparse = std::mem::take(&mut self.sparse).into_values();
+        self.dense.iter_mut().filter_map(Option::take).chain(sparse).collect()
+    }
+}
+
 /// Why the frame loop stopped.
 enum Stop {
-    /// The peer went away or broke the protocol beyond reply.
+    /// The peer went away, or did not answer our connection.close in time: the socket
+    /// is closed at once.
     Gone,
-    /// The connection was closed in an orderly way.
+    /// The close handshake is complete (close-ok sent or received): our side is shut
+    /// down and the socket closed once the peer has closed its side (see [`linger`]).
     Closed,
-    /// We sent connection.close for an error the peer may not have finished sending:
-    /// drain its input before closing, so it is not reset mid-write.
+    /// We sent connection.close during the handshake: wait for the peer's close-ok.
     Failed,
 }
 
@@ -113,12 +188,14 @@ struct Connection {
     user: String,
     vhost: Option<Arc<VHost>>,
     frame_max: u32,
+    /// The most channels open at once (negotiated; 0 = no limit).
     channel_max: u16,
-    channels: Vec<Option<Channel>>,
+    channels: Channels,
     /// Channels with publisher confirms to flush after this read.
     confirms_due: Vec<ChannelId>,
-    /// We sent connection.close and wait for close-ok.
-    closing: bool,
+    /// We sent connection.close and wait for close-ok until this deadline; every
+    /// other frame is discarded meanwhile, and no second connection.close is sent.
+    closing: Option<Instant>,
     /// Wall clock of the last read (one clock read per batch, not per message).
     read_at_ms: u64,
     /// This connection has published: the memory alarm holds it back.
@@ -149,9 +226,9 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
         vhost: None,
         frame_max: broker.config.frame_max,
         channel_max: broker.config.channel_max,
-        channels: Vec::new(),
+        channels: Channels::new(broker.config.channel_max),
         confirms_due: Vec::new(),
-        closing: false,
+        closing: None,
         read_at_ms: crate::message::now_ms(),
         published: false,
         wants_blocked: false,
@@ -160,9 +237,13 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
     let stop = c.run(&mut stream_r).await;
     c.teardown();
     outbox.close();
+    // Sends what is queued (the close-ok or close last), then shuts down our side.
     writer.await;
-    let _ = stream.shutdown(Shutdown::Both);
     broker.unregister_connection(id);
+    if let Stop::Closed = stop {
+        linger(&mut stream_r).await;
+    }
+    let _ = stream.shutdown(Shutdown::Both);
     match stop {
         Stop::Closed => log::debug!("connection {peer} closed"),
         Stop::Gone | Stop::Failed => log::debug!("connection {peer} ended"),
@@ -219,8 +300,7 @@ impl Connection {
         match handshake {
             Some(Ok(())) => {}
             Some(Err(Stop::Failed)) => {
-                discard_until_closed(stream, &mut rb, self.frame_max).await;
-                return Stop::Failed;
+                return discard_until_closed(stream, &mut rb, self.frame_max, self.close_deadline()).await;
             }
             Some(Err(stop)) => return stop,
             None => {
@@ -247,7 +327,7 @@ impl Connection {
                         Some(Ok(m)) => return Ok(m),
                         Some(Err(())) => {
                             self.fail(&AmqpError::CommandInvalid("expected a connection method on channel 0".into()), 0, 0);
-                            return Err(Stop::Gone);
+                            return Err(Stop::Failed);
                         }
                     }
                 }
@@ -263,10 +343,21 @@ impl Connection {
         }
     }
 
-    /// Logs a connection error and sends connection.close (the caller then stops).
-    fn fail(&self, err: &AmqpError, class_id: u16, method_id: u16) {
+    /// Logs a connection error and sends connection.close, unless one was sent already:
+    /// there is one per connection, and after it the peer's frames are discarded.
+    fn fail(&mut self, err: &AmqpError, class_id: u16, method_id: u16) {
+        if self.closing.is_some() {
+            log::debug!("{}: after connection.close: {err}", self.peer);
+            return;
+        }
         log::warn!("{}: closing connection: {err}", self.peer);
         self.send(0, close_method(err, class_id, method_id));
+        self.closing = Some(Instant::now() + CLOSE_TIMEOUT);
+    }
+
+    /// Until when we wait for close-ok after our connection.close.
+    fn close_deadline(&self) -> Instant {
+        self.closing.unwrap_or_else(|| Instant::now() + CLOSE_TIMEOUT)
     }
 
     async fn handshake(&mut self, stream: &mut TcpStream, rb: &mut ReadBuf) -> Result<(), Stop> {
@@ -279,7 +370,8 @@ impl Connection {
         if &rb.data()[..8] != PROTOCOL_HEADER {
             log::warn!("{}: bad protocol header {:?}", self.peer, &rb.data()[..8]);
             self.outbox.lock().buf().extend_from_slice(PROTOCOL_HEADER);
-            return Err(Stop::Gone);
+            // Not reset: the peer reads the header, then the end of the stream.
+            return Err(Stop::Closed);
         }
         rb.start += 8;
         self.send(0, AMQPClass::Connection(conn::AMQPMethod::Start(conn::Start {
@@ -336,10 +428,11 @@ impl Connection {
         }
         self.frame_max = frame_max;
         self.outbox.set_frame_max(frame_max);
-        self.channel_max = match tune_ok.channel_max {
-            0 => cfg.channel_max,
-            n => n.min(cfg.channel_max),
+        self.channel_max = match (tune_ok.channel_max, cfg.channel_max) {
+            (0, max) | (max, 0) => max,
+            (n, max) => n.min(max),
         };
+        self.channels.dense_max = self.channel_max;
         self.liveness.heartbeat_s.store(u64::from(tune_ok.heartbeat), Ordering::Relaxed);
 
         let open = match self.read_method(stream, rb).await? {
@@ -375,15 +468,15 @@ impl Connection {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
                     Err(e) => {
-                        // The byte stream cannot be trusted any more: send the close,
-                        // then discard input until the peer hangs up (so it is not
-                        // reset mid-write and can read the reason).
+                        // The byte stream cannot be trusted any more: send the close
+                        // (unless it was sent already), then discard input until the
+                        // peer's close-ok, so it is not reset mid-write and can read the
+                        // reason.
                         self.fail(&e, 0, 0);
                         rb.start = rb.end;
                         // A batch must never be held across an await (it is per thread).
                         drop(batch);
-                        discard_until_closed(stream, rb, self.frame_max).await;
-                        return Stop::Failed;
+                        return discard_until_closed(stream, rb, self.frame_max, self.close_deadline()).await;
                     }
                 };
                 let consumed = rb.start + n;
@@ -394,20 +487,29 @@ impl Connection {
                 }
             }
             for id in std::mem::take(&mut self.confirms_due) {
-                if let Some(Some(ch)) = self.channels.get_mut(usize::from(id)) {
+                if let Some(ch) = self.channels.get_mut(id) {
                     ch.flush_confirms();
                 }
             }
             drop(batch);
-            self.hold_back().await;
-            let read = if self.closing {
-                future::or(rb.fill(stream, self.frame_max as usize), async {
-                    Timer::after(CLOSE_TIMEOUT).await;
-                    Ok(0)
-                })
-                .await
-            } else {
-                rb.fill(stream, self.frame_max as usize).await
+            if self.closing.is_none() && self.broker.is_shutting_down() {
+                // The broker sent (or is sending) connection.close 320 through our outbox.
+                self.closing = Some(Instant::now() + CLOSE_TIMEOUT);
+            }
+            let read = match self.closing {
+                // Bounded however much the peer keeps sending (heartbeats, say).
+                Some(deadline) => {
+                    future::or(rb.fill(stream, self.frame_max as usize), async {
+                        Timer::at(deadline).await;
+                        log::info!("{}: no connection.close-ok within {CLOSE_TIMEOUT:?}", self.peer);
+                        Ok(0)
+                    })
+                    .await
+                }
+                None => {
+                    self.hold_back().await;
+                    rb.fill(stream, self.frame_max as usize).await
+                }
             };
             match read {
                 Ok(0) | Err(_) => return Stop::Gone,
@@ -469,7 +571,7 @@ impl Connection {
 
     /// Handles one frame; `Some` ends the connection.
     fn handle_frame(&mut self, frame: Frame<'_>) -> Option<Stop> {
-        if self.closing {
+        if self.closing.is_some() {
             // After our connection.close only close/close-ok matter.
             return match frame {
                 Frame::Method(0, AMQPClass::Connection(conn::AMQPMethod::CloseOk(_))) => Some(Stop::Closed),
@@ -506,28 +608,29 @@ impl Connection {
                 ),
             };
         }
-        if channel > self.channel_max {
-            return self.connection_error(
-                AmqpError::ChannelError(format!("channel {channel} exceeds channel_max {}", self.channel_max)),
-                class_method,
-            );
-        }
-        let idx = usize::from(channel);
+        // Any channel number is accepted, as in RabbitMQ 3.10; channel_max bounds how
+        // many are open at once.
         let result = match frame {
             Frame::Method(_, AMQPClass::Channel(chan::AMQPMethod::Open(_))) => {
-                if self.channels.get(idx).is_some_and(Option::is_some) {
+                if self.channels.get(channel).is_some() {
                     Err(AmqpError::ChannelError("second 'channel.open' seen".into()))
+                } else if self.channel_max != 0 && self.channels.open >= usize::from(self.channel_max) {
+                    // RabbitMQ's reply (a connection error, class and method 0).
+                    return self.connection_error(
+                        AmqpError::NotAllowed(format!(
+                            "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                            self.channels.open, self.channel_max
+                        )),
+                        (0, 0),
+                    );
                 } else {
-                    if self.channels.len() <= idx {
-                        self.channels.resize_with(idx + 1, || None);
-                    }
-                    self.channels[idx] = Some(Channel::new(channel, self.outbox.clone()));
+                    self.channels.insert(channel, Channel::new(channel, self.outbox.clone()));
                     self.send(channel, AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})));
                     Ok(())
                 }
             }
             Frame::Method(_, AMQPClass::Channel(chan::AMQPMethod::Close(_))) => {
-                if let Some(mut ch) = self.channels.get_mut(idx).and_then(Option::take) {
+                if let Some(mut ch) = self.channels.take(channel) {
                     if let Some(v) = &self.vhost {
                         ch.teardown(v);
                     }
@@ -536,28 +639,28 @@ impl Connection {
                 Ok(())
             }
             Frame::Method(_, AMQPClass::Channel(chan::AMQPMethod::CloseOk(_))) => {
-                if self.channels.get(idx).and_then(Option::as_ref).is_some_and(|c| c.closing) {
-                    self.channels[idx] = None;
+                if self.channels.get(channel).is_some_and(|c| c.closing) {
+                    self.channels.take(channel);
                 }
                 Ok(())
             }
-            frame => self.channel_frame(idx, frame),
+            frame => self.channel_frame(channel, frame),
         };
         match result {
             Ok(()) => None,
             Err(e) if e.is_connection_error() => self.connection_error(e, class_method),
             Err(e) => {
-                self.channel_error(idx, e, class_method);
+                self.channel_error(channel, e, class_method);
                 None
             }
         }
     }
 
-    fn channel_frame(&mut self, idx: usize, frame: Frame<'_>) -> Result<(), AmqpError> {
+    fn channel_frame(&mut self, channel: ChannelId, frame: Frame<'_>) -> Result<(), AmqpError> {
         let Some(vhost) = self.vhost.as_ref() else {
             return Err(AmqpError::CommandInvalid("connection not open".into()));
         };
-        let Some(ch) = self.channels.get_mut(idx).and_then(Option::as_mut) else {
+        let Some(ch) = self.channels.get_mut(channel) else {
             return Err(AmqpError::ChannelError("expected 'channel.open'".into()));
         };
         if ch.closing {
@@ -590,9 +693,9 @@ impl Connection {
         r
     }
 
-    fn channel_error(&mut self, idx: usize, err: AmqpError, (class_id, method_id): (u16, u16)) {
-        log::info!("{}: closing channel {idx}: {err}", self.peer);
-        let Some(ch) = self.channels.get_mut(idx).and_then(Option::as_mut) else {
+    fn channel_error(&mut self, channel: ChannelId, err: AmqpError, (class_id, method_id): (u16, u16)) {
+        log::info!("{}: closing channel {channel}: {err}", self.peer);
+        let Some(ch) = self.channels.get_mut(channel) else {
             return;
         };
         // Confirms due before the error still go out first.
@@ -612,7 +715,6 @@ impl Connection {
 
     fn connection_error(&mut self, err: AmqpError, (class_id, method_id): (u16, u16)) -> Option<Stop> {
         self.fail(&err, class_id, method_id);
-        self.closing = true;
         None
     }
 
@@ -647,8 +749,7 @@ impl Connection {
         let Some(vhost) = self.vhost.clone() else {
             return;
         };
-        for ch in self.channels.iter_mut().filter_map(Option::take) {
-            let mut ch = ch;
+        for mut ch in self.channels.take_all() {
             ch.teardown(&vhost);
         }
         for q in vhost.exclusive_queues_of(self.id) {
@@ -657,16 +758,18 @@ impl Connection {
     }
 }
 
-/// After we sent connection.close: drops input until the peer's close-ok, EOF or
-/// [`CLOSE_TIMEOUT`]. After a framing error the stream may be misaligned, so bytes that
-/// do not parse are dropped wholesale.
-async fn discard_until_closed(stream: &mut TcpStream, rb: &mut ReadBuf, frame_max: u32) {
-    let _ = future::or(
+/// After we sent connection.close: drops input until the peer's close-ok (`Closed`), or
+/// EOF or `deadline` (`Gone`). After a framing error the stream may be misaligned, so
+/// bytes that do not parse are dropped wholesale.
+async fn discard_until_closed(stream: &mut TcpStream, rb: &mut ReadBuf, frame_max: u32, deadline: Instant) -> Stop {
+    future::or(
         async {
             loop {
                 loop {
                     match next_frame(rb.data(), frame_max) {
-                        Ok(Some((Frame::Method(0, AMQPClass::Connection(conn::AMQPMethod::CloseOk(_))), _))) => return,
+                        Ok(Some((Frame::Method(0, AMQPClass::Connection(conn::AMQPMethod::CloseOk(_))), _))) => {
+                            return Stop::Closed
+                        }
                         Ok(Some((_, n))) => rb.start += n,
                         Ok(None) => break,
                         Err(_) => {
@@ -676,13 +779,34 @@ async fn discard_until_closed(stream: &mut TcpStream, rb: &mut ReadBuf, frame_ma
                     }
                 }
                 match rb.fill(stream, frame_max as usize).await {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => return Stop::Gone,
                     Ok(_) => {}
                 }
             }
         },
         async {
-            Timer::after(CLOSE_TIMEOUT).await;
+            Timer::at(deadline).await;
+            Stop::Gone
+        },
+    )
+    .await
+}
+
+/// After the close handshake, with our side shut down (the peer reads the end of the
+/// stream after our last frame): reads and discards until the peer closes its side or
+/// [`LINGER_TIMEOUT`], so that what it still sends is not answered with a reset.
+async fn linger(stream: &mut TcpStream) {
+    let mut buf = vec![0u8; 16 * 1024];
+    future::or(
+        async {
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        },
+        async {
+            Timer::after(LINGER_TIMEOUT).await;
         },
     )
     .await;
@@ -767,5 +891,6 @@ async fn write_loop(mut stream: TcpStream, outbox: Arc<Outbox>, liveness: Arc<Li
         }
     }
     let _ = stream.flush().await;
-    let _ = stream.shutdown(Shutdown::Both);
+    // Our side only: the reader may still have to drain the peer's (see `linger`).
+    let _ = stream.shutdown(Shutdown::Write);
 }

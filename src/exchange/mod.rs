@@ -113,9 +113,12 @@ pub fn settings(kind: &str, args: &FieldTable, name: &str, vhost: &str) -> AmqpR
 pub fn type_word(v: &AMQPValue) -> &'static str {
     match v {
         AMQPValue::Boolean(_) => "bool",
-        AMQPValue::ShortShortInt(_) | AMQPValue::ShortShortUInt(_) => "byte",
-        AMQPValue::ShortInt(_) | AMQPValue::ShortUInt(_) => "short",
-        AMQPValue::LongInt(_) | AMQPValue::LongUInt(_) => "signedint",
+        AMQPValue::ShortShortInt(_) => "byte",
+        AMQPValue::ShortShortUInt(_) => "unsignedbyte",
+        AMQPValue::ShortInt(_) => "short",
+        AMQPValue::ShortUInt(_) => "unsignedshort",
+        AMQPValue::LongInt(_) => "signedint",
+        AMQPValue::LongUInt(_) => "unsignedint",
         AMQPValue::LongLongInt(_) => "long",
         AMQPValue::Float(_) => "float",
         AMQPValue::Double(_) => "double",

@@ -8,6 +8,7 @@ use amq_protocol::protocol::{channel, connection, AMQPClass};
 use amq_protocol::types::AMQPValue;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 const PROTOCOL_HEADER: &[u8] = b"AMQP\x00\x00\x09\x01";
 
@@ -672,20 +673,207 @@ fn a_client_that_sends_heartbeats_stays_connected() {
     }
 }
 
-#[test]
-fn channel_above_the_negotiated_channel_max_is_504() {
-    let broker = start_broker();
-    if broker.is_external() {
-        // RabbitMQ 3.10 does not enforce channel_max; HareMQ does.
-        return;
+/// Sends channel.open on `ch` and expects channel.open-ok.
+fn open_channel(raw: &mut Raw, ch: u16) {
+    raw.send(&frame(1, ch, &channel_open()));
+    match raw.read_frame() {
+        Some(AMQPFrame::Method(n, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))) if n == ch => {}
+        other => panic!("expected channel.open-ok on channel {ch}, got {other:?}"),
     }
-    let (mut raw, _start, tune) = Raw::start_and_tune(broker.addr());
-    raw.tune_ok_and_open(10, tune.frame_max);
+}
+
+/// Handshake with the given channel_max, no heartbeats.
+fn handshake_with_channel_max(addr: SocketAddr, channel_max: u16) -> Raw {
+    let (mut raw, _start, tune) = Raw::start_and_tune(addr);
+    raw.tune_ok_and_open(channel_max, tune.frame_max);
     match raw.read_frame().expect("connection.open-ok") {
         AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))) => {}
         other => panic!("expected connection.open-ok, got {other:?}"),
     }
-    raw.send(&frame(1, 11, &channel_open()));
-    assert_close(raw.read_end(), 504, "CHANNEL_ERROR");
+    raw
+}
+
+#[test]
+fn any_channel_number_opens_but_channel_max_bounds_the_open_channels() {
+    let broker = start_broker();
+    let mut raw = handshake_with_channel_max(broker.addr(), 10);
+    // RabbitMQ 3.10 accepts any number up to 65535, whatever channel_max is...
+    open_channel(&mut raw, 11);
+    open_channel(&mut raw, 65535);
+    for ch in 1..=8 {
+        open_channel(&mut raw, ch);
+    }
+    // ...and counts the channels open at once: channel.close frees one.
+    raw.send(&frame(1, 65535, &method(20, 40, &[0, 200, 0, 0, 0, 0, 0])));
+    match raw.read_frame() {
+        Some(AMQPFrame::Method(65535, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)))) => {}
+        other => panic!("expected channel.close-ok on channel 65535, got {other:?}"),
+    }
+    open_channel(&mut raw, 9);
+    // The eleventh open channel is refused with a connection error.
+    raw.send(&frame(1, 100, &channel_open()));
+    assert_eq!(
+        raw.read_end(),
+        End::Close(
+            530,
+            "NOT_ALLOWED - number of channels opened (10) has reached the negotiated channel_max (10)".into(),
+            0,
+            0
+        )
+    );
+    // A channel the server closed counts until the client's close-ok.
+    let mut raw = handshake_with_channel_max(broker.addr(), 2);
+    open_channel(&mut raw, 1);
+    open_channel(&mut raw, 2);
+    let mut args = vec![0, 0];
+    shortstr(&mut args, unique("missing").as_bytes());
+    args.push(1); // passive
+    args.extend_from_slice(&0u32.to_be_bytes());
+    raw.send(&frame(1, 2, &method(50, 10, &args)));
+    match raw.read_frame() {
+        Some(AMQPFrame::Method(2, AMQPClass::Channel(channel::AMQPMethod::Close(c)))) => assert_eq!(c.reply_code, 404),
+        other => panic!("expected channel.close 404, got {other:?}"),
+    }
+    raw.send(&frame(1, 3, &channel_open()));
+    assert_eq!(
+        raw.read_end(),
+        End::Close(
+            530,
+            "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)".into(),
+            0,
+            0
+        )
+    );
+    // With the default channel_max, channel 65535 opens and works.
+    let mut raw = Raw::handshake(broker.addr());
+    open_channel(&mut raw, 65535);
+    let q = unique("channel-65535");
+    let mut args = vec![0, 0];
+    shortstr(&mut args, q.as_bytes());
+    args.push(0);
+    args.extend_from_slice(&0u32.to_be_bytes());
+    raw.send(&frame(1, 65535, &method(50, 10, &args)));
+    match raw.read_frame() {
+        Some(AMQPFrame::Method(65535, AMQPClass::Queue(_))) => {}
+        other => panic!("expected queue.declare-ok on channel 65535, got {other:?}"),
+    }
+    assert_broker_still_serves(&broker);
+}
+
+/// connection.close-ok from the client.
+fn close_ok() -> Vec<u8> {
+    frame(1, 0, &method(10, 51, &[]))
+}
+
+/// Handshake and channel 1, then a heartbeat on channel 1 makes the server send
+/// connection.close 505.
+fn server_closed_connection(addr: SocketAddr) -> Raw {
+    let mut raw = Raw::with_channel(addr);
+    raw.send(&frame(8, 1, b""));
+    match raw.read_frame() {
+        Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(c)))) => {
+            assert_eq!(c.reply_code, 505)
+        }
+        other => panic!("expected connection.close 505, got {other:?}"),
+    }
+    raw
+}
+
+#[test]
+fn after_its_connection_close_the_server_ignores_everything_but_close_ok() {
+    let broker = start_broker();
+    let mut raw = server_closed_connection(broker.addr());
+    // More bad input before the close-ok: another heartbeat on channel 1, a body frame
+    // on a channel, a method on a never-opened channel, an unknown frame type and a
+    // frame with a bad end byte. RabbitMQ answers none of them (AMQP: after sending
+    // connection.close, discard everything but close and close-ok).
+    raw.send(&frame(8, 1, b""));
+    raw.send(&frame(3, 1, b"body"));
+    raw.send(&frame(1, 7, &method(50, 10, &[0, 0, 1, b'q', 0, 0, 0, 0, 0])));
+    raw.send(&frame(9, 0, b"abc"));
+    raw.send(&frame_with_end(1, 1, &channel_open(), 0x00));
+    raw.send(&close_ok());
+    // No second connection.close: the next thing is the end of the stream.
+    assert!(raw.read_frame().is_none(), "the server sent a frame after its connection.close");
+    assert_broker_still_serves(&broker);
+}
+
+#[test]
+fn a_client_that_never_answers_connection_close_is_dropped_after_a_bounded_wait() {
+    let broker = start_broker();
+    let mut raw = server_closed_connection(broker.addr());
+    // The client keeps sending heartbeats instead of close-ok. RabbitMQ drops it after
+    // 30 s, HareMQ after 3 s.
+    let bound = if broker.is_external() { Duration::from_secs(40) } else { Duration::from_secs(8) };
+    let started = Instant::now();
+    raw.s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        assert!(started.elapsed() < bound, "the connection is still open after {bound:?}");
+        if raw.s.write_all(&frame(8, 0, b"")).is_err() {
+            break;
+        }
+        match raw.s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => panic!("unexpected bytes after connection.close: {:?}", &buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {}
+            Err(_) => break, // reset: the server gave up
+        }
+    }
+    assert_broker_still_serves(&broker);
+}
+
+#[test]
+fn a_client_still_sending_after_its_connection_close_is_not_reset() {
+    let broker = start_broker();
+    let mut raw = Raw::with_channel(broker.addr());
+    let q = unique("burst-close");
+    let mut args = vec![0, 0];
+    shortstr(&mut args, q.as_bytes());
+    args.push(0);
+    args.extend_from_slice(&0u32.to_be_bytes());
+    raw.send(&frame(1, 1, &method(50, 10, &args)));
+    match raw.read_frame() {
+        Some(AMQPFrame::Method(1, AMQPClass::Queue(_))) => {}
+        other => panic!("expected queue.declare-ok, got {other:?}"),
+    }
+    // As a client that queued a burst of 20-byte publishes and then closes (amqplib:
+    // 2,046 sendToQueue calls, then close()), with frames it queued on its channel still
+    // being flushed after the connection.close (2 MB of them), all written before
+    // reading anything.
+    let publish = [frame(1, 1, &basic_publish(&q)), frame(2, 1, &content_header(60, 20)), frame(3, 1, &[b'x'; 20])]
+        .concat();
+    let mut bytes = publish.repeat(2046);
+    let mut close = 200u16.to_be_bytes().to_vec();
+    shortstr(&mut close, b"Goodbye");
+    close.extend_from_slice(&[0, 0, 0, 0]);
+    bytes.extend(frame(1, 0, &method(10, 50, &close)));
+    bytes.extend(publish.repeat(2 * 1024 * 1024 / publish.len()));
+    let written = raw.s.write_all(&bytes);
+    assert!(written.is_ok(), "the broker reset the connection while the client was sending: {written:?}");
+    match raw.read_frame() {
+        Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)))) => {}
+        other => panic!("expected connection.close-ok, got {other:?}"),
+    }
+    // Then the server either closes its end cleanly (HareMQ: EOF) or waits for the
+    // client to close (RabbitMQ), but never resets the connection.
+    if broker.is_external() {
+        raw.s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    }
+    let mut buf = [0u8; 64];
+    match raw.s.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if broker.is_external() && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("expected the end of the stream after close-ok, got {other:?}"),
+    }
+    // The client is still flushing: the broker keeps discarding what arrives (a reset
+    // would fail these writes with EPIPE) until the client closes its end.
+    let more = publish.repeat(64 * 1024 / publish.len());
+    for i in 0..256 {
+        if let Err(e) = raw.s.write_all(&more) {
+            panic!("write {i} after close-ok failed (the broker reset the connection): {e}");
+        }
+    }
+    drop(raw);
     assert_broker_still_serves(&broker);
 }

@@ -587,3 +587,82 @@ async fn headers_exchange_value_types_and_void() {
     assert_eq!(drain(&ch, &q_int).await, vec!["long-int-1", "short-short-1", "long-long-1"]);
     assert_eq!(drain(&ch, &q_void).await, vec!["flag-string", "flag-bool"]);
 }
+
+async fn exchange_unbind(ch: &lapin::Channel, destination: &str, source: &str, key: &str) -> lapin::Result<()> {
+    within(
+        "exchange.unbind",
+        ch.exchange_unbind(
+            destination.into(),
+            source.into(),
+            key.into(),
+            ExchangeUnbindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+}
+
+async fn exchange_bind(ch: &lapin::Channel, destination: &str, source: &str, key: &str) {
+    within(
+        "exchange.bind",
+        ch.exchange_bind(destination.into(), source.into(), key.into(), ExchangeBindOptions::default(), FieldTable::default()),
+    )
+    .await
+    .expect("exchange.bind")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_unbind_is_idempotent_when_anything_is_missing() {
+    let broker = start_broker();
+    let (conn, ch) = open(&broker).await;
+    let (a, b) = (unique("xunbind-a"), unique("xunbind-b"));
+    declare_exchange(&ch, &a, ExchangeKind::Direct).await;
+    declare_exchange(&ch, &b, ExchangeKind::Direct).await;
+    let (no_a, no_b) = (unique("no-such-x"), unique("no-such-x"));
+    // RabbitMQ 3.10 answers unbind-ok for all of these, on one channel.
+    exchange_unbind(&ch, &a, &no_b, "k").await.expect("unbind from a missing source");
+    exchange_unbind(&ch, &no_a, &b, "k").await.expect("unbind of a missing destination");
+    exchange_unbind(&ch, &no_a, &no_b, "k").await.expect("unbind with both missing");
+    exchange_unbind(&ch, &a, &b, "k").await.expect("unbind of a missing binding");
+    // The destination deleted by this channel's previous method.
+    let gone = unique("xunbind-deleted");
+    declare_exchange(&ch, &gone, ExchangeKind::Fanout).await;
+    exchange_bind(&ch, &gone, &a, "k").await;
+    within("exchange.delete", ch.exchange_delete(gone.as_str().into(), ExchangeDeleteOptions::default()))
+        .await
+        .expect("exchange.delete");
+    exchange_unbind(&ch, &gone, &a, "k").await.expect("unbind of a destination deleted just before");
+    // An auto-delete source that this channel's previous unbind deleted.
+    let auto = unique("xunbind-auto");
+    within(
+        "exchange.declare",
+        ch.exchange_declare(
+            auto.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions { auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("auto-delete exchange.declare");
+    exchange_bind(&ch, &a, &auto, "k").await;
+    exchange_unbind(&ch, &a, &auto, "k").await.expect("unbind of the last binding");
+    exchange_unbind(&ch, &a, &auto, "k").await.expect("unbind from the auto-deleted source");
+    let res = within(
+        "passive exchange.declare",
+        ch.exchange_declare(
+            auto.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
+    )
+    .await;
+    assert_amqp_err(res, 404, &format!("NOT_FOUND - no exchange '{auto}' in vhost '/'"));
+    // The default exchange on either side is still refused, even when the other is missing.
+    for (destination, source) in [(a.as_str(), ""), ("", a.as_str()), ("", no_b.as_str())] {
+        let ch = channel(&conn).await;
+        let res = exchange_unbind(&ch, destination, source, "k").await;
+        assert_amqp_err(res, 403, "ACCESS_REFUSED - operation not permitted on the default exchange");
+    }
+}

@@ -472,3 +472,215 @@ async fn amqprs_declare_purge_delete_counts() {
     assert_eq!(deleted, Some(1));
     conn.close().await.expect("close");
 }
+
+async fn unbind(ch: &lapin::Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
+    within(
+        "queue.unbind",
+        ch.queue_unbind(queue.into(), exchange.into(), key.into(), FieldTable::default()),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_unbind_is_idempotent_when_anything_is_missing() {
+    let broker = start_broker();
+    let (conn, ch) = open(&broker).await;
+    let q = unique("unbind-q");
+    let x = unique("unbind-x");
+    declare_queue(&ch, &q).await;
+    declare_exchange(&ch, &x, ExchangeKind::Direct).await;
+    let (no_q, no_x) = (unique("no-such-q"), unique("no-such-x"));
+    // RabbitMQ 3.10 answers unbind-ok for all of these; all on one channel, which a
+    // 404 would have closed.
+    unbind(&ch, &no_q, &x, "k").await.expect("unbind of a missing queue");
+    unbind(&ch, &q, &no_x, "k").await.expect("unbind from a missing exchange");
+    unbind(&ch, &no_q, &no_x, "k").await.expect("unbind with both missing");
+    unbind(&ch, &q, &x, "k").await.expect("unbind of a missing binding");
+    // The queue deleted by this channel's previous method.
+    let gone = unique("unbind-deleted");
+    declare_queue(&ch, &gone).await;
+    bind(&ch, &gone, &x, "k").await;
+    within("queue.delete", ch.queue_delete(gone.as_str().into(), QueueDeleteOptions::default()))
+        .await
+        .expect("queue.delete");
+    unbind(&ch, &gone, &x, "k").await.expect("unbind of a queue deleted just before");
+    // An auto-delete queue whose last consumer this channel just cancelled.
+    let auto = unique("unbind-auto");
+    within(
+        "queue.declare",
+        ch.queue_declare(auto.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await
+    .expect("auto-delete declare");
+    bind(&ch, &auto, &x, "k").await;
+    let consumer = consume(&ch, &auto, true).await;
+    within("basic.cancel", ch.basic_cancel(consumer.tag().as_str().into(), BasicCancelOptions::default()))
+        .await
+        .expect("basic.cancel");
+    unbind(&ch, &auto, &x, "k").await.expect("unbind of an auto-deleted queue");
+    wait_until_queue_gone(&conn, &auto).await;
+    unbind(&ch, &auto, &x, "k").await.expect("unbind of an auto-deleted queue, later");
+    // An auto-delete exchange that this channel's previous unbind deleted.
+    let ax = unique("unbind-auto-x");
+    within(
+        "exchange.declare",
+        ch.exchange_declare(
+            ax.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions { auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("auto-delete exchange.declare");
+    bind(&ch, &q, &ax, "k").await;
+    unbind(&ch, &q, &ax, "k").await.expect("unbind of the last binding");
+    unbind(&ch, &q, &ax, "k").await.expect("unbind from the auto-deleted exchange");
+    // The channel is still open and the remaining topology intact.
+    assert_eq!(message_count(&ch, &q).await, 0);
+    let res = within(
+        "passive exchange.declare",
+        ch.exchange_declare(
+            ax.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
+    )
+    .await;
+    assert_amqp_err(res, 404, &format!("NOT_FOUND - no exchange '{ax}' in vhost '/'"));
+
+    // What is still refused.
+    let ch = channel(&conn).await;
+    let res = unbind(&ch, &q, "", &q).await;
+    assert_amqp_err(res, 403, "ACCESS_REFUSED - operation not permitted on the default exchange");
+    let ch = channel(&conn).await;
+    let res = unbind(&ch, &no_q, "", &no_q).await;
+    assert_amqp_err(res, 403, "ACCESS_REFUSED - operation not permitted on the default exchange");
+    let ch = channel(&conn).await;
+    let res = unbind(&ch, "", &x, "k").await;
+    assert_amqp_err(res, 404, "NOT_FOUND - no previously declared queue");
+    // Another connection's exclusive queue: 405 only where a binding exists to remove.
+    let (_owner, och) = open(&broker).await;
+    let excl = unique("unbind-excl");
+    within(
+        "queue.declare",
+        och.queue_declare(excl.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+    )
+    .await
+    .expect("exclusive declare");
+    bind(&och, &excl, &x, "k").await;
+    let ch = channel(&conn).await;
+    unbind(&ch, &excl, &no_x, "k").await.expect("unbind of another connection's queue from a missing exchange");
+    unbind(&ch, &excl, &x, "other-key").await.expect("unbind of another connection's queue, no such binding");
+    let res = unbind(&ch, &excl, &x, "k").await;
+    assert_amqp_err(
+        res,
+        405,
+        &format!("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{excl}' in vhost '/'"),
+    );
+}
+
+async fn redeclare(conn: &Connection, q: &str, opts: QueueDeclareOptions, args: FieldTable) -> lapin::Result<lapin::Queue> {
+    let ch = channel(conn).await;
+    within("queue.declare", ch.queue_declare(q.into(), opts, args)).await
+}
+
+fn args(pairs: &[(&str, lapin::types::AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeclare_checks_exclusive_owner_strictly_and_compares_rabbitmqs_arguments() {
+    use lapin::types::AMQPValue as V;
+    let broker = start_broker();
+    let conn = connect(&broker).await;
+    let exclusive = QueueDeclareOptions { exclusive: true, ..Default::default() };
+    let none = FieldTable::default;
+    let q = unique("redeclare-excl");
+    redeclare(&conn, &q, exclusive, none()).await.expect("exclusive declare");
+    // Exclusivity must match even for the owner: 405, not 406.
+    let locked = format!(
+        "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'. \
+         It could be originally declared on another connection or the exclusive property value \
+         does not match that of the original declaration."
+    );
+    assert_amqp_err(redeclare(&conn, &q, QueueDeclareOptions::default(), none()).await, 405, &locked);
+    let durable_shared = QueueDeclareOptions { durable: true, ..Default::default() };
+    assert_amqp_err(redeclare(&conn, &q, durable_shared, none()).await, 405, &locked);
+    // An exclusive queue is never durable: durable=true is ignored with exclusive=true.
+    let durable_exclusive = QueueDeclareOptions { durable: true, exclusive: true, ..Default::default() };
+    redeclare(&conn, &q, durable_exclusive, none()).await.expect("exclusive durable redeclare");
+    let qd = unique("redeclare-excl-durable");
+    redeclare(&conn, &qd, durable_exclusive, none()).await.expect("exclusive durable declare");
+    redeclare(&conn, &qd, exclusive, none()).await.expect("exclusive non-durable redeclare");
+    // Exclusive consumers: the second is refused.
+    let ch = channel(&conn).await;
+    let excl_consume = BasicConsumeOptions { exclusive: true, ..Default::default() };
+    within("basic.consume", ch.basic_consume(q.as_str().into(), "c1".into(), excl_consume, none()))
+        .await
+        .expect("exclusive consume");
+    let res = within("basic.consume", ch.basic_consume(q.as_str().into(), "c2".into(), excl_consume, none())).await;
+    assert_amqp_err(res, 403, &format!("ACCESS_REFUSED - queue '{q}' in vhost '/' in exclusive use"));
+
+    // Arguments: only RabbitMQ's classic-queue arguments are compared, integers by value.
+    let qa = unique("redeclare-args");
+    let ttl = |v: V| args(&[("x-message-ttl", v)]);
+    redeclare(&conn, &qa, QueueDeclareOptions::default(), ttl(V::LongInt(1000))).await.expect("declare");
+    redeclare(&conn, &qa, QueueDeclareOptions::default(), ttl(V::ShortInt(1000))).await.expect("same value, other int type");
+    redeclare(&conn, &qa, QueueDeclareOptions::default(), ttl(V::LongLongInt(1000))).await.expect("same value, long");
+    let ignored = args(&[
+        ("x-message-ttl", V::LongInt(1000)),
+        ("x-queue-type", V::LongString("classic".into())),
+        ("x-delivery-limit", V::LongInt(9)),
+        ("x-consumer-timeout", V::LongInt(60000)),
+        ("x-whatever", V::LongInt(1)),
+        ("plain", V::LongInt(1)),
+    ]);
+    redeclare(&conn, &qa, QueueDeclareOptions::default(), ignored).await.expect("arguments RabbitMQ does not compare");
+    let prefix = "PRECONDITION_FAILED - inequivalent arg";
+    let cases: Vec<(FieldTable, String)> = vec![
+        (ttl(V::LongLongInt(2000)), "'x-message-ttl' for queue '{q}' in vhost '/': received '2000' but current is '1000'".into()),
+        (none(), "'x-message-ttl' for queue '{q}' in vhost '/': received none but current is the value '1000' of type 'signedint'".into()),
+        (ttl(V::LongString("1000".into())), "'x-message-ttl' for queue '{q}' in vhost '/': received '1000' but current is '1000'".into()),
+        (
+            args(&[("x-message-ttl", V::LongInt(1000)), ("x-expires", V::LongInt(5000))]),
+            "'x-expires' for queue '{q}' in vhost '/': received the value '5000' of type 'signedint' but current is none".into(),
+        ),
+        (
+            args(&[("x-message-ttl", V::LongInt(1000)), ("x-max-priority", V::ShortShortUInt(5))]),
+            "'x-max-priority' for queue '{q}' in vhost '/': received the value '5' of type 'unsignedbyte' but current is none".into(),
+        ),
+        (
+            args(&[("x-message-ttl", V::LongInt(1000)), ("x-queue-type", V::LongString("quorum".into()))]),
+            "'x-queue-type' for queue '{q}' in vhost '/': received the value 'quorum' of type 'longstr' but current is none".into(),
+        ),
+        (
+            args(&[("x-message-ttl", V::LongInt(1000)), ("x-single-active-consumer", V::Boolean(true))]),
+            "'x-single-active-consumer' for queue '{q}' in vhost '/': received the value 'true' of type 'bool' but current is none".into(),
+        ),
+    ];
+    for (a, text) in cases {
+        let expected = format!("{prefix} {}", text.replace("{q}", &qa));
+        assert_amqp_err(redeclare(&conn, &qa, QueueDeclareOptions::default(), a).await, 406, &expected);
+    }
+    // durable and auto_delete come before the arguments.
+    let res = redeclare(&conn, &qa, durable_shared, ttl(V::LongInt(2000))).await;
+    assert_amqp_err(
+        res,
+        406,
+        &format!("{prefix} 'durable' for queue '{qa}' in vhost '/': received 'true' but current is 'false'"),
+    );
+    let strings = unique("redeclare-strings");
+    let dlx = |x: &str| args(&[("x-dead-letter-exchange", V::LongString(x.into()))]);
+    redeclare(&conn, &strings, QueueDeclareOptions::default(), dlx("a")).await.expect("declare");
+    assert_amqp_err(
+        redeclare(&conn, &strings, QueueDeclareOptions::default(), dlx("b")).await,
+        406,
+        &format!("{prefix} 'x-dead-letter-exchange' for queue '{strings}' in vhost '/': received 'b' but current is 'a'"),
+    );
+}
