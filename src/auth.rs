@@ -72,6 +72,8 @@ fn parse_amqplain(response: &[u8]) -> Result<(String, String), AuthError> {
     let mut framed = Vec::with_capacity(response.len() + 4);
     framed.extend_from_slice(&len.to_be_bytes());
     framed.extend_from_slice(response);
+    // Bounded: the table's nesting is checked before amq-protocol recurses into it.
+    crate::amqp::nesting::check_table(&framed).map_err(|_| AuthError::Malformed)?;
     let (_, table) = parse_field_table(framed.as_slice()).map_err(|_| AuthError::Malformed)?;
     let get = |key: &str| -> Result<String, AuthError> {
         match table.inner().get(key) {

@@ -70,7 +70,7 @@ impl Message {
     /// the properties: only deduplicating queues ask.
     pub fn dedup_key(&self) -> Option<Vec<u8>> {
         use amq_protocol::types::AMQPValue;
-        let (_, props) = amq_protocol::protocol::basic::parse_properties(&self.raw_properties[..]).ok()?;
+        let props = crate::amqp::nesting::parse_properties(&self.raw_properties)?;
         if let Some(v) = props.headers().as_ref().and_then(|h| h.inner().get("x-deduplication-header")) {
             return Some(match v {
                 AMQPValue::LongString(s) => s.as_bytes().to_vec(),

@@ -19,7 +19,6 @@ use crate::queue::{ConnectionId, Entry, Queue, QueueSettings, Run};
 use crate::message::QueuedMessage;
 use crate::store::codec::encode_delayed;
 use crate::store::{BindingRecord, DelayedRecord, ExchangeRecord, QueueRecord, Recovered, Snapshot, StoreHandle, StoreOp};
-use amq_protocol::protocol::basic::parse_properties;
 
 /// A queue as a routing destination: compared and hashed by identity, so routing never
 /// hashes queue names on the hot path.
@@ -850,9 +849,9 @@ impl VHost {
     fn restore_delayed(&self, snap: &Snapshot) {
         let now = crate::message::now_ms();
         for (id, r) in snap.delayed.iter().filter(|(_, r)| *r.vhost == *self.name) {
-            let props = match parse_properties(r.raw_properties.as_slice()) {
-                Ok((_, p)) => p,
-                Err(_) => {
+            let props = match crate::amqp::nesting::parse_properties(&r.raw_properties) {
+                Some(p) => p,
+                None => {
                     log::warn!("dropping stored delayed message {id}: unreadable properties");
                     self.persist(StoreOp::DeleteDelayed(*id));
                     continue;

@@ -1031,9 +1031,9 @@ pub fn notify_consumer_cancelled(channel: &Arc<ChannelShared>, tag: &Arc<str>) {
 fn decoded<'p>(slot: &'p mut Option<BasicProperties>, raw: &[u8]) -> AmqpResult<&'p mut BasicProperties> {
     let props = match slot.take() {
         Some(p) => p,
-        None => match amq_protocol::protocol::basic::parse_properties(raw) {
-            Ok((_, p)) => p,
-            Err(_) => return Err(AmqpError::FrameError("cannot decode content header".into())),
+        None => match super::nesting::parse_properties(raw) {
+            Some(p) => p,
+            None => return Err(AmqpError::FrameError("cannot decode content header".into())),
         },
     };
     Ok(slot.insert(props))

@@ -101,6 +101,8 @@ pub fn next_frame(input: &[u8], frame_max: u32) -> Result<Option<(Frame<'_>, usi
                 Frame::Publish(channel, args)
             } else if let Some((tag, multiple)) = parse_ack(payload) {
                 Frame::Ack(channel, tag, multiple)
+            } else if let Err(e) = super::nesting::check_method(payload) {
+                return Err(too_deep_method(payload, e));
             } else {
                 match parse_class(payload) {
                     Ok((_, class)) => match prefetch_size(payload) {
@@ -113,7 +115,13 @@ pub fn next_frame(input: &[u8], frame_max: u32) -> Result<Option<(Frame<'_>, usi
         }
         AMQPFrameType::Header => match content_header(payload) {
             Some(h) => Frame::Header(channel, h),
-            None => return Err(AmqpError::FrameError("cannot decode content header".into())),
+            None => {
+                let props = payload.get(12..).unwrap_or_default();
+                return Err(AmqpError::FrameError(match super::nesting::check_properties(props) {
+                    Err(e) => format!("cannot decode content header: {e}"),
+                    Ok(()) => "cannot decode content header".into(),
+                }));
+            }
         },
         AMQPFrameType::Body => Frame::Body(channel, payload),
         _ => Frame::Heartbeat(channel),
@@ -197,6 +205,14 @@ fn unparsable_method(payload: &[u8]) -> AmqpError {
     } else {
         AmqpError::NotImplemented(format!("unknown method {class}.{method}"))
     }
+}
+
+/// A method whose field table nests too deep: a frame error, as for any method whose
+/// arguments do not decode.
+fn too_deep_method(payload: &[u8], e: super::nesting::TooDeep) -> AmqpError {
+    let class = u16::from_be_bytes([payload[0], payload[1]]);
+    let method = u16::from_be_bytes([payload[2], payload[3]]);
+    AmqpError::FrameError(format!("cannot decode arguments of method {class}.{method}: {e}"))
 }
 
 fn is_known_method(class: u16, method: u16) -> bool {

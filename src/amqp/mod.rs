@@ -4,6 +4,7 @@ pub mod channel;
 pub mod connection;
 pub mod delivery;
 pub mod frame;
+pub mod nesting;
 pub mod outbox;
 pub mod properties;
 pub mod route_cache;

