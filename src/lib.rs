@@ -10,6 +10,8 @@ pub mod config;
 pub mod disk;
 pub mod error;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod memory;
 pub mod message;
 pub mod queue;

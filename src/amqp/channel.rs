@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, channel, confirm, exchange, queue, tx, AMQPClass};
 use amq_protocol::protocol::BasicProperties;
-use amq_protocol::types::{ChannelId, FieldTable, ShortString};
+use amq_protocol::types::{ChannelId, FieldTable};
 use haremq_routing::RouteRequest;
 
 use super::delivery::{ChannelShared, ConsumerState, DeliveryState, Unacked};
@@ -16,6 +16,7 @@ use super::frame::{encode_properties, write_content, write_method, ContentHeader
 use super::outbox::Outbox;
 use super::properties::Properties;
 use super::route_cache::RouteCache;
+use super::shortstr::short;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::delayed::DelayedMessage;
 use crate::memory::MemoryCharge;
@@ -263,8 +264,8 @@ impl Channel {
                             AMQPClass::Basic(B::GetOk(basic::GetOk {
                                 delivery_tag: tag,
                                 redelivered: m.redelivered,
-                                exchange: m.message.exchange.as_ref().into(),
-                                routing_key: m.message.routing_key.as_ref().into(),
+                                exchange: short(&m.message.exchange),
+                                routing_key: short(&m.message.routing_key),
                                 message_count: left,
                             })),
                         );
@@ -356,7 +357,7 @@ impl Channel {
         }
         if !c.nowait {
             self.send(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                consumer_tag: tag.as_ref().into(),
+                consumer_tag: short(&tag),
             })));
         }
         if let Some(cs) = self.shared.lock().consumers.get_mut(&tag) {
@@ -388,7 +389,7 @@ impl Channel {
         if c.nowait {
             Ok(None)
         } else {
-            ok(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: tag.as_ref().into() })))
+            ok(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: short(&tag) })))
         }
     }
 
@@ -596,7 +597,7 @@ impl Channel {
                 return Err(AmqpError::PreconditionFailed("fast reply consumer does not exist".into()));
             };
             let p = decoded(&mut rewritten, h.raw_properties)?;
-            *p = std::mem::take(p).with_reply_to(format!("{REPLY_TO_PREFIX}{token}").into());
+            *p = std::mem::take(p).with_reply_to(short(&format!("{REPLY_TO_PREFIX}{token}")));
         }
         // Sender-selected distribution: CC and BCC add routing keys; BCC is removed
         // before delivery (the only case where the header table is re-encoded).
@@ -787,8 +788,8 @@ impl Channel {
                 AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                     reply_code: 312,
                     reply_text: "NO_ROUTE".into(),
-                    exchange: ShortString::from(&*exchange),
-                    routing_key: message.routing_key.as_ref().into(),
+                    exchange: short(&exchange),
+                    routing_key: short(&message.routing_key),
                 })),
             );
             write_content(out.buf(), self.id(), &message.raw_properties, &message.body, frame_max);
@@ -899,7 +900,7 @@ impl Channel {
                 self.last_queue = Some(q.name.clone());
                 (
                     Q::DeclareOk(queue::DeclareOk {
-                        queue: q.name.as_ref().into(),
+                        queue: short(&q.name),
                         message_count: q.message_count(),
                         consumer_count: q.consumer_count(),
                     }),
@@ -1020,7 +1021,7 @@ pub fn notify_consumer_cancelled(channel: &Arc<ChannelShared>, tag: &Arc<str>) {
         out.buf(),
         channel.id,
         AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-            consumer_tag: tag.as_ref().into(),
+            consumer_tag: short(tag),
             nowait: true,
         })),
     );

@@ -189,7 +189,7 @@ fn has_capability(client_properties: &FieldTable, capability: &str) -> bool {
 fn close_method(err: &AmqpError, class_id: u16, method_id: u16) -> AMQPClass {
     AMQPClass::Connection(conn::AMQPMethod::Close(conn::Close {
         reply_code: err.reply_code(),
-        reply_text: err.reply_text().into(),
+        reply_text: super::shortstr::short(&err.reply_text()),
         class_id,
         method_id,
     }))

@@ -399,7 +399,7 @@ impl ChannelShared {
         write_method(
             out.buf(),
             self.id,
-            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel { consumer_tag: tag.into(), nowait: true })),
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel { consumer_tag: super::shortstr::short(tag), nowait: true })),
         );
         Some(taken)
     }

@@ -272,9 +272,10 @@ fn write_envelope(buf: &mut Vec<u8>, frame_type: u8, channel: ChannelId, payload
 }
 
 /// A short string field: length octet and bytes. Callers pass names that the broker
-/// accepted as short strings, so they fit; longer input is cut rather than mis-framed.
+/// accepted as short strings, so they fit; longer input is cut at a character boundary
+/// rather than mis-framed.
 fn put_short_string(buf: &mut Vec<u8>, s: &str) {
-    let b = &s.as_bytes()[..s.len().min(255)];
+    let b = super::shortstr::fit(s).as_bytes();
     buf.push(b.len() as u8);
     buf.extend_from_slice(b);
 }

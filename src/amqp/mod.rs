@@ -8,3 +8,4 @@ pub mod nesting;
 pub mod outbox;
 pub mod properties;
 pub mod route_cache;
+pub mod shortstr;

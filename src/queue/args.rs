@@ -173,6 +173,9 @@ pub fn validate(queue: &str, vhost: &str, args: &FieldTable) -> AmqpResult<()> {
         ("x-dead-letter-routing-key", &|v| match string_value(v) {
             None => Err(unacceptable(v)),
             Some(_) if get("x-dead-letter-exchange").is_none() => Err("routing_key_but_no_dlx_defined".into()),
+            // It becomes a message's routing key, a short string (RabbitMQ 3.10 accepts
+            // a longer one and fails when it delivers such a message).
+            Some(k) if k.len() > crate::amqp::shortstr::MAX_LEN => Err(format!("{{routing_key_too_long,{}}}", k.len())),
             Some(_) => Ok(()),
         }),
         ("x-max-length", &check_non_neg_int),
@@ -318,6 +321,19 @@ mod tests {
         );
         assert_eq!(QueueArgs::parse(&table(&[("x-max-priority", AMQPValue::ShortShortUInt(10))])).max_priority, Some(10));
         assert_eq!(QueueArgs::parse(&table(&[("x-max-priority", AMQPValue::LongInt(0))])).max_priority, None);
+    }
+
+    #[test]
+    fn dead_letter_routing_key_must_fit_a_short_string() {
+        let dlx = ("x-dead-letter-exchange", AMQPValue::LongString("dlx".into()));
+        let key = |k: Vec<u8>| ("x-dead-letter-routing-key", AMQPValue::LongString(k.into()));
+        assert!(validate("q", "/", &table(&[dlx.clone(), key(vec![b'k'; 255])])).is_ok());
+        assert_eq!(
+            err(&[dlx.clone(), key(vec![b'k'; 300])]),
+            "PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key' for queue 'q' in vhost '/': {routing_key_too_long,300}"
+        );
+        // Measured as the broker keeps it (invalid UTF-8 is replaced, 3 bytes a byte).
+        assert!(validate("q", "/", &table(&[dlx, key(vec![0xff; 100])])).is_err());
     }
 
     #[test]
