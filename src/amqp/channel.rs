@@ -253,6 +253,7 @@ impl Channel {
                 let id = self.id();
                 let shared = self.shared.clone();
                 let got = q.get(|m, left| {
+                    super::panics::test_trigger(&q.name);
                     let mut st = shared.lock();
                     let tag = st.next_tag();
                     {

@@ -138,7 +138,16 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
         last_read_ms: AtomicU64::new(0),
         heartbeat_s: AtomicU64::new(0),
     });
-    let writer = ex.spawn(write_loop(stream.clone(), outbox.clone(), liveness.clone(), peer));
+    let writer = ex.spawn({
+        let outbox = outbox.clone();
+        let write = write_loop(stream.clone(), outbox.clone(), liveness.clone(), peer);
+        async move {
+            if let Err(payload) = futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(write)).await {
+                log::error!("{peer}: writer task panicked: {}", super::panics::message(&*payload));
+                outbox.close();
+            }
+        }
+    });
     let mut c = Connection {
         broker: broker.clone(),
         id,
@@ -157,8 +166,19 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
         wants_blocked: false,
     };
     let mut stream_r = stream.clone();
-    let stop = c.run(&mut stream_r).await;
-    c.teardown();
+    // Panics while handling a frame are caught in the frame loop; this catches the rest
+    // (handshake, flow control) so teardown still runs and the executor thread lives.
+    let stop = match futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(c.run(&mut stream_r))).await {
+        Ok(stop) => stop,
+        Err(payload) => {
+            log::error!("{peer}: connection {id} panicked: {}", super::panics::message(&*payload));
+            c.fail(&AmqpError::InternalError("see the broker log".into()), 0, 0);
+            Stop::Failed
+        }
+    };
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.teardown())) {
+        log::error!("{peer}: connection {id} panicked in teardown: {}", super::panics::message(&*payload));
+    }
     outbox.close();
     writer.await;
     let _ = stream.shutdown(Shutdown::Both);
@@ -382,7 +402,20 @@ impl Connection {
                     }
                 };
                 let consumed = rb.start + n;
-                let r = self.handle_frame(frame);
+                let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle_frame(frame))) {
+                    Ok(r) => r,
+                    // A bug, not the peer's fault: this connection ends (541), the
+                    // others and the process go on (see `panics`).
+                    Err(payload) => {
+                        log::error!(
+                            "{}: connection {} panicked handling a frame, closing it with 541: {}",
+                            self.peer,
+                            self.id,
+                            super::panics::message(&*payload)
+                        );
+                        self.connection_error(AmqpError::InternalError("see the broker log".into()), (0, 0))
+                    }
+                };
                 rb.start = consumed;
                 if let Some(stop) = r {
                     return stop;

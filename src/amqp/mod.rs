@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod frame;
 pub mod nesting;
 pub mod outbox;
+pub mod panics;
 pub mod properties;
 pub mod route_cache;
 pub mod shortstr;

@@ -677,6 +677,10 @@ impl Queue {
             match st.ready.pop_front() {
                 Some(m) => {
                     let left = st.ready.len() as u32;
+                    // A bug that panics in `f` must not lose the message: back in place.
+                    let back = m.clone();
+                    let ready = &mut st.ready;
+                    let _put_back = crate::amqp::panics::OnUnwind::new(move || ready.insert_by_seq(back));
                     f(m, left);
                     true
                 }

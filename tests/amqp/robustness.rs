@@ -9,6 +9,7 @@ use amq_protocol::frame::{parse_frame, AMQPFrame};
 use amq_protocol::protocol::{channel, connection, queue, AMQPClass};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 
 const PROTOCOL_HEADER: &[u8] = b"AMQP\x00\x00\x09\x01";
@@ -429,6 +430,104 @@ fn dead_letter_routing_key_longer_than_a_short_string_is_refused() {
             406,
             &format!("PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key' for queue '{q}' in vhost '/': {{routing_key_too_long,300}}"),
         );
+    });
+    assert_broker_still_serves(&broker);
+}
+
+// ---- Panic containment ------------------------------------------------------------
+
+/// Queues with this prefix make basic.get panic after taking the message, in debug
+/// builds of HareMQ only (`amqp::panics::test_trigger`): no real input panics any more.
+const PANIC_QUEUE_PREFIX: &str = "haremq-test-panic-";
+
+async fn passive(ch: &lapin::Channel, q: &str) -> lapin::Result<lapin::Queue> {
+    ch.queue_declare(
+        q.into(),
+        lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+        Default::default(),
+    )
+    .await
+}
+
+/// A panic while handling a frame closes that connection with 541 INTERNAL_ERROR and
+/// tears it down like any other close: its unacked deliveries are requeued, its
+/// consumers removed, its exclusive queues deleted; the message basic.get had taken is
+/// back in its queue; the executor threads survive (three panics on a two-thread
+/// broker), and other connections never notice.
+#[test]
+fn a_panic_closes_only_its_connection_with_541_and_loses_nothing() {
+    if !cfg!(debug_assertions) {
+        return; // the trigger exists in debug builds only
+    }
+    let broker = start_broker();
+    if broker.is_external() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let p = format!("{PANIC_QUEUE_PREFIX}{}", unique("q"));
+    let work = unique("work");
+    let (bystander, bch) = rt.block_on(async {
+        let (conn, ch) = util::open(&broker).await;
+        util::confirm_select(&ch).await;
+        util::declare_queue(&ch, &p).await;
+        util::declare_queue(&ch, &work).await;
+        util::publish_confirmed(&ch, "", &p, b"precious", Default::default()).await;
+        for body in [&b"w1"[..], b"w2"] {
+            util::publish_confirmed(&ch, "", &work, body, Default::default()).await;
+        }
+        (conn, ch)
+    });
+    for round in 0..3 {
+        let mut w = Wire::open(broker.addr());
+        // An exclusive queue and a consumer holding unacked deliveries.
+        let excl = format!("excl-{round}-{}", unique("e"));
+        let mut a = vec![0, 0];
+        shortstr(&mut a, excl.as_bytes());
+        a.push(0b100); // exclusive
+        a.extend_from_slice(&table(&[]));
+        w.send(&frame(1, 1, &method(50, 10, &a)));
+        let mut a = vec![0, 0];
+        shortstr(&mut a, work.as_bytes());
+        shortstr(&mut a, b"");
+        a.push(0);
+        a.extend_from_slice(&table(&[]));
+        w.send(&frame(1, 1, &method(60, 20, &a)));
+        let mut deliveries = 0;
+        while deliveries < 2 {
+            match w.read_frame() {
+                Some(AMQPFrame::Method(1, AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Deliver(_)))) => {
+                    deliveries += 1
+                }
+                Some(_) => {}
+                None => panic!("connection closed before the deliveries"),
+            }
+        }
+        // basic.get on the panicking queue.
+        let mut a = vec![0, 0];
+        shortstr(&mut a, p.as_bytes());
+        a.push(0); // no-ack = false
+        w.send(&frame(1, 1, &method(60, 70, &a)));
+        assert_eq!(w.read_end(), End::Close(541, "INTERNAL_ERROR - see the broker log".into()));
+        rt.block_on(async {
+            // Teardown ran: requeued, consumer gone, exclusive queue deleted.
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let q = passive(&bch, &work).await.expect("work queue");
+                if q.message_count() == 2 && q.consumer_count() == 0 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "teardown did not run: {q:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let (_c, ch) = util::open(&broker).await;
+            util::assert_amqp_err(passive(&ch, &excl).await, 404, "NOT_FOUND");
+            // The message basic.get had taken is still there.
+            assert_eq!(passive(&bch, &p).await.expect("panic queue").message_count(), 1);
+        });
+    }
+    assert!(bystander.status().connected(), "an unrelated connection was affected");
+    rt.block_on(async {
+        assert_eq!(util::drain(&bch, &work).await, vec!["w1", "w2"]);
     });
     assert_broker_still_serves(&broker);
 }
