@@ -11,12 +11,16 @@ use amq_protocol::types::AMQPValue;
 
 use crate::config::Config;
 
+pub mod throttle;
+
 /// The mechanisms offered in connection.start, in preference order.
 pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
 
 pub struct UserTable {
     passwords: HashMap<String, String>,
     loopback_only: Vec<String>,
+    /// The delay on failed logins, per source address.
+    pub throttle: throttle::LoginThrottle,
 }
 
 /// Why a login failed (logged, never sent to the client in detail).
@@ -33,6 +37,7 @@ impl UserTable {
         Self {
             passwords: config.users.iter().map(|u| (u.name.clone(), u.password.clone())).collect(),
             loopback_only: config.loopback_users.clone(),
+            throttle: Default::default(),
         }
     }
 

@@ -311,7 +311,12 @@ impl Connection {
         };
         self.wants_blocked = has_capability(&start_ok.client_properties, "connection.blocked");
         let mechanism = start_ok.mechanism.as_str();
-        match self.broker.users.authenticate(mechanism, start_ok.response.as_bytes(), self.peer.ip()) {
+        let users = &self.broker.users;
+        // Wait while this address's failed logins are being answered (auth::throttle).
+        if let Some(turn) = users.throttle.turn(self.peer.ip(), Instant::now()) {
+            Timer::at(turn).await;
+        }
+        match users.authenticate(mechanism, start_ok.response.as_bytes(), self.peer.ip()) {
             Ok(user) => self.user = user,
             Err(AuthError::UnknownMechanism(m)) => {
                 return self.handshake_error(AmqpError::CommandInvalid(format!(
@@ -319,7 +324,16 @@ impl Connection {
                 )))
             }
             Err(e) => {
-                log::warn!("{}: login refused: {e:?}", self.peer);
+                let now = Instant::now();
+                match users.throttle.should_log(now) {
+                    Some(n) => log::warn!(
+                        "{}: login refused: {e:?} ({n} refused login(s) since the last such line)",
+                        self.peer
+                    ),
+                    None => log::debug!("{}: login refused: {e:?}", self.peer),
+                }
+                let answer_at = users.throttle.failed(self.peer.ip(), now);
+                Timer::at(answer_at).await;
                 return self.handshake_error(AmqpError::AccessRefused(format!(
                     "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
                 )));

@@ -124,9 +124,43 @@ pub fn next_frame(input: &[u8], frame_max: u32) -> Result<Option<(Frame<'_>, usi
             }
         },
         AMQPFrameType::Body => Frame::Body(channel, payload),
+        // A heartbeat has no payload (AMQP 0-9-1 §4.2.7); RabbitMQ's answer, verbatim.
+        _ if !payload.is_empty() => {
+            return Err(AmqpError::FrameError(format!(
+                "type 8, all octets = {}: unknown_frame",
+                erlang_binary(payload)
+            )))
+        }
         _ => Frame::Heartbeat(channel),
     };
     Ok(Some((frame, total)))
+}
+
+/// Bytes as Erlang prints a binary (`<<"text">>` when every byte is printable ASCII,
+/// `<<1,2,255>>` otherwise), for RabbitMQ's frame-error texts. At most 64 bytes are
+/// shown (the reply text is a short string anyway).
+fn erlang_binary(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let shown = &bytes[..bytes.len().min(64)];
+    let more = if shown.len() < bytes.len() { ",..." } else { "" };
+    let mut s = String::from("<<");
+    if shown.iter().all(|b| (32..=126).contains(b)) {
+        s.push('"');
+        for &b in shown {
+            if b == b'"' || b == b'\\' {
+                s.push('\\');
+            }
+            s.push(char::from(b));
+        }
+        s.push('"');
+    } else {
+        for (i, b) in shown.iter().enumerate() {
+            let _ = write!(s, "{}{b}", if i > 0 { "," } else { "" });
+        }
+    }
+    s.push_str(more);
+    s.push_str(">>");
+    s
 }
 
 /// Parses a basic.publish method payload (class 60, method 40) without allocating.
@@ -500,6 +534,22 @@ mod tests {
         // Type 3, channel 1, size 2^32-1: only the header has arrived.
         let input = [3u8, 0, 1, 0xff, 0xff, 0xff, 0xff];
         assert!(matches!(next_frame(&input, 131_072), Err(AmqpError::FrameError(_))));
+    }
+
+    #[test]
+    fn heartbeat_with_a_payload_is_a_frame_error() {
+        let text = |payload: &[u8]| {
+            let mut buf = Vec::new();
+            write_envelope(&mut buf, FRAME_HEARTBEAT, 0, |b| b.extend_from_slice(payload));
+            match next_frame(&buf, 4096) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("accepted a heartbeat with payload {payload:?}"),
+            }
+        };
+        assert_eq!(text(b"abc"), "FRAME_ERROR - type 8, all octets = <<\"abc\">>: unknown_frame");
+        assert_eq!(text(b"a\"b\\c"), r#"FRAME_ERROR - type 8, all octets = <<"a\"b\\c">>: unknown_frame"#);
+        assert_eq!(text(&[1, 2, 255]), "FRAME_ERROR - type 8, all octets = <<1,2,255>>: unknown_frame");
+        assert!(matches!(next_frame(&[8, 0, 0, 0, 0, 0, 0, 0xCE], 4096), Ok(Some((Frame::Heartbeat(0), 8)))));
     }
 
     #[test]

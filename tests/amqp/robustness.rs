@@ -531,3 +531,82 @@ fn a_panic_closes_only_its_connection_with_541_and_loses_nothing() {
     });
     assert_broker_still_serves(&broker);
 }
+
+// ---- Heartbeats and logins --------------------------------------------------------
+
+/// A heartbeat frame has no payload. RabbitMQ 3.10 answers one that has with
+/// `FRAME_ERROR - type 8, all octets = <<"abc">>: unknown_frame` (also on channel 1,
+/// and `<<1,2,255>>` for unprintable bytes).
+#[test]
+fn heartbeat_with_a_payload_is_frame_error_501() {
+    let broker = start_broker();
+    for (channel, payload, text) in [
+        (0u16, &b"abc"[..], r#"FRAME_ERROR - type 8, all octets = <<"abc">>: unknown_frame"#),
+        (1, b"xy", r#"FRAME_ERROR - type 8, all octets = <<"xy">>: unknown_frame"#),
+        (0, &[1, 2, 255], "FRAME_ERROR - type 8, all octets = <<1,2,255>>: unknown_frame"),
+    ] {
+        let mut w = Wire::open(broker.addr());
+        w.send(&frame(8, channel, payload));
+        assert_eq!(w.read_end(), End::Close(501, text.into()));
+    }
+    assert_broker_still_serves(&broker);
+}
+
+/// Starts a login as guest with `password` from `from`; returns the socket after
+/// start-ok and when it was sent.
+fn login_from(broker: &TestBroker, from: IpAddr, password: &str) -> (Wire, Instant) {
+    let mut w = Wire::tcp_from(broker.addr(), from);
+    w.header();
+    w.start_ok(&table(&[]), b"PLAIN", format!("\0guest\0{password}").as_bytes());
+    (w, Instant::now())
+}
+
+fn assert_refused(w: &mut Wire) {
+    match w.read_end() {
+        End::Close(403, text) => assert_eq!(
+            text,
+            "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile."
+        ),
+        other => panic!("expected connection.close 403, got {other:?}"),
+    }
+}
+
+/// A failed login is answered after about a second, with RabbitMQ's reply unchanged;
+/// failures from one address are answered a second apart, and logins from another
+/// address are not slowed meanwhile. (Any 127.x address is loopback, so guest may log in
+/// from each.)
+#[test]
+fn failed_logins_are_delayed_per_source_address() {
+    let broker = start_broker();
+    if broker.is_external() {
+        return;
+    }
+    let attacker: IpAddr = "127.0.0.3".parse().unwrap();
+    let other: IpAddr = "127.0.0.4".parse().unwrap();
+    // One failure: about a second.
+    let (mut w, sent) = login_from(&broker, attacker, "wrong");
+    assert_refused(&mut w);
+    let took = sent.elapsed();
+    assert!(took >= Duration::from_millis(900), "refused after {took:?}");
+    // Three at once from the same address: answered one after another.
+    let mut tries: Vec<_> = (0..3).map(|_| login_from(&broker, attacker, "wrong")).collect();
+    let started = Instant::now();
+    // Meanwhile another address logs in at once.
+    let (mut good, _) = login_from(&broker, other, "guest");
+    good.tune_and_open();
+    let fast = started.elapsed();
+    assert!(fast < Duration::from_millis(700), "a login from another address took {fast:?}");
+    let mut answered = Vec::new();
+    for (w, sent) in &mut tries {
+        assert_refused(w);
+        answered.push(sent.elapsed());
+    }
+    answered.sort();
+    assert!(answered[2] >= Duration::from_millis(2700), "three failures answered after {answered:?}");
+    assert!(answered[0] >= Duration::from_millis(900), "{answered:?}");
+    // A good login from the attacker's address waits for those to be answered, then
+    // works as usual.
+    let (mut ok, _) = login_from(&broker, attacker, "guest");
+    ok.tune_and_open();
+    assert_broker_still_serves(&broker);
+}
