@@ -11,12 +11,16 @@ use amq_protocol::types::AMQPValue;
 
 use crate::config::Config;
 
+pub mod throttle;
+
 /// The mechanisms offered in connection.start, in preference order.
 pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
 
 pub struct UserTable {
     passwords: HashMap<String, String>,
     loopback_only: Vec<String>,
+    /// The delay on failed logins, per source address.
+    pub throttle: throttle::LoginThrottle,
 }
 
 /// Why a login failed (logged, never sent to the client in detail).
@@ -33,6 +37,7 @@ impl UserTable {
         Self {
             passwords: config.users.iter().map(|u| (u.name.clone(), u.password.clone())).collect(),
             loopback_only: config.loopback_users.clone(),
+            throttle: Default::default(),
         }
     }
 
@@ -72,6 +77,8 @@ fn parse_amqplain(response: &[u8]) -> Result<(String, String), AuthError> {
     let mut framed = Vec::with_capacity(response.len() + 4);
     framed.extend_from_slice(&len.to_be_bytes());
     framed.extend_from_slice(response);
+    // Bounded: the table's nesting is checked before amq-protocol recurses into it.
+    crate::wire::nesting::check_table(&framed).map_err(|_| AuthError::Malformed)?;
     let (_, table) = parse_field_table(framed.as_slice()).map_err(|_| AuthError::Malformed)?;
     let get = |key: &str| -> Result<String, AuthError> {
         match table.inner().get(key) {

@@ -3,7 +3,8 @@
 //! The library's surface is what it takes to run a broker: a [`Config`], [`start`],
 //! and the [`BrokerHandle`] that stops it. The binary (`src/main.rs`) parses flags and
 //! calls [`start`]; the integration tests call it with an ephemeral port. Everything
-//! else is crate-private; `ARCHITECTURE.md` is the map.
+//! else is crate-private (the fuzz targets reach the parsers through the hidden
+//! `fuzzing` module); `ARCHITECTURE.md` is the map.
 
 mod amqp;
 mod auth;
@@ -12,6 +13,8 @@ mod config;
 mod disk;
 mod error;
 mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
 mod memory;
 mod message;
 mod queue;
@@ -19,6 +22,7 @@ mod server;
 mod store;
 mod util;
 mod vhost;
+mod wire;
 
 pub use config::{Config, UserConfig};
 pub use server::{start, BrokerHandle};

@@ -15,6 +15,13 @@ use crate::config::Config;
 use crate::store::redb_store::RedbStore;
 use crate::store::{Store, StoreHandle};
 
+/// Stack of each executor thread. Frame handling is synchronous and its depth bounded
+/// (field tables nest at most `amqp::nesting::MAX_NESTING` levels before `amq-protocol`
+/// recurses into them); 8 MiB, the usual main-thread size, instead of std's 2 MiB
+/// leaves room for unoptimised builds and deep call chains (routing, dead-lettering).
+/// It is reserved address space: only the pages a thread touches take memory.
+const EXECUTOR_STACK_SIZE: usize = 8 << 20;
+
 /// A running broker. Dropping it shuts the broker down.
 pub struct BrokerHandle {
     local_addr: SocketAddr,
@@ -93,6 +100,7 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
         let stop_rx = stop_rx.clone();
         let t = std::thread::Builder::new()
             .name(format!("haremq-{i}"))
+            .stack_size(EXECUTOR_STACK_SIZE)
             .spawn(move || {
                 let _ = async_io::block_on(ex.run(stop_rx.recv()));
             })?;

@@ -33,3 +33,23 @@ pub fn random_name() -> String {
     }
     out
 }
+
+/// Runs a closure if dropped while the thread unwinds from a panic (and never
+/// otherwise): puts back what a panicking step had taken.
+pub struct OnUnwind<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> OnUnwind<F> {
+    pub fn new(f: F) -> Self {
+        Self(Some(f))
+    }
+}
+
+impl<F: FnOnce()> Drop for OnUnwind<F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+}

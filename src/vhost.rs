@@ -20,7 +20,6 @@ use crate::store::codec::encode_delayed;
 use crate::store::{
     BindingRecord, DelayedRecord, ExchangeRecord, MessageId, QueueRecord, Recovered, Snapshot, StoreHandle, StoreOp,
 };
-use amq_protocol::protocol::basic::parse_properties;
 
 
 /// An exchange's declaration (the routing table holds its bindings).
@@ -845,9 +844,9 @@ impl VHost {
     fn restore_delayed(&self, snap: &Snapshot) {
         let now = crate::message::now_ms();
         for (id, r) in snap.delayed.iter().filter(|(_, r)| *r.vhost == *self.name) {
-            let props = match parse_properties(r.raw_properties.as_slice()) {
-                Ok((_, p)) => p,
-                Err(_) => {
+            let props = match crate::wire::nesting::parse_properties(&r.raw_properties) {
+                Some(p) => p,
+                None => {
                     log::warn!("dropping stored delayed message {id}: unreadable properties");
                     self.persist(StoreOp::DeleteDelayed(*id));
                     continue;

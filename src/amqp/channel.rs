@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, channel, confirm, exchange, queue, tx, AMQPClass};
 use amq_protocol::protocol::BasicProperties;
-use amq_protocol::types::{ChannelId, FieldTable, ShortString};
+use amq_protocol::types::{ChannelId, FieldTable};
 use haremq_routing::RouteRequest;
 
 use super::delivery::{ChannelShared, ConsumerState, DeliveryState, Unacked};
@@ -16,6 +16,7 @@ use super::frame::{write_content, write_method, ContentHeader, PublishArgs};
 use super::outbox::Outbox;
 use crate::message::properties::{encode_properties, Properties};
 use super::route_cache::RouteCache;
+use crate::wire::shortstr::short;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::delayed::DelayedMessage;
 use crate::memory::MemoryCharge;
@@ -245,6 +246,7 @@ impl Channel {
                 let id = self.id();
                 let shared = self.shared.clone();
                 let got = q.get(&mut |m, left| {
+                    super::panics::test_trigger(q.name());
                     let mut st = shared.lock();
                     let tag = st.next_tag();
                     {
@@ -256,8 +258,8 @@ impl Channel {
                             AMQPClass::Basic(B::GetOk(basic::GetOk {
                                 delivery_tag: tag,
                                 redelivered: m.redelivered,
-                                exchange: m.message.exchange.as_ref().into(),
-                                routing_key: m.message.routing_key.as_ref().into(),
+                                exchange: short(&m.message.exchange),
+                                routing_key: short(&m.message.routing_key),
                                 message_count: left,
                             })),
                         );
@@ -349,7 +351,7 @@ impl Channel {
         }
         if !c.nowait {
             self.send(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                consumer_tag: tag.as_ref().into(),
+                consumer_tag: short(&tag),
             })));
         }
         if let Some(cs) = self.shared.lock().consumers.get_mut(&tag) {
@@ -381,7 +383,7 @@ impl Channel {
         if c.nowait {
             Ok(None)
         } else {
-            ok(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: tag.as_ref().into() })))
+            ok(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: short(&tag) })))
         }
     }
 
@@ -589,7 +591,7 @@ impl Channel {
                 return Err(AmqpError::PreconditionFailed("fast reply consumer does not exist".into()));
             };
             let p = decoded(&mut rewritten, h.raw_properties)?;
-            *p = std::mem::take(p).with_reply_to(format!("{REPLY_TO_PREFIX}{token}").into());
+            *p = std::mem::take(p).with_reply_to(short(&format!("{REPLY_TO_PREFIX}{token}")));
         }
         // Sender-selected distribution: CC and BCC add routing keys; BCC is removed
         // before delivery (the only case where the header table is re-encoded).
@@ -780,8 +782,8 @@ impl Channel {
                 AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                     reply_code: 312,
                     reply_text: "NO_ROUTE".into(),
-                    exchange: ShortString::from(&*exchange),
-                    routing_key: message.routing_key.as_ref().into(),
+                    exchange: short(&exchange),
+                    routing_key: short(&message.routing_key),
                 })),
             );
             write_content(out.buf(), self.id(), &message.raw_properties, &message.body, frame_max);
@@ -892,7 +894,7 @@ impl Channel {
                 self.last_queue = Some(q.name().clone());
                 (
                     Q::DeclareOk(queue::DeclareOk {
-                        queue: q.name().as_ref().into(),
+                        queue: short(q.name()),
                         message_count: q.message_count(),
                         consumer_count: q.consumer_count(),
                     }),
@@ -1007,9 +1009,9 @@ fn requeue_all(taken: &mut Vec<Unacked>) {
 fn decoded<'p>(slot: &'p mut Option<BasicProperties>, raw: &[u8]) -> AmqpResult<&'p mut BasicProperties> {
     let props = match slot.take() {
         Some(p) => p,
-        None => match amq_protocol::protocol::basic::parse_properties(raw) {
-            Ok((_, p)) => p,
-            Err(_) => return Err(AmqpError::FrameError("cannot decode content header".into())),
+        None => match crate::wire::nesting::parse_properties(raw) {
+            Some(p) => p,
+            None => return Err(AmqpError::FrameError("cannot decode content header".into())),
         },
     };
     Ok(slot.insert(props))

@@ -215,7 +215,16 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
         last_read_ms: AtomicU64::new(0),
         heartbeat_s: AtomicU64::new(0),
     });
-    let writer = ex.spawn(write_loop(stream.clone(), outbox.clone(), liveness.clone(), peer));
+    let writer = ex.spawn({
+        let outbox = outbox.clone();
+        let write = write_loop(stream.clone(), outbox.clone(), liveness.clone(), peer);
+        async move {
+            if let Err(payload) = futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(write)).await {
+                log::error!("{peer}: writer task panicked: {}", super::panics::message(&*payload));
+                outbox.close();
+            }
+        }
+    });
     let mut c = Connection {
         broker: broker.clone(),
         id,
@@ -234,8 +243,19 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
         wants_blocked: false,
     };
     let mut stream_r = stream.clone();
-    let stop = c.run(&mut stream_r).await;
-    c.teardown();
+    // Panics while handling a frame are caught in the frame loop; this catches the rest
+    // (handshake, flow control) so teardown still runs and the executor thread lives.
+    let stop = match futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(c.run(&mut stream_r))).await {
+        Ok(stop) => stop,
+        Err(payload) => {
+            log::error!("{peer}: connection {id} panicked: {}", super::panics::message(&*payload));
+            c.fail(&AmqpError::InternalError("see the broker log".into()), 0, 0);
+            Stop::Failed
+        }
+    };
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.teardown())) {
+        log::error!("{peer}: connection {id} panicked in teardown: {}", super::panics::message(&*payload));
+    }
     outbox.close();
     // Sends what is queued (the close-ok or close last), then shuts down our side.
     writer.await;
@@ -275,7 +295,7 @@ fn has_capability(client_properties: &FieldTable, capability: &str) -> bool {
 fn close_method(err: &AmqpError, class_id: u16, method_id: u16) -> AMQPClass {
     AMQPClass::Connection(conn::AMQPMethod::Close(conn::Close {
         reply_code: err.reply_code(),
-        reply_text: err.reply_text().into(),
+        reply_text: crate::wire::shortstr::short(&err.reply_text()),
         class_id,
         method_id,
     }))
@@ -388,7 +408,12 @@ impl Connection {
         };
         self.wants_blocked = has_capability(&start_ok.client_properties, "connection.blocked");
         let mechanism = start_ok.mechanism.as_str();
-        match self.broker.users.authenticate(mechanism, start_ok.response.as_bytes(), self.peer.ip()) {
+        let users = &self.broker.users;
+        // Wait while this address's failed logins are being answered (auth::throttle).
+        if let Some(turn) = users.throttle.turn(self.peer.ip(), Instant::now()) {
+            Timer::at(turn).await;
+        }
+        match users.authenticate(mechanism, start_ok.response.as_bytes(), self.peer.ip()) {
             Ok(user) => self.user = user,
             Err(AuthError::UnknownMechanism(m)) => {
                 return self.handshake_error(AmqpError::CommandInvalid(format!(
@@ -396,7 +421,16 @@ impl Connection {
                 )))
             }
             Err(e) => {
-                log::warn!("{}: login refused: {e:?}", self.peer);
+                let now = Instant::now();
+                match users.throttle.should_log(now) {
+                    Some(n) => log::warn!(
+                        "{}: login refused: {e:?} ({n} refused login(s) since the last such line)",
+                        self.peer
+                    ),
+                    None => log::debug!("{}: login refused: {e:?}", self.peer),
+                }
+                let answer_at = users.throttle.failed(self.peer.ip(), now);
+                Timer::at(answer_at).await;
                 return self.handshake_error(AmqpError::AccessRefused(format!(
                     "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
                 )));
@@ -480,7 +514,20 @@ impl Connection {
                     }
                 };
                 let consumed = rb.start + n;
-                let r = self.handle_frame(frame);
+                let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle_frame(frame))) {
+                    Ok(r) => r,
+                    // A bug, not the peer's fault: this connection ends (541), the
+                    // others and the process go on (see `panics`).
+                    Err(payload) => {
+                        log::error!(
+                            "{}: connection {} panicked handling a frame, closing it with 541: {}",
+                            self.peer,
+                            self.id,
+                            super::panics::message(&*payload)
+                        );
+                        self.connection_error(AmqpError::InternalError("see the broker log".into()), (0, 0))
+                    }
+                };
                 rb.start = consumed;
                 if let Some(stop) = r {
                     return stop;

@@ -382,7 +382,7 @@ impl ConsumerSink for ChannelShared {
         write_method(
             out.buf(),
             self.id,
-            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel { consumer_tag: tag.into(), nowait: true })),
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel { consumer_tag: crate::wire::shortstr::short(tag), nowait: true })),
         );
         Some(taken.into_iter().map(|u| u.message).collect())
     }

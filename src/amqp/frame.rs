@@ -100,6 +100,8 @@ pub fn next_frame(input: &[u8], frame_max: u32) -> Result<Option<(Frame<'_>, usi
                 Frame::Publish(channel, args)
             } else if let Some((tag, multiple)) = parse_ack(payload) {
                 Frame::Ack(channel, tag, multiple)
+            } else if let Err(e) = crate::wire::nesting::check_method(payload) {
+                return Err(too_deep_method(payload, e));
             } else {
                 match parse_class(payload) {
                     Ok((_, class)) => match prefetch_size(payload) {
@@ -112,12 +114,52 @@ pub fn next_frame(input: &[u8], frame_max: u32) -> Result<Option<(Frame<'_>, usi
         }
         AMQPFrameType::Header => match content_header(payload) {
             Some(h) => Frame::Header(channel, h),
-            None => return Err(AmqpError::FrameError("cannot decode content header".into())),
+            None => {
+                let props = payload.get(12..).unwrap_or_default();
+                return Err(AmqpError::FrameError(match crate::wire::nesting::check_properties(props) {
+                    Err(e) => format!("cannot decode content header: {e}"),
+                    Ok(()) => "cannot decode content header".into(),
+                }));
+            }
         },
         AMQPFrameType::Body => Frame::Body(channel, payload),
+        // A heartbeat has no payload (AMQP 0-9-1 §4.2.7); RabbitMQ's answer, verbatim.
+        _ if !payload.is_empty() => {
+            return Err(AmqpError::FrameError(format!(
+                "type 8, all octets = {}: unknown_frame",
+                erlang_binary(payload)
+            )))
+        }
         _ => Frame::Heartbeat(channel),
     };
     Ok(Some((frame, total)))
+}
+
+/// Bytes as Erlang prints a binary (`<<"text">>` when every byte is printable ASCII,
+/// `<<1,2,255>>` otherwise), for RabbitMQ's frame-error texts. At most 64 bytes are
+/// shown (the reply text is a short string anyway).
+fn erlang_binary(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let shown = &bytes[..bytes.len().min(64)];
+    let more = if shown.len() < bytes.len() { ",..." } else { "" };
+    let mut s = String::from("<<");
+    if shown.iter().all(|b| (32..=126).contains(b)) {
+        s.push('"');
+        for &b in shown {
+            if b == b'"' || b == b'\\' {
+                s.push('\\');
+            }
+            s.push(char::from(b));
+        }
+        s.push('"');
+    } else {
+        for (i, b) in shown.iter().enumerate() {
+            let _ = write!(s, "{}{b}", if i > 0 { "," } else { "" });
+        }
+    }
+    s.push_str(more);
+    s.push_str(">>");
+    s
 }
 
 /// Parses a basic.publish method payload (class 60, method 40) without allocating.
@@ -198,6 +240,14 @@ fn unparsable_method(payload: &[u8]) -> AmqpError {
     }
 }
 
+/// A method whose field table nests too deep: a frame error, as for any method whose
+/// arguments do not decode.
+fn too_deep_method(payload: &[u8], e: crate::wire::nesting::TooDeep) -> AmqpError {
+    let class = u16::from_be_bytes([payload[0], payload[1]]);
+    let method = u16::from_be_bytes([payload[2], payload[3]]);
+    AmqpError::FrameError(format!("cannot decode arguments of method {class}.{method}: {e}"))
+}
+
 fn is_known_method(class: u16, method: u16) -> bool {
     let methods: &[u16] = match class {
         10 => &[10, 11, 20, 21, 30, 31, 40, 41, 50, 51, 60, 61, 70, 71],
@@ -249,9 +299,10 @@ fn write_envelope(buf: &mut Vec<u8>, frame_type: u8, channel: ChannelId, payload
 }
 
 /// A short string field: length octet and bytes. Callers pass names that the broker
-/// accepted as short strings, so they fit; longer input is cut rather than mis-framed.
+/// accepted as short strings, so they fit; longer input is cut at a character boundary
+/// rather than mis-framed.
 fn put_short_string(buf: &mut Vec<u8>, s: &str) {
-    let b = &s.as_bytes()[..s.len().min(255)];
+    let b = crate::wire::shortstr::fit(s).as_bytes();
     buf.push(b.len() as u8);
     buf.extend_from_slice(b);
 }
@@ -478,6 +529,22 @@ mod tests {
         // Type 3, channel 1, size 2^32-1: only the header has arrived.
         let input = [3u8, 0, 1, 0xff, 0xff, 0xff, 0xff];
         assert!(matches!(next_frame(&input, 131_072), Err(AmqpError::FrameError(_))));
+    }
+
+    #[test]
+    fn heartbeat_with_a_payload_is_a_frame_error() {
+        let text = |payload: &[u8]| {
+            let mut buf = Vec::new();
+            write_envelope(&mut buf, FRAME_HEARTBEAT, 0, |b| b.extend_from_slice(payload));
+            match next_frame(&buf, 4096) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("accepted a heartbeat with payload {payload:?}"),
+            }
+        };
+        assert_eq!(text(b"abc"), "FRAME_ERROR - type 8, all octets = <<\"abc\">>: unknown_frame");
+        assert_eq!(text(b"a\"b\\c"), r#"FRAME_ERROR - type 8, all octets = <<"a\"b\\c">>: unknown_frame"#);
+        assert_eq!(text(&[1, 2, 255]), "FRAME_ERROR - type 8, all octets = <<1,2,255>>: unknown_frame");
+        assert!(matches!(next_frame(&[8, 0, 0, 0, 0, 0, 0, 0xCE], 4096), Ok(Some((Frame::Heartbeat(0), 8)))));
     }
 
     #[test]

@@ -5,4 +5,5 @@ pub mod connection;
 pub mod delivery;
 pub mod frame;
 pub mod outbox;
+pub mod panics;
 pub mod route_cache;

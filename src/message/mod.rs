@@ -89,7 +89,7 @@ impl Message {
     /// the properties: only deduplicating queues ask.
     pub fn dedup_key(&self) -> Option<Vec<u8>> {
         use amq_protocol::types::AMQPValue;
-        let (_, props) = amq_protocol::protocol::basic::parse_properties(&self.raw_properties[..]).ok()?;
+        let props = crate::wire::nesting::parse_properties(&self.raw_properties)?;
         if let Some(v) = props.headers().as_ref().and_then(|h| h.inner().get("x-deduplication-header")) {
             return Some(match v {
                 AMQPValue::LongString(s) => s.as_bytes().to_vec(),
@@ -168,5 +168,26 @@ mod tests {
             .with_priority(9)
             .with_message_id("m".into());
         assert_eq!(property_priority(&raw(&p)), Some(9));
+    }
+
+    /// Properties read back from the store are decoded through the same check (the
+    /// deduplication key decodes them in full).
+    #[test]
+    fn stored_properties_are_bounded_too() {
+        let mut raw = (1u16 << 13).to_be_bytes().to_vec();
+        raw.extend_from_slice(&crate::wire::nesting::tests::raw_deep_array(50_000));
+        let m = super::Message {
+            exchange: std::sync::Arc::from(""),
+            routing_key: "k".into(),
+            raw_properties: raw.into_boxed_slice(),
+            body: Box::default(),
+            persistent: true,
+            published_ms: 0,
+            ttl: None,
+            store: Default::default(),
+            charge: Default::default(),
+        };
+        assert_eq!(m.dedup_key(), None);
+        assert_eq!(m.priority(), 0);
     }
 }

@@ -141,9 +141,13 @@ impl<'a> Properties<'a> {
         self.headers_raw.is_some()
     }
 
-    /// The decoded header table: `None` without one, `Some(Err(()))` if it is malformed.
+    /// The decoded header table: `None` without one, `Some(Err(()))` if it is malformed
+    /// or nests deeper than [`crate::wire::nesting::MAX_NESTING`] levels.
     pub fn headers(&self) -> Option<Result<FieldTable, ()>> {
         let raw = self.headers_raw?;
+        if crate::wire::nesting::check_table(raw).is_err() {
+            return Some(Err(()));
+        }
         Some(match parse_field_table(raw) {
             Ok(([], table)) => Ok(table),
             _ => Err(()),

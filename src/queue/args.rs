@@ -192,6 +192,9 @@ const SPECS: &[Spec] = &[
             Some(_) if !table.inner().contains_key("x-dead-letter-exchange") => {
                 Err("routing_key_but_no_dlx_defined".into())
             }
+            // It becomes a message's routing key, a short string (RabbitMQ 3.10 accepts
+            // a longer one and fails when it delivers such a message).
+            Some(k) if k.len() > crate::wire::shortstr::MAX_LEN => Err(format!("{{routing_key_too_long,{}}}", k.len())),
             Some(_) => Ok(()),
         },
         apply: |a, v| a.dead_letter_routing_key = boxed_str(v),
@@ -395,6 +398,19 @@ mod tests {
             err(&[("x-dead-letter-routing-key", AMQPValue::LongString("k".into()))]),
             "PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key' for queue 'q' in vhost '/': routing_key_but_no_dlx_defined"
         );
+    }
+
+    #[test]
+    fn dead_letter_routing_key_must_fit_a_short_string() {
+        let dlx = ("x-dead-letter-exchange", AMQPValue::LongString("dlx".into()));
+        let key = |k: Vec<u8>| ("x-dead-letter-routing-key", AMQPValue::LongString(k.into()));
+        assert!(validate("q", "/", &table(&[dlx.clone(), key(vec![b'k'; 255])])).is_ok());
+        assert_eq!(
+            err(&[dlx.clone(), key(vec![b'k'; 300])]),
+            "PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key' for queue 'q' in vhost '/': {routing_key_too_long,300}"
+        );
+        // Measured as the broker keeps it (invalid UTF-8 is replaced, 3 bytes a byte).
+        assert!(validate("q", "/", &table(&[dlx, key(vec![0xff; 100])])).is_err());
     }
 
     #[test]

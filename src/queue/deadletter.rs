@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use amq_protocol::protocol::basic::{parse_properties, AMQPProperties};
+use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
 use super::classic::ClassicQueue;
@@ -215,9 +215,9 @@ impl ClassicQueue {
         let Some(dlx) = self.args.dead_letter_exchange.as_deref() else {
             return;
         };
-        let props = match parse_properties(&m.raw_properties[..]) {
-            Ok((_, p)) => p,
-            Err(_) => {
+        let props = match crate::wire::nesting::parse_properties(&m.raw_properties) {
+            Some(p) => p,
+            None => {
                 log::warn!("queue '{}': cannot parse a message's properties; not dead-lettered", self.name);
                 return;
             }

@@ -145,7 +145,6 @@ pub trait StoredMessage: Send + Sync {
 }
 
 impl MessageRecord {
-    #[cfg(test)]
     pub fn fields(&self) -> MessageFields<'_> {
         MessageFields {
             exchange: &self.exchange,

@@ -18,3 +18,4 @@ mod reply_to;
 mod exchange_ext;
 mod lifecycle;
 mod consumers;
+mod robustness;

@@ -692,6 +692,10 @@ impl QueueType for ClassicQueue {
             match st.ready.pop_front() {
                 Some(m) => {
                     let left = st.ready.len() as u32;
+                    // A bug that panics in `f` must not lose the message: back in place.
+                    let back = m.clone();
+                    let ready = &mut st.ready;
+                    let _put_back = crate::util::OnUnwind::new(move || ready.insert_by_seq(back));
                     f(m, left);
                     true
                 }
