@@ -1,0 +1,190 @@
+//! Consuming: basic.consume (including direct reply-to), basic.cancel, basic.get,
+//! basic.qos and basic.recover.
+
+use std::sync::Arc;
+
+use amq_protocol::protocol::{basic, AMQPClass};
+
+use super::settle::requeue_all;
+use super::{ok, Channel, Context};
+use crate::amqp::delivery::{ConsumerState, Unacked};
+use crate::amqp::frame::{write_content, write_method};
+use crate::error::{AmqpError, AmqpResult};
+use crate::queue::Queue;
+use crate::util::random_name;
+use crate::vhost::{VHost, REPLY_TO_QUEUE};
+use crate::wire::shortstr::short;
+
+impl Channel {
+    pub(super) fn consume(&mut self, ctx: &Context<'_>, c: basic::Consume) -> AmqpResult<Option<AMQPClass>> {
+        let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
+            format!("amq.ctag-{}", random_name()).into()
+        } else {
+            c.consumer_tag.as_str().into()
+        };
+        if c.queue.as_str() == REPLY_TO_QUEUE {
+            return self.consume_replies(ctx, tag, &c);
+        }
+        let q = self.resolve_queue(ctx, c.queue.as_str())?;
+        let priority = crate::queue::args::consumer_priority(q.name(), q.vhost(), &c.arguments)?;
+        {
+            let mut st = self.shared.lock();
+            if st.consumers.contains_key(&tag) {
+                return Err(AmqpError::NotAllowed(format!("attempt to reuse consumer tag '{tag}'")));
+            }
+            // Registered with no credit until consume-ok is written, so no delivery can
+            // overtake it; credit is given below.
+            st.consumers.insert(
+                tag.clone(),
+                ConsumerState { queue: q.clone(), no_ack: c.no_ack, prefetch: 0, unacked: 0, active: false },
+            );
+        }
+        if let Err(e) = q.add_consumer(tag.clone(), self.shared.clone(), c.exclusive, priority) {
+            self.shared.lock().consumers.remove(&tag);
+            return Err(e);
+        }
+        if !c.nowait {
+            self.send(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                consumer_tag: short(&tag),
+            })));
+        }
+        if let Some(cs) = self.shared.lock().consumers.get_mut(&tag) {
+            cs.prefetch = self.consumer_prefetch;
+            cs.active = true;
+        }
+        q.dispatch();
+        Ok(None)
+    }
+
+    /// Direct reply-to: the channel becomes the consumer of its own reply address.
+    pub(super) fn consume_replies(&mut self, ctx: &Context<'_>, tag: Arc<str>, c: &basic::Consume) -> AmqpResult<Option<AMQPClass>> {
+        if !c.no_ack {
+            return Err(AmqpError::PreconditionFailed("reply consumer cannot acknowledge".into()));
+        }
+        {
+            let mut st = self.shared.lock();
+            if st.reply_consumer.is_some() {
+                return Err(AmqpError::PreconditionFailed("reply consumer already set".into()));
+            }
+            if st.consumers.contains_key(&tag) {
+                return Err(AmqpError::NotAllowed(format!("attempt to reuse consumer tag '{tag}'")));
+            }
+            st.reply_consumer = Some(tag.clone());
+        }
+        let token = random_name();
+        ctx.vhost.register_reply_consumer(&token, self.shared.clone());
+        self.reply_token = Some(token);
+        if c.nowait {
+            Ok(None)
+        } else {
+            ok(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: short(&tag) })))
+        }
+    }
+
+    pub(super) fn stop_replies(&mut self, vhost: &VHost) {
+        if let Some(token) = self.reply_token.take() {
+            vhost.unregister_reply_consumer(&token);
+        }
+        self.shared.lock().reply_consumer = None;
+    }
+
+    /// basic.cancel from the client (or an internal cancel). Unknown tags are ignored, as
+    /// in RabbitMQ.
+    pub(super) fn cancel(&mut self, ctx: &Context<'_>, tag: &str) {
+        let is_reply = self.shared.lock().reply_consumer.as_deref() == Some(tag);
+        if is_reply {
+            self.stop_replies(ctx.vhost);
+            return;
+        }
+        let removed = self.shared.lock().consumers.remove(tag);
+        if let Some(c) = removed {
+            if c.queue.remove_consumer(tag, &*self.shared) {
+                ctx.vhost.delete_queue(&c.queue);
+            }
+        }
+    }
+
+    pub(super) fn recover(&mut self) {
+        let mut taken = std::mem::take(&mut self.taken);
+        {
+            let mut st = self.shared.lock();
+            st.unacked.take_all(&mut taken);
+            st.release(&taken);
+        }
+        requeue_all(&mut taken);
+        self.taken = taken;
+        self.dispatch_consumer_queues();
+    }
+
+    /// Lets every queue this channel consumes from deliver again (after credit was
+    /// freed or flow resumed).
+    pub(super) fn dispatch_consumer_queues(&self) {
+        let queues: Vec<Arc<Queue>> = {
+            let st = self.shared.lock();
+            let mut qs: Vec<Arc<Queue>> = Vec::with_capacity(st.consumers.len());
+            for c in st.consumers.values() {
+                if !qs.iter().any(|q| Arc::ptr_eq(q, &c.queue)) {
+                    qs.push(c.queue.clone());
+                }
+            }
+            qs
+        };
+        for q in queues {
+            q.dispatch();
+        }
+    }
+
+    /// basic.get: the head message, written as get-ok under the queue's lock.
+    pub(super) fn get(&mut self, ctx: &Context<'_>, g: basic::Get) -> AmqpResult<Option<AMQPClass>> {
+        use basic::AMQPMethod as B;
+        let q = self.resolve_queue(ctx, g.queue.as_str())?;
+        let id = self.id();
+        let shared = self.shared.clone();
+        let got = q.get(&mut |m, left| {
+            crate::amqp::panics::test_trigger(q.name());
+            let mut st = shared.lock();
+            let tag = st.next_tag();
+            {
+                let mut out = shared.outbox.lock();
+                let frame_max = out.frame_max();
+                write_method(
+                    out.buf(),
+                    id,
+                    AMQPClass::Basic(B::GetOk(basic::GetOk {
+                        delivery_tag: tag,
+                        redelivered: m.redelivered,
+                        exchange: short(&m.message.exchange),
+                        routing_key: short(&m.message.routing_key),
+                        message_count: left,
+                    })),
+                );
+                write_content(out.buf(), id, &m.message.raw_properties, &m.message.body, frame_max);
+            }
+            if g.no_ack {
+                q.forget(&m);
+            } else {
+                q.mark_delivered(&m);
+                st.track(Unacked { tag, queue: q.clone(), message: m, consumer: None });
+            }
+        });
+        if got {
+            Ok(None)
+        } else {
+            ok(AMQPClass::Basic(B::GetEmpty(basic::GetEmpty {})))
+        }
+    }
+
+    /// basic.qos: per-consumer prefetch for consumers created afterwards, or (global)
+    /// a limit over the channel's consumers, as RabbitMQ implements it.
+    pub(super) fn qos(&mut self, q: basic::Qos) {
+        use basic::AMQPMethod as B;
+        // prefetch_size is not exposed by amq-protocol; RabbitMQ ignores it too.
+        if q.global {
+            self.shared.lock().global_prefetch = q.prefetch_count;
+        } else {
+            self.consumer_prefetch = q.prefetch_count;
+        }
+        self.send(AMQPClass::Basic(B::QosOk(basic::QosOk {})));
+        self.dispatch_consumer_queues();
+    }
+}

@@ -1,0 +1,47 @@
+//! The exchange class: declare, delete, bind and unbind.
+
+
+use amq_protocol::protocol::{exchange, AMQPClass};
+
+use super::{Channel, Context};
+use crate::error::{AmqpError, AmqpResult};
+use crate::vhost::ExchangeDeclare;
+
+impl Channel {
+    pub(super) fn exchange(&mut self, ctx: &Context<'_>, m: exchange::AMQPMethod) -> AmqpResult<Option<AMQPClass>> {
+        use exchange::AMQPMethod as E;
+        let (reply, nowait) = match m {
+            E::Declare(d) => {
+                ctx.vhost.declare_exchange(&ExchangeDeclare {
+                    name: d.exchange.as_str(),
+                    kind: d.kind.as_str(),
+                    passive: d.passive,
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    arguments: &d.arguments,
+                })?;
+                (E::DeclareOk(exchange::DeclareOk {}), d.nowait)
+            }
+            E::Delete(d) => {
+                ctx.vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
+                (E::DeleteOk(exchange::DeleteOk {}), d.nowait)
+            }
+            E::Bind(b) => {
+                ctx.vhost.bind_exchange(b.destination.as_str(), b.source.as_str(), b.routing_key.as_str(), &b.arguments)?;
+                (E::BindOk(exchange::BindOk {}), b.nowait)
+            }
+            E::Unbind(u) => {
+                ctx.vhost.unbind_exchange(u.destination.as_str(), u.source.as_str(), u.routing_key.as_str(), &u.arguments)?;
+                (E::UnbindOk(exchange::UnbindOk {}), u.nowait)
+            }
+            other => {
+                return Err(AmqpError::CommandInvalid(format!(
+                    "method 40.{} is not valid from a client",
+                    AMQPClass::Exchange(other).get_amqp_method_id()
+                )))
+            }
+        };
+        Ok(if nowait { None } else { Some(AMQPClass::Exchange(reply)) })
+    }
+}

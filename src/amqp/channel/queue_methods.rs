@@ -1,0 +1,119 @@
+//! The queue class: declare, bind, unbind, purge and delete, and the channel's
+//! "current queue" for methods with an empty queue name.
+
+use std::sync::Arc;
+
+use amq_protocol::protocol::{queue, AMQPClass};
+
+use super::{Channel, Context};
+use crate::error::{AmqpError, AmqpResult};
+use crate::queue::{Queue, QueueSettings};
+use crate::util::random_name;
+use crate::wire::shortstr::short;
+
+impl Channel {
+    /// Resolves a queue name from a client method; "" means the channel's last declared
+    /// queue.
+    pub(super) fn resolve_queue(&self, ctx: &Context<'_>, name: &str) -> AmqpResult<Arc<Queue>> {
+        let name = self.queue_name(name)?;
+        ctx.vhost.queue_for(&name, ctx.conn_id)
+    }
+
+    /// A queue name from a client method, "" standing for the channel's last declared
+    /// queue (404 if there is none, with RabbitMQ's text).
+    pub(super) fn queue_name(&self, name: &str) -> AmqpResult<Arc<str>> {
+        if !name.is_empty() {
+            return Ok(name.into());
+        }
+        self.last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::NotFound("no previously declared queue".into()))
+    }
+
+    pub(super) fn queue(&mut self, ctx: &Context<'_>, m: queue::AMQPMethod) -> AmqpResult<Option<AMQPClass>> {
+        use queue::AMQPMethod as Q;
+        let (reply, nowait) = match m {
+            Q::Declare(d) => {
+                let name = if d.queue.as_str().is_empty() {
+                    if d.passive {
+                        self.resolve_queue(ctx, "")?.name().to_string()
+                    } else {
+                        format!("amq.gen-{}", random_name())
+                    }
+                } else {
+                    d.queue.as_str().to_string()
+                };
+                // As RabbitMQ: a redeclare is checked for equivalence instead.
+                if !d.passive && ctx.vhost.queue(&name).is_none() {
+                    crate::queue::args::validate(&name, &ctx.vhost.name, &d.arguments)?;
+                }
+                let settings = QueueSettings {
+                    // As RabbitMQ: an exclusive queue is never durable.
+                    durable: d.durable && !d.exclusive,
+                    exclusive_owner: d.exclusive.then_some(ctx.conn_id),
+                    auto_delete: d.auto_delete,
+                    arguments: d.arguments,
+                };
+                let (q, created) = ctx.vhost.declare_queue(&name, d.passive, settings, ctx.conn_id)?;
+                if !created {
+                    // A redeclare restarts the x-expires period.
+                    q.touch();
+                }
+                self.last_queue = Some(q.name().clone());
+                (
+                    Q::DeclareOk(queue::DeclareOk {
+                        queue: short(q.name()),
+                        message_count: q.message_count(),
+                        consumer_count: q.consumer_count(),
+                    }),
+                    d.nowait,
+                )
+            }
+            Q::Bind(b) => {
+                let q = self.resolve_queue(ctx, b.queue.as_str())?;
+                ctx.vhost.bind_queue(&q, b.exchange.as_str(), b.routing_key.as_str(), &b.arguments)?;
+                (Q::BindOk(queue::BindOk {}), b.nowait)
+            }
+            Q::Unbind(u) => {
+                // The name only: unbinding a missing queue succeeds, as in RabbitMQ.
+                let name = self.queue_name(u.queue.as_str())?;
+                ctx.vhost.unbind_queue(&name, u.exchange.as_str(), u.routing_key.as_str(), &u.arguments, ctx.conn_id)?;
+                (Q::UnbindOk(queue::UnbindOk {}), false)
+            }
+            Q::Purge(p) => {
+                let q = self.resolve_queue(ctx, p.queue.as_str())?;
+                let n = q.purge();
+                (Q::PurgeOk(queue::PurgeOk { message_count: n }), p.nowait)
+            }
+            Q::Delete(d) => {
+                let count = match self.resolve_queue(ctx, d.queue.as_str()) {
+                    Err(AmqpError::NotFound(_)) => 0,
+                    Err(e) => return Err(e),
+                    Ok(q) => {
+                        if d.if_unused && q.consumer_count() > 0 {
+                            return Err(AmqpError::PreconditionFailed(format!(
+                                "queue '{}' in vhost '{}' in use",
+                                q.name(), ctx.vhost.name
+                            )));
+                        }
+                        if d.if_empty && q.message_count() > 0 {
+                            return Err(AmqpError::PreconditionFailed(format!(
+                                "queue '{}' in vhost '{}' not empty",
+                                q.name(), ctx.vhost.name
+                            )));
+                        }
+                        ctx.vhost.delete_queue(&q)
+                    }
+                };
+                (Q::DeleteOk(queue::DeleteOk { message_count: count }), d.nowait)
+            }
+            other => {
+                return Err(AmqpError::CommandInvalid(format!(
+                    "method 50.{} is not valid from a client",
+                    AMQPClass::Queue(other).get_amqp_method_id()
+                )))
+            }
+        };
+        Ok(if nowait { None } else { Some(AMQPClass::Queue(reply)) })
+    }
+}
