@@ -675,7 +675,14 @@ impl VHost {
     /// queue.unbind for connection `conn`. As RabbitMQ, unbinding is idempotent: a
     /// missing queue, exchange or binding is success. Only the default exchange (403)
     /// and removing a binding of another connection's exclusive queue (405) fail.
-    pub fn unbind_queue(&self, queue: &str, exchange: &str, key: &str, args: &FieldTable, conn: ConnectionId) -> AmqpResult<()> {
+    pub fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        args: &FieldTable,
+        conn: ConnectionId,
+    ) -> AmqpResult<()> {
         if exchange.is_empty() {
             return Err(Self::default_exchange_refused());
         }
