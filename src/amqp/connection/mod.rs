@@ -6,17 +6,29 @@
 //! Frames are handled synchronously, and publisher confirms produced while handling
 //! one read's worth of frames go out as one `multiple` ack before the next read.
 
-use std::collections::BTreeMap;
+
+mod channels;
+mod closing;
+mod handshake;
+mod read_buf;
+mod writer;
+
+use channels::Channels;
+use closing::*;
+use handshake::*;
+use read_buf::ReadBuf;
+use writer::write_loop;
+
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amq_protocol::protocol::{channel as chan, connection as conn, AMQPClass};
-use amq_protocol::types::{AMQPValue, ChannelId, FieldTable, LongString, ShortString};
+use amq_protocol::types::ChannelId;
 use async_io::Timer;
 use async_net::TcpStream;
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::future;
 
 use super::channel::{Channel, Context};
 use super::frame::{next_frame, write_heartbeat, write_method, Frame, PROTOCOL_HEADER};
@@ -27,21 +39,9 @@ use crate::error::AmqpError;
 use crate::queue::ConnectionId;
 use crate::vhost::VHost;
 
-/// How long a client has for the whole handshake (RabbitMQ's `handshake_timeout`).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long we wait for close-ok after sending connection.close (discarding every other
-/// frame meanwhile) before dropping the socket. RabbitMQ waits 30 s.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
-/// After the close handshake our side of the socket is shut down, and we read (and
-/// discard) until the client closes its side, at most this long. Closing a socket with
-/// unread bytes makes the kernel reset the connection, which fails a client still
-/// flushing frames it queued (EPIPE) and can destroy the close-ok before it is read.
-const LINGER_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often a publisher held by an alarm looks again (message memory falls on any
 /// thread: acks, expiry, queue deletion; disk space is re-read at most once a second).
 const MEMORY_ALARM_POLL: Duration = Duration::from_millis(20);
-/// The smallest frame_max a client may negotiate (AMQP's frame-min-size).
-const FRAME_MIN_SIZE: u32 = 4096;
 
 /// Liveness shared by the reader and the writer task.
 struct Liveness {
@@ -59,111 +59,6 @@ impl Liveness {
     /// The peer counts as heard from now (a read, or a wait the broker imposed).
     fn touch(&self) {
         self.last_read_ms.store(self.now_ms(), Ordering::Relaxed);
-    }
-}
-
-/// A read buffer holding unparsed bytes in `buf[start..end]`.
-struct ReadBuf {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl ReadBuf {
-    /// Starts small (idle connections are cheap) and grows while reads fill it.
-    fn new() -> Self {
-        Self { buf: vec![0; 4096], start: 0, end: 0 }
-    }
-
-    fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    /// Reads more bytes, making room for a frame of up to `max_frame` bytes.
-    async fn fill(&mut self, stream: &mut TcpStream, max_frame: usize) -> std::io::Result<usize> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.start > 0 && (self.end == self.buf.len() || self.buf.len() - self.start < max_frame) {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            // Full: a frame needs more room, or the client sends faster than one
-            // buffer per read. Grow up to a whole frame or 256 KiB, whichever is larger.
-            let cap = max_frame.max(256 * 1024);
-            let grow = (self.buf.len() * 2).min(cap).max(self.buf.len() + 1);
-            self.buf.resize(grow, 0);
-        }
-        stream.read(&mut self.buf[self.end..]).await.inspect(|&n| self.end += n)
-    }
-}
-
-/// The open channels. RabbitMQ accepts any channel number up to 65535 and bounds only
-/// how many are open at once, so numbers up to the negotiated channel_max (the ones
-/// clients allocate) are slots of a vector the hot path indexes, and higher ones live in
-/// a map, where they cost no slots for the numbers in between.
-struct Channels {
-    dense: Vec<Option<Channel>>,
-    sparse: BTreeMap<ChannelId, Channel>,
-    /// The highest number kept in `dense`.
-    dense_max: ChannelId,
-    /// Channels open (including those waiting for the client's channel.close-ok).
-    open: usize,
-}
-
-impl Channels {
-    fn new(dense_max: ChannelId) -> Self {
-        Self { dense: Vec::new(), sparse: BTreeMap::new(), dense_max, open: 0 }
-    }
-
-    fn get(&self, id: ChannelId) -> Option<&Channel> {
-        if id <= self.dense_max {
-            self.dense.get(usize::from(id)).and_then(Option::as_ref)
-        } else {
-            self.sparse.get(&id)
-        }
-    }
-
-    fn get_mut(&mut self, id: ChannelId) -> Option<&mut Channel> {
-        if id <= self.dense_max {
-            self.dense.get_mut(usize::from(id)).and_then(Option::as_mut)
-        } else {
-            self.sparse.get_mut(&id)
-        }
-    }
-
-    /// Adds a channel whose number is not in use.
-    fn insert(&mut self, id: ChannelId, ch: Channel) {
-        if id <= self.dense_max {
-            let idx = usize::from(id);
-            if self.dense.len() <= idx {
-                self.dense.resize_with(idx + 1, || None);
-            }
-            self.dense[idx] = Some(ch);
-        } else {
-            self.sparse.insert(id, ch);
-        }
-        self.open += 1;
-    }
-
-    fn take(&mut self, id: ChannelId) -> Option<Channel> {
-        let ch = if id <= self.dense_max {
-            self.dense.get_mut(usize::from(id)).and_then(Option::take)
-        } else {
-            self.sparse.remove(&id)
-        };
-        if ch.is_some() {
-            self.open -= 1;
-        }
-        ch
-    }
-
-    fn take_all(&mut self) -> Vec<Channel> {
-        self.open = 0;
-        let sparse = std::mem::take(&mut self.sparse).into_values();
-        self.dense.iter_mut().filter_map(Option::take).chain(sparse).collect()
     }
 }
 
@@ -284,23 +179,6 @@ impl ClientConnection for Handle {
     }
 }
 
-/// Whether a client's properties announce `capability` in their capabilities table.
-fn has_capability(client_properties: &FieldTable, capability: &str) -> bool {
-    match client_properties.inner().get("capabilities") {
-        Some(AMQPValue::FieldTable(caps)) => matches!(caps.inner().get(capability), Some(AMQPValue::Boolean(true))),
-        _ => false,
-    }
-}
-
-fn close_method(err: &AmqpError, class_id: u16, method_id: u16) -> AMQPClass {
-    AMQPClass::Connection(conn::AMQPMethod::Close(conn::Close {
-        reply_code: err.reply_code(),
-        reply_text: crate::wire::shortstr::short(&err.reply_text()),
-        class_id,
-        method_id,
-    }))
-}
-
 impl Connection {
     fn send(&self, channel: ChannelId, method: AMQPClass) {
         let mut out = self.outbox.lock();
@@ -329,167 +207,6 @@ impl Connection {
             }
         }
         self.frame_loop(stream, &mut rb).await
-    }
-
-    /// Reads until one complete frame is buffered and returns it (handshake only).
-    async fn read_method(&mut self, stream: &mut TcpStream, rb: &mut ReadBuf) -> Result<AMQPClass, Stop> {
-        loop {
-            match next_frame(rb.data(), self.frame_max) {
-                Ok(Some((frame, n))) => {
-                    let frame = match frame {
-                        Frame::Heartbeat(_) => None,
-                        Frame::Method(0, m) => Some(Ok(m)),
-                        _ => Some(Err(())),
-                    };
-                    rb.start += n;
-                    match frame {
-                        None => continue,
-                        Some(Ok(m)) => return Ok(m),
-                        Some(Err(())) => {
-                            self.fail(&AmqpError::CommandInvalid("expected a connection method on channel 0".into()), 0, 0);
-                            return Err(Stop::Failed);
-                        }
-                    }
-                }
-                Ok(None) => match rb.fill(stream, self.frame_max as usize).await {
-                    Ok(0) | Err(_) => return Err(Stop::Gone),
-                    Ok(_) => {}
-                },
-                Err(e) => {
-                    self.fail(&e, 0, 0);
-                    return Err(Stop::Failed);
-                }
-            }
-        }
-    }
-
-    /// Logs a connection error and sends connection.close, unless one was sent already:
-    /// there is one per connection, and after it the peer's frames are discarded.
-    fn fail(&mut self, err: &AmqpError, class_id: u16, method_id: u16) {
-        if self.closing.is_some() {
-            log::debug!("{}: after connection.close: {err}", self.peer);
-            return;
-        }
-        log::warn!("{}: closing connection: {err}", self.peer);
-        self.send(0, close_method(err, class_id, method_id));
-        self.closing = Some(Instant::now() + CLOSE_TIMEOUT);
-    }
-
-    /// Until when we wait for close-ok after our connection.close.
-    fn close_deadline(&self) -> Instant {
-        self.closing.unwrap_or_else(|| Instant::now() + CLOSE_TIMEOUT)
-    }
-
-    async fn handshake(&mut self, stream: &mut TcpStream, rb: &mut ReadBuf) -> Result<(), Stop> {
-        while rb.data().len() < PROTOCOL_HEADER.len() {
-            match rb.fill(stream, 4096).await {
-                Ok(0) | Err(_) => return Err(Stop::Gone),
-                Ok(_) => {}
-            }
-        }
-        if &rb.data()[..8] != PROTOCOL_HEADER {
-            log::warn!("{}: bad protocol header {:?}", self.peer, &rb.data()[..8]);
-            self.outbox.lock().buf().extend_from_slice(PROTOCOL_HEADER);
-            // Not reset: the peer reads the header, then the end of the stream.
-            return Err(Stop::Closed);
-        }
-        rb.start += 8;
-        self.send(0, AMQPClass::Connection(conn::AMQPMethod::Start(conn::Start {
-            version_major: 0,
-            version_minor: 9,
-            server_properties: server_properties(),
-            mechanisms: MECHANISMS.into(),
-            locales: "en_US".into(),
-        })));
-
-        let start_ok = match self.read_method(stream, rb).await? {
-            AMQPClass::Connection(conn::AMQPMethod::StartOk(s)) => s,
-            _ => return self.handshake_error(AmqpError::CommandInvalid("expected connection.start-ok".into())),
-        };
-        self.wants_blocked = has_capability(&start_ok.client_properties, "connection.blocked");
-        let mechanism = start_ok.mechanism.as_str();
-        let users = &self.broker.users;
-        // Wait while this address's failed logins are being answered (auth::throttle).
-        if let Some(turn) = users.throttle.turn(self.peer.ip(), Instant::now()) {
-            Timer::at(turn).await;
-        }
-        match users.authenticate(mechanism, start_ok.response.as_bytes(), self.peer.ip()) {
-            Ok(user) => self.user = user,
-            Err(AuthError::UnknownMechanism(m)) => {
-                return self.handshake_error(AmqpError::CommandInvalid(format!(
-                    "unknown authentication mechanism '{m}'"
-                )))
-            }
-            Err(e) => {
-                let now = Instant::now();
-                match users.throttle.should_log(now) {
-                    Some(n) => log::warn!(
-                        "{}: login refused: {e:?} ({n} refused login(s) since the last such line)",
-                        self.peer
-                    ),
-                    None => log::debug!("{}: login refused: {e:?}", self.peer),
-                }
-                let answer_at = users.throttle.failed(self.peer.ip(), now);
-                Timer::at(answer_at).await;
-                return self.handshake_error(AmqpError::AccessRefused(format!(
-                    "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
-                )));
-            }
-        }
-
-        let broker = self.broker.clone();
-        let cfg = &broker.config;
-        self.send(0, AMQPClass::Connection(conn::AMQPMethod::Tune(conn::Tune {
-            channel_max: cfg.channel_max,
-            frame_max: cfg.frame_max,
-            heartbeat: cfg.heartbeat,
-        })));
-        let tune_ok = match self.read_method(stream, rb).await? {
-            AMQPClass::Connection(conn::AMQPMethod::TuneOk(t)) => t,
-            _ => return self.handshake_error(AmqpError::CommandInvalid("expected connection.tune-ok".into())),
-        };
-        let server_frame_max = cfg.frame_max;
-        let frame_max = if tune_ok.frame_max == 0 { server_frame_max } else { tune_ok.frame_max };
-        if frame_max > server_frame_max {
-            return self.handshake_error(AmqpError::NotAllowed(format!(
-                "frame_max={frame_max} > {server_frame_max} max size"
-            )));
-        }
-        if frame_max < FRAME_MIN_SIZE {
-            return self.handshake_error(AmqpError::NotAllowed(format!(
-                "frame_max={frame_max} < {FRAME_MIN_SIZE} min size"
-            )));
-        }
-        self.frame_max = frame_max;
-        self.outbox.set_frame_max(frame_max);
-        self.channel_max = match (tune_ok.channel_max, cfg.channel_max) {
-            (0, max) | (max, 0) => max,
-            (n, max) => n.min(max),
-        };
-        self.channels.dense_max = self.channel_max;
-        self.liveness.heartbeat_s.store(u64::from(tune_ok.heartbeat), Ordering::Relaxed);
-
-        let open = match self.read_method(stream, rb).await? {
-            AMQPClass::Connection(conn::AMQPMethod::Open(o)) => o,
-            _ => return self.handshake_error(AmqpError::CommandInvalid("expected connection.open".into())),
-        };
-        match self.broker.vhost(open.virtual_host.as_str()) {
-            Some(v) => self.vhost = Some(v),
-            None => {
-                return self.handshake_error(AmqpError::NotAllowed(format!(
-                    "vhost {} not found",
-                    open.virtual_host
-                )))
-            }
-        }
-        self.send(0, AMQPClass::Connection(conn::AMQPMethod::OpenOk(conn::OpenOk {})));
-        log::debug!("{}: connection {} open as {}", self.peer, self.id, self.user);
-        Ok(())
-    }
-
-    fn handshake_error<T>(&mut self, err: AmqpError) -> Result<T, Stop> {
-        self.fail(&err, 0, 0);
-        Err(Stop::Failed)
     }
 
     async fn frame_loop(&mut self, stream: &mut TcpStream, rb: &mut ReadBuf) -> Stop {
@@ -803,141 +520,4 @@ impl Connection {
             vhost.delete_queue(&q);
         }
     }
-}
-
-/// After we sent connection.close: drops input until the peer's close-ok (`Closed`), or
-/// EOF or `deadline` (`Gone`). After a framing error the stream may be misaligned, so
-/// bytes that do not parse are dropped wholesale.
-async fn discard_until_closed(stream: &mut TcpStream, rb: &mut ReadBuf, frame_max: u32, deadline: Instant) -> Stop {
-    future::or(
-        async {
-            loop {
-                loop {
-                    match next_frame(rb.data(), frame_max) {
-                        Ok(Some((Frame::Method(0, AMQPClass::Connection(conn::AMQPMethod::CloseOk(_))), _))) => {
-                            return Stop::Closed
-                        }
-                        Ok(Some((_, n))) => rb.start += n,
-                        Ok(None) => break,
-                        Err(_) => {
-                            rb.start = rb.end;
-                            break;
-                        }
-                    }
-                }
-                match rb.fill(stream, frame_max as usize).await {
-                    Ok(0) | Err(_) => return Stop::Gone,
-                    Ok(_) => {}
-                }
-            }
-        },
-        async {
-            Timer::at(deadline).await;
-            Stop::Gone
-        },
-    )
-    .await
-}
-
-/// After the close handshake, with our side shut down (the peer reads the end of the
-/// stream after our last frame): reads and discards until the peer closes its side or
-/// [`LINGER_TIMEOUT`], so that what it still sends is not answered with a reset.
-async fn linger(stream: &mut TcpStream) {
-    let mut buf = vec![0u8; 16 * 1024];
-    future::or(
-        async {
-            while let Ok(n) = stream.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        },
-        async {
-            Timer::after(LINGER_TIMEOUT).await;
-        },
-    )
-    .await;
-}
-
-fn server_properties() -> FieldTable {
-    let mut caps = FieldTable::default();
-    for cap in [
-        "publisher_confirms",
-        "exchange_exchange_bindings",
-        "basic.nack",
-        "consumer_cancel_notify",
-        "authentication_failure_close",
-        "per_consumer_qos",
-        "direct_reply_to",
-        "consumer_priorities",
-        "connection.blocked",
-    ] {
-        caps.insert(ShortString::from(cap), AMQPValue::Boolean(true));
-    }
-    let mut props = FieldTable::default();
-    for (k, v) in [
-        ("product", "HareMQ"),
-        ("version", env!("CARGO_PKG_VERSION")),
-        ("platform", "Rust"),
-        ("copyright", "The HareMQ authors"),
-        ("information", "Licensed under the Apache License 2.0"),
-        ("cluster_name", "haremq"),
-    ] {
-        props.insert(ShortString::from(k), AMQPValue::LongString(LongString::from(v)));
-    }
-    props.insert(ShortString::from("capabilities"), AMQPValue::FieldTable(caps));
-    props
-}
-
-/// The writer task: sends what the outbox collects, heartbeats when idle, and closes
-/// the socket when the client has been silent for two heartbeat intervals.
-async fn write_loop(mut stream: TcpStream, outbox: Arc<Outbox>, liveness: Arc<Liveness>, peer: SocketAddr) {
-    let mut buf = Vec::new();
-    let mut ticker = Timer::never();
-    let mut tick_interval = 0u64;
-    let mut last_write_ms = 0u64;
-    loop {
-        let hb = liveness.heartbeat_s.load(Ordering::Relaxed);
-        if hb != tick_interval {
-            tick_interval = hb;
-            ticker = if hb == 0 { Timer::never() } else { Timer::interval(Duration::from_millis(hb * 500)) };
-        }
-        let got = future::or(async { Some(outbox.take(&mut buf).await) }, async {
-            (&mut ticker).await;
-            None
-        })
-        .await;
-        match got {
-            Some(true) => {}
-            Some(false) => break,
-            None => {
-                let now = liveness.now_ms();
-                let last_read = liveness.last_read_ms.load(Ordering::Relaxed);
-                if now.saturating_sub(last_read) > 2 * hb * 1000 {
-                    log::warn!("{peer}: missed heartbeats from client, timeout: {hb}s");
-                    outbox.close();
-                    let _ = stream.shutdown(Shutdown::Both);
-                    return;
-                }
-                if now.saturating_sub(last_write_ms) >= hb * 500 {
-                    // Through the outbox, so it is ordered with batch writes.
-                    write_heartbeat(outbox.lock().buf());
-                }
-                continue;
-            }
-        }
-        if stream.write_all(&buf).await.is_err() {
-            outbox.close();
-            let _ = stream.shutdown(Shutdown::Both);
-            return;
-        }
-        buf.clear();
-        last_write_ms = liveness.now_ms();
-        for q in outbox.drained() {
-            q.dispatch();
-        }
-    }
-    let _ = stream.flush().await;
-    // Our side only: the reader may still have to drain the peer's (see `linger`).
-    let _ = stream.shutdown(Shutdown::Write);
 }

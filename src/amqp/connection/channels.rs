@@ -1,0 +1,74 @@
+//! A connection's open channels, by number.
+
+use std::collections::BTreeMap;
+
+use amq_protocol::types::ChannelId;
+
+use super::*;
+
+/// The open channels. RabbitMQ accepts any channel number up to 65535 and bounds only
+/// how many are open at once, so numbers up to the negotiated channel_max (the ones
+/// clients allocate) are slots of a vector the hot path indexes, and higher ones live in
+/// a map, where they cost no slots for the numbers in between.
+pub(super) struct Channels {
+    pub(super) dense: Vec<Option<Channel>>,
+    pub(super) sparse: BTreeMap<ChannelId, Channel>,
+    /// The highest number kept in `dense`.
+    pub(super) dense_max: ChannelId,
+    /// Channels open (including those waiting for the client's channel.close-ok).
+    pub(super) open: usize,
+}
+
+impl Channels {
+    pub(super) fn new(dense_max: ChannelId) -> Self {
+        Self { dense: Vec::new(), sparse: BTreeMap::new(), dense_max, open: 0 }
+    }
+
+    pub(super) fn get(&self, id: ChannelId) -> Option<&Channel> {
+        if id <= self.dense_max {
+            self.dense.get(usize::from(id)).and_then(Option::as_ref)
+        } else {
+            self.sparse.get(&id)
+        }
+    }
+
+    pub(super) fn get_mut(&mut self, id: ChannelId) -> Option<&mut Channel> {
+        if id <= self.dense_max {
+            self.dense.get_mut(usize::from(id)).and_then(Option::as_mut)
+        } else {
+            self.sparse.get_mut(&id)
+        }
+    }
+
+    /// Adds a channel whose number is not in use.
+    pub(super) fn insert(&mut self, id: ChannelId, ch: Channel) {
+        if id <= self.dense_max {
+            let idx = usize::from(id);
+            if self.dense.len() <= idx {
+                self.dense.resize_with(idx + 1, || None);
+            }
+            self.dense[idx] = Some(ch);
+        } else {
+            self.sparse.insert(id, ch);
+        }
+        self.open += 1;
+    }
+
+    pub(super) fn take(&mut self, id: ChannelId) -> Option<Channel> {
+        let ch = if id <= self.dense_max {
+            self.dense.get_mut(usize::from(id)).and_then(Option::take)
+        } else {
+            self.sparse.remove(&id)
+        };
+        if ch.is_some() {
+            self.open -= 1;
+        }
+        ch
+    }
+
+    pub(super) fn take_all(&mut self) -> Vec<Channel> {
+        self.open = 0;
+        let sparse = std::mem::take(&mut self.sparse).into_values();
+        self.dense.iter_mut().filter_map(Option::take).chain(sparse).collect()
+    }
+}

@@ -1,0 +1,66 @@
+//! The writer task: flushes the outbox to the socket, sends heartbeats and notices a
+//! silent peer.
+
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_io::Timer;
+use async_net::TcpStream;
+use futures_lite::{future, AsyncWriteExt};
+
+use super::*;
+
+/// The writer task: sends what the outbox collects, heartbeats when idle, and closes
+/// the socket when the client has been silent for two heartbeat intervals.
+pub(super) async fn write_loop(mut stream: TcpStream, outbox: Arc<Outbox>, liveness: Arc<Liveness>, peer: SocketAddr) {
+    let mut buf = Vec::new();
+    let mut ticker = Timer::never();
+    let mut tick_interval = 0u64;
+    let mut last_write_ms = 0u64;
+    loop {
+        let hb = liveness.heartbeat_s.load(Ordering::Relaxed);
+        if hb != tick_interval {
+            tick_interval = hb;
+            ticker = if hb == 0 { Timer::never() } else { Timer::interval(Duration::from_millis(hb * 500)) };
+        }
+        let got = future::or(async { Some(outbox.take(&mut buf).await) }, async {
+            (&mut ticker).await;
+            None
+        })
+        .await;
+        match got {
+            Some(true) => {}
+            Some(false) => break,
+            None => {
+                let now = liveness.now_ms();
+                let last_read = liveness.last_read_ms.load(Ordering::Relaxed);
+                if now.saturating_sub(last_read) > 2 * hb * 1000 {
+                    log::warn!("{peer}: missed heartbeats from client, timeout: {hb}s");
+                    outbox.close();
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return;
+                }
+                if now.saturating_sub(last_write_ms) >= hb * 500 {
+                    // Through the outbox, so it is ordered with batch writes.
+                    write_heartbeat(outbox.lock().buf());
+                }
+                continue;
+            }
+        }
+        if stream.write_all(&buf).await.is_err() {
+            outbox.close();
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+        buf.clear();
+        last_write_ms = liveness.now_ms();
+        for q in outbox.drained() {
+            q.dispatch();
+        }
+    }
+    let _ = stream.flush().await;
+    // Our side only: the reader may still have to drain the peer's (see `linger`).
+    let _ = stream.shutdown(Shutdown::Write);
+}
