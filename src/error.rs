@@ -23,20 +23,14 @@ pub enum AmqpError {
     // Connection errors.
     #[error("CONNECTION_FORCED - {0}")]
     ConnectionForced(String),
-    #[error("INVALID_PATH - {0}")]
-    InvalidPath(String),
     #[error("FRAME_ERROR - {0}")]
     FrameError(String),
-    #[error("SYNTAX_ERROR - {0}")]
-    SyntaxError(String),
     #[error("COMMAND_INVALID - {0}")]
     CommandInvalid(String),
     #[error("CHANNEL_ERROR - {0}")]
     ChannelError(String),
     #[error("UNEXPECTED_FRAME - {0}")]
     UnexpectedFrame(String),
-    #[error("RESOURCE_ERROR - {0}")]
-    ResourceError(String),
     #[error("NOT_ALLOWED - {0}")]
     NotAllowed(String),
     #[error("NOT_IMPLEMENTED - {0}")]
@@ -54,13 +48,10 @@ impl AmqpError {
             Self::ResourceLocked(_) => 405,
             Self::PreconditionFailed(_) => 406,
             Self::ConnectionForced(_) => 320,
-            Self::InvalidPath(_) => 402,
             Self::FrameError(_) => 501,
-            Self::SyntaxError(_) => 502,
             Self::CommandInvalid(_) => 503,
             Self::ChannelError(_) => 504,
             Self::UnexpectedFrame(_) => 505,
-            Self::ResourceError(_) => 506,
             Self::NotAllowed(_) => 530,
             Self::NotImplemented(_) => 540,
             Self::InternalError(_) => 541,
