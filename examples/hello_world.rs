@@ -2,7 +2,7 @@
 //!
 //! `AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo run --example hello_world`
 
-use futures_lite::StreamExt;
+use smol::stream::StreamExt;
 use lapin::{options::*, types::FieldTable, BasicProperties, Connection, ConnectionProperties};
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! RabbitMQ tutorial 3, "Publish/Subscribe": a fanout exchange `logs`; two subscribers, each with
 //! an exclusive server-named queue, both receive every log message.
 
-use futures_lite::StreamExt;
+use smol::stream::StreamExt;
 use lapin::{options::*, types::FieldTable, BasicProperties, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! RabbitMQ tutorial 4, "Routing": a direct exchange `direct_logs` routes by severity. One
 //! subscriber wants only errors, the other info, warning and error.
 
-use futures_lite::StreamExt;
+use smol::stream::StreamExt;
 use lapin::{options::*, types::FieldTable, BasicProperties, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use std::time::Duration;
 

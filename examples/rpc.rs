@@ -1,7 +1,7 @@
 //! RabbitMQ tutorial 6, "RPC": a server consumes `rpc_queue` and answers fib(n) to the
 //! request's `reply_to` queue with the same `correlation_id`; a client calls it a few times.
 
-use futures_lite::StreamExt;
+use smol::stream::StreamExt;
 use lapin::{options::*, types::FieldTable, BasicProperties, Connection, ConnectionProperties};
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! RabbitMQ tutorial 5, "Topics": a topic exchange `topic_logs` with `*` and `#` bindings.
 
-use futures_lite::StreamExt;
+use smol::stream::StreamExt;
 use lapin::{options::*, types::FieldTable, BasicProperties, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use std::time::Duration;
 

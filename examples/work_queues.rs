@@ -2,7 +2,7 @@
 //! `task_queue`; two workers with prefetch 1 and manual acks share them. Exits when all tasks
 //! are done.
 
-use futures_lite::StreamExt;
+use smol::stream::StreamExt;
 use lapin::{options::*, types::FieldTable, BasicProperties, Channel, Connection, ConnectionProperties};
 use std::time::Duration;
 use tokio::sync::mpsc;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use futures_lite::StreamExt;
+use smol::stream::StreamExt;
 
 /// HareMQ: an AMQP 0-9-1 message broker for RabbitMQ clients.
 #[derive(Parser, Debug)]
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(Ok(sig)) = async_io::block_on(signals.next()) {
+    if let Some(Ok(sig)) = smol::block_on(signals.next()) {
         log::info!("received {sig:?}, shutting down");
     }
     handle.shutdown();

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use async_executor::Executor;
-use async_net::TcpListener;
-use futures_lite::future;
+use smol::Executor;
+use smol::net::TcpListener;
+use smol::future;
 
 use crate::broker::Broker;
 use crate::config::Config;
@@ -26,7 +26,7 @@ const EXECUTOR_STACK_SIZE: usize = 8 << 20;
 pub struct BrokerHandle {
     local_addr: SocketAddr,
     broker: Arc<Broker>,
-    stop: Option<async_channel::Sender<()>>,
+    stop: Option<smol::channel::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -88,7 +88,7 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
     let config_threads = config.threads;
     let broker = Broker::new(config, Some(store), Some(snapshot));
     let ex = Arc::new(Executor::new());
-    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
 
     let n = match config_threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -102,7 +102,7 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
             .name(format!("haremq-{i}"))
             .stack_size(EXECUTOR_STACK_SIZE)
             .spawn(move || {
-                let _ = async_io::block_on(ex.run(stop_rx.recv()));
+                let _ = smol::block_on(ex.run(stop_rx.recv()));
             })?;
         threads.push(t);
     }
@@ -115,7 +115,7 @@ async fn accept_loop(
     listener: TcpListener,
     broker: Arc<Broker>,
     ex: Arc<Executor<'static>>,
-    stop: async_channel::Receiver<()>,
+    stop: smol::channel::Receiver<()>,
 ) {
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -134,7 +134,7 @@ async fn accept_loop(
             Some(Err(e)) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 log::error!("accept failed: {e}");
-                async_io::Timer::after(Duration::from_millis(50)).await;
+                smol::Timer::after(Duration::from_millis(50)).await;
             }
         }
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use amq_protocol::protocol::{channel, connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, ChannelId, FieldTable, LongString};
 use amq_protocol::uri::AMQPUri;
-use async_net::TcpStream;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use smol::net::TcpStream;
+use smol::{io::AsyncReadExt, io::AsyncWriteExt};
 
 use crate::proto::{self, RawFrame, FRAME_HEARTBEAT, FRAME_METHOD, PROTOCOL_HEADER};
 
@@ -275,8 +275,8 @@ impl Conn {
                 }
             }
         };
-        futures_lite::future::or(wait, async {
-            async_io::Timer::after(Duration::from_secs(2)).await;
+        smol::future::or(wait, async {
+            smol::Timer::after(Duration::from_secs(2)).await;
         })
         .await;
     }

@@ -65,7 +65,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amq_protocol::uri::AMQPUri;
-use async_executor::Executor;
+use smol::Executor;
 use clap::{ArgAction, Parser, ValueEnum};
 use hdrhistogram::Histogram;
 
@@ -216,10 +216,10 @@ pub struct Opts {
 /// Runs role futures either on a shared executor (N threads) or one thread each.
 pub struct Runtime {
     ex: Option<Arc<Executor<'static>>>,
-    shutdown: Option<async_channel::Sender<()>>,
+    shutdown: Option<smol::channel::Sender<()>>,
     spawned: usize,
     finished: Arc<AtomicUsize>,
-    tasks: Vec<async_executor::Task<()>>,
+    tasks: Vec<smol::Task<()>>,
 }
 
 impl Runtime {
@@ -229,13 +229,13 @@ impl Runtime {
             return Runtime { ex: None, shutdown: None, spawned: 0, finished, tasks: Vec::new() };
         }
         let ex = Arc::new(Executor::new());
-        let (tx, rx) = async_channel::bounded::<()>(1);
+        let (tx, rx) = smol::channel::bounded::<()>(1);
         for i in 0..opts.threads.max(1) {
             let ex = ex.clone();
             let rx = rx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("perf-exec-{i}"))
-                .spawn(move || async_io::block_on(ex.run(async { let _ = rx.recv().await; })));
+                .spawn(move || smol::block_on(ex.run(async { let _ = rx.recv().await; })));
             if let Err(e) = spawned {
                 eprintln!("haremq-perf: cannot start executor thread: {e}");
             }
@@ -253,7 +253,7 @@ impl Runtime {
         match &self.ex {
             Some(ex) => self.tasks.push(ex.spawn(fut)),
             None => {
-                if let Err(e) = std::thread::Builder::new().name("perf-conn".into()).spawn(move || async_io::block_on(fut)) {
+                if let Err(e) = std::thread::Builder::new().name("perf-conn".into()).spawn(move || smol::block_on(fut)) {
                     eprintln!("haremq-perf: cannot start connection thread: {e}");
                     self.finished.fetch_add(1, Ordering::SeqCst);
                 }
@@ -391,7 +391,7 @@ fn run_throughput(opts: &Opts, uri: AMQPUri) -> Res<()> {
     }
     let plan = plan(opts);
     let shared = Arc::new(Shared::new());
-    let setup = async_io::block_on(setup_topology(opts, &uri, &plan))?;
+    let setup = smol::block_on(setup_topology(opts, &uri, &plan))?;
     let mut rt = Runtime::new(opts);
 
     let pubs: Vec<Arc<PubStats>> = (0..opts.publishers).map(|_| Arc::new(PubStats::default())).collect();
@@ -427,7 +427,7 @@ fn run_throughput(opts: &Opts, uri: AMQPUri) -> Res<()> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    async_io::block_on(setup.close());
+    smol::block_on(setup.close());
 
     let routing_keys = if plan.default_exchange { plan.queues.clone() } else { vec![plan.routing_key.clone()] };
     for (i, stats) in pubs.iter().enumerate() {

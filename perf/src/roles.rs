@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use amq_protocol::protocol::{basic, confirm, connection, AMQPClass};
 use amq_protocol::types::FieldTable;
 use amq_protocol::uri::AMQPUri;
-use async_io::Timer;
+use smol::Timer;
 use event_listener::Event;
-use futures_lite::future;
-use futures_lite::AsyncWriteExt;
+use smol::future;
+use smol::io::AsyncWriteExt;
 
 use crate::client::{close_error, for_each_frame, Conn, Res};
 use crate::proto::{self, PublishTemplate, FRAME_BODY, FRAME_HEADER, FRAME_METHOD};

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 use amq_protocol::protocol::{basic, queue, AMQPClass};
 use amq_protocol::types::FieldTable;
 use amq_protocol::uri::AMQPUri;
-use async_executor::LocalExecutor;
-use async_io::Timer;
-use futures_lite::{future, AsyncWriteExt};
+use smol::LocalExecutor;
+use smol::Timer;
+use smol::{future, io::AsyncWriteExt};
 
 use crate::client::{close_error, for_each_frame, Conn, Res};
 use crate::proto::{self, PublishTemplate, FRAME_BODY, FRAME_HEADER, FRAME_METHOD};
@@ -42,7 +42,7 @@ pub fn connections(opts: &Opts, uri: AMQPUri) -> Res<()> {
     let before = rss_line("connections: before", opts.broker_pid);
     let ex = LocalExecutor::new();
     let started = Instant::now();
-    let (conns, failures, first_error) = async_io::block_on(ex.run(async {
+    let (conns, failures, first_error) = smol::block_on(ex.run(async {
         let mut conns = Vec::with_capacity(n);
         let mut failures = 0usize;
         let mut first_error: Option<String> = None;
@@ -94,7 +94,7 @@ pub fn connections(opts: &Opts, uri: AMQPUri) -> Res<()> {
     per_unit("connections: after hold", "connection", before, held, conns.len());
     let opened = conns.len();
     let closing = Instant::now();
-    async_io::block_on(ex.run(async {
+    smol::block_on(ex.run(async {
         let tasks: Vec<_> = conns.into_iter().map(|c| ex.spawn(c.close())).collect();
         for t in tasks {
             t.await;
@@ -137,7 +137,7 @@ pub fn queues(opts: &Opts, uri: AMQPUri) -> Res<()> {
     let spec = QueueSpec { durable: opts.durable, auto_delete: true, exclusive: false, args: &args };
     let before = rss_line("queues: before", opts.broker_pid);
     let size = opts.size.max(8);
-    async_io::block_on(async {
+    smol::block_on(async {
         let mut conn = Conn::open(&uri).await?;
         conn.open_channel(1).await?;
         let t0 = Instant::now();
@@ -271,7 +271,7 @@ pub fn bind_churn(opts: &Opts, uri: AMQPUri) -> Res<()> {
     let queue = format!("{}churn", opts.queue_prefix);
     let args = FieldTable::default();
     let spec = QueueSpec { durable: false, auto_delete: false, exclusive: true, args: &args };
-    async_io::block_on(async {
+    smol::block_on(async {
         let mut conn = Conn::open(&uri).await?;
         conn.open_channel(1).await?;
         topology::declare_exchange(&mut conn, &exchange, opts.exchange_type.as_str(), false).await?;

@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use async_io::Async;
+use smol::Async;
 use event_listener::Event;
 
 use crate::queue::Queue;

@@ -2,7 +2,13 @@
 //! (since version 2) the publish time in ms since the UNIX epoch and the per-message TTL
 //! (a flag and a u32), then length-prefixed exchange, routing key and raw content-header
 //! properties, then the body. Version 1 records (no time, no TTL) are still read: their
-//! TTLs count from the moment they are loaded.
+//! TTLs count from the moment they are loaded. Records are decoded with `nom`'s
+//! complete-input parsers, borrowing from the stored bytes until the record is built.
+
+use nom::combinator::{map, map_res};
+use nom::multi::{length_count, length_data};
+use nom::number::complete::{be_u32, be_u64, be_u8};
+use nom::{IResult, Parser};
 
 use super::{MessageFields, MessageRecord};
 use crate::util::now_ms;
@@ -29,48 +35,40 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-fn take_bytes<'a>(input: &mut &'a [u8]) -> Option<&'a [u8]> {
-    if input.len() < 4 {
-        return None;
-    }
-    let len = u32::from_be_bytes([input[0], input[1], input[2], input[3]]) as usize;
-    let rest = &input[4..];
-    if rest.len() < len {
-        return None;
-    }
-    let (b, rest) = rest.split_at(len);
-    *input = rest;
-    Some(b)
+type Error<'a> = nom::error::Error<&'a [u8]>;
+
+/// Runs a parser; `None` if the bytes do not fit it.
+fn run<'a, O>(mut p: impl Parser<&'a [u8], Output = O, Error = Error<'a>>, input: &'a [u8]) -> Option<(&'a [u8], O)> {
+    p.parse(input).ok()
+}
+
+/// A length-prefixed (u32, big-endian) byte string.
+fn bytes(input: &[u8]) -> IResult<&[u8], &[u8]> {
+    length_data(be_u32).parse(input)
+}
+
+/// A length-prefixed UTF-8 string.
+fn text(input: &[u8]) -> IResult<&[u8], &str> {
+    map_res(bytes, std::str::from_utf8).parse(input)
 }
 
 /// Decodes a message record; `None` if it is malformed.
-pub fn decode_message(mut input: &[u8]) -> Option<MessageRecord> {
-    let (&version, rest) = input.split_first()?;
-    if version != VERSION && version != VERSION_1 {
-        return None;
-    }
-    let (&persistent, rest) = rest.split_first()?;
-    input = rest;
-    let (published_ms, ttl) = if version == VERSION_1 {
-        (now_ms(), None)
-    } else {
-        if input.len() < 13 {
-            return None;
+pub fn decode_message(input: &[u8]) -> Option<MessageRecord> {
+    let (input, (version, persistent)) = run((be_u8, be_u8), input)?;
+    let (input, (published_ms, ttl)) = match version {
+        VERSION => {
+            let (rest, (published, has_ttl, ttl)) = run((be_u64, be_u8, be_u32), input)?;
+            (rest, (published, (has_ttl != 0).then_some(ttl)))
         }
-        let (head, rest) = input.split_at(13);
-        input = rest;
-        let published = u64::from_be_bytes(head[..8].try_into().ok()?);
-        let ttl = u32::from_be_bytes(head[9..13].try_into().ok()?);
-        (published, (head[8] != 0).then_some(ttl))
+        VERSION_1 => (input, (now_ms(), None)),
+        _ => return None,
     };
-    let exchange = std::str::from_utf8(take_bytes(&mut input)?).ok()?;
-    let routing_key = std::str::from_utf8(take_bytes(&mut input)?).ok()?;
-    let props = take_bytes(&mut input)?;
+    let (body, (exchange, routing_key, props)) = run((text, text, bytes), input)?;
     Some(MessageRecord {
         exchange: exchange.into(),
         routing_key: routing_key.into(),
         raw_properties: props.into(),
-        body: input.into(),
+        body: body.into(),
         persistent: persistent != 0,
         published_ms,
         ttl,
@@ -99,29 +97,17 @@ pub fn encode_delayed(r: &super::DelayedRecord) -> Vec<u8> {
 }
 
 /// Decodes a held delayed message; `None` if malformed.
-pub fn decode_delayed(mut input: &[u8]) -> Option<super::DelayedRecord> {
-    let (&version, rest) = input.split_first()?;
-    if version != DELAYED_VERSION || rest.len() < 13 {
+pub fn decode_delayed(input: &[u8]) -> Option<super::DelayedRecord> {
+    let (input, version) = run(be_u8, input)?;
+    if version != DELAYED_VERSION {
         return None;
     }
-    let due_ms = u64::from_be_bytes(rest[..8].try_into().ok()?);
-    let persistent = rest[8] != 0;
-    let ttl = u32::from_be_bytes(rest[9..13].try_into().ok()?);
-    input = &rest[13..];
-    let text = |input: &mut &[u8]| -> Option<String> { Some(std::str::from_utf8(take_bytes(input)?).ok()?.to_string()) };
-    let vhost = text(&mut input)?;
-    let exchange = text(&mut input)?;
-    let routing_key = text(&mut input)?;
-    if input.len() < 4 {
-        return None;
-    }
-    let n = u32::from_be_bytes(input[..4].try_into().ok()?) as usize;
-    input = &input[4..];
-    let mut extra_keys = Vec::with_capacity(n.min(1024));
-    for _ in 0..n {
-        extra_keys.push(text(&mut input)?);
-    }
-    let raw_properties = take_bytes(&mut input)?.to_vec();
+    let owned = |s: &str| s.to_string();
+    let (input, (due_ms, persistent, ttl, vhost, exchange, routing_key)) =
+        run((be_u64, be_u8, be_u32, map(text, owned), map(text, owned), map(text, owned)), input)?;
+    // The count is the record's own; no more keys are read than bytes can hold.
+    let (body, (extra_keys, raw_properties)) =
+        run((length_count(be_u32, map(text, owned)), map(bytes, <[u8]>::to_vec)), input)?;
     Some(super::DelayedRecord {
         vhost,
         due_ms,
@@ -129,8 +115,8 @@ pub fn decode_delayed(mut input: &[u8]) -> Option<super::DelayedRecord> {
         routing_key,
         extra_keys,
         raw_properties,
-        body: input.to_vec(),
-        persistent,
+        body: body.to_vec(),
+        persistent: persistent != 0,
         ttl: (ttl != u32::MAX).then_some(ttl),
     })
 }

@@ -125,7 +125,7 @@ fn coalesce(ops: &mut Vec<StoreOp>, c: &mut Coalesce) {
 }
 
 struct Inner {
-    tx: async_channel::Sender<Command>,
+    tx: smol::channel::Sender<Command>,
     reader: Arc<dyn MessageReader>,
     next_message: AtomicU64,
     next_queue: AtomicU64,
@@ -148,7 +148,7 @@ impl StoreHandle {
     /// Starts the writer thread over `store`. `next_message`/`next_queue` continue the
     /// id sequences found at load.
     pub fn start(store: Box<dyn Store>, next_message: MessageId, next_queue: u64) -> std::io::Result<Self> {
-        let (tx, rx) = async_channel::unbounded();
+        let (tx, rx) = smol::channel::unbounded();
         let inner = Arc::new(Inner {
             tx,
             reader: store.reader(),
@@ -225,8 +225,8 @@ impl StoreHandle {
             if self.inner.tx.len() <= LOW_WATER {
                 break;
             }
-            let woke = futures_lite::future::or(async { listener.await; true }, async {
-                async_io::Timer::at(deadline).await;
+            let woke = smol::future::or(async { listener.await; true }, async {
+                smol::Timer::at(deadline).await;
                 false
             })
             .await;
@@ -265,7 +265,7 @@ impl StoreHandle {
     /// Waits until everything sent so far is committed.
     #[cfg(test)]
     pub async fn sync(&self) {
-        let (tx, rx) = async_channel::bounded(1);
+        let (tx, rx) = smol::channel::bounded(1);
         self.after_commit(Box::new(move || {
             let _ = tx.try_send(());
         }));
@@ -305,7 +305,7 @@ impl StoreHandle {
     }
 }
 
-fn run(mut store: Box<dyn Store>, rx: async_channel::Receiver<Command>, inner: &Inner) {
+fn run(mut store: Box<dyn Store>, rx: smol::channel::Receiver<Command>, inner: &Inner) {
     let mut ops: Vec<StoreOp> = Vec::new();
     let mut confirms: HashMap<*const (), (Arc<dyn ConfirmSink>, u64)> = HashMap::new();
     let mut scratch = Coalesce::default();
@@ -502,7 +502,7 @@ mod tests {
         }
         assert!(handle.is_behind());
         let started = Instant::now();
-        async_io::block_on(handle.wait_for_room(std::time::Duration::from_millis(200)));
+        smol::block_on(handle.wait_for_room(std::time::Duration::from_millis(200)));
         assert!(started.elapsed() >= std::time::Duration::from_millis(200), "returned before its limit");
         assert!(handle.is_behind());
         {
@@ -510,7 +510,7 @@ mod tests {
             *open.lock().unwrap_or_else(|e| e.into_inner()) = true;
             cv.notify_all();
         }
-        async_io::block_on(handle.wait_for_room(std::time::Duration::from_secs(30)));
+        smol::block_on(handle.wait_for_room(std::time::Duration::from_secs(30)));
         assert!(!handle.is_behind());
         handle.shutdown();
     }

@@ -300,7 +300,7 @@ async fn basic_cancel_stops_deliveries() {
         .await
         .expect("cancel");
     // The consumer stream ends after cancel-ok.
-    let end = within("consumer end", futures_lite::StreamExt::next(&mut consumer)).await;
+    let end = within("consumer end", smol::stream::StreamExt::next(&mut consumer)).await;
     assert!(end.is_none(), "stream should end after cancel, got {:?}", end.map(|r| r.map(|d| d.data)));
     publish_n(&pch, &q, 1).await;
     let passive = within(
@@ -373,7 +373,7 @@ async fn deleting_the_queue_cancels_its_consumers() {
         .await
         .expect("delete");
     // RabbitMQ sends basic.cancel (consumer_cancel_notify); lapin ends the consumer stream.
-    let end = within("server-sent basic.cancel", futures_lite::StreamExt::next(&mut consumer)).await;
+    let end = within("server-sent basic.cancel", smol::stream::StreamExt::next(&mut consumer)).await;
     assert!(end.is_none(), "expected end of stream, got {:?}", end.map(|r| r.map(|d| d.data)));
     // The channel itself stays open.
     assert!(ch.status().connected());

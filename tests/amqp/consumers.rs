@@ -59,7 +59,7 @@ async fn ack(d: &lapin::message::Delivery) {
 
 /// Waits for the consumer's stream to end (a server-sent basic.cancel).
 async fn wait_cancelled(c: &mut Consumer) {
-    use futures_lite::StreamExt;
+    use smol::stream::StreamExt;
     match tokio::time::timeout(WAIT, c.next()).await {
         Err(_) => panic!("consumer was not cancelled within {WAIT:?}"),
         Ok(None) => {}

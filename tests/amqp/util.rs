@@ -213,7 +213,7 @@ pub async fn assert_no_delivery(consumer: &mut Consumer, quiet: Duration) {
 }
 
 async fn next_item(c: &mut Consumer) -> Option<lapin::Result<lapin::message::Delivery>> {
-    use futures_lite::StreamExt;
+    use smol::stream::StreamExt;
     c.next().await
 }
 

@@ -393,7 +393,7 @@ async fn sigterm_closes_clients_with_320_and_exits_0() {
     let mut events = Box::pin(conn.events_listener());
     assert_eq!(b.terminate(), Some(0));
     let err = tokio::time::timeout(WAIT, async {
-        use futures_lite::StreamExt;
+        use smol::stream::StreamExt;
         while let Some(ev) = events.next().await {
             if let lapin::Event::Error(e) = ev {
                 return Some(e);
@@ -413,7 +413,7 @@ async fn sigterm_closes_clients_with_320_and_exits_0() {
 
 /// Consumes `n` messages with manual acks (prefetch 500) and returns their numbers.
 async fn consume_numbers(ch: &Channel, queue: &str, n: usize) -> Vec<u32> {
-    use futures_lite::StreamExt;
+    use smol::stream::StreamExt;
     ch.basic_qos(500, BasicQosOptions::default()).await.expect("qos");
     let mut consumer = ch
         .basic_consume(queue.into(), "pager".into(), BasicConsumeOptions::default(), FieldTable::default())
@@ -694,7 +694,7 @@ async fn a_queue_spilled_to_disk_survives_kill9_in_order_without_loss_or_duplica
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consuming_across_spilled_runs_with_rejects_and_a_channel_close_loses_nothing() {
-    use futures_lite::StreamExt;
+    use smol::stream::StreamExt;
     const N: u32 = 30_000;
     let dir = DataDir::new("spilled-requeue");
     let b = Broker::start(&dir.0);

@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use amq_protocol::protocol::{connection as conn, AMQPClass};
-use async_io::Timer;
-use async_net::TcpStream;
-use futures_lite::{future, AsyncReadExt};
+use smol::Timer;
+use smol::net::TcpStream;
+use smol::{future, io::AsyncReadExt};
 
 use super::*;
 

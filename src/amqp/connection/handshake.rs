@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use amq_protocol::protocol::{connection as conn, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
-use async_io::Timer;
-use async_net::TcpStream;
+use smol::Timer;
+use smol::net::TcpStream;
 
 use super::*;
 

@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use amq_protocol::protocol::{channel as chan, connection as conn, AMQPClass};
 use amq_protocol::types::ChannelId;
-use async_io::Timer;
-use async_net::TcpStream;
-use futures_lite::future;
+use smol::Timer;
+use smol::net::TcpStream;
+use smol::future;
 
 use super::channel::{Channel, Context};
 use super::frame::{next_frame, write_heartbeat, write_method, Frame, PROTOCOL_HEADER};
@@ -100,10 +100,10 @@ struct Connection {
 }
 
 /// Serves one accepted TCP connection until it closes.
-pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex: Arc<async_executor::Executor<'static>>) {
+pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex: Arc<smol::Executor<'static>>) {
     let _ = stream.set_nodelay(true);
     let outbox = Outbox::new(broker.config.frame_max);
-    outbox.attach_socket(std::sync::Arc::<async_io::Async<std::net::TcpStream>>::from(stream.clone()));
+    outbox.attach_socket(std::sync::Arc::<smol::Async<std::net::TcpStream>>::from(stream.clone()));
     let id = broker.register_connection(Arc::new(Handle(outbox.clone())));
     let liveness = Arc::new(Liveness {
         epoch: Instant::now(),
@@ -114,7 +114,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
         let outbox = outbox.clone();
         let write = write_loop(stream.clone(), outbox.clone(), liveness.clone(), peer);
         async move {
-            if let Err(payload) = futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(write)).await {
+            if let Err(payload) = smol::future::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(write)).await {
                 log::error!("{peer}: writer task panicked: {}", super::panics::message(&*payload));
                 outbox.close();
             }
@@ -140,7 +140,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
     let mut stream_r = stream.clone();
     // Panics while handling a frame are caught in the frame loop; this catches the rest
     // (handshake, flow control) so teardown still runs and the executor thread lives.
-    let stop = match futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(c.run(&mut stream_r))).await {
+    let stop = match smol::future::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(c.run(&mut stream_r))).await {
         Ok(stop) => stop,
         Err(payload) => {
             log::error!("{peer}: connection {id} panicked: {}", super::panics::message(&*payload));

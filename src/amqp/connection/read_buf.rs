@@ -2,8 +2,8 @@
 //! frame or 256 KiB).
 
 
-use async_net::TcpStream;
-use futures_lite::AsyncReadExt;
+use smol::net::TcpStream;
+use smol::io::AsyncReadExt;
 
 
 /// A read buffer holding unparsed bytes in `buf[start..end]`.

@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_io::Timer;
-use async_net::TcpStream;
-use futures_lite::{future, AsyncWriteExt};
+use smol::Timer;
+use smol::net::TcpStream;
+use smol::{future, io::AsyncWriteExt};
 
 use super::*;
 

@@ -30,7 +30,7 @@ impl TestStore {
     }
 
     fn sync(&self) {
-        futures_lite::future::block_on(self.handle.sync());
+        smol::future::block_on(self.handle.sync());
     }
 
     /// A persistent message with body `n` (8 bytes) and priority `prio`, stored and
