@@ -513,6 +513,7 @@ impl Connection {
             );
         }
         let idx = usize::from(channel);
+        self.note_outside_close(idx);
         let result = match frame {
             Frame::Method(_, AMQPClass::Channel(chan::AMQPMethod::Open(_))) => {
                 if self.channels.get(idx).is_some_and(Option::is_some) {
@@ -589,6 +590,20 @@ impl Connection {
             self.confirms_due.push(ch.id());
         }
         r
+    }
+
+    /// A channel closed from another thread (the store thread sent channel.close for a
+    /// failed tx.commit) is closing from now on, as after a channel error.
+    fn note_outside_close(&mut self, idx: usize) {
+        let Some(ch) = self.channels.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        if !ch.closing && ch.shared.closed_outside() {
+            ch.closing = true;
+            if let Some(v) = &self.vhost {
+                ch.teardown(v);
+            }
+        }
     }
 
     fn channel_error(&mut self, idx: usize, err: AmqpError, (class_id, method_id): (u16, u16)) {

@@ -245,5 +245,21 @@ pub trait Store: Send + 'static {
     /// between related writes is impossible, but a partial older version is not).
     fn load(&mut self) -> Result<Snapshot, StoreError>;
     /// Applies `ops` in order as one transaction; returns once it is on stable storage.
+    /// On an error nothing of the batch may be assumed durable; the writer then calls
+    /// [`Store::recover`] and commits the same ops again (with whatever came after
+    /// them), and an earlier attempt may have reached the disk after all: applying a
+    /// batch twice must leave what applying it once does (true of every [`StoreOp`]:
+    /// each puts or deletes rows by key).
     fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
+    /// After a failed commit: brings the engine back to its last durable state (redb:
+    /// closes the database and opens it again, which repairs it) so commits can be
+    /// retried. An error means it is not usable yet; the writer tries again later.
+    fn recover(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Clean shutdown, everything committed: closes the store so the next start needs
+    /// no repair, and records what it holds.
+    fn close(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
