@@ -12,6 +12,7 @@
 //! holding their own lock, so the store sees a queue's enqueue before any ack of that
 //! message, and a message record before any queue entry pointing at it.
 
+pub mod clean;
 pub mod codec;
 pub mod redb_store;
 mod writer;
@@ -223,6 +224,11 @@ pub enum StoreError {
     Open { path: String, detail: String },
     #[error("store {path} holds an unreadable record ({detail}); move the file aside or restore it from a backup")]
     Corrupt { path: String, detail: String },
+    /// The store is not what the last clean shutdown left (it needs repair, was rolled
+    /// back, holds fewer records, is empty or missing): the broker refuses to start on
+    /// it unless told to accept it (`--accept-store-repair`).
+    #[error("store {path} is damaged: {detail}. Nothing was changed or deleted: restore a backup, or start with --accept-store-repair to use what it holds now (its unmatched records are kept)")]
+    Damaged { path: String, detail: String },
     #[error("store I/O failed: {0}")]
     Io(String),
 }
