@@ -59,7 +59,7 @@ impl Broker {
         Arc::new(Self {
             users: UserTable::from_config(&config),
             memory: MemoryAlarm::new(limit),
-            disk: crate::disk::DiskAlarm::new(&config.data_dir, config.disk_free_limit),
+            disk: crate::disk::DiskAlarm::new(&config.data_dir, config.disk_free_limit).with_store(store.clone()),
             config,
             store,
             vhosts: RwLock::new(vhosts),

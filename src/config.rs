@@ -38,6 +38,11 @@ pub struct Config {
     /// Publishers are blocked while the data directory's filesystem has less free space
     /// than this, in bytes (RabbitMQ's `disk_free_limit`, default 50 MB; 0 disables).
     pub disk_free_limit: u64,
+    /// Start on a store that is damaged or not what the last clean shutdown left
+    /// (`--accept-store-repair`; never from the file, so it cannot stay on by
+    /// accident): logged as an error, garbage collection skipped.
+    #[serde(skip)]
+    pub accept_store_repair: bool,
 }
 
 /// 30 minutes, as RabbitMQ.
@@ -66,6 +71,7 @@ impl Default for Config {
             memory_high_watermark: 0.4,
             memory_limit: 0,
             disk_free_limit: 50_000_000,
+            accept_store_repair: false,
         }
     }
 }

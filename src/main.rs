@@ -21,6 +21,11 @@ struct Args {
     /// TOML configuration file; flags given on the command line override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Start even if the store is damaged or not what the last clean shutdown left
+    /// (it needs repair, was rolled back, holds fewer messages, is empty or missing);
+    /// without it the broker refuses to start on such a store
+    #[arg(long)]
+    accept_store_repair: bool,
 }
 
 fn load_config(args: &Args) -> Result<haremq::Config, String> {
@@ -38,6 +43,7 @@ fn load_config(args: &Args) -> Result<haremq::Config, String> {
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();
     }
+    config.accept_store_repair = args.accept_store_repair;
     Ok(config)
 }
 

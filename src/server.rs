@@ -80,7 +80,8 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
     let local_addr = std_listener.local_addr()?;
     let listener = TcpListener::try_from(std_listener)?;
-    let mut store = RedbStore::open(&config.data_dir).map_err(|e| io::Error::other(e.to_string()))?;
+    let mut store =
+        RedbStore::open_with(&config.data_dir, config.accept_store_repair).map_err(|e| io::Error::other(e.to_string()))?;
     let snapshot = store.load().map_err(|e| io::Error::other(e.to_string()))?;
     let next_message = snapshot.max_message_id + 1;
     let next_queue = snapshot.queues.iter().map(|q| q.id).max().map_or(1, |q| q + 1);

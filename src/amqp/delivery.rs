@@ -192,6 +192,8 @@ pub struct ChannelShared {
     pub outbox: Arc<Outbox>,
     state: Mutex<DeliveryState>,
     confirms: Mutex<ConfirmTracker>,
+    /// channel.close was sent from another thread ([`ChannelShared::close_from_outside`]).
+    closed_outside: std::sync::atomic::AtomicBool,
 }
 
 /// Publisher-confirm bookkeeping. Confirms go out in publish order, so one `multiple`
@@ -237,7 +239,24 @@ impl ChannelShared {
                 timed_out: Default::default(),
             }),
             confirms: Mutex::new(ConfirmTracker::default()),
+            closed_outside: Default::default(),
         })
+    }
+
+    /// Closes the channel from outside its connection task (the store thread, when the
+    /// commit under a tx.commit failed): sends channel.close; the connection task
+    /// treats the channel as closing from its next frame on.
+    pub fn close_from_outside(&self, err: &crate::error::AmqpError, (class_id, method_id): (u16, u16)) {
+        use amq_protocol::protocol::channel;
+        if !self.closed_outside.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let (reply_code, reply_text) = (err.reply_code(), err.reply_text().into());
+            let close = channel::Close { reply_code, reply_text, class_id, method_id };
+            write_method(self.outbox.lock().buf(), self.id, AMQPClass::Channel(channel::AMQPMethod::Close(close)));
+        }
+    }
+
+    pub fn closed_outside(&self) -> bool {
+        self.closed_outside.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn confirms(&self) -> MutexGuard<'_, ConfirmTracker> {

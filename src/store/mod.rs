@@ -12,6 +12,7 @@
 //! holding their own lock, so the store sees a queue's enqueue before any ack of that
 //! message, and a message record before any queue entry pointing at it.
 
+pub mod clean;
 pub mod codec;
 pub mod redb_store;
 mod writer;
@@ -223,6 +224,11 @@ pub enum StoreError {
     Open { path: String, detail: String },
     #[error("store {path} holds an unreadable record ({detail}); move the file aside or restore it from a backup")]
     Corrupt { path: String, detail: String },
+    /// The store is not what the last clean shutdown left (it needs repair, was rolled
+    /// back, holds fewer records, is empty or missing): the broker refuses to start on
+    /// it unless told to accept it (`--accept-store-repair`).
+    #[error("store {path} is damaged: {detail}. Nothing was changed or deleted: restore a backup, or start with --accept-store-repair to use what it holds now (its unmatched records are kept)")]
+    Damaged { path: String, detail: String },
     #[error("store I/O failed: {0}")]
     Io(String),
 }
@@ -245,5 +251,21 @@ pub trait Store: Send + 'static {
     /// between related writes is impossible, but a partial older version is not).
     fn load(&mut self) -> Result<Snapshot, StoreError>;
     /// Applies `ops` in order as one transaction; returns once it is on stable storage.
+    /// On an error nothing of the batch may be assumed durable; the writer then calls
+    /// [`Store::recover`] and commits the same ops again (with whatever came after
+    /// them), and an earlier attempt may have reached the disk after all: applying a
+    /// batch twice must leave what applying it once does (true of every [`StoreOp`]:
+    /// each puts or deletes rows by key).
     fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
+    /// After a failed commit: brings the engine back to its last durable state (redb:
+    /// closes the database and opens it again, which repairs it) so commits can be
+    /// retried. An error means it is not usable yet; the writer tries again later.
+    fn recover(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Clean shutdown, everything committed: closes the store so the next start needs
+    /// no repair, and records what it holds.
+    fn close(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -9,12 +9,24 @@
 //!   queue's spilled runs are read back from it by range (`MessageReader::read_entries`)
 //!
 //! Every commit uses redb's default `Durability::Immediate`: it returns after fsync.
+//!
+//! Start and shutdown (see [`super::clean`]): a clean shutdown closes the database
+//! (so the next open needs no repair) and records how many rows it holds. A start
+//! verifies the file (redb's repair after a crash, its integrity check otherwise) and
+//! refuses, unless `accept_repair`, a store that is not what the last clean shutdown
+//! left: one that needs repair, was rolled back to an older commit, holds fewer rows,
+//! is empty or missing. A start that was suspicious (or accepted) skips garbage
+//! collection, so whatever it cannot match stays for a later look.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use super::clean::{self, Counts};
 
 use super::codec::{decode_delayed, decode_message, encode_message};
 use super::{
@@ -36,20 +48,60 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 pub const FILE_NAME: &str = "haremq.redb";
 
 pub struct RedbStore {
-    db: Arc<Database>,
+    /// The writer's handle; None while a reopen after a failed commit has not
+    /// succeeded yet, and after [`Store::close`].
+    db: Option<Arc<Database>>,
+    /// The same handle for the readers.
+    shared: SharedDb,
+    dir: PathBuf,
     path: PathBuf,
     scratch: Vec<u8>,
+    start: StartCheck,
+}
+
+/// What opening the store found, for [`Store::load`] to report.
+#[derive(Default)]
+struct StartCheck {
+    /// The record of the last clean shutdown, if it was clean.
+    clean: Option<Counts>,
+    /// The store is not what the last clean shutdown left and was accepted anyway.
+    suspect: bool,
+    /// redb had to repair the file (it was not closed cleanly).
+    repaired: bool,
+    /// The newest commit was damaged and the file was rolled back to an earlier one,
+    /// or its integrity check found damage and repaired it.
+    rolled_back: bool,
+}
+
+/// The database as the readers reach it: swapped when the writer reopens it after a
+/// failed commit, taken out when it closes it. Readers clone the `Arc` for one read.
+#[derive(Clone, Default)]
+struct SharedDb(Arc<RwLock<Option<Arc<Database>>>>);
+
+impl SharedDb {
+    fn get(&self) -> Result<Arc<Database>, StoreError> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Io("the store is closed or being reopened after a failed commit".into()))
+    }
+
+    fn set(&self, db: Option<Arc<Database>>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = db;
+    }
 }
 
 /// Reads message records with read transactions, concurrently with the writer.
 struct RedbReader {
-    db: Arc<Database>,
+    db: SharedDb,
 }
 
 impl MessageReader for RedbReader {
     fn read_messages(&self, ids: &[MessageId]) -> Result<Vec<Option<MessageRecord>>, StoreError> {
+        let db = self.db.get()?;
         let read = || -> Result<Vec<Option<MessageRecord>>, redb::Error> {
-            let txn = self.db.begin_read()?;
+            let txn = db.begin_read()?;
             let table = txn.open_table(MESSAGES)?;
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
@@ -67,12 +119,13 @@ impl MessageReader for RedbReader {
         to_seq: u64,
         max: usize,
     ) -> Result<Vec<EntryRecord>, StoreError> {
+        let db = self.db.get()?;
         let read = || -> Result<Vec<EntryRecord>, redb::Error> {
             let mut out = Vec::new();
             if from_seq > to_seq {
                 return Ok(out);
             }
-            let txn = self.db.begin_read()?;
+            let txn = db.begin_read()?;
             let table = txn.open_table(ENTRIES)?;
             for row in table.range((queue, from_seq)..=(queue, to_seq))?.take(max) {
                 let (k, v) = row?;
@@ -117,19 +170,136 @@ fn exchange_key(vhost: &str, name: &str) -> String {
 }
 
 impl RedbStore {
-    /// Opens (or creates) the store in `data_dir`.
+    /// Opens (or creates) the store in `data_dir`, refusing one that is not what the
+    /// last clean shutdown left (see [`RedbStore::open_with`]).
+    #[cfg(test)]
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, false)
+    }
+
+    /// Opens (or creates) the store in `data_dir` and verifies it. With
+    /// `accept_repair`, a store that is damaged or not what the last clean shutdown
+    /// recorded is used anyway (logged as an error, garbage collection skipped);
+    /// without, that is a [`StoreError::Damaged`] and nothing is changed.
+    pub fn open_with(data_dir: &Path, accept_repair: bool) -> Result<Self, StoreError> {
         let path = data_dir.join(FILE_NAME);
         let shown = path.display().to_string();
-        // redb's default cache is 1 GiB; the broker keeps its own working set in memory
-        // and pages bodies in sequentially, so a small cache is enough.
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: data_dir.display().to_string() },
-            other => StoreError::Open { path: shown.clone(), detail: other.to_string() },
+        let clean = clean::read(data_dir)?;
+        let damaged = |detail: String| StoreError::Damaged { path: shown.clone(), detail };
+        let recorded = |c: &Option<Counts>| match c {
+            Some(c) => format!("the last clean shutdown recorded {c}"),
+            None => "no clean shutdown was recorded".into(),
+        };
+        match std::fs::metadata(&path) {
+            // A new store is created whole (below), so an empty file is a store whose
+            // contents were lost, not a new one.
+            Ok(m) if m.len() == 0 => {
+                let detail = format!("the file is empty (0 bytes); {}", recorded(&clean));
+                if !accept_repair {
+                    return Err(damaged(detail));
+                }
+                let aside = data_dir.join(format!("{FILE_NAME}.empty"));
+                log::error!("store {shown}: {detail}; accepted: moved to {} and starting empty", aside.display());
+                std::fs::rename(&path, &aside).map_err(|e| StoreError::Io(format!("moving {shown} aside: {e}")))?;
+                create_new(data_dir, &path)?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(c) = &clean {
+                    let detail = format!("the file is missing, but the last clean shutdown recorded {c}");
+                    if !accept_repair {
+                        return Err(damaged(detail));
+                    }
+                    log::error!("store {shown}: {detail}; accepted: starting empty");
+                }
+                create_new(data_dir, &path)?;
+            }
+            Err(e) => return Err(StoreError::Open { path: shown, detail: e.to_string() }),
+        }
+        // After a clean shutdown the file needs no repair and holds what was recorded.
+        // Checked read-only first, so a store refused here is left byte for byte as
+        // it was.
+        let mut suspect = false;
+        if let Some(recorded) = &clean {
+            if let Some(problem) = precheck(&path, recorded).map_err(|e| open_error(data_dir, &shown, e))? {
+                if !accept_repair {
+                    return Err(damaged(problem));
+                }
+                log::error!("store {shown}: {problem}; accepted (--accept-store-repair): starting with what it holds, garbage collection skipped");
+                suspect = true;
+            }
+        }
+        // A repair is stopped before it writes anything if the last shutdown was clean
+        // (the read-only check above already refused such a file; this is in case it
+        // changed in between).
+        let stop_repair = clean.is_some() && !accept_repair;
+        let (db, stage) = open_db(&path, stop_repair).map_err(|e| match e {
+            DatabaseError::RepairAborted => damaged(format!(
+                "it needs repair although it was shut down cleanly ({}): it was damaged or changed since",
+                recorded(&clean)
+            )),
+            other => open_error(data_dir, &shown, other),
         })?;
-        let store = Self { db: Arc::new(db), path, scratch: Vec::new() };
+        let mut db = db;
+        let mut start = StartCheck {
+            clean,
+            repaired: stage >= REPAIRING,
+            rolled_back: stage >= ROLLING_BACK,
+            suspect,
+        };
+        if !start.repaired {
+            // Closed cleanly, so redb did not look at its pages: verify them now, so a
+            // damaged file is found at start, not when a damaged page is read.
+            match db.check_integrity() {
+                Ok(true) => {}
+                Ok(false) => start.rolled_back = true,
+                Err(e) => return Err(StoreError::Corrupt { path: shown, detail: format!("integrity check failed: {e}") }),
+            }
+        }
+        if start.rolled_back && start.clean.is_some() && !accept_repair {
+            return Err(damaged(format!(
+                "its integrity check found damage and repaired it, rolling back to an earlier commit; {}",
+                recorded(&start.clean)
+            )));
+        }
+        let db = Arc::new(db);
+        let shared = SharedDb::default();
+        shared.set(Some(db.clone()));
+        let store = Self { db: Some(db), shared, dir: data_dir.to_path_buf(), path, scratch: Vec::new(), start };
         store.create_tables()?;
         Ok(store)
+    }
+
+    fn db(&self) -> Result<&Arc<Database>, redb::Error> {
+        self.db.as_ref().ok_or(redb::Error::DatabaseClosed)
+    }
+
+    /// How many rows the store holds.
+    fn counts(&self) -> Result<Counts, StoreError> {
+        count_rows(&**self.db().map_err(|e| self.io(e))?).map_err(|e| self.io(e))
+    }
+
+    /// Takes the database away from the readers and waits until no read holds it
+    /// (reads are short), so it can be closed; on timeout it is kept, to try again.
+    fn take_db(&mut self) -> Result<Option<Database>, StoreError> {
+        self.shared.set(None);
+        let Some(mut db) = self.db.take() else {
+            return Ok(None);
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Arc::try_unwrap(db) {
+                Ok(db) => return Ok(Some(db)),
+                Err(still) if Instant::now() < deadline => {
+                    db = still;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(still) => {
+                    self.db = Some(still);
+                    return Err(self.io("a reader still holds the database"));
+                }
+            }
+        }
     }
 
     fn io(&self, e: impl std::fmt::Display) -> StoreError {
@@ -141,7 +311,7 @@ impl RedbStore {
     }
 
     fn create_tables(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        let txn = self.db().map_err(|e| self.io(e))?.begin_write().map_err(|e| self.io(e))?;
         {
             txn.open_table(EXCHANGES).map_err(|e| self.io(e))?;
             txn.open_table(QUEUES).map_err(|e| self.io(e))?;
@@ -154,7 +324,7 @@ impl RedbStore {
     }
 
     fn apply(&mut self, ops: &[StoreOp]) -> Result<(), redb::Error> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut exchanges = txn.open_table(EXCHANGES)?;
             let mut queues = txn.open_table(QUEUES)?;
@@ -258,7 +428,7 @@ impl RedbStore {
     /// entries found pointing at a missing message.
     #[allow(clippy::type_complexity)]
     fn read_all(&self) -> Result<(Snapshot, IdSet, Vec<(QueueId, u64)>), StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let txn = self.db().map_err(|e| self.io(e))?.begin_read().map_err(|e| self.io(e))?;
         let mut snap = Snapshot::default();
         let exchanges = txn.open_table(EXCHANGES).map_err(|e| self.io(e))?;
         for row in exchanges.iter().map_err(|e| self.io(e))? {
@@ -359,7 +529,7 @@ impl RedbStore {
         dangling: &[(QueueId, u64)],
     ) -> Result<(), redb::Error> {
         let known: HashSet<u64> = snap.queues.iter().map(|q| q.id).collect();
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut entries = txn.open_table(ENTRIES)?;
             let mut messages = txn.open_table(MESSAGES)?;
@@ -376,16 +546,152 @@ impl RedbStore {
 
 impl Store for RedbStore {
     fn reader(&self) -> Arc<dyn MessageReader> {
-        Arc::new(RedbReader { db: self.db.clone() })
+        Arc::new(RedbReader { db: self.shared.clone() })
     }
 
     fn load(&mut self) -> Result<Snapshot, StoreError> {
         let (snap, referenced, dangling) = self.read_all()?;
-        self.collect_garbage(&snap, &referenced, &dangling).map_err(|e| self.io(e))?;
+        let counts = self.counts()?;
+        let shown = self.path.display();
+        if self.start.rolled_back {
+            log::error!(
+                "store {shown}: its newest commit was damaged and it was rolled back to the commit before ({}; it now holds {counts}). Expected after a power loss or OS crash during a commit, or a commit that failed (e.g. on a full disk) before the broker stopped; otherwise the file was damaged. Garbage collection skipped",
+                match &self.start.clean {
+                    Some(c) => format!("the last clean shutdown recorded {c}"),
+                    None => "the last shutdown was not clean".into(),
+                }
+            );
+        } else if self.start.repaired {
+            log::warn!("store {shown} was not shut down cleanly (crash, kill or power loss); verified and repaired: {counts}");
+        } else if let Some(c) = self.start.clean.filter(|_| !self.start.suspect) {
+            log::info!("store {shown}: shut down cleanly ({c}); integrity verified, no repair needed");
+        }
+        if !self.start.rolled_back && !self.start.suspect {
+            self.collect_garbage(&snap, &referenced, &dangling).map_err(|e| self.io(e))?;
+        }
+        // From here on the store changes: a crash must not look like a clean shutdown.
+        clean::remove(&self.dir)?;
+        self.start.clean = None;
         Ok(snap)
     }
 
     fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
         self.apply(ops).map_err(|e| self.io(e))
     }
+
+    fn recover(&mut self) -> Result<(), StoreError> {
+        if let Some(db) = self.take_db()? {
+            // After an I/O error redb refuses every transaction until reopened; its
+            // close may fail for the same reason, and the reopen repairs the file.
+            if let Err(e) = db.close() {
+                log::debug!("closing {} after a failed commit: {e}", self.path.display());
+            }
+        }
+        let (db, stage) = open_db(&self.path, false).map_err(|e| self.io(e))?;
+        if stage >= ROLLING_BACK {
+            log::debug!("store {}: reopened, rolled back to its last good commit", self.path.display());
+        }
+        let db = Arc::new(db);
+        self.shared.set(Some(db.clone()));
+        self.db = Some(db);
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), StoreError> {
+        let counts = self.counts()?;
+        if let Some(db) = self.take_db()? {
+            db.close().map_err(|e| self.io(format!("closing: {e}")))?;
+        }
+        clean::write(&self.dir, &counts)?;
+        log::info!("store {} closed cleanly: {counts}", self.path.display());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod start_tests;
+
+/// How many rows `db` holds (a table not created yet holds none).
+fn count_rows(db: &impl ReadableDatabase) -> Result<Counts, redb::Error> {
+    let txn = db.begin_read()?;
+    let len = |name: &str| -> Result<u64, redb::Error> {
+        let def: TableDefinition<u64, &[u8]> = TableDefinition::new(name);
+        match txn.open_untyped_table(def) {
+            Ok(t) => Ok(t.len()?),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    };
+    Ok(Counts { messages: len("messages")?, entries: len("entries")?, delayed: len("delayed")? })
+}
+
+/// Checks a store whose last shutdown was clean against its record without writing
+/// to it: Some(what is wrong) if it needs repair or holds fewer rows.
+fn precheck(path: &Path, recorded: &Counts) -> Result<Option<String>, DatabaseError> {
+    let db = match Database::builder().set_cache_size(CACHE_BYTES).open_read_only(path) {
+        Ok(db) => db,
+        Err(DatabaseError::RepairAborted) => {
+            return Ok(Some(format!(
+                "it needs repair although it was shut down cleanly (the last clean shutdown recorded {recorded}): it was damaged or changed since"
+            )))
+        }
+        Err(e) => return Err(e),
+    };
+    let counts = count_rows(&db).map_err(|e| DatabaseError::Storage(redb::StorageError::Corrupted(e.to_string())))?;
+    Ok(counts
+        .fewer_than(recorded)
+        .then(|| format!("it holds {counts}, fewer than the {recorded} its last clean shutdown recorded")))
+}
+
+/// Repair stages seen through redb's repair callback: it is called with progress 0.0
+/// when a repair starts and with 0.3 when the newest commit does not verify and the
+/// file falls back to the one before.
+const REPAIRING: u8 = 1;
+const ROLLING_BACK: u8 = 2;
+
+/// Opens (or creates) the database at `path`; returns it and how far a repair went.
+/// `stop_repair`: abort a needed repair before it changes anything.
+fn open_db(path: &Path, stop_repair: bool) -> Result<(Database, u8), DatabaseError> {
+    let stage = Arc::new(AtomicU8::new(0));
+    let seen = stage.clone();
+    // redb's default cache is 1 GiB; the broker keeps its own working set in memory
+    // and pages bodies in sequentially, so a small cache is enough.
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .set_repair_callback(move |session| {
+            let at = if (0.25..0.35).contains(&session.progress()) { ROLLING_BACK } else { REPAIRING };
+            seen.fetch_max(at, Ordering::AcqRel);
+            if stop_repair {
+                session.abort();
+            }
+        })
+        .create(path)?;
+    Ok((db, stage.load(Ordering::Acquire)))
+}
+
+fn open_error(data_dir: &Path, shown: &str, e: DatabaseError) -> StoreError {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: data_dir.display().to_string() },
+        other => StoreError::Open { path: shown.to_string(), detail: other.to_string() },
+    }
+}
+
+/// Creates an empty store at `path` whole: initialized under a temporary name, closed
+/// and renamed into place, so the store file is never seen empty or half-made (an
+/// empty `haremq.redb` is then always a damaged one).
+fn create_new(data_dir: &Path, path: &Path) -> Result<(), StoreError> {
+    let tmp = data_dir.join(format!("{FILE_NAME}.new"));
+    let shown = tmp.display().to_string();
+    let _ = std::fs::remove_file(&tmp);
+    let db = Database::builder().create(&tmp).map_err(|e| open_error(data_dir, &shown, e))?;
+    let init = || -> Result<(), redb::Error> {
+        let txn = db.begin_write()?;
+        txn.open_table(MESSAGES)?;
+        txn.commit()?;
+        Ok(())
+    };
+    init().map_err(|e| StoreError::Io(format!("{shown}: {e}")))?;
+    db.close().map_err(|e| StoreError::Io(format!("{shown}: closing: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| StoreError::Io(format!("renaming {shown}: {e}")))?;
+    clean::sync_dir(data_dir)
 }

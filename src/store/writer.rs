@@ -1,10 +1,10 @@
 //! The group-commit writer: one thread, one transaction per batch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{EntryRecord, MessageId, MessageReader, MessageRecord, QueueId, Store, StoreError, StoreOp};
 
@@ -26,13 +26,18 @@ const MAX_BATCH: usize = 65_536;
 const HIGH_WATER: usize = 2 * MAX_BATCH;
 /// Reading resumes once the queue is down to this.
 const LOW_WATER: usize = MAX_BATCH / 2;
+/// After a failed commit the writer retries (reopening the store first) after this
+/// long, doubling the wait after each further failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 enum Command {
     Op(StoreOp),
     /// Confirm publish `seq` on `channel` once everything sent before it is durable.
     Confirm(Arc<dyn ConfirmSink>, u64),
-    /// Run once everything sent before is durable (e.g. send tx.commit-ok).
-    Then(Box<dyn FnOnce() + Send>),
+    /// Run with `true` once everything sent before is durable (e.g. send
+    /// tx.commit-ok), with `false` if the commit that was to make it durable failed.
+    Then(Box<dyn FnOnce(bool) + Send>),
 }
 
 /// Counters for reporting how well group commit batches.
@@ -70,7 +75,11 @@ struct Coalesce {
 /// is the same, and the disk never sees a message that was consumed while its commit
 /// was waiting — under a steady publish/consume load most persistent messages are acked
 /// within the batch they arrive in, so this removes most of the disk work.
-fn coalesce(ops: &mut Vec<StoreOp>, c: &mut Coalesce) {
+///
+/// `ops[..tried]` were part of a failed commit and are being retried: that commit may
+/// have reached the disk after all, so they are never cancelled (an `Enqueue` of
+/// theirs dropped with a later `Remove` could leave its row behind).
+fn coalesce(ops: &mut Vec<StoreOp>, c: &mut Coalesce, tried: usize) {
     c.enqueued.clear();
     c.marked.clear();
     c.put.clear();
@@ -78,11 +87,12 @@ fn coalesce(ops: &mut Vec<StoreOp>, c: &mut Coalesce) {
     c.dead.resize(ops.len(), false);
     let mut any = false;
     for (i, op) in ops.iter().enumerate() {
+        let fresh = i >= tried;
         match op {
-            StoreOp::Enqueue { queue, seq, .. } => {
+            StoreOp::Enqueue { queue, seq, .. } if fresh => {
                 c.enqueued.insert((*queue, *seq), i);
             }
-            StoreOp::MarkDelivered { queue, seq, .. } if c.enqueued.contains_key(&(*queue, *seq)) => {
+            StoreOp::MarkDelivered { queue, seq, .. } if fresh && c.enqueued.contains_key(&(*queue, *seq)) => {
                 c.marked.insert((*queue, *seq), i);
             }
             StoreOp::Remove { queue, seq } => {
@@ -100,7 +110,7 @@ fn coalesce(ops: &mut Vec<StoreOp>, c: &mut Coalesce) {
                 c.enqueued.retain(|(q, _), _| q != id);
                 c.marked.retain(|(q, _), _| q != id);
             }
-            StoreOp::PutMessage(id, _) => {
+            StoreOp::PutMessage(id, _) if fresh => {
                 c.put.insert(*id, i);
             }
             StoreOp::DeleteMessage(id) => {
@@ -136,12 +146,39 @@ struct Inner {
     watermarks: Mutex<HashMap<QueueId, Weak<AtomicU64>>>,
     /// Notified after each batch the writer takes, for connections waiting for room.
     drained: event_listener::Event,
+    /// A commit failed and no retry has succeeded yet (see [`StoreHandle::is_failed`]).
+    failed: AtomicBool,
+    /// Bytes of message records sent to the writer so far (see
+    /// [`StoreHandle::bytes_sent`]).
+    sent_bytes: AtomicU64,
+    /// Of those, the bytes of records committed (or never written: consumed within
+    /// their batch).
+    done_bytes: AtomicU64,
+}
+
+/// The bytes a record adds to the store, roughly: its fields and keys (redb's page
+/// overhead comes on top).
+fn record_bytes(op: &StoreOp) -> u64 {
+    match op {
+        StoreOp::PutMessage(_, m) => {
+            let f = m.fields();
+            (64 + f.body.len() + f.raw_properties.len() + f.exchange.len() + f.routing_key.len()) as u64
+        }
+        StoreOp::PutDelayed(_, bytes) => bytes.len() as u64,
+        _ => 0,
+    }
 }
 
 /// A cheap, cloneable handle to the store writer.
 #[derive(Clone)]
 pub struct StoreHandle {
     inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHandle").field("failed", &self.is_failed()).finish_non_exhaustive()
+    }
 }
 
 impl StoreHandle {
@@ -158,6 +195,9 @@ impl StoreHandle {
             thread: Mutex::new(None),
             watermarks: Mutex::new(HashMap::new()),
             drained: event_listener::Event::new(),
+            failed: AtomicBool::new(false),
+            sent_bytes: AtomicU64::new(0),
+            done_bytes: AtomicU64::new(0),
         });
         let for_thread = inner.clone();
         let t = std::thread::Builder::new()
@@ -236,14 +276,41 @@ impl StoreHandle {
         }
     }
 
+    /// True from a failed commit until a retry succeeds. Meanwhile every confirm is a
+    /// nack, every tx.commit fails, and the disk alarm holds publishers back; the ops
+    /// are kept and retried, so once it clears the store holds everything sent.
+    pub fn is_failed(&self) -> bool {
+        self.inner.failed.load(Ordering::Acquire)
+    }
+
+    /// Bytes of message records (bodies, properties, keys) sent to the writer so far:
+    /// the disk alarm re-reads free space once enough was sent since its last look.
+    pub fn bytes_sent(&self) -> u64 {
+        self.inner.sent_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of message records sent to the writer and not committed yet: the disk
+    /// alarm counts them as used, since the filesystem does not show them yet.
+    pub fn bytes_pending(&self) -> u64 {
+        let done = self.inner.done_bytes.load(Ordering::Acquire);
+        self.inner.sent_bytes.load(Ordering::Acquire).saturating_sub(done)
+    }
+
     /// Queues an op; it is applied in order with every other op.
     pub fn send(&self, op: StoreOp) {
+        let bytes = record_bytes(&op);
+        if bytes > 0 {
+            self.inner.sent_bytes.fetch_add(bytes, Ordering::AcqRel);
+        }
         if self.inner.tx.try_send(Command::Op(op)).is_err() {
             log::error!("store writer is gone; a durable change was dropped");
         }
     }
 
-    /// Asks for a publisher confirm once everything sent so far is committed.
+    /// Asks for a publisher confirm once everything sent so far is committed: `stored`
+    /// after the commit holding the last of those ops succeeded, `failed` if a commit
+    /// that was to hold one of them failed (the ops are retried, but the confirm is a
+    /// nack: it is never held back for a retry, nor released by a later commit).
     pub fn confirm_after_commit(&self, channel: Arc<dyn ConfirmSink>, seq: u64) {
         if let Err(e) = self.inner.tx.try_send(Command::Confirm(channel, seq)) {
             if let Command::Confirm(channel, seq) = e.into_inner() {
@@ -252,21 +319,22 @@ impl StoreHandle {
         }
     }
 
-    /// Runs `f` on the writer thread once everything sent so far is committed (or the
-    /// commit failed: the caller's reply must not hang either way).
-    pub fn after_commit(&self, f: Box<dyn FnOnce() + Send>) {
+    /// Runs `f(true)` on the writer thread once everything sent so far is committed,
+    /// `f(false)` if a commit that was to hold some of it failed (the caller's reply
+    /// must not hang either way, and must not claim durability in the second case).
+    pub fn after_commit(&self, f: Box<dyn FnOnce(bool) + Send>) {
         if let Err(e) = self.inner.tx.try_send(Command::Then(f)) {
             if let Command::Then(f) = e.into_inner() {
-                f();
+                f(false);
             }
         }
     }
 
-    /// Waits until everything sent so far is committed.
+    /// Waits until everything sent so far is committed, or a commit failed.
     #[cfg(test)]
     pub async fn sync(&self) {
         let (tx, rx) = smol::channel::bounded(1);
-        self.after_commit(Box::new(move || {
+        self.after_commit(Box::new(move |_| {
             let _ = tx.try_send(());
         }));
         let _ = rx.recv().await;
@@ -283,7 +351,7 @@ impl StoreHandle {
         }
     }
 
-    /// Commits what is queued and stops the writer thread.
+    /// Commits what is queued, closes the store and stops the writer thread.
     pub fn shutdown(&self) {
         self.inner.tx.close();
         let t = self.inner.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -305,20 +373,58 @@ impl StoreHandle {
     }
 }
 
+/// What the writer waits for next.
+enum Next {
+    Cmd(Command),
+    /// Time to retry a failed commit.
+    Retry,
+    /// Every handle is gone and the queue is drained.
+    Closed,
+}
+
+fn next(rx: &smol::channel::Receiver<Command>, retry_at: Option<Instant>) -> Next {
+    let Some(at) = retry_at else {
+        // recv_blocking returns Err once the channel is closed *and* drained, so
+        // shutdown commits everything that was queued.
+        return rx.recv_blocking().map_or(Next::Closed, Next::Cmd);
+    };
+    smol::block_on(smol::future::or(async { rx.recv().await.map_or(Next::Closed, Next::Cmd) }, async {
+        smol::Timer::at(at).await;
+        Next::Retry
+    }))
+}
+
+/// The writer thread. Its rule (ARCHITECTURE.md, "Store faults"): while no commit has
+/// failed, every op received is committed, so a batch's success covers every confirm
+/// received so far. A failed commit keeps its ops; they are committed again, ahead of
+/// anything newer, until a commit succeeds, the store being reopened before each retry.
+/// Until then every confirm is a nack, every `Then` gets `false`, and
+/// [`StoreHandle::is_failed`] raises the disk alarm so publishers stop.
 fn run(mut store: Box<dyn Store>, rx: smol::channel::Receiver<Command>, inner: &Inner) {
     let mut ops: Vec<StoreOp> = Vec::new();
+    // ops[..tried] were in a failed commit and wait for a retry.
+    let mut tried = 0;
     let mut confirms: HashMap<*const (), (Arc<dyn ConfirmSink>, u64)> = HashMap::new();
     let mut scratch = Coalesce::default();
-    let mut thens: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+    let mut thens: Vec<Box<dyn FnOnce(bool) + Send>> = Vec::new();
     let mut enqueued: HashMap<QueueId, u64> = HashMap::new();
-    // recv_blocking returns Err once the channel is closed *and* drained, so shutdown
-    // commits everything that was queued.
-    while let Ok(first) = rx.recv_blocking() {
-        let mut next = Some(first);
+    // While failed: when to retry next, and the wait after that.
+    let mut retry: Option<(Instant, Duration)> = None;
+    // Record bytes in `ops`, counted as done once they are committed.
+    let mut ops_bytes = 0;
+    loop {
+        let mut next = match next(&rx, retry.map(|(at, _)| at)) {
+            Next::Closed => break,
+            Next::Retry => None,
+            Next::Cmd(cmd) => Some(cmd),
+        };
         let mut n = 0;
         while let Some(cmd) = next.take() {
             match cmd {
-                Command::Op(op) => ops.push(op),
+                Command::Op(op) => {
+                    ops_bytes += record_bytes(&op);
+                    ops.push(op);
+                }
                 Command::Confirm(ch, seq) => {
                     let e = confirms.entry(Arc::as_ptr(&ch).cast::<()>()).or_insert((ch, seq));
                     e.1 = e.1.max(seq);
@@ -331,22 +437,16 @@ fn run(mut store: Box<dyn Store>, rx: smol::channel::Receiver<Command>, inner: &
             }
         }
         inner.drained.notify(usize::MAX);
-        let started = Instant::now();
-        let msgs = ops.iter().filter(|o| matches!(o, StoreOp::PutMessage(..))).count();
-        let before = ops.len();
-        coalesce(&mut ops, &mut scratch);
-        let skipped = msgs - ops.iter().filter(|o| matches!(o, StoreOp::PutMessage(..))).count();
-        let result = if ops.is_empty() { Ok(()) } else { store.commit(&ops) };
-        if before > 0 {
-            let c = &inner.counters;
-            c.commits.fetch_add(1, Ordering::Relaxed);
-            c.ops.fetch_add(before as u64, Ordering::Relaxed);
-            c.messages.fetch_add(msgs as u64, Ordering::Relaxed);
-            c.never_written.fetch_add(skipped as u64, Ordering::Relaxed);
-            c.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        }
+        // While failed, commit only when the retry is due; what comes in before is
+        // refused at once (its ops join the retry).
+        let due = retry.is_none_or(|(at, _)| Instant::now() >= at);
+        let result = if due { attempt(store.as_mut(), &mut ops, tried, retry.is_some(), &mut scratch, inner) } else { Err(None) };
         match result {
             Ok(()) => {
+                if retry.take().is_some() {
+                    inner.failed.store(false, Ordering::Release);
+                    log::warn!("store recovered: {} ops kept since the failure are committed; publishers may go on", ops.len());
+                }
                 for op in &ops {
                     match op {
                         StoreOp::PutMessage(_, m) => m.set_committed(),
@@ -368,20 +468,84 @@ fn run(mut store: Box<dyn Store>, rx: smol::channel::Receiver<Command>, inner: &
                 for (_, (ch, seq)) in confirms.drain() {
                     ch.stored(seq);
                 }
+                for f in thens.drain(..) {
+                    f(true);
+                }
+                ops.clear();
+                tried = 0;
+                inner.done_bytes.fetch_add(std::mem::take(&mut ops_bytes), Ordering::AcqRel);
             }
             Err(e) => {
-                log::error!("store commit of {} ops failed: {e}", ops.len());
+                if let Some(e) = e {
+                    match retry {
+                        None => log::error!(
+                            "store commit of {} ops failed: {e}. Publishers are blocked (disk alarm) and confirms are nacked until a retry succeeds; the ops are kept and retried",
+                            ops.len()
+                        ),
+                        Some(_) => log::warn!("store retry of {} ops failed: {e}", ops.len()),
+                    }
+                    let wait = retry.map_or(RETRY_FIRST, |(_, wait)| (wait * 2).min(RETRY_MAX));
+                    retry = Some((Instant::now() + wait, wait));
+                    inner.failed.store(true, Ordering::Release);
+                }
+                tried = ops.len();
                 for (_, (ch, seq)) in confirms.drain() {
                     ch.failed(seq);
                 }
+                for f in thens.drain(..) {
+                    f(false);
+                }
             }
         }
-        ops.clear();
-        for f in thens.drain(..) {
-            f();
+    }
+    if retry.is_some() {
+        // One last try, so a fault that has cleared loses nothing at shutdown.
+        if let Err(e) = attempt(store.as_mut(), &mut ops, tried, true, &mut scratch, inner) {
+            let e = e.map_or_else(String::new, |e| e.to_string());
+            log::error!("store: {} ops could not be written before shutdown ({e}); the store keeps its last good commit", ops.len());
+            // Back to that commit, so it can still be closed cleanly.
+            if let Err(e) = store.recover() {
+                log::error!("store: reopening failed ({e}); the next start repairs it");
+                return;
+            }
         }
     }
+    if let Err(e) = store.close() {
+        log::error!("store: closing failed ({e}); the next start repairs it");
+    }
 }
+
+/// Commits `ops` (reopening the store first after a failure); counts the fresh ones.
+/// `Err(None)` is never returned here; it stands for "not attempted" in [`run`].
+fn attempt(
+    store: &mut dyn Store,
+    ops: &mut Vec<StoreOp>,
+    tried: usize,
+    failed: bool,
+    scratch: &mut Coalesce,
+    inner: &Inner,
+) -> Result<(), Option<StoreError>> {
+    let started = Instant::now();
+    let fresh = ops.len() - tried;
+    let puts = |ops: &[StoreOp]| ops.iter().filter(|o| matches!(o, StoreOp::PutMessage(..))).count();
+    let msgs = puts(&ops[tried..]);
+    coalesce(ops, scratch, tried);
+    let skipped = msgs - puts(&ops[tried..]);
+    let result = if failed { store.recover() } else { Ok(()) };
+    let result = result.and_then(|()| if ops.is_empty() { Ok(()) } else { store.commit(ops) });
+    if fresh > 0 {
+        let c = &inner.counters;
+        c.commits.fetch_add(1, Ordering::Relaxed);
+        c.ops.fetch_add(fresh as u64, Ordering::Relaxed);
+        c.messages.fetch_add(msgs as u64, Ordering::Relaxed);
+        c.never_written.fetch_add(skipped as u64, Ordering::Relaxed);
+        c.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+    result.map_err(Some)
+}
+
+#[cfg(test)]
+mod fault_tests;
 
 #[cfg(test)]
 mod tests {
@@ -432,7 +596,7 @@ mod tests {
             // An ack of an entry committed in an earlier batch stays.
             StoreOp::Remove { queue: 7, seq: 99 },
         ];
-        coalesce(&mut ops, &mut Coalesce::default());
+        coalesce(&mut ops, &mut Coalesce::default(), 0);
         assert_eq!(kinds(&ops), ["put", "enqueue", "remove"]);
         assert!(matches!(ops[0], StoreOp::PutMessage(2, _)));
     }
@@ -445,7 +609,7 @@ mod tests {
             StoreOp::Enqueue { queue: 2, seq: 0, message: 1 },
             StoreOp::Remove { queue: 1, seq: 0 },
         ];
-        coalesce(&mut ops, &mut Coalesce::default());
+        coalesce(&mut ops, &mut Coalesce::default(), 0);
         assert_eq!(kinds(&ops), ["put", "enqueue"]);
     }
 

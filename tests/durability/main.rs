@@ -13,6 +13,8 @@ use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
+mod storefault;
+
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A data directory removed when the test ends.

@@ -43,9 +43,16 @@ impl Channel {
                     // Persistent messages of the transaction are on disk before commit-ok.
                     Some(store) if stored > 0 => {
                         let shared = self.shared.clone();
-                        store.after_commit(Box::new(move || {
-                            let mut out = shared.outbox.lock();
-                            write_method(out.buf(), shared.id, reply);
+                        store.after_commit(Box::new(move |durable| {
+                            if durable {
+                                let mut out = shared.outbox.lock();
+                                write_method(out.buf(), shared.id, reply);
+                            } else {
+                                // The commit failed: RabbitMQ's reply when a transaction's
+                                // publish is nacked.
+                                let err = AmqpError::PreconditionFailed("partial tx completion".into());
+                                shared.close_from_outside(&err, (90, 20));
+                            }
                         }));
                         Ok(None)
                     }

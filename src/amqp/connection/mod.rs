@@ -374,6 +374,7 @@ impl Connection {
         }
         // Any channel number is accepted, as in RabbitMQ 3.10; channel_max bounds how
         // many are open at once.
+        self.note_outside_close(channel);
         let result = match frame {
             Frame::Method(_, AMQPClass::Channel(chan::AMQPMethod::Open(_))) => {
                 if self.channels.get(channel).is_some() {
@@ -455,6 +456,20 @@ impl Connection {
             self.confirms_due.push(ch.id());
         }
         r
+    }
+
+    /// A channel closed from another thread (the store thread sent channel.close for a
+    /// failed tx.commit) is closing from now on, as after a channel error.
+    fn note_outside_close(&mut self, channel: ChannelId) {
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return;
+        };
+        if !ch.closing && ch.shared.closed_outside() {
+            ch.closing = true;
+            if let Some(v) = &self.vhost {
+                ch.teardown(v);
+            }
+        }
     }
 
     fn channel_error(&mut self, channel: ChannelId, err: AmqpError, (class_id, method_id): (u16, u16)) {
