@@ -227,7 +227,7 @@ pub enum StoreError {
     /// The store is not what the last clean shutdown left (it needs repair, was rolled
     /// back, holds fewer records, is empty or missing): the broker refuses to start on
     /// it unless told to accept it (`--accept-store-repair`).
-    #[error("store {path} is damaged: {detail}. Nothing was changed or deleted: restore a backup, or start with --accept-store-repair to use what it holds now (its unmatched records are kept)")]
+    #[error("store {path} is damaged: {detail}. Restore a backup, or start with --accept-store-repair to use what it holds now (garbage collection is skipped on that start, so records nothing references stay)")]
     Damaged { path: String, detail: String },
     #[error("store I/O failed: {0}")]
     Io(String),

@@ -217,8 +217,8 @@ impl RedbStore {
             Err(e) => return Err(StoreError::Open { path: shown, detail: e.to_string() }),
         }
         // After a clean shutdown the file needs no repair and holds what was recorded.
-        // Checked read-only first, so a store refused here is left byte for byte as
-        // it was.
+        // Checked read-only first, so a store refused here (or above) is left byte for
+        // byte as it was.
         let mut suspect = false;
         if let Some(recorded) = &clean {
             if let Some(problem) = precheck(&path, recorded).map_err(|e| open_error(data_dir, &shown, e))? {
@@ -258,7 +258,7 @@ impl RedbStore {
         }
         if start.rolled_back && start.clean.is_some() && !accept_repair {
             return Err(damaged(format!(
-                "its integrity check found damage and repaired it, rolling back to an earlier commit; {}",
+                "its integrity check found damage and repaired it, rolling back to an earlier commit (written to the file); {}",
                 recorded(&start.clean)
             )));
         }
