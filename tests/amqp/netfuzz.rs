@@ -102,7 +102,7 @@ fn session(case: usize) -> Vec<Vec<u8>> {
             exchange: "fz-x".into(),
             kind: "topic".into(),
             passive: false,
-            durable: case % 3 == 0,
+            durable: case.is_multiple_of(3),
             auto_delete: false,
             internal: false,
             nowait: false,
@@ -111,7 +111,7 @@ fn session(case: usize) -> Vec<Vec<u8>> {
         m(1, AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
             queue: q.as_str().into(),
             passive: false,
-            durable: case % 3 == 0,
+            durable: case.is_multiple_of(3),
             exclusive: false,
             auto_delete: false,
             nowait: false,
