@@ -16,7 +16,7 @@ use crate::store::redb_store::RedbStore;
 use crate::store::{Store, StoreHandle};
 
 /// Stack of each executor thread. Frame handling is synchronous and its depth bounded
-/// (field tables nest at most `amqp::nesting::MAX_NESTING` levels before `amq-protocol`
+/// (field tables nest at most `wire::nesting::MAX_NESTING` levels before `amq-protocol`
 /// recurses into them); 8 MiB, the usual main-thread size, instead of std's 2 MiB
 /// leaves room for unoptimised builds and deep call chains (routing, dead-lettering).
 /// It is reserved address space: only the pages a thread touches take memory.

@@ -185,10 +185,101 @@ fn record_death(
     deaths
 }
 
+/// Dead-lettering under way on this thread: what it causes in turn waits here.
+#[derive(Default)]
+struct Pending {
+    work: std::collections::VecDeque<(Arc<ClassicQueue>, Vec<Dead>)>,
+    /// Messages queued here so far in this run.
+    cascaded: usize,
+    /// Messages dropped past [`MAX_CASCADE`] in this run (logged when it ends).
+    dropped: usize,
+}
+
+/// At most this many messages are dead-lettered as a consequence of one dead-lettering
+/// (queues overflowing into dead-letter exchanges that lead to other full queues can
+/// multiply messages: a "storm"); past that, what is still queued and what arises are
+/// dropped instead, with one error logged. Dead-lettering is at-most-once in RabbitMQ
+/// too. A first batch (e.g. a mass expiry) is not counted, only what it sets off.
+pub const MAX_CASCADE: usize = 1_000;
+
+thread_local! {
+    static PENDING: std::cell::RefCell<Option<Pending>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Ends a thread's dead-lettering run, also when it unwinds.
+struct RunEnds;
+
+impl Drop for RunEnds {
+    fn drop(&mut self) {
+        // Dropping what is left (after a panic) only drops messages: their store
+        // entries stay, and come back at the next start.
+        let left = PENDING.with(|p| p.borrow_mut().take());
+        if let Some(p) = &left {
+            if p.dropped > 0 {
+                log::error!(
+                    "dead-letter cascade over {MAX_CASCADE} messages: {} more dropped instead of dead-lettered",
+                    p.dropped
+                );
+            }
+        }
+        drop(left);
+    }
+}
+
 impl ClassicQueue {
     /// Dead-letters (or, without a DLX, just drops) messages that died in this queue.
     /// Call without holding the queue's lock.
+    ///
+    /// Republishing can make another queue drop or refuse messages, which are
+    /// dead-lettered in turn, and so on along a chain of queues as long as clients
+    /// make it. That work is not done recursively (a chain of a few hundred queues
+    /// overflowed the stack and aborted the process) but queued per thread and done by
+    /// the outermost call, in the order it arises; each message still reaches its
+    /// new queues before it leaves its old one.
     pub(super) fn dead_letter_all(&self, dead: Vec<Dead>) {
+        let mut dead = Some(dead);
+        let mut dropped = Vec::new();
+        PENDING.with(|p| {
+            if let Some(pending) = p.borrow_mut().as_mut() {
+                let dead = dead.take().unwrap_or_default();
+                if pending.cascaded >= MAX_CASCADE {
+                    // Over the limit: nothing more is republished in this run.
+                    pending.dropped += dead.len();
+                    dropped = dead;
+                    for (queue, dead) in pending.work.drain(..) {
+                        pending.dropped += dead.len();
+                        for d in dead {
+                            if let Dead::Entry(m, _) = d {
+                                queue.forget(&m);
+                            }
+                        }
+                    }
+                } else if let Some(me) = self.me() {
+                    pending.cascaded += dead.len();
+                    pending.work.push_back((me, dead));
+                }
+            }
+        });
+        if !dropped.is_empty() {
+            // Outside the thread-local borrow: forgetting touches the store only.
+            for d in dropped {
+                if let Dead::Entry(m, _) = d {
+                    self.forget(&m);
+                }
+            }
+        }
+        let Some(dead) = dead else {
+            return; // an outer call on this thread does it
+        };
+        PENDING.with(|p| *p.borrow_mut() = Some(Pending::default()));
+        let _ends = RunEnds;
+        self.dead_letter_now(dead);
+        while let Some((queue, dead)) = PENDING.with(|p| p.borrow_mut().as_mut().and_then(|q| q.work.pop_front())) {
+            queue.dead_letter_now(dead);
+        }
+    }
+
+    fn dead_letter_now(&self, dead: Vec<Dead>) {
         let vhost = match &self.args.dead_letter_exchange {
             Some(_) => self.owner.upgrade(),
             None => None,

@@ -19,3 +19,4 @@ mod exchange_ext;
 mod lifecycle;
 mod consumers;
 mod robustness;
+mod netfuzz;

@@ -195,7 +195,7 @@ impl Wire {
     }
 }
 
-fn socket_from(from: IpAddr, to: SocketAddr) -> TcpStream {
+pub fn socket_from(from: IpAddr, to: SocketAddr) -> TcpStream {
     // std has no bind-before-connect; libc does.
     use std::os::fd::FromRawFd;
     let IpAddr::V4(from) = from else { panic!("IPv4 only") };
@@ -608,5 +608,94 @@ fn failed_logins_are_delayed_per_source_address() {
     // works as usual.
     let (mut ok, _) = login_from(&broker, attacker, "guest");
     ok.tune_and_open();
+    assert_broker_still_serves(&broker);
+}
+
+// ---- Dead-letter chains -----------------------------------------------------------
+
+/// A message dead-lettered along a chain of queues (each drops it at once with
+/// `x-max-length` 0 and dead-letters it to the next through the default exchange).
+/// Each hop used to recurse on the stack of the connection that published, so a long
+/// enough chain (found by the network fuzz test with a dead-letter loop across queues)
+/// overflowed it and aborted the process. Now the hops run one after another.
+#[test]
+fn a_long_dead_letter_chain_does_not_overflow_the_stack() {
+    const HOPS: usize = 400;
+    let broker = start_broker();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (_conn, ch) = util::open(&broker).await;
+        let base = unique("chain");
+        let name = |i: usize| format!("{base}-{i}");
+        use lapin::types::AMQPValue;
+        for i in (0..HOPS).rev() {
+            let mut args = lapin::types::FieldTable::default();
+            if i + 1 < HOPS {
+                args.insert("x-max-length".into(), AMQPValue::LongInt(0));
+                args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+                args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(name(i + 1).into()));
+            }
+            ch.queue_declare(name(i).as_str().into(), Default::default(), args).await.expect("declare");
+        }
+        util::confirm_select(&ch).await;
+        util::publish_confirmed(&ch, "", &name(0), b"traveller", Default::default()).await;
+        let deadline = Instant::now() + WAIT;
+        while util::message_count(&ch, &name(HOPS - 1)).await != 1 {
+            assert!(Instant::now() < deadline, "the message did not reach the end of the chain");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = ch
+            .basic_get(name(HOPS - 1).as_str().into(), lapin::options::BasicGetOptions { no_ack: true })
+            .await
+            .expect("get")
+            .expect("a message");
+        assert_eq!(got.delivery.data, b"traveller");
+        let deaths = match got.delivery.properties.headers().as_ref().and_then(|h| h.inner().get("x-death")) {
+            Some(AMQPValue::FieldArray(a)) => a.as_slice().len(),
+            other => panic!("x-death: {other:?}"),
+        };
+        assert_eq!(deaths, HOPS - 1);
+    });
+    assert_broker_still_serves(&broker);
+}
+
+/// Full queues bound to one fanout exchange, each dead-lettering into it: one publish
+/// pushes out a head in every queue, each of which goes to every other queue, and so on
+/// (a dead-letter storm; cycle detection ends each message's trip, but the number of
+/// trips multiplies). The network fuzz test found it: it recursed until the stack
+/// overflowed and the process aborted. Now the cascade is iterative and bounded
+/// (`MAX_CASCADE`), and the broker answers everyone afterwards.
+#[test]
+fn a_dead_letter_storm_neither_overflows_nor_hangs() {
+    const QUEUES: usize = 8;
+    let broker = start_broker();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (_conn, ch) = util::open(&broker).await;
+        let x = unique("storm-x");
+        util::declare_exchange(&ch, &x, lapin::ExchangeKind::Fanout).await;
+        use lapin::types::AMQPValue;
+        let mut names = Vec::new();
+        for i in 0..QUEUES {
+            let q = format!("{x}-{i}");
+            let mut args = lapin::types::FieldTable::default();
+            args.insert("x-max-length".into(), AMQPValue::LongInt(2));
+            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(x.as_str().into()));
+            ch.queue_declare(q.as_str().into(), Default::default(), args).await.expect("declare");
+            util::confirm_select(&ch).await;
+            util::publish_confirmed(&ch, "", &q, b"resident", Default::default()).await;
+            util::publish_confirmed(&ch, "", &q, b"resident", Default::default()).await;
+            names.push(q);
+        }
+        for q in &names {
+            util::bind(&ch, q, &x, "").await;
+        }
+        let started = Instant::now();
+        util::publish_confirmed(&ch, &x, "", b"spark", Default::default()).await;
+        eprintln!("storm took {:?}", started.elapsed());
+        for q in &names {
+            assert!(util::message_count(&ch, q).await <= 2);
+        }
+    });
     assert_broker_still_serves(&broker);
 }

@@ -260,6 +260,11 @@ impl ClassicQueue {
         }
     }
 
+    /// This queue, counted (None only while it is being dropped).
+    pub(in crate::queue) fn me(&self) -> Option<Arc<ClassicQueue>> {
+        self.me.upgrade()
+    }
+
     /// This queue as the handle the rest of the broker holds.
     fn handle(&self) -> Option<Arc<Queue>> {
         self.me.upgrade().map(|q| q as Arc<Queue>)
