@@ -2,8 +2,8 @@
 //!
 //! `AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo run --example hello_world`
 
-use smol::stream::StreamExt;
 use lapin::{options::*, types::FieldTable, BasicProperties, Connection, ConnectionProperties};
+use smol::stream::StreamExt;
 use std::time::Duration;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -27,9 +27,7 @@ async fn main() {
 async fn run(url: &str) -> Result<(), Error> {
     let conn = Connection::connect(url, ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
-    channel
-        .queue_declare("hello".into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await?;
+    channel.queue_declare("hello".into(), QueueDeclareOptions::default(), FieldTable::default()).await?;
     // Start from an empty queue so that a leftover from an earlier run is not what we print.
     channel.queue_purge("hello".into(), QueuePurgeOptions::default()).await?;
 

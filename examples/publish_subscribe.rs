@@ -1,8 +1,8 @@
 //! RabbitMQ tutorial 3, "Publish/Subscribe": a fanout exchange `logs`; two subscribers, each with
 //! an exclusive server-named queue, both receive every log message.
 
-use smol::stream::StreamExt;
 use lapin::{options::*, types::FieldTable, BasicProperties, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use smol::stream::StreamExt;
 use std::time::Duration;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -37,7 +37,12 @@ async fn subscriber(conn: &Connection) -> Result<Consumer, Error> {
         .queue_bind(queue.name().clone(), "logs".into(), "".into(), QueueBindOptions::default(), FieldTable::default())
         .await?;
     let consumer = channel
-        .basic_consume(queue.name().clone(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await?;
     Ok(consumer)
 }
@@ -52,7 +57,13 @@ async fn run(url: &str) -> Result<(), Error> {
         .await?;
     for msg in MESSAGES {
         channel
-            .basic_publish("logs".into(), "".into(), BasicPublishOptions::default(), msg.as_bytes(), BasicProperties::default())
+            .basic_publish(
+                "logs".into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                msg.as_bytes(),
+                BasicProperties::default(),
+            )
             .await?;
         println!(" [x] Sent '{msg}'");
     }

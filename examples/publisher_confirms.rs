@@ -37,7 +37,13 @@ async fn individually(channel: &Channel) -> Result<String, Error> {
     let start = Instant::now();
     for i in 0..MESSAGES {
         let confirm = channel
-            .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), i.to_string().as_bytes(), BasicProperties::default())
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                i.to_string().as_bytes(),
+                BasicProperties::default(),
+            )
             .await?
             .await?;
         if !confirm.is_ack() {
@@ -55,7 +61,13 @@ async fn in_batches(channel: &Channel) -> Result<String, Error> {
     for i in 0..MESSAGES {
         outstanding.push(
             channel
-                .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), i.to_string().as_bytes(), BasicProperties::default())
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    i.to_string().as_bytes(),
+                    BasicProperties::default(),
+                )
                 .await?,
         );
         if outstanding.len() == BATCH {
@@ -80,7 +92,13 @@ async fn asynchronously(channel: &Channel) -> Result<String, Error> {
     let start = Instant::now();
     for i in 0..MESSAGES {
         channel
-            .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), i.to_string().as_bytes(), BasicProperties::default())
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                i.to_string().as_bytes(),
+                BasicProperties::default(),
+            )
             .await?;
     }
     // Waits for every outstanding confirm; returns the messages the broker returned (none here).
@@ -99,7 +117,11 @@ async fn run(url: &str) -> Result<(), Error> {
     let queues = [individually(&channel).await?, in_batches(&channel).await?, asynchronously(&channel).await?];
     for queue in &queues {
         let q = channel
-            .queue_declare(queue.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions { passive: true, ..Default::default() },
+                FieldTable::default(),
+            )
             .await?;
         if q.message_count() as usize != MESSAGES {
             return Err(format!("queue {queue} holds {} messages, expected {MESSAGES}", q.message_count()).into());

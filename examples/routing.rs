@@ -1,18 +1,14 @@
 //! RabbitMQ tutorial 4, "Routing": a direct exchange `direct_logs` routes by severity. One
 //! subscriber wants only errors, the other info, warning and error.
 
-use smol::stream::StreamExt;
 use lapin::{options::*, types::FieldTable, BasicProperties, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use smol::stream::StreamExt;
 use std::time::Duration;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-const LOGS: [(&str, &str); 4] = [
-    ("info", "starting up"),
-    ("warning", "disk at 91%"),
-    ("debug", "nobody listens to debug"),
-    ("error", "disk full"),
-];
+const LOGS: [(&str, &str); 4] =
+    [("info", "starting up"), ("warning", "disk at 91%"), ("debug", "nobody listens to debug"), ("error", "disk full")];
 
 #[tokio::main]
 async fn main() {
@@ -33,18 +29,34 @@ async fn main() {
 async fn subscriber(conn: &Connection, severities: &[&str]) -> Result<Consumer, Error> {
     let channel = conn.create_channel().await?;
     channel
-        .exchange_declare("direct_logs".into(), ExchangeKind::Direct, ExchangeDeclareOptions::default(), FieldTable::default())
+        .exchange_declare(
+            "direct_logs".into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let queue = channel
         .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
         .await?;
     for severity in severities {
         channel
-            .queue_bind(queue.name().clone(), "direct_logs".into(), (*severity).into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                queue.name().clone(),
+                "direct_logs".into(),
+                (*severity).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
     }
     Ok(channel
-        .basic_consume(queue.name().clone(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await?)
 }
 
@@ -68,7 +80,13 @@ async fn run(url: &str) -> Result<(), Error> {
     let channel = conn.create_channel().await?;
     for (severity, msg) in LOGS {
         channel
-            .basic_publish("direct_logs".into(), severity.into(), BasicPublishOptions::default(), msg.as_bytes(), BasicProperties::default())
+            .basic_publish(
+                "direct_logs".into(),
+                severity.into(),
+                BasicPublishOptions::default(),
+                msg.as_bytes(),
+                BasicProperties::default(),
+            )
             .await?;
         println!(" [x] Sent {severity}:'{msg}'");
     }

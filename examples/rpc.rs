@@ -1,8 +1,8 @@
 //! RabbitMQ tutorial 6, "RPC": a server consumes `rpc_queue` and answers fib(n) to the
 //! request's `reply_to` queue with the same `correlation_id`; a client calls it a few times.
 
-use smol::stream::StreamExt;
 use lapin::{options::*, types::FieldTable, BasicProperties, Connection, ConnectionProperties};
+use smol::stream::StreamExt;
 use std::time::Duration;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -74,7 +74,12 @@ async fn run(url: &str) -> Result<(), Error> {
         .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
         .await?;
     let mut replies = channel
-        .basic_consume(callback.name().clone(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            callback.name().clone(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await?;
 
     for (i, n) in [0u64, 1, 10, 30, 50].into_iter().enumerate() {

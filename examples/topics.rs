@@ -1,7 +1,7 @@
 //! RabbitMQ tutorial 5, "Topics": a topic exchange `topic_logs` with `*` and `#` bindings.
 
-use smol::stream::StreamExt;
 use lapin::{options::*, types::FieldTable, BasicProperties, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use smol::stream::StreamExt;
 use std::time::Duration;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -37,18 +37,34 @@ async fn main() {
 async fn subscriber(conn: &Connection, patterns: &[&str]) -> Result<Consumer, Error> {
     let channel = conn.create_channel().await?;
     channel
-        .exchange_declare("topic_logs".into(), ExchangeKind::Topic, ExchangeDeclareOptions::default(), FieldTable::default())
+        .exchange_declare(
+            "topic_logs".into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let queue = channel
         .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
         .await?;
     for pattern in patterns {
         channel
-            .queue_bind(queue.name().clone(), "topic_logs".into(), (*pattern).into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                queue.name().clone(),
+                "topic_logs".into(),
+                (*pattern).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
     }
     Ok(channel
-        .basic_consume(queue.name().clone(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await?)
 }
 
@@ -72,7 +88,13 @@ async fn run(url: &str) -> Result<(), Error> {
     for key in KEYS {
         let msg = format!("message for {key}");
         channel
-            .basic_publish("topic_logs".into(), key.into(), BasicPublishOptions::default(), msg.as_bytes(), BasicProperties::default())
+            .basic_publish(
+                "topic_logs".into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                msg.as_bytes(),
+                BasicProperties::default(),
+            )
             .await?;
         println!(" [x] Sent {key}:'{msg}'");
     }
@@ -80,7 +102,13 @@ async fn run(url: &str) -> Result<(), Error> {
     expect(
         "Q2 *.*.rabbit lazy.#",
         &mut q2,
-        &["quick.orange.rabbit", "lazy.orange.elephant", "lazy.brown.fox", "lazy.pink.rabbit", "lazy.orange.new.rabbit"],
+        &[
+            "quick.orange.rabbit",
+            "lazy.orange.elephant",
+            "lazy.brown.fox",
+            "lazy.pink.rabbit",
+            "lazy.orange.new.rabbit",
+        ],
     )
     .await?;
     println!("Topic routing worked");

@@ -2,8 +2,8 @@
 //! `task_queue`; two workers with prefetch 1 and manual acks share them. Exits when all tasks
 //! are done.
 
-use smol::stream::StreamExt;
 use lapin::{options::*, types::FieldTable, BasicProperties, Channel, Connection, ConnectionProperties};
+use smol::stream::StreamExt;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -41,7 +41,12 @@ async fn worker(id: usize, conn: &Connection, done: mpsc::UnboundedSender<(usize
     declare(&channel).await?;
     channel.basic_qos(1, BasicQosOptions::default()).await?;
     let mut consumer = channel
-        .basic_consume(QUEUE.into(), format!("worker-{id}").as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            QUEUE.into(),
+            format!("worker-{id}").as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     tokio::spawn(async move {
         while let Some(Ok(delivery)) = consumer.next().await {

@@ -111,10 +111,7 @@ mod tests {
     #[test]
     fn guest_refused_from_remote() {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(
-            table().authenticate("PLAIN", b"\0guest\0guest", ip),
-            Err(AuthError::LoopbackOnly("guest".into()))
-        );
+        assert_eq!(table().authenticate("PLAIN", b"\0guest\0guest", ip), Err(AuthError::LoopbackOnly("guest".into())));
     }
 
     #[test]

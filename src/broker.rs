@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::auth::UserTable;
 use crate::config::Config;
-use crate::queue::ConnectionId;
 use crate::message::Message;
+use crate::queue::ConnectionId;
 use crate::store::{Snapshot, StoreHandle};
 use crate::vhost::VHost;
 
@@ -44,11 +44,8 @@ impl Broker {
         root.consumer_timeout_ms.store(config.consumer_timeout_ms, std::sync::atomic::Ordering::Relaxed);
         if let Some(mut snap) = snapshot {
             // One shared message per record, however many entries reference it.
-            let messages = snap
-                .messages
-                .drain()
-                .map(|(id, record)| (id, Arc::new(Message::from_record(record, id, 0))))
-                .collect();
+            let messages =
+                snap.messages.drain().map(|(id, record)| (id, Arc::new(Message::from_record(record, id, 0)))).collect();
             root.restore(&snap, &messages);
         }
         vhosts.insert("/".to_string(), root);
@@ -95,13 +92,8 @@ impl Broker {
     /// Starts shutdown: every connection is sent connection.close 320 and closed.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
-        let conns: Vec<Arc<dyn ClientConnection>> = self
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let conns: Vec<Arc<dyn ClientConnection>> =
+            self.connections.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         for c in conns {
             c.force_close("broker shutdown");
         }

@@ -62,10 +62,7 @@ impl AmqpError {
     pub fn is_connection_error(&self) -> bool {
         !matches!(
             self,
-            Self::AccessRefused(_)
-                | Self::NotFound(_)
-                | Self::ResourceLocked(_)
-                | Self::PreconditionFailed(_)
+            Self::AccessRefused(_) | Self::NotFound(_) | Self::ResourceLocked(_) | Self::PreconditionFailed(_)
         )
     }
 

@@ -5,8 +5,8 @@
 //! agree with `amq-protocol`, the nesting check bounds what `amq-protocol` decodes).
 
 use crate::amqp::frame::{self, Frame};
-use crate::wire::nesting;
 use crate::message::properties::Properties;
+use crate::wire::nesting;
 use amq_protocol::protocol::{basic, parse_class, AMQPClass};
 
 /// The frame splitter over a byte stream: every frame until one is incomplete or

@@ -100,7 +100,10 @@ impl MemoryAlarm {
         let raised = self.raised.load(Ordering::Relaxed);
         if !raised && bytes > self.limit {
             if self.raised.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                log::warn!("memory alarm set: messages hold {bytes} bytes, limit {}; publishers are blocked", self.limit);
+                log::warn!(
+                    "memory alarm set: messages hold {bytes} bytes, limit {}; publishers are blocked",
+                    self.limit
+                );
             }
             return true;
         }

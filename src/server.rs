@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use smol::Executor;
-use smol::net::TcpListener;
 use smol::future;
+use smol::net::TcpListener;
+use smol::Executor;
 
 use crate::broker::Broker;
 use crate::config::Config;
@@ -80,8 +80,8 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
     let local_addr = std_listener.local_addr()?;
     let listener = TcpListener::try_from(std_listener)?;
-    let mut store =
-        RedbStore::open_with(&config.data_dir, config.accept_store_repair).map_err(|e| io::Error::other(e.to_string()))?;
+    let mut store = RedbStore::open_with(&config.data_dir, config.accept_store_repair)
+        .map_err(|e| io::Error::other(e.to_string()))?;
     let snapshot = store.load().map_err(|e| io::Error::other(e.to_string()))?;
     let next_message = snapshot.max_message_id + 1;
     let next_queue = snapshot.queues.iter().map(|q| q.id).max().map_or(1, |q| q + 1);
@@ -99,12 +99,11 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
     for i in 0..n {
         let ex = ex.clone();
         let stop_rx = stop_rx.clone();
-        let t = std::thread::Builder::new()
-            .name(format!("haremq-{i}"))
-            .stack_size(EXECUTOR_STACK_SIZE)
-            .spawn(move || {
+        let t = std::thread::Builder::new().name(format!("haremq-{i}")).stack_size(EXECUTOR_STACK_SIZE).spawn(
+            move || {
                 let _ = smol::block_on(ex.run(stop_rx.recv()));
-            })?;
+            },
+        )?;
         threads.push(t);
     }
     ex.spawn(accept_loop(listener, broker.clone(), ex.clone(), stop_rx)).detach();

@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Wall-clock milliseconds since the UNIX epoch.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A random 22-character URL-safe name, for server-named queues (`amq.gen-…`) and

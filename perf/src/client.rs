@@ -48,11 +48,7 @@ impl Reader {
             let n = self.buf.len() * 2;
             self.buf.resize(n, 0);
         }
-        let n = self
-            .stream
-            .read(&mut self.buf[self.end..])
-            .await
-            .map_err(|e| format!("read error: {e}"))?;
+        let n = self.stream.read(&mut self.buf[self.end..]).await.map_err(|e| format!("read error: {e}"))?;
         if n == 0 {
             return Err("connection closed by broker (EOF)".into());
         }
@@ -284,10 +280,7 @@ impl Conn {
 
 /// Splits all complete frames currently buffered, calling `f` on each; returns when the
 /// buffer holds no complete frame. Errors from `f` stop the walk.
-pub fn for_each_frame(
-    reader: &mut Reader,
-    mut f: impl FnMut(RawFrame<'_>) -> Res<()>,
-) -> Res<()> {
+pub fn for_each_frame(reader: &mut Reader, mut f: impl FnMut(RawFrame<'_>) -> Res<()>) -> Res<()> {
     let max = reader.max_frame;
     let mut used = 0;
     let result = {

@@ -65,9 +65,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amq_protocol::uri::AMQPUri;
-use smol::Executor;
 use clap::{ArgAction, Parser, ValueEnum};
 use hdrhistogram::Histogram;
+use smol::Executor;
 
 use client::{Conn, Res};
 use roles::{ConConfig, PubConfig};
@@ -233,9 +233,11 @@ impl Runtime {
         for i in 0..opts.threads.max(1) {
             let ex = ex.clone();
             let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("perf-exec-{i}"))
-                .spawn(move || smol::block_on(ex.run(async { let _ = rx.recv().await; })));
+            let spawned = std::thread::Builder::new().name(format!("perf-exec-{i}")).spawn(move || {
+                smol::block_on(ex.run(async {
+                    let _ = rx.recv().await;
+                }))
+            });
             if let Err(e) = spawned {
                 eprintln!("haremq-perf: cannot start executor thread: {e}");
             }
@@ -253,7 +255,8 @@ impl Runtime {
         match &self.ex {
             Some(ex) => self.tasks.push(ex.spawn(fut)),
             None => {
-                if let Err(e) = std::thread::Builder::new().name("perf-conn".into()).spawn(move || smol::block_on(fut)) {
+                if let Err(e) = std::thread::Builder::new().name("perf-conn".into()).spawn(move || smol::block_on(fut))
+                {
                     eprintln!("haremq-perf: cannot start connection thread: {e}");
                     self.finished.fetch_add(1, Ordering::SeqCst);
                 }
@@ -314,11 +317,7 @@ fn plan(opts: &Opts) -> Plan {
     } else {
         opts.queue.clone()
     };
-    Plan {
-        queues,
-        default_exchange,
-        routing_key: opts.routing_key.clone().unwrap_or_else(|| "perf".into()),
-    }
+    Plan { queues, default_exchange, routing_key: opts.routing_key.clone().unwrap_or_else(|| "perf".into()) }
 }
 
 async fn setup_topology(opts: &Opts, uri: &AMQPUri, plan: &Plan) -> Res<Conn> {
@@ -331,7 +330,8 @@ async fn setup_topology(opts: &Opts, uri: &AMQPUri, plan: &Plan) -> Res<Conn> {
         Some(spec) => topology::parse_args(spec)?,
         None => Default::default(),
     };
-    let spec = topology::QueueSpec { durable: opts.durable, auto_delete: opts.auto_delete, exclusive: false, args: &args };
+    let spec =
+        topology::QueueSpec { durable: opts.durable, auto_delete: opts.auto_delete, exclusive: false, args: &args };
     for q in &plan.queues {
         topology::declare_queue(&mut conn, q, &spec).await?;
         if opts.purge {
@@ -478,11 +478,7 @@ fn run_throughput(opts: &Opts, uri: AMQPUri) -> Res<()> {
         if now >= next_tick {
             drain_hists(&cons, &mut sec_hist);
             let lat = if !sec_hist.is_empty() {
-                format!(
-                    "{:.3}/{:.3}",
-                    ms(sec_hist.value_at_quantile(0.5)),
-                    ms(sec_hist.value_at_quantile(0.99))
-                )
+                format!("{:.3}/{:.3}", ms(sec_hist.value_at_quantile(0.5)), ms(sec_hist.value_at_quantile(0.99)))
             } else {
                 "-/-".into()
             };
@@ -548,12 +544,7 @@ fn run_throughput(opts: &Opts, uri: AMQPUri) -> Res<()> {
     let (p50, p95, p99, max) = (q(0.5), q(0.95), q(0.99), total_hist.max());
     println!("summary: duration: {dur:.3} s");
     println!("summary: sent: {} msg, {:.0} msg/s", t.sent, t.sent as f64 / dur);
-    println!(
-        "summary: confirmed: {} msg, {:.0} msg/s (nacked: {})",
-        t.confirmed,
-        t.confirmed as f64 / dur,
-        t.nacked
-    );
+    println!("summary: confirmed: {} msg, {:.0} msg/s (nacked: {})", t.confirmed, t.confirmed as f64 / dur, t.nacked);
     println!("summary: received: {} msg, {:.0} msg/s", t.received, t.received as f64 / dur);
     println!(
         "summary: latency ms: p50 {:.3}, p95 {:.3}, p99 {:.3}, max {:.3} ({} samples)",
@@ -594,9 +585,38 @@ mod tests {
     #[test]
     fn perftest_short_options() {
         let o = parse_opts([
-            "haremq-perf", "-h", "amqp://u:p@10.0.0.1:5673/v", "-x", "2", "-y", "3", "-s", "100", "-z", "5", "-C",
-            "1000", "-D", "2000", "-c", "64", "-f", "persistent", "-q", "50", "-a", "-e", "ex", "-t", "fanout",
-            "-k", "rk", "-u", "qa,qb", "-r", "500",
+            "haremq-perf",
+            "-h",
+            "amqp://u:p@10.0.0.1:5673/v",
+            "-x",
+            "2",
+            "-y",
+            "3",
+            "-s",
+            "100",
+            "-z",
+            "5",
+            "-C",
+            "1000",
+            "-D",
+            "2000",
+            "-c",
+            "64",
+            "-f",
+            "persistent",
+            "-q",
+            "50",
+            "-a",
+            "-e",
+            "ex",
+            "-t",
+            "fanout",
+            "-k",
+            "rk",
+            "-u",
+            "qa,qb",
+            "-r",
+            "500",
         ])
         .expect("PerfTest's letters parse");
         assert_eq!(o.uri, "amqp://u:p@10.0.0.1:5673/v");

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use amq_protocol::protocol::{basic, confirm, connection, AMQPClass};
 use amq_protocol::types::FieldTable;
 use amq_protocol::uri::AMQPUri;
-use smol::Timer;
 use event_listener::Event;
 use smol::future;
 use smol::io::AsyncWriteExt;
+use smol::Timer;
 
 use crate::client::{close_error, for_each_frame, Conn, Res};
 use crate::proto::{self, PublishTemplate, FRAME_BODY, FRAME_HEADER, FRAME_METHOD};
@@ -159,8 +159,7 @@ pub async fn publisher(uri: AMQPUri, cfg: PubConfig, stats: Arc<PubStats>, share
                     }
                     match proto::method_ids(f.payload) {
                         Some((60, 80)) | Some((60, 120)) => {
-                            let (tag, multiple) =
-                                proto::ack_fields(f.payload).ok_or("malformed basic.ack/nack")?;
+                            let (tag, multiple) = proto::ack_fields(f.payload).ok_or("malformed basic.ack/nack")?;
                             let n = tracker.resolve(tag, multiple);
                             if proto::method_ids(f.payload) == Some((60, 80)) {
                                 acked += n;
@@ -223,9 +222,7 @@ pub async fn publisher(uri: AMQPUri, cfg: PubConfig, stats: Arc<PubStats>, share
                             break;
                         }
                         let listener = cs.event.listen();
-                        if cs.resolved.load(Ordering::Acquire) != resolved
-                            || cs.low.load(Ordering::Acquire) != low
-                        {
+                        if cs.resolved.load(Ordering::Acquire) != resolved || cs.low.load(Ordering::Acquire) != low {
                             continue;
                         }
                         future::or(listener, shared.stopped()).await;
@@ -238,7 +235,13 @@ pub async fn publisher(uri: AMQPUri, cfg: PubConfig, stats: Arc<PubStats>, share
                     let due = (start.elapsed().as_secs_f64() * r) as u64 + 1;
                     if due <= seq {
                         let at = start + Duration::from_secs_f64(seq as f64 / r);
-                        future::or(async { Timer::at(at).await; }, shared.stopped()).await;
+                        future::or(
+                            async {
+                                Timer::at(at).await;
+                            },
+                            shared.stopped(),
+                        )
+                        .await;
                         continue;
                     }
                     n = n.min(due - seq);
@@ -253,13 +256,10 @@ pub async fn publisher(uri: AMQPUri, cfg: PubConfig, stats: Arc<PubStats>, share
                         }
                     }
                 }
-                let wrote = future::or(
-                    async { Some(wstream.write_all(&buf).await) },
-                    async {
-                        shared.stopped().await;
-                        None
-                    },
-                )
+                let wrote = future::or(async { Some(wstream.write_all(&buf).await) }, async {
+                    shared.stopped().await;
+                    None
+                })
                 .await;
                 buf.clear();
                 match wrote {
@@ -419,13 +419,10 @@ pub async fn consumer(
             stats.received.fetch_add(got, Ordering::Relaxed);
         }
         if !acks.is_empty() {
-            let wrote = future::or(
-                async { Some(conn.stream.write_all(&acks).await) },
-                async {
-                    shared.stopped().await;
-                    None
-                },
-            )
+            let wrote = future::or(async { Some(conn.stream.write_all(&acks).await) }, async {
+                shared.stopped().await;
+                None
+            })
             .await;
             acks.clear();
             match wrote {

@@ -175,7 +175,10 @@ pub fn queues(opts: &Opts, uri: AMQPUri) -> Res<()> {
         )
         .await?;
         let consume_s = t1.elapsed().as_secs_f64();
-        println!("queues: started {n} consumers in {consume_s:.3} s ({:.0} consumers/s)", n as f64 / consume_s.max(1e-9));
+        println!(
+            "queues: started {n} consumers in {consume_s:.3} s ({:.0} consumers/s)",
+            n as f64 / consume_s.max(1e-9)
+        );
         // Let the broker settle (and a GC'd runtime collect) before measuring.
         Timer::after(Duration::from_secs(1)).await;
         let after = rss_line("queues: after declare+consume", opts.broker_pid);
@@ -296,7 +299,12 @@ pub fn bind_churn(opts: &Opts, uri: AMQPUri) -> Res<()> {
             }
         }
         let dur = start.elapsed().as_secs_f64();
-        println!("summary: bind-churn: {ops} ops ({} binds, {} unbinds) in {dur:.3} s, {:.0} ops/s", ops / 2, ops / 2, ops as f64 / dur);
+        println!(
+            "summary: bind-churn: {ops} ops ({} binds, {} unbinds) in {dur:.3} s, {:.0} ops/s",
+            ops / 2,
+            ops / 2,
+            ops as f64 / dur
+        );
         if opts.json {
             println!("{{\"ops\":{ops},\"ops_per_s\":{:.1},\"duration_s\":{dur:.3}}}", ops as f64 / dur);
         }

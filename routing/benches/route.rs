@@ -14,10 +14,7 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 33) as u32
     }
 
@@ -62,8 +59,7 @@ fn topic_table(bindings: usize) -> RoutingTable<u32> {
         let p = pattern(&mut rng);
         // Queues are shared between bindings so dedup is exercised.
         let q = (i % (bindings / 4).max(1)) as u32;
-        t.bind("t", Destination::Queue(q), &p, &args)
-            .expect("exchange exists");
+        t.bind("t", Destination::Queue(q), &p, &args).expect("exchange exists");
     }
     t
 }
@@ -82,10 +78,7 @@ fn bench_topic(c: &mut Criterion) {
             t.route("t", k, None, &mut out);
             total += out.len();
         }
-        eprintln!(
-            "topic/{n}: average {:.1} queues per route",
-            total as f64 / keys.len() as f64
-        );
+        eprintln!("topic/{n}: average {:.1} queues per route", total as f64 / keys.len() as f64);
         let mut i = 0usize;
         group.bench_with_input(BenchmarkId::from_parameter(n), &t, |b, t| {
             b.iter(|| {
@@ -106,8 +99,7 @@ fn bench_direct(c: &mut Criterion) {
     let args = FieldTable::default();
     let keys: Vec<String> = (0..n).map(|i| format!("orders.region-{}.{i}", i % 17)).collect();
     for (i, k) in keys.iter().enumerate() {
-        t.bind("d", Destination::Queue(i as u32), k, &args)
-            .expect("exchange exists");
+        t.bind("d", Destination::Queue(i as u32), k, &args).expect("exchange exists");
     }
     let mut rng = Lcg(3);
     let probe: Vec<&str> = (0..1024).map(|_| keys[rng.below(n as u32) as usize].as_str()).collect();
@@ -125,7 +117,6 @@ fn bench_direct(c: &mut Criterion) {
     });
     group.finish();
 }
-
 
 /// Issue 5's target case: a topic route among 100k bindings in ≤ 1 µs, with bindings as
 /// applications write them. Keys look like `region.service.entity.action`; 95% of the
@@ -173,8 +164,7 @@ fn bench_topic_realistic(c: &mut Criterion) {
             }
         };
         // 20k queues, each with about five bindings.
-        t.bind("t", Destination::Queue((i % 20_000) as u32), &pattern, &args)
-            .expect("exchange exists");
+        t.bind("t", Destination::Queue((i % 20_000) as u32), &pattern, &args).expect("exchange exists");
     }
     let probes: Vec<String> = (0..4096)
         .map(|_| {
@@ -193,10 +183,7 @@ fn bench_topic_realistic(c: &mut Criterion) {
         total += out.len();
         max = max.max(out.len());
     }
-    eprintln!(
-        "topic_realistic/{N}: average {:.2} queues per route, at most {max}",
-        total as f64 / probes.len() as f64
-    );
+    eprintln!("topic_realistic/{N}: average {:.2} queues per route, at most {max}", total as f64 / probes.len() as f64);
     let mut group = c.benchmark_group("topic_realistic");
     group.throughput(Throughput::Elements(1));
     let mut i = 0usize;
@@ -217,8 +204,7 @@ fn bench_consistent_hash(c: &mut Criterion) {
     t.add_exchange("h", ExchangeKind::ConsistentHash);
     let args = FieldTable::default();
     for q in 0..100u32 {
-        t.bind("h", Destination::Queue(q), &(1 + q % 3).to_string(), &args)
-            .expect("exchange exists");
+        t.bind("h", Destination::Queue(q), &(1 + q % 3).to_string(), &args).expect("exchange exists");
     }
     let keys: Vec<String> = (0..1024).map(|i| format!("customer-{i}")).collect();
     let mut group = c.benchmark_group("consistent_hash");

@@ -58,9 +58,7 @@ impl HashProperty {
 pub fn parse_weight(key: &str) -> Result<u32, String> {
     match key.trim().parse::<i64>() {
         Ok(w) if w < 1 => Err("The binding key must be greater than 0".into()),
-        Ok(w) if w > MAX_WEIGHT as i64 => {
-            Err(format!("The binding key must be at most {MAX_WEIGHT}"))
-        }
+        Ok(w) if w > MAX_WEIGHT as i64 => Err(format!("The binding key must be at most {MAX_WEIGHT}")),
         Ok(w) => Ok(w as u32),
         Err(_) => Err(format!("The binding key must be an integer: {key:?}")),
     }
@@ -194,10 +192,7 @@ impl<D: Eq + Hash> HashRing<D> {
 
     /// Removes binding (`dest`, `key`); false if it was not on the ring.
     pub(crate) fn remove(&mut self, dest: &D, key: &str) -> bool {
-        let Some(slot) = self
-            .slots
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|(d, k)| d == dest && &**k == key))
+        let Some(slot) = self.slots.iter().position(|s| s.as_ref().is_some_and(|(d, k)| d == dest && &**k == key))
         else {
             return false;
         };
@@ -278,8 +273,7 @@ mod tests {
             ring.insert(d, "1");
         }
         let keys: Vec<String> = (0..20_000).map(|i| format!("order-{i}")).collect();
-        let before: Vec<u32> =
-            keys.iter().map(|k| *ring.lookup(hash_bytes(k.as_bytes())).unwrap()).collect();
+        let before: Vec<u32> = keys.iter().map(|k| *ring.lookup(hash_bytes(k.as_bytes())).unwrap()).collect();
         ring.insert(4u32, "1");
         let mut moved = 0;
         for (k, old) in keys.iter().zip(&before) {

@@ -50,12 +50,7 @@ impl HeadersMatch {
             None => MatchMode::All,
             Some(AMQPValue::LongString(s)) => Self::parse_mode(s.as_bytes())?,
             Some(AMQPValue::ShortString(s)) => Self::parse_mode(s.as_str().as_bytes())?,
-            Some(other) => {
-                return Err(format!(
-                    "Invalid x-match field type {:?}; expected longstr",
-                    other.get_type()
-                ))
-            }
+            Some(other) => return Err(format!("Invalid x-match field type {:?}; expected longstr", other.get_type())),
         };
         let with_x = mode.with_x();
         let pairs = args
@@ -90,13 +85,12 @@ impl HeadersMatch {
 
     /// True if a message with these headers (None: no headers at all) matches.
     pub fn matches(&self, headers: Option<&FieldTable>) -> bool {
-        let pair_matches = |(key, want): &(ShortString, AMQPValue)| {
-            match headers.and_then(|h| h.inner().get(key.as_str())) {
+        let pair_matches =
+            |(key, want): &(ShortString, AMQPValue)| match headers.and_then(|h| h.inner().get(key.as_str())) {
                 None => false,
                 Some(_) if matches!(want, AMQPValue::Void) => true,
                 Some(got) => values_equal(want, got),
-            }
-        };
+            };
         match self.mode {
             MatchMode::All | MatchMode::AllWithX => self.pairs.iter().all(pair_matches),
             MatchMode::Any | MatchMode::AnyWithX => self.pairs.iter().any(pair_matches),

@@ -28,10 +28,7 @@ pub(crate) struct DestSet<D> {
 
 impl<D> Default for DestSet<D> {
     fn default() -> Self {
-        Self {
-            items: Vec::new(),
-            index: None,
-        }
+        Self { items: Vec::new(), index: None }
     }
 }
 
@@ -69,13 +66,7 @@ impl<D: Eq + Hash + Clone> DestSet<D> {
         }
         self.items.push(d);
         if self.index.is_none() && self.items.len() >= INDEX_AT {
-            self.index = Some(Box::new(
-                self.items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| (d.clone(), i))
-                    .collect(),
-            ));
+            self.index = Some(Box::new(self.items.iter().enumerate().map(|(i, d)| (d.clone(), i)).collect()));
         }
         true
     }

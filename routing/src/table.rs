@@ -59,15 +59,9 @@ impl RouteRequest<'_> {
     fn hash(&self, on: &HashOn) -> u64 {
         match on {
             HashOn::RoutingKey => hash_bytes(self.routing_key.as_bytes()),
-            HashOn::Header(name) => {
-                hash_value(self.headers.and_then(|h| h.inner().get(&**name)))
-            }
-            HashOn::Property(HashProperty::MessageId) => {
-                hash_bytes(self.message_id.unwrap_or("").as_bytes())
-            }
-            HashOn::Property(HashProperty::CorrelationId) => {
-                hash_bytes(self.correlation_id.unwrap_or("").as_bytes())
-            }
+            HashOn::Header(name) => hash_value(self.headers.and_then(|h| h.inner().get(&**name))),
+            HashOn::Property(HashProperty::MessageId) => hash_bytes(self.message_id.unwrap_or("").as_bytes()),
+            HashOn::Property(HashProperty::CorrelationId) => hash_bytes(self.correlation_id.unwrap_or("").as_bytes()),
             HashOn::Property(HashProperty::Timestamp) => match self.timestamp {
                 Some(t) => hash_int(t as i128),
                 None => hash_bytes(b""),
@@ -75,7 +69,6 @@ impl RouteRequest<'_> {
         }
     }
 }
-
 
 /// Exchanges and their bindings for one virtual host.
 ///
@@ -167,14 +160,7 @@ impl<Q: Clone + Eq + Hash> Index<Q> {
     }
 
     /// Un-indexes one removed binding; flags as in [`Index::add`], meaning "last".
-    fn remove(
-        &mut self,
-        dest: &Destination<Q>,
-        key: &str,
-        args: &FieldTable,
-        gone_pair: bool,
-        gone_dest: bool,
-    ) {
+    fn remove(&mut self, dest: &Destination<Q>, key: &str, args: &FieldTable, gone_pair: bool, gone_dest: bool) {
         match self {
             Self::Direct(map) if gone_pair => {
                 if let Some(set) = map.get_mut(key) {
@@ -246,12 +232,7 @@ impl<Q: Clone + Eq + Hash> Exchange<Q> {
 }
 
 /// Decrements a reverse-index count, removing entries that reach zero.
-fn release<K: Eq + Hash>(
-    reverse: &mut HashMap<K, HashMap<Arc<str>, usize>>,
-    dest: &K,
-    source: &str,
-    n: usize,
-) {
+fn release<K: Eq + Hash>(reverse: &mut HashMap<K, HashMap<Arc<str>, usize>>, dest: &K, source: &str, n: usize) {
     let Some(sources) = reverse.get_mut(dest) else {
         return;
     };
@@ -275,11 +256,7 @@ impl<Q: Clone + Eq + Hash> Default for RoutingTable<Q> {
 impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
     /// An empty table (no exchanges at all; the broker declares the default ones).
     pub fn new() -> Self {
-        Self {
-            exchanges: HashMap::new(),
-            queue_sources: HashMap::new(),
-            exchange_sources: HashMap::new(),
-        }
+        Self { exchanges: HashMap::new(), queue_sources: HashMap::new(), exchange_sources: HashMap::new() }
     }
 
     /// Adds an exchange. Returns false (and changes nothing) if the name exists already.
@@ -382,9 +359,7 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
             return Err(BindError::NoSuchExchange(source.into()));
         };
         let matcher = match x.kind {
-            ExchangeKind::Headers => {
-                Some(HeadersMatch::parse(arguments).map_err(BindError::InvalidArgument)?)
-            }
+            ExchangeKind::Headers => Some(HeadersMatch::parse(arguments).map_err(BindError::InvalidArgument)?),
             ExchangeKind::ConsistentHash => {
                 parse_weight(routing_key).map_err(BindError::InvalidArgument)?;
                 None
@@ -402,10 +377,7 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
             }
             None => (Arc::<str>::from(routing_key), true),
         };
-        by_key
-            .entry(key.clone())
-            .or_default()
-            .push(arguments.clone());
+        by_key.entry(key.clone()).or_default().push(arguments.clone());
         x.index.add(&destination, &key, matcher, new_pair, new_dest);
         let source = x.name.clone();
         let sources = match destination {
@@ -461,8 +433,7 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
         if gone_dest {
             x.bindings.remove(destination);
         }
-        x.index
-            .remove(destination, routing_key, &removed, gone_pair, gone_dest);
+        x.index.remove(destination, routing_key, &removed, gone_pair, gone_dest);
         match destination {
             Destination::Queue(q) => release(&mut self.queue_sources, q, source, 1),
             Destination::Exchange(e) => release(&mut self.exchange_sources, e, source, 1),
@@ -489,9 +460,7 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
 
     /// True if the exchange is the source of at least one binding (exchange.delete if-unused).
     pub fn has_bindings_from(&self, exchange: &str) -> bool {
-        self.exchanges
-            .get(exchange)
-            .is_some_and(|x| !x.bindings.is_empty())
+        self.exchanges.get(exchange).is_some_and(|x| !x.bindings.is_empty())
     }
 
     /// True if `exchange` is the destination of at least one binding.
@@ -523,13 +492,7 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
     /// `routing_key` and `headers` reaches, each queue at most once, following
     /// exchange-to-exchange bindings (each exchange visited at most once). An unknown
     /// exchange routes nowhere. `out` is not cleared first.
-    pub fn route(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
-        out: &mut Vec<Q>,
-    ) {
+    pub fn route(&self, exchange: &str, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<Q>) {
         let msg = RouteRequest { routing_key, headers, ..RouteRequest::default() };
         self.route_message(exchange, &msg, out);
     }
@@ -550,11 +513,7 @@ impl<Q: Clone + Eq + Hash> RoutingTable<Q> {
         let mut key_only = msg.extra_keys.is_empty();
         let mut r = Router {
             exchanges: &self.exchanges,
-            sink: Sink {
-                start: out.len(),
-                out,
-                seen: None,
-            },
+            sink: Sink { start: out.len(), out, seen: None },
             pending: SmallStack::default(),
             visited: Visited::default(),
             matched: 0,
@@ -641,10 +600,7 @@ impl<Q: Clone + Eq + Hash> Sink<'_, Q> {
         }
         if self.seen.is_none() && self.out.len() - self.start > Self::SCAN_LIMIT {
             // Sized for a few times the scan limit, so a large fan-out rehashes less.
-            let mut seen = HashSet::with_capacity_and_hasher(
-                Self::SCAN_LIMIT * 8,
-                WordHashBuilder::default(),
-            );
+            let mut seen = HashSet::with_capacity_and_hasher(Self::SCAN_LIMIT * 8, WordHashBuilder::default());
             seen.extend(self.out[self.start..].iter().cloned());
             self.seen = Some(seen);
         }
@@ -705,11 +661,7 @@ struct SmallStack<T> {
 
 impl<T: Copy> Default for SmallStack<T> {
     fn default() -> Self {
-        Self {
-            inline: [None; 8],
-            len: 0,
-            spill: Vec::new(),
-        }
+        Self { inline: [None; 8], len: 0, spill: Vec::new() }
     }
 }
 

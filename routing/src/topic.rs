@@ -86,12 +86,7 @@ struct Node<D> {
 
 impl<D> Default for Node<D> {
     fn default() -> Self {
-        Self {
-            words: Children::Small(Vec::new()),
-            star: None,
-            hash: None,
-            values: DestSet::default(),
-        }
+        Self { words: Children::Small(Vec::new()), star: None, hash: None, values: DestSet::default() }
     }
 }
 
@@ -202,11 +197,7 @@ impl KeyIds {
     const INLINE: usize = 32;
 
     fn new(key: &str, vocab: &Vocabulary) -> Self {
-        let mut ids = Self {
-            inline: [UNKNOWN; Self::INLINE],
-            len: 0,
-            spill: Vec::new(),
-        };
+        let mut ids = Self { inline: [UNKNOWN; Self::INLINE], len: 0, spill: Vec::new() };
         for word in split_words(key) {
             ids.push(vocab.get(word));
         }
@@ -265,11 +256,8 @@ impl<D: Eq + Hash + Clone> TopicTrie<D> {
 
     /// Adds `value` under `pattern`. False (and no change) if that pair exists already.
     pub fn insert(&mut self, pattern: &str, value: D) -> bool {
-        let added = if has_wildcard(pattern) {
-            self.insert_in_trie(pattern, value)
-        } else {
-            self.insert_exact(pattern, value)
-        };
+        let added =
+            if has_wildcard(pattern) { self.insert_in_trie(pattern, value) } else { self.insert_exact(pattern, value) };
         if added {
             self.len += 1;
         }
@@ -345,11 +333,7 @@ impl<D: Eq + Hash + Clone> TopicTrie<D> {
         };
         match word {
             "*" | "#" => {
-                let slot = if word == "*" {
-                    &mut node.star
-                } else {
-                    &mut node.hash
-                };
+                let slot = if word == "*" { &mut node.star } else { &mut node.hash };
                 let Some(child) = slot.as_deref_mut() else {
                     return false;
                 };
@@ -388,11 +372,7 @@ impl<D: Eq + Hash + Clone> TopicTrie<D> {
             return;
         }
         let ids = KeyIds::new(key, &self.vocab);
-        let mut m = Matcher {
-            key: ids.as_slice(),
-            f,
-            hash_visits: HashVisits::default(),
-        };
+        let mut m = Matcher { key: ids.as_slice(), f, hash_visits: HashVisits::default() };
         m.walk(&self.root, 0);
     }
 

@@ -40,11 +40,7 @@ struct Entry {
 
 impl Default for Vocabulary {
     fn default() -> Self {
-        Self {
-            ids: HashMap::with_hasher(WordHashBuilder::default()),
-            free: Vec::new(),
-            next: 0,
-        }
+        Self { ids: HashMap::with_hasher(WordHashBuilder::default()), free: Vec::new(), next: 0 }
     }
 }
 
@@ -121,9 +117,7 @@ pub(crate) struct WordHashBuilder {
 
 impl Default for WordHashBuilder {
     fn default() -> Self {
-        Self {
-            seed: RandomState::new().hash_one(0x5eed_u64),
-        }
+        Self { seed: RandomState::new().hash_one(0x5eed_u64) }
     }
 }
 
@@ -289,8 +283,22 @@ mod tests {
     fn word_hash_distinguishes_lengths_and_bytes() {
         let b = WordHashBuilder::default();
         let words = [
-            "", "a", "a\0", "\0", "ab", "ba", "abc", "abcd", "abcde", "abcdefg", "abcdefgh",
-            "abcdefghi", "bbcdefghi", "abcdefghij", "abcdefghijklmnopq", "abcdefghijklmnopr",
+            "",
+            "a",
+            "a\0",
+            "\0",
+            "ab",
+            "ba",
+            "abc",
+            "abcd",
+            "abcde",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefghi",
+            "bbcdefghi",
+            "abcdefghij",
+            "abcdefghijklmnopq",
+            "abcdefghijklmnopr",
         ];
         let mut hashes: Vec<u64> = words.iter().map(|w| hash(&b, w)).collect();
         hashes.sort();

@@ -115,8 +115,11 @@ fn route_message_does_not_allocate() {
     t.set_hash_on("c", HashOn::Header("h".into()));
     out.clear();
     let msg = RouteRequest { routing_key: "", headers: Some(&headers), ..Default::default() };
-    assert_eq!(allocations(|| {
-        t.route_message("c", &msg, &mut out);
-    }), 0);
+    assert_eq!(
+        allocations(|| {
+            t.route_message("c", &msg, &mut out);
+        }),
+        0
+    );
     assert_eq!(out.len(), 1);
 }

@@ -156,24 +156,15 @@ fn headers() {
     t.bind("h", q("everything"), "", &empty_all).unwrap();
     let pdf_report = table(&[("format", s("pdf")), ("type", s("report"))]);
     let pdf_log = table(&[("format", s("pdf")), ("type", s("log"))]);
-    assert_eq!(
-        route(&t, "h", "ignored", Some(&pdf_report)),
-        ["all", "any", "everything"]
-    );
+    assert_eq!(route(&t, "h", "ignored", Some(&pdf_report)), ["all", "any", "everything"]);
     assert_eq!(route(&t, "h", "", Some(&pdf_log)), ["any", "everything"]);
     assert_eq!(route(&t, "h", "", None), ["everything"]);
     // Same queue bound with two matching argument tables: one copy.
     t.bind("h", q("any"), "", &all).unwrap();
-    assert_eq!(
-        route(&t, "h", "", Some(&pdf_report)),
-        ["all", "any", "everything"]
-    );
+    assert_eq!(route(&t, "h", "", Some(&pdf_report)), ["all", "any", "everything"]);
     assert!(t.unbind("h", &q("any"), "", &any));
     assert_eq!(route(&t, "h", "", Some(&pdf_log)), ["everything"]);
-    assert_eq!(
-        route(&t, "h", "", Some(&pdf_report)),
-        ["all", "any", "everything"]
-    );
+    assert_eq!(route(&t, "h", "", Some(&pdf_report)), ["all", "any", "everything"]);
 }
 
 #[test]
@@ -197,29 +188,14 @@ fn bind_errors() {
     let mut t = Table::new();
     t.add_exchange("d", ExchangeKind::Direct);
     t.add_exchange("h", ExchangeKind::Headers);
-    assert_eq!(
-        t.bind("nope", q("a"), "k", &none()),
-        Err(BindError::NoSuchExchange("nope".into()))
-    );
-    assert_eq!(
-        t.bind("d", x("missing"), "k", &none()),
-        Err(BindError::NoSuchExchange("missing".into()))
-    );
+    assert_eq!(t.bind("nope", q("a"), "k", &none()), Err(BindError::NoSuchExchange("nope".into())));
+    assert_eq!(t.bind("d", x("missing"), "k", &none()), Err(BindError::NoSuchExchange("missing".into())));
     // The source is reported first when both are missing.
-    assert_eq!(
-        t.bind("nope", x("missing"), "k", &none()),
-        Err(BindError::NoSuchExchange("nope".into()))
-    );
+    assert_eq!(t.bind("nope", x("missing"), "k", &none()), Err(BindError::NoSuchExchange("nope".into())));
     let bad = table(&[("x-match", s("most"))]);
-    assert!(matches!(
-        t.bind("h", q("a"), "", &bad),
-        Err(BindError::InvalidArgument(_))
-    ));
+    assert!(matches!(t.bind("h", q("a"), "", &bad), Err(BindError::InvalidArgument(_))));
     let bad_type = table(&[("x-match", AMQPValue::Boolean(true))]);
-    assert!(matches!(
-        t.bind("h", q("a"), "", &bad_type),
-        Err(BindError::InvalidArgument(_))
-    ));
+    assert!(matches!(t.bind("h", q("a"), "", &bad_type), Err(BindError::InvalidArgument(_))));
     // x-match is only validated for headers exchanges.
     assert_eq!(t.bind("d", q("a"), "", &bad), Ok(true));
     // Nothing was recorded by the failed binds.
@@ -292,9 +268,7 @@ fn long_exchange_chain_spills_inline_state() {
 
 #[test]
 fn large_fanout_dedups() {
-    let names: Vec<&'static str> = (0..200)
-        .map(|i| &*Box::leak(format!("q{i}").into_boxed_str()))
-        .collect();
+    let names: Vec<&'static str> = (0..200).map(|i| &*Box::leak(format!("q{i}").into_boxed_str())).collect();
     let mut t = Table::new();
     t.add_exchange("f1", ExchangeKind::Fanout);
     t.add_exchange("f2", ExchangeKind::Fanout);
@@ -399,12 +373,7 @@ fn bindings_listing() {
                 Destination::Queue(q) => format!("q:{q}"),
                 Destination::Exchange(e) => format!("x:{e}"),
             };
-            (
-                b.source.to_string(),
-                dest,
-                b.routing_key.to_string(),
-                b.arguments == args,
-            )
+            (b.source.to_string(), dest, b.routing_key.to_string(), b.arguments == args)
         })
         .collect();
     listed.sort();

@@ -30,9 +30,7 @@ fn word(wildcards: bool) -> BoxedStrategy<String> {
     if wildcards {
         choices.extend(["*", "#", "#", "*"]);
     }
-    proptest::sample::select(choices)
-        .prop_map(str::to_owned)
-        .boxed()
+    proptest::sample::select(choices).prop_map(str::to_owned).boxed()
 }
 
 /// Zero to five words joined by dots; zero words gives the empty string.

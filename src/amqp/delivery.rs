@@ -401,7 +401,10 @@ impl ConsumerSink for ChannelShared {
         write_method(
             out.buf(),
             self.id,
-            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel { consumer_tag: crate::wire::shortstr::short(tag), nowait: true })),
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                consumer_tag: crate::wire::shortstr::short(tag),
+                nowait: true,
+            })),
         );
         Some(taken.into_iter().map(|u| u.message).collect())
     }
@@ -414,8 +417,7 @@ impl ConsumerSink for ChannelShared {
         if st.closed {
             return Offer::Gone;
         }
-        let global_full =
-            st.global_prefetch > 0 && st.consumer_unacked >= u32::from(st.global_prefetch);
+        let global_full = st.global_prefetch > 0 && st.consumer_unacked >= u32::from(st.global_prefetch);
         let flow_active = st.flow_active;
         let Some(c) = st.consumers.get(tag) else {
             return Offer::Gone;
@@ -423,8 +425,7 @@ impl ConsumerSink for ChannelShared {
         let no_ack = c.no_ack;
         if !flow_active
             || !c.active
-            || (!no_ack
-                && ((c.prefetch > 0 && c.unacked >= u32::from(c.prefetch)) || global_full))
+            || (!no_ack && ((c.prefetch > 0 && c.unacked >= u32::from(c.prefetch)) || global_full))
         {
             return Offer::Busy;
         }
@@ -463,7 +464,10 @@ impl ConsumerSink for ChannelShared {
         write_method(
             out.buf(),
             self.id,
-            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel { consumer_tag: tag.as_ref().into(), nowait: true })),
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                consumer_tag: tag.as_ref().into(),
+                nowait: true,
+            })),
         );
     }
 

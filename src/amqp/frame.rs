@@ -7,10 +7,10 @@
 //! the broker forwards properties byte-for-byte instead of re-encoding them (header
 //! tables keep their key order, and the hot path skips an encode).
 
+use amq_protocol::frame::SerializeFn;
 use amq_protocol::frame::{gen_frame, AMQPFrame, AMQPFrameType, WriteContext};
 use amq_protocol::protocol::{parse_class, AMQPClass};
 use amq_protocol::types::ChannelId;
-use amq_protocol::frame::SerializeFn;
 
 use crate::error::AmqpError;
 use crate::message::properties::Properties;
@@ -350,10 +350,10 @@ pub fn write_content(buf: &mut Vec<u8>, channel: ChannelId, raw_properties: &[u8
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::properties::encode_properties;
     use amq_protocol::frame::parse_frame;
     use amq_protocol::protocol::basic;
     use amq_protocol::protocol::basic::AMQPProperties;
-    use crate::message::properties::encode_properties;
 
     #[test]
     fn deliver_fast_path_matches_amq_protocol() {
@@ -376,10 +376,8 @@ mod tests {
     #[test]
     fn content_header_matches_amq_protocol() {
         use amq_protocol::frame::AMQPContentHeader;
-        let props = AMQPProperties::default()
-            .with_content_type("text/plain".into())
-            .with_delivery_mode(2)
-            .with_priority(3);
+        let props =
+            AMQPProperties::default().with_content_type("text/plain".into()).with_delivery_mode(2).with_priority(3);
         let raw = encode_properties(&props);
         let mut fast = Vec::new();
         write_content(&mut fast, 7, &raw, b"", 4096);

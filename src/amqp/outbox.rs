@@ -15,8 +15,8 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use smol::Async;
 use event_listener::Event;
+use smol::Async;
 
 use crate::queue::Queue;
 
@@ -143,13 +143,7 @@ impl Drop for OutboxGuard<'_> {
 impl Outbox {
     pub fn new(frame_max: u32) -> Arc<Self> {
         Arc::new(Self {
-            inner: Mutex::new(Inner {
-                buf: Vec::new(),
-                writing: false,
-                closed: false,
-                frame_max,
-                parked: Vec::new(),
-            }),
+            inner: Mutex::new(Inner { buf: Vec::new(), writing: false, closed: false, frame_max, parked: Vec::new() }),
             ready: Event::new(),
             socket: OnceLock::new(),
         })

@@ -21,7 +21,6 @@ use std::time::Instant;
 
 use amq_protocol::types::FieldTable;
 
-
 /// Where due messages go: the vhost, which routes them through their exchange's
 /// underlying type. Held weakly: the scheduler's thread stops once it is gone.
 pub trait DueRouter: Send + Sync {
@@ -112,9 +111,7 @@ impl DelayScheduler {
             st.thread_started = true;
             let shared = self.shared.clone();
             let vhost = self.vhost.clone();
-            let spawned = std::thread::Builder::new()
-                .name("haremq-delayed".into())
-                .spawn(move || run(shared, vhost));
+            let spawned = std::thread::Builder::new().name("haremq-delayed".into()).spawn(move || run(shared, vhost));
             if let Err(e) = spawned {
                 log::error!("cannot start the delayed-message thread: {e}");
                 st.thread_started = false;

@@ -170,9 +170,7 @@ pub fn cc_keys(headers: &FieldTable) -> Result<Vec<String>, String> {
                     }
                 }
             }
-            Some(other) => {
-                return Err(format!("{{unacceptable_type_in_header,\"{h}\",{}}}", type_word(other)))
-            }
+            Some(other) => return Err(format!("{{unacceptable_type_in_header,\"{h}\",{}}}", type_word(other))),
         }
     }
     Ok(keys)

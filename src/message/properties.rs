@@ -113,11 +113,8 @@ impl<'a> Properties<'a> {
         let reply_to = r.short_str(REPLY_TO)?;
         let expiration = r.short_str(EXPIRATION)?;
         let message_id = r.short_str(MESSAGE_ID)?;
-        let timestamp = if r.flags & TIMESTAMP != 0 {
-            Some(u64::from_be_bytes(r.take(8)?.try_into().ok()?))
-        } else {
-            None
-        };
+        let timestamp =
+            if r.flags & TIMESTAMP != 0 { Some(u64::from_be_bytes(r.take(8)?.try_into().ok()?)) } else { None };
         r.short_str(TYPE)?;
         let user_id = r.short_str(USER_ID)?;
         r.short_str(APP_ID)?;

@@ -5,7 +5,6 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::error::{AmqpError, AmqpResult};
 
-
 /// What a full queue does with a new message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Overflow {
@@ -200,7 +199,11 @@ const SPECS: &[Spec] = &[
         apply: |a, v| a.dead_letter_routing_key = boxed_str(v),
     },
     Spec { key: "x-max-length", check: |v, _| check_non_neg_int(v), apply: |a, v| a.max_length = non_neg(v) },
-    Spec { key: "x-max-length-bytes", check: |v, _| check_non_neg_int(v), apply: |a, v| a.max_length_bytes = non_neg(v) },
+    Spec {
+        key: "x-max-length-bytes",
+        check: |v, _| check_non_neg_int(v),
+        apply: |a, v| a.max_length_bytes = non_neg(v),
+    },
     Spec {
         key: "x-max-priority",
         check: |v, _| {
@@ -238,7 +241,11 @@ const SPECS: &[Spec] = &[
     // Quorum-queue-only in RabbitMQ 3.10; HareMQ's classic queues honour it.
     Spec { key: "x-delivery-limit", check: |v, _| check_non_neg_int(v), apply: |a, v| a.delivery_limit = non_neg(v) },
     // RabbitMQ 3.12+ (a non-negative integer, ms).
-    Spec { key: "x-consumer-timeout", check: |v, _| check_non_neg_int(v), apply: |a, v| a.consumer_timeout = non_neg(v) },
+    Spec {
+        key: "x-consumer-timeout",
+        check: |v, _| check_non_neg_int(v),
+        apply: |a, v| a.consumer_timeout = non_neg(v),
+    },
     // The rabbitmq-message-deduplication plugin's queue arguments (x-cache-size
     // applies only to a deduplicating queue, so it comes after).
     Spec {
@@ -366,13 +373,19 @@ mod tests {
             err(&[("x-overflow", AMQPValue::LongString("nope".into()))]),
             "PRECONDITION_FAILED - invalid arg 'x-overflow' for queue 'q' in vhost '/': invalid_overflow"
         );
-        assert_eq!(QueueArgs::parse(&table(&[("x-message-ttl", AMQPValue::LongLongInt(1 << 40))])).message_ttl, Some(u32::MAX));
+        assert_eq!(
+            QueueArgs::parse(&table(&[("x-message-ttl", AMQPValue::LongLongInt(1 << 40))])).message_ttl,
+            Some(u32::MAX)
+        );
         assert!(validate("q", "/", &table(&[("x-message-ttl", AMQPValue::ShortShortUInt(5))])).is_ok());
         assert_eq!(
             err(&[("x-max-priority", AMQPValue::LongInt(256))]),
             "PRECONDITION_FAILED - invalid arg 'x-max-priority' for queue 'q' in vhost '/': {max_value_exceeded,256}"
         );
-        assert_eq!(QueueArgs::parse(&table(&[("x-max-priority", AMQPValue::ShortShortUInt(10))])).max_priority, Some(10));
+        assert_eq!(
+            QueueArgs::parse(&table(&[("x-max-priority", AMQPValue::ShortShortUInt(10))])).max_priority,
+            Some(10)
+        );
         assert_eq!(QueueArgs::parse(&table(&[("x-max-priority", AMQPValue::LongInt(0))])).max_priority, None);
     }
 

@@ -17,9 +17,9 @@ use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
 use super::classic::ClassicQueue;
+use super::{enqueue_routed, QueueHost, QueueRef, QueueType};
 use crate::message::properties::encode_properties;
 use crate::message::{now_ms, Message, QueuedMessage};
-use super::{enqueue_routed, QueueHost, QueueRef, QueueType};
 use haremq_routing::RouteRequest;
 
 /// Why a message died (the `reason` in x-death).
@@ -373,7 +373,7 @@ impl ClassicQueue {
             store: Default::default(),
             charge,
         };
-        enqueue_routed(&store, &mut routed, message);
+        enqueue_routed(store, &mut routed, message);
     }
 }
 

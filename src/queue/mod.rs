@@ -43,7 +43,13 @@ pub trait QueueType: Send + Sync {
 
     /// Attaches a consumer (its channel has already recorded it) and starts delivering.
     /// 403 if exclusivity forbids it, 404 if the queue is gone.
-    fn add_consumer(&self, tag: Arc<str>, sink: Arc<dyn ConsumerSink>, exclusive: bool, priority: i32) -> AmqpResult<()>;
+    fn add_consumer(
+        &self,
+        tag: Arc<str>,
+        sink: Arc<dyn ConsumerSink>,
+        exclusive: bool,
+        priority: i32,
+    ) -> AmqpResult<()>;
     /// Detaches a consumer. True if the queue is auto-delete and this was its last
     /// consumer, so the caller must delete it.
     fn remove_consumer(&self, tag: &str, sink: &dyn ConsumerSink) -> bool;
@@ -92,7 +98,12 @@ pub trait QueueHost: Send + Sync {
     fn default_consumer_timeout_ms(&self) -> u64;
     /// Routes a dead-lettered message through `exchange` (no delay, no mandatory):
     /// appends its queues to `out` and returns the exchange's interned name.
-    fn route_dead_letter(&self, exchange: &str, req: &RouteRequest<'_>, out: &mut Vec<QueueRef>) -> AmqpResult<Arc<str>>;
+    fn route_dead_letter(
+        &self,
+        exchange: &str,
+        req: &RouteRequest<'_>,
+        out: &mut Vec<QueueRef>,
+    ) -> AmqpResult<Arc<str>>;
     /// Removes `queue` from the vhost; returns the ready messages it held.
     fn delete_queue(&self, queue: &Arc<Queue>) -> u32;
     /// The broker's store, where dead-lettered persistent messages are recorded.
@@ -130,7 +141,6 @@ pub struct OrphanedConsumer {
     pub tag: Arc<str>,
     pub channel: Arc<dyn ConsumerSink>,
 }
-
 
 #[cfg(test)]
 mod tests;

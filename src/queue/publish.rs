@@ -47,7 +47,8 @@ pub fn enqueue_routed(store: &Option<StoreHandle>, routed: &mut Vec<QueueRef>, m
         Some(store) if durable_targets > 0 => Some(store.next_message_id()),
         _ => None,
     };
-    message.store = StoredMeta { id: store_id, refs: AtomicU32::new(durable_targets as u32), committed: Default::default() };
+    message.store =
+        StoredMeta { id: store_id, refs: AtomicU32::new(durable_targets as u32), committed: Default::default() };
     let message = Arc::new(message);
     if let (Some(store), Some(id)) = (store, store_id) {
         store.send(StoreOp::PutMessage(id, message.clone()));

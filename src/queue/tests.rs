@@ -10,16 +10,19 @@ use haremq_routing::RouteRequest;
 
 use super::classic::ClassicQueue;
 use super::*;
-use crate::message::properties::encode_properties;
 use crate::message::now_ms;
+use crate::message::properties::encode_properties;
 use crate::store::StoreHandle;
+
+/// What a sink was given: (consumer tag, body, redelivered).
+type Delivered = Vec<(Arc<str>, Vec<u8>, bool)>;
 
 /// A consumer that records what it is given, with a prefetch-like credit.
 struct Sink {
     no_ack: bool,
     credit: Mutex<u32>,
     /// (consumer tag, message body, redelivered)
-    delivered: Mutex<Vec<(Arc<str>, Vec<u8>, bool)>>,
+    delivered: Mutex<Delivered>,
     unacked: Mutex<Vec<(Arc<Queue>, QueuedMessage)>>,
     cancelled: Mutex<Vec<Arc<str>>>,
 }

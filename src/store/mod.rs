@@ -66,25 +66,48 @@ pub struct BindingRecord {
 /// One change to durable state.
 pub enum StoreOp {
     PutExchange(ExchangeRecord),
-    DeleteExchange { vhost: String, name: String },
+    DeleteExchange {
+        vhost: String,
+        name: String,
+    },
     PutQueue(QueueRecord),
     /// Deletes the queue, its entries and the bindings to it.
-    DeleteQueue { id: QueueId, vhost: String, name: String },
+    DeleteQueue {
+        id: QueueId,
+        vhost: String,
+        name: String,
+    },
     PutBinding(BindingRecord),
     DeleteBinding(BindingRecord),
     PutMessage(MessageId, Arc<dyn StoredMessage>),
     DeleteMessage(MessageId),
     /// A queue entry: message `message` at position `seq` of `queue`.
-    Enqueue { queue: QueueId, seq: u64, message: MessageId },
+    Enqueue {
+        queue: QueueId,
+        seq: u64,
+        message: MessageId,
+    },
     /// The entry was delivered (it comes back with redelivered=true after a restart).
-    MarkDelivered { queue: QueueId, seq: u64, message: MessageId },
+    MarkDelivered {
+        queue: QueueId,
+        seq: u64,
+        message: MessageId,
+    },
     /// The entry was acked or dropped.
-    Remove { queue: QueueId, seq: u64 },
+    Remove {
+        queue: QueueId,
+        seq: u64,
+    },
     /// A spilled run was dropped (purge, queue delete): removes every entry of `queue`
     /// in `first_seq..=last_seq` and its message record. `level`: Some((l, max)) for a
     /// priority queue's run: only entries whose message's priority (capped at `max`)
     /// is `l` belong to it; the others in the range are left alone.
-    DeleteRun { queue: QueueId, first_seq: u64, last_seq: u64, level: Option<LevelFilter> },
+    DeleteRun {
+        queue: QueueId,
+        first_seq: u64,
+        last_seq: u64,
+        level: Option<LevelFilter>,
+    },
     /// A message held by a delayed-message exchange (encoded [`DelayedRecord`]).
     PutDelayed(MessageId, Vec<u8>),
     /// The held message was routed (its queue entries were sent before this op) or
@@ -239,8 +262,13 @@ pub trait MessageReader: Send + Sync + 'static {
     /// The messages with these ids, in order; `None` for ids not (or no longer) stored.
     fn read_messages(&self, ids: &[MessageId]) -> Result<Vec<Option<MessageRecord>>, StoreError>;
     /// Up to `max` entries of `queue` with `from_seq <= seq <= to_seq`, in `seq` order.
-    fn read_entries(&self, queue: QueueId, from_seq: u64, to_seq: u64, max: usize)
-        -> Result<Vec<EntryRecord>, StoreError>;
+    fn read_entries(
+        &self,
+        queue: QueueId,
+        from_seq: u64,
+        to_seq: u64,
+        max: usize,
+    ) -> Result<Vec<EntryRecord>, StoreError>;
 }
 
 /// A storage engine: applies batches atomically and durably, and loads everything back.

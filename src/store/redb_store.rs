@@ -30,8 +30,8 @@ use super::clean::{self, Counts};
 
 use super::codec::{decode_delayed, decode_message, encode_message};
 use super::{
-    BindingRecord, EntryRecord, MessageId, MessageReader, MessageRecord, QueueId, QueueRecord, Recovered, Snapshot, Store,
-    StoreError, StoreOp, LOAD_AT_START,
+    BindingRecord, EntryRecord, MessageId, MessageReader, MessageRecord, QueueId, QueueRecord, Recovered, Snapshot,
+    Store, StoreError, StoreOp, LOAD_AT_START,
 };
 
 const EXCHANGES: TableDefinition<&str, &[u8]> = TableDefinition::new("exchanges");
@@ -241,19 +241,16 @@ impl RedbStore {
             other => open_error(data_dir, &shown, other),
         })?;
         let mut db = db;
-        let mut start = StartCheck {
-            clean,
-            repaired: stage >= REPAIRING,
-            rolled_back: stage >= ROLLING_BACK,
-            suspect,
-        };
+        let mut start = StartCheck { clean, repaired: stage >= REPAIRING, rolled_back: stage >= ROLLING_BACK, suspect };
         if !start.repaired {
             // Closed cleanly, so redb did not look at its pages: verify them now, so a
             // damaged file is found at start, not when a damaged page is read.
             match db.check_integrity() {
                 Ok(true) => {}
                 Ok(false) => start.rolled_back = true,
-                Err(e) => return Err(StoreError::Corrupt { path: shown, detail: format!("integrity check failed: {e}") }),
+                Err(e) => {
+                    return Err(StoreError::Corrupt { path: shown, detail: format!("integrity check failed: {e}") })
+                }
             }
         }
         if start.rolled_back && start.clean.is_some() && !accept_repair {
@@ -342,8 +339,7 @@ impl RedbStore {
                         exchanges.remove(exchange_key(vhost, name).as_str())?;
                         bindings.retain(|k, _| {
                             serde_json::from_slice::<BindingRecord>(k).map_or(true, |b| {
-                                !(b.vhost == *vhost
-                                    && (b.source == *name || (!b.to_queue && b.destination == *name)))
+                                !(b.vhost == *vhost && (b.source == *name || (!b.to_queue && b.destination == *name)))
                             })
                         })?;
                     }
@@ -392,7 +388,9 @@ impl RedbStore {
                             if let Some(filter) = level {
                                 // A priority queue: rows of other levels share the range.
                                 let holds = match messages.get(message) {
-                                    Ok(v) => v.and_then(|v| decode_message(v.value())).map(|m| filter.holds(&m.raw_properties)),
+                                    Ok(v) => v
+                                        .and_then(|v| decode_message(v.value()))
+                                        .map(|m| filter.holds(&m.raw_properties)),
                                     Err(e) => {
                                         failed.get_or_insert(e);
                                         return true;
@@ -468,7 +466,8 @@ impl RedbStore {
         snap.max_message_id = last(&messages)?.max(last(&delayed)?);
         for row in delayed.iter().map_err(|e| self.io(e))? {
             let (k, v) = row.map_err(|e| self.io(e))?;
-            let record = decode_delayed(v.value()).ok_or_else(|| self.corrupt(format!("delayed message {}", k.value())))?;
+            let record =
+                decode_delayed(v.value()).ok_or_else(|| self.corrupt(format!("delayed message {}", k.value())))?;
             snap.delayed.push((k.value(), record));
         }
         let mut current: Option<(QueueId, usize)> = None;
@@ -562,7 +561,9 @@ impl Store for RedbStore {
                 }
             );
         } else if self.start.repaired {
-            log::warn!("store {shown} was not shut down cleanly (crash, kill or power loss); verified and repaired: {counts}");
+            log::warn!(
+                "store {shown} was not shut down cleanly (crash, kill or power loss); verified and repaired: {counts}"
+            );
         } else if let Some(c) = self.start.clean.filter(|_| !self.start.suspect) {
             log::info!("store {shown}: shut down cleanly ({c}); integrity verified, no repair needed");
         }

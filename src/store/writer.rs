@@ -200,9 +200,7 @@ impl StoreHandle {
             done_bytes: AtomicU64::new(0),
         });
         let for_thread = inner.clone();
-        let t = std::thread::Builder::new()
-            .name("haremq-store".into())
-            .spawn(move || run(store, rx, &for_thread))?;
+        let t = std::thread::Builder::new().name("haremq-store".into()).spawn(move || run(store, rx, &for_thread))?;
         *inner.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
         Ok(Self { inner })
     }
@@ -265,10 +263,16 @@ impl StoreHandle {
             if self.inner.tx.len() <= LOW_WATER {
                 break;
             }
-            let woke = smol::future::or(async { listener.await; true }, async {
-                smol::Timer::at(deadline).await;
-                false
-            })
+            let woke = smol::future::or(
+                async {
+                    listener.await;
+                    true
+                },
+                async {
+                    smol::Timer::at(deadline).await;
+                    false
+                },
+            )
             .await;
             if !woke {
                 break;
@@ -440,12 +444,19 @@ fn run(mut store: Box<dyn Store>, rx: smol::channel::Receiver<Command>, inner: &
         // While failed, commit only when the retry is due; what comes in before is
         // refused at once (its ops join the retry).
         let due = retry.is_none_or(|(at, _)| Instant::now() >= at);
-        let result = if due { attempt(store.as_mut(), &mut ops, tried, retry.is_some(), &mut scratch, inner) } else { Err(None) };
+        let result = if due {
+            attempt(store.as_mut(), &mut ops, tried, retry.is_some(), &mut scratch, inner)
+        } else {
+            Err(None)
+        };
         match result {
             Ok(()) => {
                 if retry.take().is_some() {
                     inner.failed.store(false, Ordering::Release);
-                    log::warn!("store recovered: {} ops kept since the failure are committed; publishers may go on", ops.len());
+                    log::warn!(
+                        "store recovered: {} ops kept since the failure are committed; publishers may go on",
+                        ops.len()
+                    );
                 }
                 for op in &ops {
                     match op {
@@ -502,7 +513,10 @@ fn run(mut store: Box<dyn Store>, rx: smol::channel::Receiver<Command>, inner: &
         // One last try, so a fault that has cleared loses nothing at shutdown.
         if let Err(e) = attempt(store.as_mut(), &mut ops, tried, true, &mut scratch, inner) {
             let e = e.map_or_else(String::new, |e| e.to_string());
-            log::error!("store: {} ops could not be written before shutdown ({e}); the store keeps its last good commit", ops.len());
+            log::error!(
+                "store: {} ops could not be written before shutdown ({e}); the store keeps its last good commit",
+                ops.len()
+            );
             // Back to that commit, so it can still be closed cleanly.
             if let Err(e) = store.recover() {
                 log::error!("store: reopening failed ({e}); the next start repairs it");

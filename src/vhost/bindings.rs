@@ -75,7 +75,11 @@ impl VHost {
 
     /// The topology, write-locked, once both ends of an exchange-to-exchange binding are
     /// known to exist (and neither is the default exchange).
-    pub(super) fn lock_for_exchange_binding(&self, destination: &str, source: &str) -> AmqpResult<Changing<'_, Topology>> {
+    pub(super) fn lock_for_exchange_binding(
+        &self,
+        destination: &str,
+        source: &str,
+    ) -> AmqpResult<Changing<'_, Topology>> {
         if destination.is_empty() || source.is_empty() {
             return Err(Self::default_exchange_refused());
         }

@@ -109,11 +109,9 @@ impl VHost {
             let side = |v: Option<&AMQPValue>, other: Option<&AMQPValue>| match (v, other) {
                 (None, _) => "none".to_string(),
                 (Some(v), Some(_)) => format!("'{}'", DisplayValue(Some(v))),
-                (Some(v), None) => format!(
-                    "the value '{}' of type '{}'",
-                    DisplayValue(Some(v)),
-                    crate::exchange::type_word(v)
-                ),
+                (Some(v), None) => {
+                    format!("the value '{}' of type '{}'", DisplayValue(Some(v)), crate::exchange::type_word(v))
+                }
             };
             return Err(AmqpError::PreconditionFailed(format!(
                 "inequivalent arg 'alternate-exchange' for exchange '{}' in vhost '{}': received {} but current is {}",
@@ -132,19 +130,14 @@ impl VHost {
             return Err(Self::default_exchange_refused());
         }
         if name.starts_with("amq.") {
-            return Err(AmqpError::AccessRefused(format!(
-                "exchange name '{name}' contains reserved prefix 'amq.*'"
-            )));
+            return Err(AmqpError::AccessRefused(format!("exchange name '{name}' contains reserved prefix 'amq.*'")));
         }
         let mut topo = self.change_topology();
         if !topo.exchanges.contains_key(name) {
             return Ok(());
         }
         if if_unused && topo.routing.has_bindings_from(name) {
-            return Err(AmqpError::PreconditionFailed(format!(
-                "exchange '{name}' in vhost '{}' in use",
-                self.name
-            )));
+            return Err(AmqpError::PreconditionFailed(format!("exchange '{name}' in vhost '{}' in use", self.name)));
         }
         self.remove_exchange_locked(&mut topo, name);
         Ok(())
@@ -182,8 +175,8 @@ impl VHost {
     /// and, transitively, the ones that loses.
     pub(super) fn auto_delete_exchanges(&self, topo: &mut Topology, sources: Vec<Arc<str>>) {
         for source in sources {
-            let unused = topo.exchanges.get(&source).is_some_and(|e| e.auto_delete)
-                && !topo.routing.has_bindings_from(&source);
+            let unused =
+                topo.exchanges.get(&source).is_some_and(|e| e.auto_delete) && !topo.routing.has_bindings_from(&source);
             if unused {
                 self.remove_exchange_locked(topo, &source);
             }

@@ -5,7 +5,6 @@
 //! Topology changes (declare, bind, delete) take the write lock; publishes only read.
 //! Exchange metadata and the routing table share one lock so they never disagree.
 
-
 mod bindings;
 mod exchanges;
 mod queues;
@@ -34,7 +33,6 @@ use crate::store::codec::encode_delayed;
 use crate::store::{
     BindingRecord, DelayedRecord, ExchangeRecord, MessageId, QueueRecord, Recovered, Snapshot, StoreHandle, StoreOp,
 };
-
 
 /// An exchange's declaration (the routing table holds its bindings).
 #[derive(Clone, Debug)]
@@ -190,7 +188,6 @@ impl VHost {
         AmqpError::AccessRefused("operation not permitted on the default exchange".into())
     }
 
-
     pub fn queue(&self, name: &str) -> Option<Arc<Queue>> {
         read(&self.queues).get(name).cloned()
     }
@@ -202,7 +199,6 @@ impl VHost {
         check_exclusive(q.as_ref(), conn)?;
         Ok(q)
     }
-
 }
 
 impl QueueHost for VHost {
@@ -214,7 +210,12 @@ impl QueueHost for VHost {
         self.consumer_timeout_ms.load(Ordering::Relaxed)
     }
 
-    fn route_dead_letter(&self, exchange: &str, req: &RouteRequest<'_>, out: &mut Vec<QueueRef>) -> AmqpResult<Arc<str>> {
+    fn route_dead_letter(
+        &self,
+        exchange: &str,
+        req: &RouteRequest<'_>,
+        out: &mut Vec<QueueRef>,
+    ) -> AmqpResult<Arc<str>> {
         match self.route(exchange, req, out)? {
             // A delayed-message DLX routes at once: dead-lettering is not a publish.
             Routed::Now(name, _) | Routed::Delay(name, _) => Ok(name),
@@ -249,7 +250,8 @@ fn exclusive_locked(q: &Queue) -> AmqpError {
         "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be \
          originally declared on another connection or the exclusive property value does \
          not match that of the original declaration.",
-        q.name(), q.vhost()
+        q.name(),
+        q.vhost()
     ))
 }
 

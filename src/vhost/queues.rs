@@ -68,9 +68,7 @@ impl VHost {
             return Ok((self.queue_for(name, conn)?, false));
         }
         if name.starts_with("amq.") && !name.starts_with("amq.gen-") {
-            return Err(AmqpError::AccessRefused(format!(
-                "queue name '{name}' contains reserved prefix 'amq.*'"
-            )));
+            return Err(AmqpError::AccessRefused(format!("queue name '{name}' contains reserved prefix 'amq.*'")));
         }
         let mut queues = self.change_queues();
         if let Some(q) = queues.get(name) {
@@ -120,7 +118,8 @@ impl VHost {
         let mismatch = |arg: &str, received: String, current: String| {
             AmqpError::PreconditionFailed(format!(
                 "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received {received} but current is {current}",
-                q.name(), self.name
+                q.name(),
+                self.name
             ))
         };
         if cur.durable != s.durable {
@@ -178,10 +177,6 @@ impl VHost {
 
     /// The queues exclusively owned by `conn`, to delete when it closes.
     pub fn exclusive_queues_of(&self, conn: ConnectionId) -> Vec<Arc<Queue>> {
-        read(&self.queues)
-            .values()
-            .filter(|q| q.settings().exclusive_owner == Some(conn))
-            .cloned()
-            .collect()
+        read(&self.queues).values().filter(|q| q.settings().exclusive_owner == Some(conn)).cloned().collect()
     }
 }

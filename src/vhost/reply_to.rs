@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-
 use super::*;
 
 /// The pseudo-queue clients consume from for direct reply-to.

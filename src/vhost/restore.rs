@@ -67,7 +67,8 @@ impl VHost {
             };
             let Some(me) = self.me.upgrade() else { return };
             let host: Arc<dyn QueueHost> = me;
-            let queue: Arc<Queue> = ClassicQueue::restore(name.clone(), &host, settings, Some((store.clone(), q.id)), ready);
+            let queue: Arc<Queue> =
+                ClassicQueue::restore(name.clone(), &host, settings, Some((store.clone(), q.id)), ready);
             queues.insert(name, queue);
         }
         for b in snap.bindings.iter().filter(|b| *b.vhost == *self.name) {

@@ -256,9 +256,9 @@ fn garbage_protocol_header_gets_supported_header_and_close() {
     let broker = start_broker();
     for garbage in [
         &b"GET / HTTP/1.1\r\n\r\n"[..],
-        b"AMQP\x00\x00\x08\x00",   // AMQP 0-8
-        b"AMQP\x01\x01\x00\x0a",   // old 0-10 style header
-        b"AMQP\x00\x01\x00\x00",   // AMQP 1.0 (no plugin)
+        b"AMQP\x00\x00\x08\x00", // AMQP 0-8
+        b"AMQP\x01\x01\x00\x0a", // old 0-10 style header
+        b"AMQP\x00\x01\x00\x00", // AMQP 1.0 (no plugin)
         b"\x00\x00\x00\x00\x00\x00\x00\x00",
     ] {
         let mut s = Raw::tcp(broker.addr());
@@ -841,8 +841,8 @@ fn a_client_still_sending_after_its_connection_close_is_not_reset() {
     // 2,046 sendToQueue calls, then close()), with frames it queued on its channel still
     // being flushed after the connection.close (2 MB of them), all written before
     // reading anything.
-    let publish = [frame(1, 1, &basic_publish(&q)), frame(2, 1, &content_header(60, 20)), frame(3, 1, &[b'x'; 20])]
-        .concat();
+    let publish =
+        [frame(1, 1, &basic_publish(&q)), frame(2, 1, &content_header(60, 20)), frame(3, 1, &[b'x'; 20])].concat();
     let mut bytes = publish.repeat(2046);
     let mut close = 200u16.to_be_bytes().to_vec();
     shortstr(&mut close, b"Goodbye");

@@ -64,11 +64,8 @@ pub fn start_broker_with(adjust: impl FnOnce(&mut haremq::Config)) -> TestBroker
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
-    let mut config = haremq::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.clone(),
-        ..Default::default()
-    };
+    let mut config =
+        haremq::Config { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.clone(), ..Default::default() };
     adjust(&mut config);
     let handle = haremq::start(config).expect("broker starts");
     let addr = handle.local_addr();

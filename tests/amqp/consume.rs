@@ -82,10 +82,7 @@ async fn two_consumers_get_messages_round_robin() {
     }
     let even = vec!["m0", "m2", "m4"];
     let odd = vec!["m1", "m3", "m5"];
-    assert!(
-        (got1 == even && got2 == odd) || (got1 == odd && got2 == even),
-        "not round-robin: {got1:?} / {got2:?}"
-    );
+    assert!((got1 == even && got2 == odd) || (got1 == odd && got2 == even), "not round-robin: {got1:?} / {got2:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,9 +136,7 @@ async fn nack_and_reject_with_requeue_redeliver_with_redelivered_flag() {
     assert!(d.redelivered);
     assert_eq!(d.delivery_tag, 3);
     // Cancel the consumer and requeue once more: the message goes back to the queue.
-    within("basic.cancel", ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()))
-        .await
-        .expect("cancel");
+    within("basic.cancel", ch.basic_cancel(consumer.tag(), BasicCancelOptions::default())).await.expect("cancel");
     d.nack(BasicNackOptions { multiple: false, requeue: true }).await.expect("nack");
     wait_message_count(&pch, &q, 1).await;
     let m = within("basic.get", pch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }))
@@ -183,15 +178,12 @@ async fn ack_multiple_then_close_requeues_only_the_rest() {
         tags.push(next_delivery(&mut consumer).await.delivery_tag);
     }
     assert_eq!(tags, vec![1, 2, 3, 4, 5]);
-    within("basic.ack", ch.basic_ack(3, BasicAckOptions { multiple: true }))
-        .await
-        .expect("ack multiple");
+    within("basic.ack", ch.basic_ack(3, BasicAckOptions { multiple: true })).await.expect("ack multiple");
     within("channel.close", ch.close(200, "bye".into())).await.expect("close");
     wait_message_count(&pch, &q, 2).await;
     let mut rest = Vec::new();
-    while let Some(m) = within("basic.get", pch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }))
-        .await
-        .expect("get")
+    while let Some(m) =
+        within("basic.get", pch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })).await.expect("get")
     {
         assert!(m.delivery.redelivered);
         rest.push(String::from_utf8(m.delivery.data).unwrap());
@@ -296,16 +288,18 @@ async fn basic_cancel_stops_deliveries() {
     let mut consumer = consume(&ch, &q, true).await;
     publish_n(&pch, &q, 1).await;
     assert_eq!(next_delivery(&mut consumer).await.data, b"m0");
-    within("basic.cancel", ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()))
-        .await
-        .expect("cancel");
+    within("basic.cancel", ch.basic_cancel(consumer.tag(), BasicCancelOptions::default())).await.expect("cancel");
     // The consumer stream ends after cancel-ok.
     let end = within("consumer end", smol::stream::StreamExt::next(&mut consumer)).await;
     assert!(end.is_none(), "stream should end after cancel, got {:?}", end.map(|r| r.map(|d| d.data)));
     publish_n(&pch, &q, 1).await;
     let passive = within(
         "passive declare",
-        pch.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()),
+        pch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("declare");
@@ -369,9 +363,7 @@ async fn deleting_the_queue_cancels_its_consumers() {
     let (pch, q) = setup(&conn).await;
     let ch = channel(&conn).await;
     let mut consumer = consume(&ch, &q, false).await;
-    within("queue.delete", pch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()))
-        .await
-        .expect("delete");
+    within("queue.delete", pch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())).await.expect("delete");
     // RabbitMQ sends basic.cancel (consumer_cancel_notify); lapin ends the consumer stream.
     let end = within("server-sent basic.cancel", smol::stream::StreamExt::next(&mut consumer)).await;
     assert!(end.is_none(), "expected end of stream, got {:?}", end.map(|r| r.map(|d| d.data)));
@@ -388,9 +380,8 @@ async fn amqprs_gets_server_cancel_when_queue_deleted() {
     let mut events = rs::events(&ch).await;
     let q = unique("rs-cancel");
     within("declare", ch.queue_declare(QueueDeclareArguments::new(&q))).await.expect("declare");
-    let (tag, _rx) = within("consume", ch.basic_consume_rx(BasicConsumeArguments::new(&q, "rs-ctag")))
-        .await
-        .expect("consume");
+    let (tag, _rx) =
+        within("consume", ch.basic_consume_rx(BasicConsumeArguments::new(&q, "rs-ctag"))).await.expect("consume");
     assert_eq!(tag, "rs-ctag");
     let ch2 = within("channel", conn.open_channel(None)).await.expect("channel");
     within("delete", ch2.queue_delete(QueueDeleteArguments::new(&q))).await.expect("delete");
@@ -447,9 +438,7 @@ async fn basic_recover_requeue_redelivers_unacked() {
     let d1 = next_delivery(&mut consumer).await;
     let d2 = next_delivery(&mut consumer).await;
     assert_eq!((d1.delivery_tag, d2.delivery_tag), (1, 2));
-    within("basic.recover", ch.basic_recover(BasicRecoverOptions { requeue: true }))
-        .await
-        .expect("recover");
+    within("basic.recover", ch.basic_recover(BasicRecoverOptions { requeue: true })).await.expect("recover");
     let mut seen = BTreeSet::new();
     for _ in 0..2 {
         let d = next_delivery(&mut consumer).await;
@@ -465,8 +454,8 @@ async fn basic_recover_requeue_redelivers_unacked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqprs_consume_with_manual_ack_and_prefetch() {
     use amqprs::channel::{
-        BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments,
-        ConfirmSelectArguments, QueueDeclareArguments,
+        BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, ConfirmSelectArguments,
+        QueueDeclareArguments,
     };
     let broker = start_broker();
     let (conn, ch) = rs::open(&broker).await;
@@ -483,12 +472,10 @@ async fn amqprs_consume_with_manual_ack_and_prefetch() {
 
     let cch = within("channel", conn.open_channel(None)).await.expect("channel");
     within("qos", cch.basic_qos(BasicQosArguments::new(0, 1, false))).await.expect("qos");
-    let (_tag, mut rx) = within(
-        "consume",
-        cch.basic_consume_rx(BasicConsumeArguments::new(&q, "").manual_ack(true).finish()),
-    )
-    .await
-    .expect("consume");
+    let (_tag, mut rx) =
+        within("consume", cch.basic_consume_rx(BasicConsumeArguments::new(&q, "").manual_ack(true).finish()))
+            .await
+            .expect("consume");
     for i in 0..3u64 {
         let msg = within("amqprs delivery", rx.recv()).await.expect("delivery");
         let deliver = msg.deliver.expect("deliver");
@@ -497,10 +484,7 @@ async fn amqprs_consume_with_manual_ack_and_prefetch() {
         assert!(!deliver.redelivered());
         // With prefetch 1 nothing else is in flight until this ack.
         if i < 2 {
-            assert!(
-                tokio::time::timeout(Duration::from_millis(200), rx.recv()).await.is_err(),
-                "prefetch 1 exceeded"
-            );
+            assert!(tokio::time::timeout(Duration::from_millis(200), rx.recv()).await.is_err(), "prefetch 1 exceeded");
         }
         cch.basic_ack(BasicAckArguments::new(deliver.delivery_tag(), false)).await.expect("ack");
     }
@@ -523,14 +507,10 @@ async fn requeued_message_goes_back_to_its_original_position() {
     m.delivery.nack(BasicNackOptions { multiple: false, requeue: true }).await.expect("nack");
     wait_message_count(&pch, &q, 3).await;
     let mut order = Vec::new();
-    while let Some(m) = within("basic.get", ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }))
-        .await
-        .expect("get")
+    while let Some(m) =
+        within("basic.get", ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })).await.expect("get")
     {
         order.push((String::from_utf8(m.delivery.data).unwrap(), m.delivery.redelivered));
     }
-    assert_eq!(
-        order,
-        vec![("m0".to_string(), true), ("m1".to_string(), false), ("m2".to_string(), false)]
-    );
+    assert_eq!(order, vec![("m0".to_string(), true), ("m1".to_string(), false), ("m2".to_string(), false)]);
 }

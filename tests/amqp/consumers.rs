@@ -37,12 +37,9 @@ async fn publish_prio(ch: &Channel, queue: &str, body: &str, priority: Option<u8
 }
 
 async fn consume_with(ch: &Channel, queue: &str, a: &[(&str, AMQPValue)]) -> Consumer {
-    within(
-        "basic.consume",
-        ch.basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), args(a)),
-    )
-    .await
-    .expect("basic.consume")
+    within("basic.consume", ch.basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), args(a)))
+        .await
+        .expect("basic.consume")
 }
 
 async fn qos(ch: &Channel, n: u16) {
@@ -113,12 +110,8 @@ async fn priority_queue_requeue_restores_the_position_within_the_level() {
     // A higher message arrives while these are out; requeued ones go back in place.
     publish_prio(&ch, &q, "h3", Some(7)).await;
     // (Each nack frees one unit of credit, so one delivery follows each.)
-    within("nack", d1.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }))
-        .await
-        .expect("nack");
-    within("nack", d3.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }))
-        .await
-        .expect("nack");
+    within("nack", d1.acker.nack(BasicNackOptions { requeue: true, ..Default::default() })).await.expect("nack");
+    within("nack", d3.acker.nack(BasicNackOptions { requeue: true, ..Default::default() })).await.expect("nack");
     let mut got = Vec::new();
     for _ in 0..4 {
         let d = next_delivery(&mut c).await;
@@ -126,10 +119,7 @@ async fn priority_queue_requeue_restores_the_position_within_the_level() {
         ack(&d).await;
     }
     ack(&d2).await;
-    assert_eq!(
-        got,
-        [("h1".into(), true), ("h3".into(), false), ("l1".into(), true), ("l2".into(), false)]
-    );
+    assert_eq!(got, [("h1".into(), true), ("h3".into(), false), ("l1".into(), true), ("l2".into(), false)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,7 +144,13 @@ async fn priority_queue_with_length_limit_and_ttl() {
     // Full: refused with a nack.
     let confirm = within(
         "publish",
-        ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b"d", BasicProperties::default()),
+        ch.basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            b"d",
+            BasicProperties::default(),
+        ),
     )
     .await
     .expect("publish");
@@ -392,12 +388,8 @@ async fn deduplication_drops_duplicates_and_confirms_them() {
     let (_conn, ch) = open(&broker).await;
     confirm_select(&ch).await;
     let q = unique("dedup");
-    declare(
-        &ch,
-        &q,
-        &[("x-message-deduplication", AMQPValue::Boolean(true)), ("x-cache-size", AMQPValue::LongInt(2))],
-    )
-    .await;
+    declare(&ch, &q, &[("x-message-deduplication", AMQPValue::Boolean(true)), ("x-cache-size", AMQPValue::LongInt(2))])
+        .await;
     let with_header = |k: &str| {
         let mut h = FieldTable::default();
         h.insert("x-deduplication-header".into(), AMQPValue::LongString(LongString::from(k)));
@@ -435,8 +427,16 @@ async fn invalid_queue_arguments_are_406() {
     for (k, v, why) in cases {
         let ch = channel(&conn).await;
         let q = unique("badarg");
-        let res = within("queue.declare", ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args(&[(k, v)]))).await;
-        assert_amqp_err(res, 406, &format!("PRECONDITION_FAILED - invalid arg '{k}' for queue '{q}' in vhost '/': {why}"));
+        let res = within(
+            "queue.declare",
+            ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args(&[(k, v)])),
+        )
+        .await;
+        assert_amqp_err(
+            res,
+            406,
+            &format!("PRECONDITION_FAILED - invalid arg '{k}' for queue '{q}' in vhost '/': {why}"),
+        );
     }
     if broker.is_external() {
         return;
@@ -449,7 +449,11 @@ async fn invalid_queue_arguments_are_406() {
     for (k, v) in cases {
         let ch = channel(&conn).await;
         let q = unique("badarg");
-        let res = within("queue.declare", ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args(&[(k, v)]))).await;
+        let res = within(
+            "queue.declare",
+            ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args(&[(k, v)])),
+        )
+        .await;
         assert_amqp_err(res, 406, &format!("PRECONDITION_FAILED - invalid arg '{k}' for queue '{q}'"));
     }
 }

@@ -44,7 +44,13 @@ async fn publish_to_missing_exchange_closes_channel_404() {
     let ex = unique("no-such-exchange");
     let confirm = within(
         "basic.publish",
-        ch.basic_publish(ex.as_str().into(), "k".into(), BasicPublishOptions::default(), b"x", BasicProperties::default()),
+        ch.basic_publish(
+            ex.as_str().into(),
+            "k".into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        ),
     )
     .await
     .expect("publish is async");
@@ -118,9 +124,7 @@ async fn amqprs_channel_error_reports_class_and_method() {
     assert!(!ch.is_open());
     assert!(conn.is_open());
     let ch2 = within("channel", conn.open_channel(None)).await.expect("channel");
-    within("declare", ch2.queue_declare(QueueDeclareArguments::new(&unique("rs-ok"))))
-        .await
-        .expect("declare");
+    within("declare", ch2.queue_declare(QueueDeclareArguments::new(&unique("rs-ok")))).await.expect("declare");
     conn.close().await.expect("close");
 }
 
@@ -251,7 +255,13 @@ async fn publish_to_internal_exchange_is_403() {
     confirm_select(&ch).await;
     let confirm = within(
         "basic.publish",
-        ch.basic_publish(ex.as_str().into(), "".into(), BasicPublishOptions::default(), b"x", BasicProperties::default()),
+        ch.basic_publish(
+            ex.as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        ),
     )
     .await
     .expect("publish is async");
@@ -267,7 +277,13 @@ async fn publish_to_internal_exchange_is_403() {
     declare_exchange(&ch, &front, lapin::ExchangeKind::Fanout).await;
     within(
         "exchange.bind",
-        ch.exchange_bind(ex.as_str().into(), front.as_str().into(), "".into(), ExchangeBindOptions::default(), FieldTable::default()),
+        ch.exchange_bind(
+            ex.as_str().into(),
+            front.as_str().into(),
+            "".into(),
+            ExchangeBindOptions::default(),
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("exchange.bind");
@@ -332,8 +348,16 @@ async fn exclusive_redeclare_of_a_shared_queue_is_405() {
     declare_queue(&ch, &q).await;
     let res = within(
         "queue.declare",
-        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions { exclusive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await;
-    assert_amqp_err(res, 405, &format!("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'"));
+    assert_amqp_err(
+        res,
+        405,
+        &format!("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'"),
+    );
 }

@@ -20,9 +20,7 @@ fn examples_dir() -> PathBuf {
             let exe = std::env::current_exe().expect("current_exe");
             let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>").to_path_buf();
             let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "--examples", "--quiet"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .stdin(Stdio::null());
+            cmd.args(["build", "--examples", "--quiet"]).current_dir(env!("CARGO_MANIFEST_DIR")).stdin(Stdio::null());
             match profile_dir.file_name().and_then(|n| n.to_str()) {
                 Some("debug") => {}
                 Some("release") => {

@@ -33,11 +33,7 @@ fn strings(vs: &[&str]) -> AMQPValue {
 }
 
 async fn declare_exchange_args(ch: &Channel, name: &str, kind: ExchangeKind, a: FieldTable) -> lapin::Result<()> {
-    within(
-        "exchange.declare",
-        ch.exchange_declare(name.into(), kind, ExchangeDeclareOptions::default(), a),
-    )
-    .await
+    within("exchange.declare", ch.exchange_declare(name.into(), kind, ExchangeDeclareOptions::default(), a)).await
 }
 
 /// Publishes (the channel must be in confirm mode) and waits for the confirm; returns
@@ -177,9 +173,11 @@ async fn alternate_exchange_must_match_on_redeclare() {
     let ch = channel(&conn).await;
     let x = unique("ae-int");
     let res =
-        declare_exchange_args(&ch, &x, ExchangeKind::Direct, args(&[("alternate-exchange", AMQPValue::LongInt(5))])).await;
-    let text =
-        format!("PRECONDITION_FAILED - invalid type 'signedint' for arg 'alternate-exchange' in exchange '{x}' in vhost '/'");
+        declare_exchange_args(&ch, &x, ExchangeKind::Direct, args(&[("alternate-exchange", AMQPValue::LongInt(5))]))
+            .await;
+    let text = format!(
+        "PRECONDITION_FAILED - invalid type 'signedint' for arg 'alternate-exchange' in exchange '{x}' in vhost '/'"
+    );
     assert_amqp_err(res, 406, &text);
 }
 
@@ -225,7 +223,8 @@ async fn cc_and_bcc_add_routing_keys_and_bcc_is_removed() {
     assert!(drain(&ch, &qs[3]).await.is_empty());
 
     // Without BCC the properties come back exactly as sent.
-    let props = headers(&[("CC", strings(&["k3"])), ("z", s("last")), ("a", s("first"))]).with_message_id("cc-2".into());
+    let props =
+        headers(&[("CC", strings(&["k3"])), ("z", s("last")), ("a", s("first"))]).with_message_id("cc-2".into());
     assert!(publish_mandatory(&ch, &x, "k1", b"cc-only", props.clone()).await.is_none());
     for q in [&qs[1], &qs[3]] {
         let got = within("basic.get", ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }))
@@ -341,9 +340,14 @@ async fn consistent_hash_on_header_and_property() {
     let (_conn, ch) = open(&broker).await;
     confirm_select(&ch).await;
     let xh = unique("chx-header");
-    declare_exchange_args(&ch, &xh, ExchangeKind::Custom("x-consistent-hash".into()), args(&[("hash-header", s("shard"))]))
-        .await
-        .unwrap();
+    declare_exchange_args(
+        &ch,
+        &xh,
+        ExchangeKind::Custom("x-consistent-hash".into()),
+        args(&[("hash-header", s("shard"))]),
+    )
+    .await
+    .unwrap();
     let xp = unique("chx-prop");
     declare_exchange_args(
         &ch,
@@ -404,7 +408,13 @@ async fn consistent_hash_invalid_arguments() {
         let ch = channel(&conn).await;
         let res = within(
             "queue.bind",
-            ch.queue_bind(q.as_str().into(), x.as_str().into(), weight.into(), QueueBindOptions::default(), FieldTable::default()),
+            ch.queue_bind(
+                q.as_str().into(),
+                x.as_str().into(),
+                weight.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            ),
         )
         .await;
         assert_amqp_err(res, 406, "PRECONDITION_FAILED - The binding key must be");
@@ -458,8 +468,14 @@ async fn delayed_messages_arrive_in_due_order() {
 
     // Published latest-due first; also a zero, a negative and an absent delay (immediate).
     let start = Instant::now();
-    let plan: [(&str, Option<i64>); 6] =
-        [("d900", Some(900)), ("d600", Some(600)), ("d300", Some(300)), ("now", None), ("zero", Some(0)), ("neg", Some(-5))];
+    let plan: [(&str, Option<i64>); 6] = [
+        ("d900", Some(900)),
+        ("d600", Some(600)),
+        ("d300", Some(300)),
+        ("now", None),
+        ("zero", Some(0)),
+        ("neg", Some(-5)),
+    ];
     for (body, ms) in plan {
         let props = ms.map(delay).unwrap_or_default();
         publish_confirmed(&ch, &x, "k", body.as_bytes(), props).await;
@@ -517,7 +533,13 @@ async fn delayed_messages_route_as_the_delayed_type() {
         let ms = due.saturating_duration_since(Instant::now()).as_millis() as i64;
         assert!(ms > 0, "publishing took too long to test ordering");
         let c = ch
-            .basic_publish(x.as_str().into(), "orders.us".into(), BasicPublishOptions::default(), format!("{i}").as_bytes(), delay(ms))
+            .basic_publish(
+                x.as_str().into(),
+                "orders.us".into(),
+                BasicPublishOptions::default(),
+                format!("{i}").as_bytes(),
+                delay(ms),
+            )
             .await
             .expect("publish");
         confirms.push(c);
@@ -548,7 +570,9 @@ async fn delayed_exchange_needs_a_valid_delayed_type() {
     ];
     for a in cases {
         let ch = channel(&conn).await;
-        let res = declare_exchange_args(&ch, &unique("delayed-bad"), ExchangeKind::Custom("x-delayed-message".into()), a).await;
+        let res =
+            declare_exchange_args(&ch, &unique("delayed-bad"), ExchangeKind::Custom("x-delayed-message".into()), a)
+                .await;
         assert_amqp_err(
             res,
             406,
@@ -558,12 +582,18 @@ async fn delayed_exchange_needs_a_valid_delayed_type() {
     // A redeclare must name the same type.
     let ch = channel(&conn).await;
     let x = unique("delayed-redeclare");
-    declare_exchange_args(&ch, &x, ExchangeKind::Custom("x-delayed-message".into()), delayed_args("fanout")).await.unwrap();
-    declare_exchange_args(&ch, &x, ExchangeKind::Custom("x-delayed-message".into()), delayed_args("fanout")).await.unwrap();
+    declare_exchange_args(&ch, &x, ExchangeKind::Custom("x-delayed-message".into()), delayed_args("fanout"))
+        .await
+        .unwrap();
+    declare_exchange_args(&ch, &x, ExchangeKind::Custom("x-delayed-message".into()), delayed_args("fanout"))
+        .await
+        .unwrap();
     let res = declare_exchange_args(&ch, &x, ExchangeKind::Fanout, FieldTable::default()).await;
     assert_amqp_err(res, 406, "PRECONDITION_FAILED - inequivalent arg 'type'");
     // Unknown exchange types stay 503.
     let ch = channel(&conn).await;
-    let res = declare_exchange_args(&ch, &unique("weird"), ExchangeKind::Custom("x-weird".into()), FieldTable::default()).await;
+    let res =
+        declare_exchange_args(&ch, &unique("weird"), ExchangeKind::Custom("x-weird".into()), FieldTable::default())
+            .await;
     assert_amqp_err(res, 503, "COMMAND_INVALID - unknown exchange type 'x-weird'");
 }

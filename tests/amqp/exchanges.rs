@@ -54,12 +54,9 @@ async fn direct_exchange_unbind_stops_routing() {
     declare_queue(&ch, &q).await;
     bind(&ch, &q, &ex, "k").await;
     publish_confirmed(&ch, &ex, "k", b"one", BasicProperties::default()).await;
-    within(
-        "queue.unbind",
-        ch.queue_unbind(q.as_str().into(), ex.as_str().into(), "k".into(), FieldTable::default()),
-    )
-    .await
-    .expect("queue.unbind");
+    within("queue.unbind", ch.queue_unbind(q.as_str().into(), ex.as_str().into(), "k".into(), FieldTable::default()))
+        .await
+        .expect("queue.unbind");
     publish_confirmed(&ch, &ex, "k", b"two", BasicProperties::default()).await;
     assert_eq!(drain(&ch, &q).await, vec!["one"]);
 }
@@ -90,17 +87,7 @@ async fn topic_exchange_matches_star_and_hash_like_rabbitmq() {
     confirm_select(&ch).await;
     let ex = unique("topic");
     declare_exchange(&ch, &ex, ExchangeKind::Topic).await;
-    let patterns = [
-        "*.orange.*",
-        "*.*.rabbit",
-        "lazy.#",
-        "#",
-        "a.*",
-        "a.#.z",
-        "#.end",
-        "*",
-        "exact.key",
-    ];
+    let patterns = ["*.orange.*", "*.*.rabbit", "lazy.#", "#", "a.*", "a.#.z", "#.end", "*", "exact.key"];
     let mut queues = Vec::new();
     for p in patterns {
         let q = unique("tq");
@@ -348,11 +335,7 @@ async fn declaring_amq_prefixed_exchange_is_refused_403() {
         ),
     )
     .await;
-    assert_amqp_err(
-        res,
-        403,
-        &format!("ACCESS_REFUSED - exchange name '{name}' contains reserved prefix 'amq.*'"),
-    );
+    assert_amqp_err(res, 403, &format!("ACCESS_REFUSED - exchange name '{name}' contains reserved prefix 'amq.*'"));
     assert!(!ch.status().connected(), "channel must be closed after a channel error");
     let ch2 = channel(&conn).await;
     declare_exchange(&ch2, &unique("fine"), ExchangeKind::Direct).await;
@@ -476,15 +459,13 @@ async fn exchange_delete_if_unused_without_bindings_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqprs_direct_and_fanout_routing() {
     use amqprs::channel::{
-        BasicGetArguments, BasicPublishArguments, ConfirmSelectArguments, ExchangeDeclareArguments,
-        QueueBindArguments, QueueDeclareArguments,
+        BasicGetArguments, BasicPublishArguments, ConfirmSelectArguments, ExchangeDeclareArguments, QueueBindArguments,
+        QueueDeclareArguments,
     };
     let broker = start_broker();
     let (conn, ch) = rs::open(&broker).await;
     let mut events = rs::events(&ch).await;
-    within("confirm.select", ch.confirm_select(ConfirmSelectArguments::default()))
-        .await
-        .expect("confirm.select");
+    within("confirm.select", ch.confirm_select(ConfirmSelectArguments::default())).await.expect("confirm.select");
     let direct = unique("rs-direct");
     let fanout = unique("rs-fanout");
     within("declare", ch.exchange_declare(ExchangeDeclareArguments::new(&direct, "direct")))
@@ -501,13 +482,9 @@ async fn amqprs_direct_and_fanout_routing() {
             .expect("queue.declare")
             .expect("declare-ok");
         assert_eq!((name.as_str(), count, consumers), (q.as_str(), 0, 0));
-        within("queue.bind", ch.queue_bind(QueueBindArguments::new(q, &fanout, "")))
-            .await
-            .expect("bind fanout");
+        within("queue.bind", ch.queue_bind(QueueBindArguments::new(q, &fanout, ""))).await.expect("bind fanout");
     }
-    within("queue.bind", ch.queue_bind(QueueBindArguments::new(&qa, &direct, "only-a")))
-        .await
-        .expect("bind direct");
+    within("queue.bind", ch.queue_bind(QueueBindArguments::new(&qa, &direct, "only-a"))).await.expect("bind direct");
 
     ch.basic_publish(Default::default(), b"to-a".to_vec(), BasicPublishArguments::new(&direct, "only-a"))
         .await
@@ -523,17 +500,13 @@ async fn amqprs_direct_and_fanout_routing() {
     rs::wait_acked(&mut events, 1, 3).await;
     let mut got_a = Vec::new();
     while let Some((_get_ok, _props, body)) =
-        within("basic.get", ch.basic_get(BasicGetArguments::new(&qa).no_ack(true).finish()))
-            .await
-            .expect("basic.get")
+        within("basic.get", ch.basic_get(BasicGetArguments::new(&qa).no_ack(true).finish())).await.expect("basic.get")
     {
         got_a.push(String::from_utf8(body).unwrap());
     }
     let mut got_b = Vec::new();
     while let Some((_get_ok, _props, body)) =
-        within("basic.get", ch.basic_get(BasicGetArguments::new(&qb).no_ack(true).finish()))
-            .await
-            .expect("basic.get")
+        within("basic.get", ch.basic_get(BasicGetArguments::new(&qb).no_ack(true).finish())).await.expect("basic.get")
     {
         got_b.push(String::from_utf8(body).unwrap());
     }
@@ -605,7 +578,13 @@ async fn exchange_unbind(ch: &lapin::Channel, destination: &str, source: &str, k
 async fn exchange_bind(ch: &lapin::Channel, destination: &str, source: &str, key: &str) {
     within(
         "exchange.bind",
-        ch.exchange_bind(destination.into(), source.into(), key.into(), ExchangeBindOptions::default(), FieldTable::default()),
+        ch.exchange_bind(
+            destination.into(),
+            source.into(),
+            key.into(),
+            ExchangeBindOptions::default(),
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("exchange.bind")

@@ -119,23 +119,52 @@ async fn invalid_queue_arguments_are_406_with_rabbitmq_texts() {
     let q = unique("badargs");
     let rs = format!("for queue '{q}' in vhost '/'");
     let cases: Vec<(Vec<(&str, AMQPValue)>, String)> = vec![
-        (vec![("x-message-ttl", AMQPValue::LongInt(-1))], format!("invalid arg 'x-message-ttl' {rs}: {{value_negative,-1}}")),
-        (vec![("x-message-ttl", s("1000"))], format!("invalid arg 'x-message-ttl' {rs}: \"expected integer, got longstr\"")),
-        (vec![("x-message-ttl", AMQPValue::Double(1.5))], format!("invalid arg 'x-message-ttl' {rs}: \"expected integer, got double\"")),
+        (
+            vec![("x-message-ttl", AMQPValue::LongInt(-1))],
+            format!("invalid arg 'x-message-ttl' {rs}: {{value_negative,-1}}"),
+        ),
+        (
+            vec![("x-message-ttl", s("1000"))],
+            format!("invalid arg 'x-message-ttl' {rs}: \"expected integer, got longstr\""),
+        ),
+        (
+            vec![("x-message-ttl", AMQPValue::Double(1.5))],
+            format!("invalid arg 'x-message-ttl' {rs}: \"expected integer, got double\""),
+        ),
         (vec![("x-expires", AMQPValue::LongInt(0))], format!("invalid arg 'x-expires' {rs}: {{value_zero,0}}")),
-        (vec![("x-max-length", AMQPValue::LongLongInt(-5))], format!("invalid arg 'x-max-length' {rs}: {{value_negative,-5}}")),
-        (vec![("x-max-length-bytes", AMQPValue::Boolean(true))], format!("invalid arg 'x-max-length-bytes' {rs}: \"expected integer, got bool\"")),
-        (vec![("x-overflow", AMQPValue::LongInt(1))], format!("invalid arg 'x-overflow' {rs}: {{unacceptable_type,signedint}}")),
-        (vec![("x-dead-letter-exchange", s("")), ("x-dead-letter-routing-key", AMQPValue::Boolean(false))], format!("invalid arg 'x-dead-letter-routing-key' {rs}: {{unacceptable_type,bool}}")),
+        (
+            vec![("x-max-length", AMQPValue::LongLongInt(-5))],
+            format!("invalid arg 'x-max-length' {rs}: {{value_negative,-5}}"),
+        ),
+        (
+            vec![("x-max-length-bytes", AMQPValue::Boolean(true))],
+            format!("invalid arg 'x-max-length-bytes' {rs}: \"expected integer, got bool\""),
+        ),
+        (
+            vec![("x-overflow", AMQPValue::LongInt(1))],
+            format!("invalid arg 'x-overflow' {rs}: {{unacceptable_type,signedint}}"),
+        ),
+        (
+            vec![("x-dead-letter-exchange", s("")), ("x-dead-letter-routing-key", AMQPValue::Boolean(false))],
+            format!("invalid arg 'x-dead-letter-routing-key' {rs}: {{unacceptable_type,bool}}"),
+        ),
         (vec![("x-overflow", s("drop-tail"))], format!("invalid arg 'x-overflow' {rs}: invalid_overflow")),
-        (vec![("x-dead-letter-routing-key", s("k"))], format!("invalid arg 'x-dead-letter-routing-key' {rs}: routing_key_but_no_dlx_defined")),
-        (vec![("x-dead-letter-exchange", AMQPValue::LongInt(1))], format!("invalid type 'signedint' for arg 'x-dead-letter-exchange' in queue '{q}' in vhost '/'")),
+        (
+            vec![("x-dead-letter-routing-key", s("k"))],
+            format!("invalid arg 'x-dead-letter-routing-key' {rs}: routing_key_but_no_dlx_defined"),
+        ),
+        (
+            vec![("x-dead-letter-exchange", AMQPValue::LongInt(1))],
+            format!("invalid type 'signedint' for arg 'x-dead-letter-exchange' in queue '{q}' in vhost '/'"),
+        ),
     ];
     let mut wrong = Vec::new();
     for (a, text) in cases {
         match try_declare(&conn, &q, &a).await {
             Err(e) if code(&e) == Some(406) && crate::util::text(&e) == format!("PRECONDITION_FAILED - {text}") => {}
-            other => wrong.push(format!("{a:?}: expected {text:?}, got {:?}", other.map_err(|e| crate::util::text(&e)))),
+            other => {
+                wrong.push(format!("{a:?}: expected {text:?}, got {:?}", other.map_err(|e| crate::util::text(&e))))
+            }
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
@@ -289,9 +318,12 @@ async fn wait_gone(ch: &Channel, queue: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
         let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
-        let c = within("probe publish", ch.basic_publish("".into(), queue.into(), opts, b"probe", BasicProperties::default()))
-            .await
-            .expect("publish");
+        let c = within(
+            "probe publish",
+            ch.basic_publish("".into(), queue.into(), opts, b"probe", BasicProperties::default()),
+        )
+        .await
+        .expect("publish");
         if let lapin::Confirmation::Ack(Some(_)) = within("probe confirm", c).await.expect("confirm") {
             return; // returned: no such queue
         }
@@ -366,9 +398,15 @@ async fn reject_publish_nacks_only_the_refused_publishes() {
     let mut pending = Vec::new();
     for b in ["5", "6"] {
         pending.push(
-            ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b.as_bytes(), BasicProperties::default())
-                .await
-                .expect("publish"),
+            ch.basic_publish(
+                "".into(),
+                q.as_str().into(),
+                BasicPublishOptions::default(),
+                b.as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish"),
         );
     }
     for p in pending {
@@ -508,7 +546,10 @@ async fn missing_dead_letter_exchange_drops_the_message() {
     declare(&ch, &q, &[("x-dead-letter-exchange", s(&unique("no-such-x")))]).await;
     confirm_select(&ch).await;
     publish_confirmed(&ch, "", &q, b"x", BasicProperties::default()).await;
-    let m = within("get", ch.basic_get(q.as_str().into(), BasicGetOptions::default())).await.expect("get").expect("message");
+    let m = within("get", ch.basic_get(q.as_str().into(), BasicGetOptions::default()))
+        .await
+        .expect("get")
+        .expect("message");
     m.delivery.reject(BasicRejectOptions { requeue: false }).await.expect("reject");
     // The channel is still usable and the message is gone.
     assert_eq!(message_count(&ch, &q).await, 0);

@@ -7,16 +7,16 @@
 mod common;
 mod util;
 
-mod exchanges;
-mod queues;
-mod consume;
-mod publish;
-mod errors;
 mod bad_input;
-mod examples;
-mod reply_to;
-mod exchange_ext;
-mod lifecycle;
+mod consume;
 mod consumers;
-mod robustness;
+mod errors;
+mod examples;
+mod exchange_ext;
+mod exchanges;
+mod lifecycle;
 mod netfuzz;
+mod publish;
+mod queues;
+mod reply_to;
+mod robustness;

@@ -19,7 +19,13 @@ async fn every_publish_is_confirmed() {
     for i in 0..1000u32 {
         let c = within(
             "basic.publish",
-            ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), &i.to_be_bytes(), BasicProperties::default()),
+            ch.basic_publish(
+                "".into(),
+                q.as_str().into(),
+                BasicPublishOptions::default(),
+                &i.to_be_bytes(),
+                BasicProperties::default(),
+            ),
         )
         .await
         .expect("publish");
@@ -222,9 +228,8 @@ async fn properties_and_headers_round_trip_exactly() {
     d.nack(BasicNackOptions { multiple: false, requeue: true }).await.expect("nack");
     // ...and via basic.get.
     let m = loop {
-        if let Some(m) = within("basic.get", ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }))
-            .await
-            .expect("get")
+        if let Some(m) =
+            within("basic.get", ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })).await.expect("get")
         {
             break m;
         }
@@ -270,13 +275,10 @@ async fn amqprs_properties_round_trip() {
         .with_expiration("60000")
         .with_headers(headers.clone())
         .finish();
-    ch.basic_publish(props, b"rs-body".to_vec(), BasicPublishArguments::new("", &q))
-        .await
-        .expect("publish");
+    ch.basic_publish(props, b"rs-body".to_vec(), BasicPublishArguments::new("", &q)).await.expect("publish");
     rs::wait_acked(&mut events, 1, 1).await;
-    let (_tag, mut rx) = within("consume", ch.basic_consume_rx(BasicConsumeArguments::new(&q, "").finish()))
-        .await
-        .expect("consume");
+    let (_tag, mut rx) =
+        within("consume", ch.basic_consume_rx(BasicConsumeArguments::new(&q, "").finish())).await.expect("consume");
     let msg = within("delivery", rx.recv()).await.expect("delivery");
     let p = msg.basic_properties.expect("properties");
     assert_eq!(p.content_type().map(String::as_str), Some("text/plain"));

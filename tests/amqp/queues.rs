@@ -39,11 +39,7 @@ async fn wait_until_queue_gone(conn: &Connection, queue: &str) {
 async fn queue_exists(conn: &Connection, queue: &str) -> bool {
     let ch = channel(conn).await;
     let res = ch
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions { passive: true, ..Default::default() },
-            FieldTable::default(),
-        )
+        .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
         .await;
     match res {
         Ok(_) => {
@@ -61,7 +57,11 @@ async fn server_named_queue_gets_amq_gen_name() {
     let (_conn, ch) = open(&broker).await;
     let q = within(
         "queue.declare",
-        ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+        ch.queue_declare(
+            "".into(),
+            QueueDeclareOptions { exclusive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("queue.declare");
@@ -72,7 +72,11 @@ async fn server_named_queue_gets_amq_gen_name() {
     // A second one gets a different name, and the names are usable for routing.
     let q2 = within(
         "queue.declare",
-        ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+        ch.queue_declare(
+            "".into(),
+            QueueDeclareOptions { exclusive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("queue.declare");
@@ -104,7 +108,11 @@ async fn passive_declare_of_missing_queue_is_404() {
     let q = unique("missing");
     let res = within(
         "queue.declare",
-        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()),
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await;
     assert_amqp_err(res, 404, &format!("NOT_FOUND - no queue '{q}' in vhost '/'"));
@@ -135,7 +143,11 @@ async fn declare_ok_reports_ready_messages_and_consumers() {
     // One message is unacked (not counted), two are ready; one consumer.
     let passive = within(
         "passive declare",
-        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()),
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("passive declare");
@@ -152,14 +164,12 @@ async fn purge_returns_number_of_purged_messages() {
     for _ in 0..4 {
         publish_confirmed(&ch, "", &q, b"x", BasicProperties::default()).await;
     }
-    let n = within("queue.purge", ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default()))
-        .await
-        .expect("purge");
+    let n =
+        within("queue.purge", ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())).await.expect("purge");
     assert_eq!(n, 4);
     assert_eq!(message_count(&ch, &q).await, 0);
-    let n = within("queue.purge", ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default()))
-        .await
-        .expect("purge");
+    let n =
+        within("queue.purge", ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())).await.expect("purge");
     assert_eq!(n, 0);
 }
 
@@ -246,7 +256,11 @@ async fn redeclare_with_different_properties_is_406() {
     declare_queue(&ch, &q).await;
     let res = within(
         "queue.declare",
-        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()),
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await;
     assert_amqp_err(
@@ -259,7 +273,11 @@ async fn redeclare_with_different_properties_is_406() {
     let ch2 = channel(&conn).await;
     let res = within(
         "queue.declare",
-        ch2.queue_declare(q.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default()),
+        ch2.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions { auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await;
     assert_amqp_err(
@@ -293,7 +311,13 @@ async fn bind_to_missing_exchange_or_queue_is_404() {
     let ex = unique("noex");
     let res = within(
         "queue.bind",
-        ch.queue_bind(q.as_str().into(), ex.as_str().into(), "k".into(), QueueBindOptions::default(), FieldTable::default()),
+        ch.queue_bind(
+            q.as_str().into(),
+            ex.as_str().into(),
+            "k".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
     )
     .await;
     assert_amqp_err(res, 404, &format!("NOT_FOUND - no exchange '{ex}' in vhost '/'"));
@@ -323,7 +347,11 @@ async fn exclusive_queue_from_another_connection_is_405() {
     let q = unique("excl");
     within(
         "queue.declare",
-        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions { exclusive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("exclusive declare");
@@ -338,7 +366,11 @@ async fn exclusive_queue_from_another_connection_is_405() {
     let ch1 = channel(&other).await;
     let res = within(
         "queue.declare",
-        ch1.queue_declare(q.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+        ch1.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions { exclusive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await;
     assert_amqp_err(res, 405, &expected);
@@ -346,7 +378,11 @@ async fn exclusive_queue_from_another_connection_is_405() {
     let ch2 = channel(&other).await;
     let res = within(
         "queue.declare",
-        ch2.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()),
+        ch2.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await;
     assert_amqp_err(res, 405, &expected);
@@ -370,7 +406,11 @@ async fn exclusive_queue_is_deleted_when_its_connection_closes() {
     let q = unique("excl-gone");
     within(
         "queue.declare",
-        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions { exclusive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("exclusive declare");
@@ -386,26 +426,30 @@ async fn auto_delete_queue_is_deleted_when_last_consumer_cancels() {
     let q = unique("autodel");
     within(
         "queue.declare",
-        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default()),
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions { auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("declare");
     let c1 = consume(&ch, &q, true).await;
     let c2 = consume(&ch, &q, true).await;
-    within("basic.cancel", ch.basic_cancel(c1.tag(), BasicCancelOptions::default()))
-        .await
-        .expect("cancel 1");
+    within("basic.cancel", ch.basic_cancel(c1.tag(), BasicCancelOptions::default())).await.expect("cancel 1");
     // Still one consumer: the queue is alive.
     let passive = within(
         "passive declare",
-        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()),
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("queue still exists with one consumer left");
     assert_eq!(passive.consumer_count(), 1);
-    within("basic.cancel", ch.basic_cancel(c2.tag(), BasicCancelOptions::default()))
-        .await
-        .expect("cancel 2");
+    within("basic.cancel", ch.basic_cancel(c2.tag(), BasicCancelOptions::default())).await.expect("cancel 2");
     wait_until_queue_gone(&conn, &q).await;
 }
 
@@ -416,69 +460,52 @@ async fn auto_delete_queue_without_consumers_is_kept() {
     let q = unique("autodel-never-consumed");
     within(
         "queue.declare",
-        ch.queue_declare(q.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default()),
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions { auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("declare");
     within("channel.close", ch.close(200, "bye".into())).await.expect("close");
     assert!(queue_exists(&conn, &q).await, "auto-delete queue that never had a consumer stays");
     let ch = channel(&conn).await;
-    within("queue.delete", ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()))
-        .await
-        .expect("cleanup");
+    within("queue.delete", ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())).await.expect("cleanup");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqprs_declare_purge_delete_counts() {
     use amqprs::channel::{
-        BasicPublishArguments, ConfirmSelectArguments, QueueDeclareArguments, QueueDeleteArguments,
-        QueuePurgeArguments,
+        BasicPublishArguments, ConfirmSelectArguments, QueueDeclareArguments, QueueDeleteArguments, QueuePurgeArguments,
     };
     let broker = start_broker();
     let (conn, ch) = rs::open(&broker).await;
     let mut events = rs::events(&ch).await;
-    within("confirm.select", ch.confirm_select(ConfirmSelectArguments::default()))
-        .await
-        .expect("confirm.select");
+    within("confirm.select", ch.confirm_select(ConfirmSelectArguments::default())).await.expect("confirm.select");
     let q = unique("rs-counts");
-    within("declare", ch.queue_declare(QueueDeclareArguments::new(&q)))
-        .await
-        .expect("declare");
+    within("declare", ch.queue_declare(QueueDeclareArguments::new(&q))).await.expect("declare");
     for i in 0..5u8 {
-        ch.basic_publish(Default::default(), vec![i], BasicPublishArguments::new("", &q))
-            .await
-            .expect("publish");
+        ch.basic_publish(Default::default(), vec![i], BasicPublishArguments::new("", &q)).await.expect("publish");
     }
     rs::wait_acked(&mut events, 1, 5).await;
-    let (_, messages, consumers) = within(
-        "passive declare",
-        ch.queue_declare(QueueDeclareArguments::new(&q).passive(true).finish()),
-    )
-    .await
-    .expect("passive declare")
-    .expect("declare-ok");
+    let (_, messages, consumers) =
+        within("passive declare", ch.queue_declare(QueueDeclareArguments::new(&q).passive(true).finish()))
+            .await
+            .expect("passive declare")
+            .expect("declare-ok");
     assert_eq!((messages, consumers), (5, 0));
-    let purged = within("purge", ch.queue_purge(QueuePurgeArguments::new(&q)))
-        .await
-        .expect("purge");
+    let purged = within("purge", ch.queue_purge(QueuePurgeArguments::new(&q))).await.expect("purge");
     assert_eq!(purged, Some(5));
-    ch.basic_publish(Default::default(), vec![9], BasicPublishArguments::new("", &q))
-        .await
-        .expect("publish");
+    ch.basic_publish(Default::default(), vec![9], BasicPublishArguments::new("", &q)).await.expect("publish");
     rs::wait_acked(&mut events, 6, 6).await;
-    let deleted = within("delete", ch.queue_delete(QueueDeleteArguments::new(&q)))
-        .await
-        .expect("delete");
+    let deleted = within("delete", ch.queue_delete(QueueDeleteArguments::new(&q))).await.expect("delete");
     assert_eq!(deleted, Some(1));
     conn.close().await.expect("close");
 }
 
 async fn unbind(ch: &lapin::Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
-    within(
-        "queue.unbind",
-        ch.queue_unbind(queue.into(), exchange.into(), key.into(), FieldTable::default()),
-    )
-    .await
+    within("queue.unbind", ch.queue_unbind(queue.into(), exchange.into(), key.into(), FieldTable::default())).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,7 +535,11 @@ async fn queue_unbind_is_idempotent_when_anything_is_missing() {
     let auto = unique("unbind-auto");
     within(
         "queue.declare",
-        ch.queue_declare(auto.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default()),
+        ch.queue_declare(
+            auto.as_str().into(),
+            QueueDeclareOptions { auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("auto-delete declare");
@@ -565,7 +596,11 @@ async fn queue_unbind_is_idempotent_when_anything_is_missing() {
     let excl = unique("unbind-excl");
     within(
         "queue.declare",
-        och.queue_declare(excl.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+        och.queue_declare(
+            excl.as_str().into(),
+            QueueDeclareOptions { exclusive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("exclusive declare");
@@ -581,7 +616,12 @@ async fn queue_unbind_is_idempotent_when_anything_is_missing() {
     );
 }
 
-async fn redeclare(conn: &Connection, q: &str, opts: QueueDeclareOptions, args: FieldTable) -> lapin::Result<lapin::Queue> {
+async fn redeclare(
+    conn: &Connection,
+    q: &str,
+    opts: QueueDeclareOptions,
+    args: FieldTable,
+) -> lapin::Result<lapin::Queue> {
     let ch = channel(conn).await;
     within("queue.declare", ch.queue_declare(q.into(), opts, args)).await
 }
@@ -631,7 +671,9 @@ async fn redeclare_checks_exclusive_owner_strictly_and_compares_rabbitmqs_argume
     let qa = unique("redeclare-args");
     let ttl = |v: V| args(&[("x-message-ttl", v)]);
     redeclare(&conn, &qa, QueueDeclareOptions::default(), ttl(V::LongInt(1000))).await.expect("declare");
-    redeclare(&conn, &qa, QueueDeclareOptions::default(), ttl(V::ShortInt(1000))).await.expect("same value, other int type");
+    redeclare(&conn, &qa, QueueDeclareOptions::default(), ttl(V::ShortInt(1000)))
+        .await
+        .expect("same value, other int type");
     redeclare(&conn, &qa, QueueDeclareOptions::default(), ttl(V::LongLongInt(1000))).await.expect("same value, long");
     let ignored = args(&[
         ("x-message-ttl", V::LongInt(1000)),
@@ -681,6 +723,8 @@ async fn redeclare_checks_exclusive_owner_strictly_and_compares_rabbitmqs_argume
     assert_amqp_err(
         redeclare(&conn, &strings, QueueDeclareOptions::default(), dlx("b")).await,
         406,
-        &format!("{prefix} 'x-dead-letter-exchange' for queue '{strings}' in vhost '/': received 'b' but current is 'a'"),
+        &format!(
+            "{prefix} 'x-dead-letter-exchange' for queue '{strings}' in vhost '/': received 'b' but current is 'a'"
+        ),
     );
 }

@@ -21,9 +21,7 @@ async fn rpc_over_direct_reply_to() {
         "",
         &requests,
         b"ping",
-        BasicProperties::default()
-            .with_reply_to("amq.rabbitmq.reply-to".into())
-            .with_correlation_id("c1".into()),
+        BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into()).with_correlation_id("c1".into()),
     )
     .await;
 
@@ -34,14 +32,8 @@ async fn rpc_over_direct_reply_to() {
         "broker rewrites reply_to to a routable address, got {reply_to}"
     );
     assert_eq!(request.properties.correlation_id().as_ref().map(|c| c.as_str()), Some("c1"));
-    publish_props(
-        &server,
-        "",
-        reply_to.as_str(),
-        b"pong",
-        BasicProperties::default().with_correlation_id("c1".into()),
-    )
-    .await;
+    publish_props(&server, "", reply_to.as_str(), b"pong", BasicProperties::default().with_correlation_id("c1".into()))
+        .await;
     request.ack(BasicAckOptions::default()).await.expect("ack");
 
     let reply = next_delivery(&mut replies).await;
@@ -59,9 +51,7 @@ async fn reply_to_without_reply_consumer_is_406() {
     within("declare", ch.queue_declare(QueueDeclareArguments::new(&q))).await.expect("declare");
     let mut props = amqprs::BasicProperties::default();
     props.with_reply_to("amq.rabbitmq.reply-to");
-    ch.basic_publish(props, b"ping".to_vec(), BasicPublishArguments::new("", &q))
-        .await
-        .expect("publish is sent");
+    ch.basic_publish(props, b"ping".to_vec(), BasicPublishArguments::new("", &q)).await.expect("publish is sent");
     // The channel is closed with the error (observed through the close itself, not a
     // later method, which could race with the close).
     match rs::next_event(&mut events).await {

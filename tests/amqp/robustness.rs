@@ -11,7 +11,6 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-
 const PROTOCOL_HEADER: &[u8] = b"AMQP\x00\x00\x09\x01";
 /// HareMQ's limit (`MAX_NESTING`): the outermost table is level 1.
 const MAX_NESTING: usize = 32;

@@ -4,8 +4,7 @@
 
 use crate::common::{TestBroker, WAIT};
 use lapin::{
-    options::*, types::FieldTable, BasicProperties, Channel, Connection, ConnectionProperties,
-    Consumer, ErrorKind,
+    options::*, types::FieldTable, BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ErrorKind,
 };
 use std::future::Future;
 use std::time::Duration;
@@ -19,12 +18,9 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
 }
 
 pub async fn connect(broker: &TestBroker) -> Connection {
-    within(
-        "lapin connect",
-        Connection::connect(broker.url(), ConnectionProperties::default()),
-    )
-    .await
-    .expect("lapin connects")
+    within("lapin connect", Connection::connect(broker.url(), ConnectionProperties::default()))
+        .await
+        .expect("lapin connects")
 }
 
 pub async fn channel(conn: &Connection) -> Channel {
@@ -73,12 +69,9 @@ pub fn assert_amqp_err<T: std::fmt::Debug>(res: lapin::Result<T>, expected: u16,
 
 /// Declares a plain (non-durable, non-exclusive, non-auto-delete) queue.
 pub async fn declare_queue(ch: &Channel, name: &str) -> lapin::Queue {
-    within(
-        "queue.declare",
-        ch.queue_declare(name.into(), QueueDeclareOptions::default(), FieldTable::default()),
-    )
-    .await
-    .expect("queue.declare")
+    within("queue.declare", ch.queue_declare(name.into(), QueueDeclareOptions::default(), FieldTable::default()))
+        .await
+        .expect("queue.declare")
 }
 
 pub async fn declare_exchange(ch: &Channel, name: &str, kind: lapin::ExchangeKind) {
@@ -95,12 +88,9 @@ pub async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
 }
 
 pub async fn bind_args(ch: &Channel, queue: &str, exchange: &str, key: &str, args: FieldTable) {
-    within(
-        "queue.bind",
-        ch.queue_bind(queue.into(), exchange.into(), key.into(), QueueBindOptions::default(), args),
-    )
-    .await
-    .expect("queue.bind")
+    within("queue.bind", ch.queue_bind(queue.into(), exchange.into(), key.into(), QueueBindOptions::default(), args))
+        .await
+        .expect("queue.bind")
 }
 
 /// Publishes without waiting for anything.
@@ -109,19 +99,14 @@ pub async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8]) {
 }
 
 pub async fn publish_props(ch: &Channel, exchange: &str, key: &str, body: &[u8], props: BasicProperties) {
-    within(
-        "basic.publish",
-        ch.basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), body, props),
-    )
-    .await
-    .expect("basic.publish");
+    within("basic.publish", ch.basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), body, props))
+        .await
+        .expect("basic.publish");
 }
 
 /// Enables publisher confirms on the channel.
 pub async fn confirm_select(ch: &Channel) {
-    within("confirm.select", ch.confirm_select(ConfirmSelectOptions::default()))
-        .await
-        .expect("confirm.select");
+    within("confirm.select", ch.confirm_select(ConfirmSelectOptions::default())).await.expect("confirm.select");
 }
 
 /// Publishes on a channel in confirm mode and waits for the broker's ack, so that the message is
@@ -185,10 +170,7 @@ pub async fn consume(ch: &Channel, queue: &str, no_ack: bool) -> Consumer {
 
 /// The next delivery of a consumer; fails the test on timeout, error or cancellation.
 pub async fn next_delivery(consumer: &mut Consumer) -> lapin::message::Delivery {
-    within("a delivery", next_item(consumer))
-        .await
-        .expect("consumer stream ended (cancelled)")
-        .expect("delivery error")
+    within("a delivery", next_item(consumer)).await.expect("consumer stream ended (cancelled)").expect("delivery error")
 }
 
 /// Asserts that the consumer's stream reports a channel error with `expected` reply code and a
@@ -232,9 +214,7 @@ pub mod rs {
 
     pub async fn open(broker: &TestBroker) -> (Connection, Channel) {
         let conn = connect(broker).await;
-        let ch = within("amqprs channel.open", conn.open_channel(None))
-            .await
-            .expect("amqprs channel opens");
+        let ch = within("amqprs channel.open", conn.open_channel(None)).await.expect("amqprs channel opens");
         (conn, ch)
     }
 
@@ -274,13 +254,7 @@ pub mod rs {
         async fn publish_nack(&mut self, _: &Channel, n: amqprs::Nack) {
             let _ = self.0.send(Event::Nack { tag: n.delivery_tag(), multiple: n.multiple() });
         }
-        async fn publish_return(
-            &mut self,
-            _: &Channel,
-            r: amqprs::Return,
-            _: amqprs::BasicProperties,
-            body: Vec<u8>,
-        ) {
+        async fn publish_return(&mut self, _: &Channel, r: amqprs::Return, _: amqprs::BasicProperties, body: Vec<u8>) {
             let _ = self.0.send(Event::Return {
                 code: r.reply_code(),
                 text: r.reply_text().clone(),
@@ -304,11 +278,7 @@ pub mod rs {
 
     /// Waits until the publishes with sequence numbers `first_tag..=last_tag` have all been
     /// acked (confirm mode; earlier ones must have been waited for already).
-    pub async fn wait_acked(
-        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
-        first_tag: u64,
-        last_tag: u64,
-    ) {
+    pub async fn wait_acked(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>, first_tag: u64, last_tag: u64) {
         let mut acked = std::collections::BTreeSet::new();
         let mut floor = first_tag - 1;
         while floor < last_tag {

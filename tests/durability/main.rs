@@ -61,12 +61,8 @@ impl Broker {
             std::fs::write(&file, text).expect("write config");
             cmd.arg("--config").arg(file);
         }
-        let mut child = cmd
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn haremq");
+        let mut child =
+            cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn haremq");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -157,28 +153,29 @@ async fn drain_raw(ch: &Channel, queue: &str) -> Vec<(Vec<u8>, bool)> {
 
 /// Like [`drain_raw`] for text bodies.
 async fn drain(ch: &Channel, queue: &str) -> Vec<(String, bool)> {
-    drain_raw(ch, queue)
-        .await
-        .into_iter()
-        .map(|(b, r)| (String::from_utf8(b).expect("utf-8 body"), r))
-        .collect()
+    drain_raw(ch, queue).await.into_iter().map(|(b, r)| (String::from_utf8(b).expect("utf-8 body"), r)).collect()
 }
 
 async fn passive_exists(conn: &Connection, kind: &str, name: &str) -> bool {
     let ch = conn.create_channel().await.expect("channel");
     let r = match kind {
         "queue" => ch
-            .queue_declare(name.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions { passive: true, ..Default::default() },
+                FieldTable::default(),
+            )
             .await
             .map(|_| ()),
-        _ => ch
-            .exchange_declare(
+        _ => {
+            ch.exchange_declare(
                 name.into(),
                 lapin::ExchangeKind::Direct,
                 ExchangeDeclareOptions { passive: true, ..Default::default() },
                 FieldTable::default(),
             )
-            .await,
+            .await
+        }
     };
     r.is_ok()
 }
@@ -198,9 +195,14 @@ async fn restart_keeps_exactly_the_durable_state() {
         )
         .await
         .expect("durable exchange");
-        ch.exchange_declare("tmp-x".into(), lapin::ExchangeKind::Fanout, ExchangeDeclareOptions::default(), FieldTable::default())
-            .await
-            .expect("transient exchange");
+        ch.exchange_declare(
+            "tmp-x".into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("transient exchange");
         declare(&ch, "dur-q", true).await;
         declare(&ch, "tmp-q", false).await;
         ch.queue_bind("dur-q".into(), "dur-x".into(), "a.*".into(), QueueBindOptions::default(), FieldTable::default())
@@ -230,12 +232,8 @@ async fn restart_keeps_exactly_the_durable_state() {
     assert!(passive_exists(&conn, "queue", "dur-q").await, "durable queue survives");
     assert!(!passive_exists(&conn, "queue", "tmp-q").await, "transient queue is gone");
     let got = drain(&ch, "dur-q").await;
-    let expected: Vec<(String, bool)> = vec![
-        ("p0".into(), true),
-        ("p2".into(), false),
-        ("p3".into(), false),
-        ("p4".into(), false),
-    ];
+    let expected: Vec<(String, bool)> =
+        vec![("p0".into(), true), ("p2".into(), false), ("p3".into(), false), ("p4".into(), false)];
     assert_eq!(got, expected, "persistent messages survive in order; the delivered one is redelivered");
     // The binding survived too.
     ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
@@ -311,10 +309,8 @@ async fn kill9_never_loses_a_confirmed_message() {
         let b = Broker::start(&dir.0);
         let (_conn, ch) = connect(&b).await;
         let got = drain_raw(&ch, &queue).await;
-        let numbers: Vec<u32> = got
-            .iter()
-            .map(|(body, _)| u32::from_be_bytes([body[0], body[1], body[2], body[3]]))
-            .collect();
+        let numbers: Vec<u32> =
+            got.iter().map(|(body, _)| u32::from_be_bytes([body[0], body[1], body[2], body[3]])).collect();
         let unique: BTreeSet<u32> = numbers.iter().copied().collect();
         assert_eq!(unique.len(), numbers.len(), "round {round}: no message is duplicated");
         let missing: Vec<_> = confirmed.difference(&unique).take(5).collect();
@@ -463,7 +459,11 @@ async fn wait_count(ch: &Channel, queue: &str, n: u32) {
     let deadline = Instant::now() + WAIT;
     loop {
         let q = ch
-            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions { passive: true, ..Default::default() },
+                FieldTable::default(),
+            )
             .await
             .expect("passive declare");
         if q.message_count() == n {
@@ -618,14 +618,14 @@ async fn a_priority_queue_keeps_its_order_across_kill9() {
     let level = |i: u32| (i % 5).min(3);
     let mut expected: Vec<u32> = (0..N).collect();
     expected.sort_by_key(|&i| (std::cmp::Reverse(level(i)), i));
-    let got: Vec<u32> = drain_raw(&ch, "prio")
-        .await
-        .into_iter()
-        .map(|(b, _)| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let got: Vec<u32> =
+        drain_raw(&ch, "prio").await.into_iter().map(|(b, _)| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).collect();
     assert_eq!(got.len(), expected.len());
-    assert!(got == expected, "priority order after restart; first difference at {:?}",
-        got.iter().zip(&expected).position(|(a, b)| a != b));
+    assert!(
+        got == expected,
+        "priority order after restart; first difference at {:?}",
+        got.iter().zip(&expected).position(|(a, b)| a != b)
+    );
 }
 
 /// Publishes `n` persistent 64-byte messages numbered `from..from + n` (big-endian
@@ -798,11 +798,8 @@ async fn purging_and_deleting_spilled_queues_is_durable() {
     let b = Broker::start(&dir.0);
     let (conn, ch) = connect(&b).await;
     assert!(!passive_exists(&conn, "queue", "deleted").await);
-    let left: Vec<u32> = drain_raw(&ch, "purged")
-        .await
-        .into_iter()
-        .map(|(b, _)| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let left: Vec<u32> =
+        drain_raw(&ch, "purged").await.into_iter().map(|(b, _)| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).collect();
     assert_eq!(left, vec![N, N + 1, N + 2]);
 }
 
@@ -827,9 +824,7 @@ async fn the_memory_alarm_holds_publishers_until_consumers_drain() {
         for i in 0..N {
             let mut body = i.to_be_bytes().to_vec();
             body.resize(1024, b'x');
-            pch.basic_publish(Default::default(), body, BasicPublishArguments::new("", "held"))
-                .await
-                .expect("publish");
+            pch.basic_publish(Default::default(), body, BasicPublishArguments::new("", "held")).await.expect("publish");
         }
         pch
     });
@@ -837,10 +832,14 @@ async fn the_memory_alarm_holds_publishers_until_consumers_drain() {
     // again; without the alarm all 2,000 would be in within milliseconds.
     let (_conn, cch) = connect(&b).await;
     let depth = || async {
-        cch.queue_declare("held".into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-            .await
-            .expect("passive declare")
-            .message_count()
+        cch.queue_declare(
+            "held".into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("passive declare")
+        .message_count()
     };
     let deadline = Instant::now() + WAIT;
     while depth().await < 200 {
@@ -885,7 +884,13 @@ async fn the_disk_alarm_blocks_publishers_and_lets_consumers_work() {
     // awaited: it waits in the client (or the socket) until the broker reads again.
     let second = tokio::spawn(async move {
         let _ = pch
-            .basic_publish("".into(), "disk".into(), BasicPublishOptions::default(), b"second", BasicProperties::default())
+            .basic_publish(
+                "".into(),
+                "disk".into(),
+                BasicPublishOptions::default(),
+                b"second",
+                BasicProperties::default(),
+            )
             .await;
     });
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -44,9 +44,7 @@ impl Channel {
             return Err(e);
         }
         if !c.nowait {
-            self.send(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                consumer_tag: short(&tag),
-            })));
+            self.send(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: short(&tag) })));
         }
         if let Some(cs) = self.shared.lock().consumers.get_mut(&tag) {
             cs.prefetch = self.consumer_prefetch;
@@ -57,7 +55,12 @@ impl Channel {
     }
 
     /// Direct reply-to: the channel becomes the consumer of its own reply address.
-    pub(super) fn consume_replies(&mut self, ctx: &Context<'_>, tag: Arc<str>, c: &basic::Consume) -> AmqpResult<Option<AMQPClass>> {
+    pub(super) fn consume_replies(
+        &mut self,
+        ctx: &Context<'_>,
+        tag: Arc<str>,
+        c: &basic::Consume,
+    ) -> AmqpResult<Option<AMQPClass>> {
         if !c.no_ack {
             return Err(AmqpError::PreconditionFailed("reply consumer cannot acknowledge".into()));
         }

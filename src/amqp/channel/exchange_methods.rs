@@ -1,6 +1,5 @@
 //! The exchange class: declare, delete, bind and unbind.
 
-
 use amq_protocol::protocol::{exchange, AMQPClass};
 
 use super::{Channel, Context};
@@ -28,11 +27,21 @@ impl Channel {
                 (E::DeleteOk(exchange::DeleteOk {}), d.nowait)
             }
             E::Bind(b) => {
-                ctx.vhost.bind_exchange(b.destination.as_str(), b.source.as_str(), b.routing_key.as_str(), &b.arguments)?;
+                ctx.vhost.bind_exchange(
+                    b.destination.as_str(),
+                    b.source.as_str(),
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                )?;
                 (E::BindOk(exchange::BindOk {}), b.nowait)
             }
             E::Unbind(u) => {
-                ctx.vhost.unbind_exchange(u.destination.as_str(), u.source.as_str(), u.routing_key.as_str(), &u.arguments)?;
+                ctx.vhost.unbind_exchange(
+                    u.destination.as_str(),
+                    u.source.as_str(),
+                    u.routing_key.as_str(),
+                    &u.arguments,
+                )?;
                 (E::UnbindOk(exchange::UnbindOk {}), u.nowait)
             }
             other => {

@@ -123,9 +123,7 @@ impl Channel {
             }
             AMQPClass::Channel(channel::AMQPMethod::FlowOk(_)) => None,
             AMQPClass::Tx(m) => self.transaction(ctx, m)?,
-            AMQPClass::Access(_) => {
-                return Err(AmqpError::NotImplemented("access.request is not supported".into()))
-            }
+            AMQPClass::Access(_) => return Err(AmqpError::NotImplemented("access.request is not supported".into())),
             other => {
                 return Err(AmqpError::CommandInvalid(format!(
                     "method {}.{} is not valid on a channel",
@@ -139,7 +137,6 @@ impl Channel {
         }
         Ok(())
     }
-
 
     fn basic(&mut self, ctx: &Context<'_>, m: basic::AMQPMethod) -> AmqpResult<Option<AMQPClass>> {
         use basic::AMQPMethod as B;

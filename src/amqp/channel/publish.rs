@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::protocol::BasicProperties;
+use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::FieldTable;
 use haremq_routing::RouteRequest;
 
@@ -188,10 +188,7 @@ impl Channel {
             ));
         };
         if (p.body.len() + data.len()) as u64 > h.body_size {
-            return Err(AmqpError::FrameError(format!(
-                "content body exceeds the announced size {}",
-                h.body_size
-            )));
+            return Err(AmqpError::FrameError(format!("content body exceeds the announced size {}", h.body_size)));
         }
         p.body.extend_from_slice(data);
         if p.body.len() as u64 == h.body_size {
@@ -231,8 +228,8 @@ impl Channel {
             return Ok(PublishOutcome::default());
         };
         self.routed.clear();
-        let cached = h.extra_keys.is_empty()
-            && self.route_cache.route(ctx.vhost, &exchange, &routing_key, &mut self.routed);
+        let cached =
+            h.extra_keys.is_empty() && self.route_cache.route(ctx.vhost, &exchange, &routing_key, &mut self.routed);
         let mut delay = None;
         let exchange_name = if cached {
             exchange.clone()

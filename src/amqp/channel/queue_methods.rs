@@ -25,9 +25,7 @@ impl Channel {
         if !name.is_empty() {
             return Ok(name.into());
         }
-        self.last_queue
-            .clone()
-            .ok_or_else(|| AmqpError::NotFound("no previously declared queue".into()))
+        self.last_queue.clone().ok_or_else(|| AmqpError::NotFound("no previously declared queue".into()))
     }
 
     pub(super) fn queue(&mut self, ctx: &Context<'_>, m: queue::AMQPMethod) -> AmqpResult<Option<AMQPClass>> {
@@ -77,7 +75,13 @@ impl Channel {
             Q::Unbind(u) => {
                 // The name only: unbinding a missing queue succeeds, as in RabbitMQ.
                 let name = self.queue_name(u.queue.as_str())?;
-                ctx.vhost.unbind_queue(&name, u.exchange.as_str(), u.routing_key.as_str(), &u.arguments, ctx.conn_id)?;
+                ctx.vhost.unbind_queue(
+                    &name,
+                    u.exchange.as_str(),
+                    u.routing_key.as_str(),
+                    &u.arguments,
+                    ctx.conn_id,
+                )?;
                 (Q::UnbindOk(queue::UnbindOk {}), false)
             }
             Q::Purge(p) => {
@@ -93,13 +97,15 @@ impl Channel {
                         if d.if_unused && q.consumer_count() > 0 {
                             return Err(AmqpError::PreconditionFailed(format!(
                                 "queue '{}' in vhost '{}' in use",
-                                q.name(), ctx.vhost.name
+                                q.name(),
+                                ctx.vhost.name
                             )));
                         }
                         if d.if_empty && q.message_count() > 0 {
                             return Err(AmqpError::PreconditionFailed(format!(
                                 "queue '{}' in vhost '{}' not empty",
-                                q.name(), ctx.vhost.name
+                                q.name(),
+                                ctx.vhost.name
                             )));
                         }
                         ctx.vhost.delete_queue(&q)

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-
 use super::{Channel, Context};
 use crate::amqp::delivery::Unacked;
 use crate::error::{AmqpError, AmqpResult};

@@ -2,7 +2,6 @@
 //! commit are applied in order; commit-ok waits for the disk when any was persistent)
 //! and tx.rollback.
 
-
 use amq_protocol::protocol::{tx, AMQPClass};
 
 use super::publish::Pending;

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use amq_protocol::protocol::{connection as conn, AMQPClass};
-use smol::Timer;
 use smol::net::TcpStream;
+use smol::Timer;
 use smol::{future, io::AsyncReadExt};
 
 use super::*;
@@ -33,7 +33,12 @@ pub(super) fn close_method(err: &AmqpError, class_id: u16, method_id: u16) -> AM
 /// After we sent connection.close: drops input until the peer's close-ok (`Closed`), or
 /// EOF or `deadline` (`Gone`). After a framing error the stream may be misaligned, so
 /// bytes that do not parse are dropped wholesale.
-pub(super) async fn discard_until_closed(stream: &mut TcpStream, rb: &mut ReadBuf, frame_max: u32, deadline: Instant) -> Stop {
+pub(super) async fn discard_until_closed(
+    stream: &mut TcpStream,
+    rb: &mut ReadBuf,
+    frame_max: u32,
+    deadline: Instant,
+) -> Stop {
     future::or(
         async {
             loop {

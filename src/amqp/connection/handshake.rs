@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use amq_protocol::protocol::{connection as conn, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
-use smol::Timer;
 use smol::net::TcpStream;
+use smol::Timer;
 
 use super::*;
 
@@ -71,7 +71,11 @@ impl Connection {
                         None => continue,
                         Some(Ok(m)) => return Ok(m),
                         Some(Err(())) => {
-                            self.fail(&AmqpError::CommandInvalid("expected a connection method on channel 0".into()), 0, 0);
+                            self.fail(
+                                &AmqpError::CommandInvalid("expected a connection method on channel 0".into()),
+                                0,
+                                0,
+                            );
                             return Err(Stop::Failed);
                         }
                     }
@@ -102,13 +106,16 @@ impl Connection {
             return Err(Stop::Closed);
         }
         rb.start += 8;
-        self.send(0, AMQPClass::Connection(conn::AMQPMethod::Start(conn::Start {
-            version_major: 0,
-            version_minor: 9,
-            server_properties: server_properties(),
-            mechanisms: MECHANISMS.into(),
-            locales: "en_US".into(),
-        })));
+        self.send(
+            0,
+            AMQPClass::Connection(conn::AMQPMethod::Start(conn::Start {
+                version_major: 0,
+                version_minor: 9,
+                server_properties: server_properties(),
+                mechanisms: MECHANISMS.into(),
+                locales: "en_US".into(),
+            })),
+        );
 
         let start_ok = match self.read_method(stream, rb).await? {
             AMQPClass::Connection(conn::AMQPMethod::StartOk(s)) => s,
@@ -124,9 +131,8 @@ impl Connection {
         match users.authenticate(mechanism, start_ok.response.as_bytes(), self.peer.ip()) {
             Ok(user) => self.user = user,
             Err(AuthError::UnknownMechanism(m)) => {
-                return self.handshake_error(AmqpError::CommandInvalid(format!(
-                    "unknown authentication mechanism '{m}'"
-                )))
+                return self
+                    .handshake_error(AmqpError::CommandInvalid(format!("unknown authentication mechanism '{m}'")))
             }
             Err(e) => {
                 let now = Instant::now();
@@ -147,11 +153,14 @@ impl Connection {
 
         let broker = self.broker.clone();
         let cfg = &broker.config;
-        self.send(0, AMQPClass::Connection(conn::AMQPMethod::Tune(conn::Tune {
-            channel_max: cfg.channel_max,
-            frame_max: cfg.frame_max,
-            heartbeat: cfg.heartbeat,
-        })));
+        self.send(
+            0,
+            AMQPClass::Connection(conn::AMQPMethod::Tune(conn::Tune {
+                channel_max: cfg.channel_max,
+                frame_max: cfg.frame_max,
+                heartbeat: cfg.heartbeat,
+            })),
+        );
         let tune_ok = match self.read_method(stream, rb).await? {
             AMQPClass::Connection(conn::AMQPMethod::TuneOk(t)) => t,
             _ => return self.handshake_error(AmqpError::CommandInvalid("expected connection.tune-ok".into())),
@@ -164,9 +173,8 @@ impl Connection {
             )));
         }
         if frame_max < FRAME_MIN_SIZE {
-            return self.handshake_error(AmqpError::NotAllowed(format!(
-                "frame_max={frame_max} < {FRAME_MIN_SIZE} min size"
-            )));
+            return self
+                .handshake_error(AmqpError::NotAllowed(format!("frame_max={frame_max} < {FRAME_MIN_SIZE} min size")));
         }
         self.frame_max = frame_max;
         self.outbox.set_frame_max(frame_max);
@@ -184,10 +192,7 @@ impl Connection {
         match self.broker.vhost(open.virtual_host.as_str()) {
             Some(v) => self.vhost = Some(v),
             None => {
-                return self.handshake_error(AmqpError::NotAllowed(format!(
-                    "vhost {} not found",
-                    open.virtual_host
-                )))
+                return self.handshake_error(AmqpError::NotAllowed(format!("vhost {} not found", open.virtual_host)))
             }
         }
         self.send(0, AMQPClass::Connection(conn::AMQPMethod::OpenOk(conn::OpenOk {})));

@@ -6,7 +6,6 @@
 //! Frames are handled synchronously, and publisher confirms produced while handling
 //! one read's worth of frames go out as one `multiple` ack before the next read.
 
-
 mod channels;
 mod closing;
 mod handshake;
@@ -26,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use amq_protocol::protocol::{channel as chan, connection as conn, AMQPClass};
 use amq_protocol::types::ChannelId;
-use smol::Timer;
-use smol::net::TcpStream;
 use smol::future;
+use smol::net::TcpStream;
+use smol::Timer;
 
 use super::channel::{Channel, Context};
 use super::frame::{next_frame, write_heartbeat, write_method, Frame, PROTOCOL_HEADER};
@@ -105,11 +104,8 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
     let outbox = Outbox::new(broker.config.frame_max);
     outbox.attach_socket(std::sync::Arc::<smol::Async<std::net::TcpStream>>::from(stream.clone()));
     let id = broker.register_connection(Arc::new(Handle(outbox.clone())));
-    let liveness = Arc::new(Liveness {
-        epoch: Instant::now(),
-        last_read_ms: AtomicU64::new(0),
-        heartbeat_s: AtomicU64::new(0),
-    });
+    let liveness =
+        Arc::new(Liveness { epoch: Instant::now(), last_read_ms: AtomicU64::new(0), heartbeat_s: AtomicU64::new(0) });
     let writer = ex.spawn({
         let outbox = outbox.clone();
         let write = write_loop(stream.clone(), outbox.clone(), liveness.clone(), peer);
@@ -187,13 +183,10 @@ impl Connection {
 
     async fn run(&mut self, stream: &mut TcpStream) -> Stop {
         let mut rb = ReadBuf::new();
-        let handshake = future::or(
-            async { Some(self.handshake(stream, &mut rb).await) },
-            async {
-                Timer::after(HANDSHAKE_TIMEOUT).await;
-                None
-            },
-        )
+        let handshake = future::or(async { Some(self.handshake(stream, &mut rb).await) }, async {
+            Timer::after(HANDSHAKE_TIMEOUT).await;
+            None
+        })
         .await;
         match handshake {
             Some(Ok(())) => {}
@@ -353,7 +346,8 @@ impl Connection {
             Frame::Header(ch, _) | Frame::Body(ch, _) => (*ch, (0, 0)),
             Frame::Heartbeat(0) => return None,
             Frame::Heartbeat(_) => {
-                return self.connection_error(AmqpError::UnexpectedFrame("heartbeat on a non-zero channel".into()), (0, 0))
+                return self
+                    .connection_error(AmqpError::UnexpectedFrame("heartbeat on a non-zero channel".into()), (0, 0))
             }
             Frame::QosPrefetchSize(size) => {
                 return self.connection_error(AmqpError::NotImplemented(format!("prefetch_size!=0 ({size})")), (60, 10))
@@ -431,16 +425,12 @@ impl Connection {
         if ch.closing {
             return Ok(());
         }
-        let ctx = Context {
-            vhost,
-            store: &self.broker.store,
-            conn_id: self.id,
-            user: &self.user,
-            now_ms: self.read_at_ms,
-        };
+        let ctx =
+            Context { vhost, store: &self.broker.store, conn_id: self.id, user: &self.user, now_ms: self.read_at_ms };
         if matches!(
             frame,
-            Frame::Publish(..) | Frame::Method(_, AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Publish(_)))
+            Frame::Publish(..)
+                | Frame::Method(_, AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Publish(_)))
         ) {
             self.published = true;
         }
@@ -484,12 +474,15 @@ impl Connection {
             ch.teardown(v);
         }
         let id = ch.id();
-        self.send(id, AMQPClass::Channel(chan::AMQPMethod::Close(chan::Close {
-            reply_code: err.reply_code(),
-            reply_text: err.reply_text().into(),
-            class_id,
-            method_id,
-        })));
+        self.send(
+            id,
+            AMQPClass::Channel(chan::AMQPMethod::Close(chan::Close {
+                reply_code: err.reply_code(),
+                reply_text: err.reply_text().into(),
+                class_id,
+                method_id,
+            })),
+        );
     }
 
     fn connection_error(&mut self, err: AmqpError, (class_id, method_id): (u16, u16)) -> Option<Stop> {

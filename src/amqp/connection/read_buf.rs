@@ -1,10 +1,8 @@
 //! The connection's read buffer: starts small, grows while reads fill it (up to a
 //! frame or 256 KiB).
 
-
-use smol::net::TcpStream;
 use smol::io::AsyncReadExt;
-
+use smol::net::TcpStream;
 
 /// A read buffer holding unparsed bytes in `buf[start..end]`.
 pub(super) struct ReadBuf {

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smol::Timer;
 use smol::net::TcpStream;
+use smol::Timer;
 use smol::{future, io::AsyncWriteExt};
 
 use super::*;

@@ -49,8 +49,7 @@ impl ClassicQueue {
                     g_start + st.consumers[g_start..].iter().take_while(|c| c.priority == p).count()
                 };
                 let len = g_end - g_start;
-                let first =
-                    if (g_start..g_end).contains(&st.next_consumer) { st.next_consumer - g_start } else { 0 };
+                let first = if (g_start..g_end).contains(&st.next_consumer) { st.next_consumer - g_start } else { 0 };
                 for i in 0..len {
                     let idx = g_start + (first + i) % len;
                     match self.offer_to(&this, st, idx) {
@@ -125,9 +124,10 @@ impl ClassicQueue {
     /// active one has settled all its deliveries (until then nobody receives, so the
     /// order of processing is kept), as RabbitMQ's documentation describes.
     pub(super) fn sac_index(st: &mut QueueState) -> Option<usize> {
-        let cur = st.sac_active.as_ref().and_then(|(tag, ch)| {
-            st.consumers.iter().position(|c| same_sink(&*c.channel, &**ch) && c.tag == *tag)
-        });
+        let cur = st
+            .sac_active
+            .as_ref()
+            .and_then(|(tag, ch)| st.consumers.iter().position(|c| same_sink(&*c.channel, &**ch) && c.tag == *tag));
         let pick = match cur {
             Some(i) if i != 0 && st.consumers[0].priority > st.consumers[i].priority => {
                 if st.consumers[i].channel.unacked(&st.consumers[i].tag) > 0 {

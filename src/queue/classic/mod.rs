@@ -19,14 +19,14 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use dedup::Dedup;
-pub use ready::{Entry, Run};
 use ready::{Drained, ReadyList};
+pub use ready::{Entry, Run};
 
 use super::consumer::same_sink;
 use super::deadletter::{Dead, Reason};
 use super::{
-    ConsumerSink, DeliveryTag, Enqueued, Offer, OrphanedConsumer, Overflow, Queue, QueueArgs, QueueHost,
-    QueueSettings, QueueType,
+    ConsumerSink, DeliveryTag, Enqueued, Offer, OrphanedConsumer, Overflow, Queue, QueueArgs, QueueHost, QueueSettings,
+    QueueType,
 };
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::{now_ms, Message, QueuedMessage};
@@ -109,9 +109,7 @@ impl ClassicQueue {
         let next_seq = entries.last().map_or(0, |e| e.last_seq() + 1);
         let args = QueueArgs::parse(&settings.arguments);
         let ready = ReadyList::new(store.clone(), entries, args.max_priority);
-        let timeout_ms = args
-            .consumer_timeout
-            .unwrap_or_else(|| owner.default_consumer_timeout_ms());
+        let timeout_ms = args.consumer_timeout.unwrap_or_else(|| owner.default_consumer_timeout_ms());
         let dedup = args.dedup_cache.map(Dedup::new);
         let q = Arc::new_cyclic(|me| Self {
             name,
@@ -362,7 +360,6 @@ impl ClassicQueue {
         }
         self.dispatch_locked(st);
     }
-
 }
 
 impl QueueType for ClassicQueue {
@@ -382,7 +379,6 @@ impl QueueType for ClassicQueue {
     fn is_durable(&self) -> bool {
         self.store.is_some()
     }
-
 
     /// Enqueues a message and delivers what it can.
     fn publish(&self, message: Arc<Message>) -> Enqueued {
@@ -543,11 +539,7 @@ impl QueueType for ClassicQueue {
                 }
             }
         }
-        let orphans = st
-            .consumers
-            .drain(..)
-            .map(|c| OrphanedConsumer { tag: c.tag, channel: c.channel })
-            .collect();
+        let orphans = st.consumers.drain(..).map(|c| OrphanedConsumer { tag: c.tag, channel: c.channel }).collect();
         (n, orphans)
     }
 

@@ -104,7 +104,12 @@ pub enum Drained {
     /// A spilled run: its entries and their (singly referenced) message records are
     /// to be removed from the store (`StoreOp::DeleteRun` with this `level`).
     #[cfg_attr(not(test), allow(dead_code))]
-    Run { first_seq: u64, last_seq: u64, count: u64, level: Option<(u8, u8)> },
+    Run {
+        first_seq: u64,
+        last_seq: u64,
+        count: u64,
+        level: Option<(u8, u8)>,
+    },
 }
 
 /// The store op that drops a drained run of `queue` (its rows and their records).
@@ -163,7 +168,8 @@ impl ReadyList {
             let watermark = store.enqueue_watermark(queue, next_seq);
             Spill { store, queue, watermark }
         });
-        let mut list = Self { levels: (0..nlevels).map(|_| Level::default()).collect(), nonempty: [0; 4], spill, len: 0 };
+        let mut list =
+            Self { levels: (0..nlevels).map(|_| Level::default()).collect(), nonempty: [0; 4], spill, len: 0 };
         for e in entries {
             match e {
                 Entry::Loaded(m) => {
@@ -199,18 +205,18 @@ impl ReadyList {
         let (store, queue) = (spill.store.clone(), spill.queue);
         let mut from = r.first_seq;
         while from <= r.last_seq {
-            let batch = store
-                .read_entries(queue, from, r.last_seq, PAGE_IN_BATCH)
-                .and_then(|rows| {
-                    let ids: Vec<_> = rows.iter().map(|e| e.message).collect();
-                    store.read_messages(&ids).map(|ms| (rows, ms))
-                });
+            let batch = store.read_entries(queue, from, r.last_seq, PAGE_IN_BATCH).and_then(|rows| {
+                let ids: Vec<_> = rows.iter().map(|e| e.message).collect();
+                store.read_messages(&ids).map(|ms| (rows, ms))
+            });
             let (rows, messages) = match batch {
                 Ok(b) => b,
                 Err(e) => {
                     // Their levels are unknown: kept on disk (they come back at the
                     // next start), not served now.
-                    log::error!("queue {queue}: entries from seq {from} could not be read at start ({e}); left on disk");
+                    log::error!(
+                        "queue {queue}: entries from seq {from} could not be read at start ({e}); left on disk"
+                    );
                     return;
                 }
             };
@@ -409,12 +415,9 @@ impl ReadyList {
             for e in level.middle.drain(..) {
                 out.push(match e {
                     Entry::Loaded(m) => Drained::Loaded(m),
-                    Entry::Run(r) => Drained::Run {
-                        first_seq: r.first_seq,
-                        last_seq: r.last_seq,
-                        count: r.count,
-                        level: filter,
-                    },
+                    Entry::Run(r) => {
+                        Drained::Run { first_seq: r.first_seq, last_seq: r.last_seq, count: r.count, level: filter }
+                    }
                 });
             }
             out.extend(level.tail.drain(..).map(Drained::Loaded));
@@ -464,7 +467,13 @@ impl Level {
                 r.count += 1;
                 r.bytes += len;
             }
-            _ => self.middle.push_back(Entry::Run(Run { first_seq: seq, last_seq: seq, count: 1, bytes: len, exact: true })),
+            _ => self.middle.push_back(Entry::Run(Run {
+                first_seq: seq,
+                last_seq: seq,
+                count: 1,
+                bytes: len,
+                exact: true,
+            })),
         }
     }
 
@@ -555,7 +564,12 @@ impl Level {
                 self.bytes += body;
             }
             run.count = run.count.saturating_sub(1);
-            self.head.push_back(QueuedMessage { seq: row.seq, redelivered: row.delivered, requeues: 0, message: Arc::new(m) });
+            self.head.push_back(QueuedMessage {
+                seq: row.seq,
+                redelivered: row.delivered,
+                requeues: 0,
+                message: Arc::new(m),
+            });
             if run.count == 0 {
                 break;
             }
