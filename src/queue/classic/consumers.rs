@@ -12,10 +12,10 @@ impl ClassicQueue {
         if st.consumers.is_empty() {
             return;
         }
-        // The handle deliveries carry (for settling later); gone only mid-drop.
-        let Some(this) = self.handle() else {
-            return;
-        };
+        // The handle deliveries carry (for settling later), taken once there is
+        // something to deliver (most dispatches after an ack find the queue empty);
+        // gone only mid-drop.
+        let mut handle: Option<Arc<Queue>> = None;
         'messages: loop {
             self.expire_head(st, true);
             if st.ready.front().is_none() {
@@ -25,11 +25,17 @@ impl ClassicQueue {
             if n == 0 {
                 return;
             }
+            if handle.is_none() {
+                handle = self.handle();
+            }
+            let Some(this) = handle.as_ref() else {
+                return;
+            };
             if self.args.single_active_consumer {
                 let Some(idx) = Self::sac_index(st) else {
                     return;
                 };
-                match self.offer_to(&this, st, idx) {
+                match self.offer_to(this, st, idx) {
                     Offer::Delivered { .. } => continue 'messages,
                     Offer::Busy => return,
                     Offer::Gone => {
@@ -52,7 +58,7 @@ impl ClassicQueue {
                 let first = if (g_start..g_end).contains(&st.next_consumer) { st.next_consumer - g_start } else { 0 };
                 for i in 0..len {
                     let idx = g_start + (first + i) % len;
-                    match self.offer_to(&this, st, idx) {
+                    match self.offer_to(this, st, idx) {
                         Offer::Delivered { .. } => {
                             st.next_consumer = idx + 1;
                             if st.next_consumer >= g_end {
