@@ -1,8 +1,14 @@
-//! Memory held by messages, and the memory alarm that blocks publishers.
+//! Memory held by messages and by the buffers peers fill, and the memory alarm that
+//! blocks publishers.
 //!
 //! Every message in memory carries a [`MemoryCharge`]: its bytes are added to a
 //! process-wide total when it is built and taken off when it is dropped, so the total
 //! is exactly what messages hold now (bodies paged out to the store hold nothing).
+//! The buffers a peer can make the broker fill are charged the same way, resized as
+//! they grow and shrink: a body still arriving (however large its announced size, it
+//! costs what has arrived), the uncommitted publishes of a transaction (they are
+//! pending messages), and each connection's outbox (replies and deliveries the client
+//! has not read yet).
 //! The total lives in striped counters, one cache line per stripe and a stripe per
 //! thread, so charging a message is an uncontended relaxed add.
 //!
@@ -61,6 +67,16 @@ impl MemoryCharge {
 }
 
 impl MemoryCharge {
+    /// Changes the charge to exactly `bytes` (a buffer that grew or shrank; no
+    /// per-message overhead is added).
+    pub fn resize(&mut self, bytes: usize) {
+        let bytes = bytes.min(u32::MAX as usize) as u32;
+        if bytes != self.0 {
+            add(i64::from(bytes) - i64::from(self.0));
+            self.0 = bytes;
+        }
+    }
+
     /// The charge for a message with this routing key, property bytes and body.
     pub fn content(routing_key: &str, raw_properties: &[u8], body: &[u8]) -> Self {
         Self::new(routing_key.len() + raw_properties.len() + body.len())
@@ -101,7 +117,7 @@ impl MemoryAlarm {
         if !raised && bytes > self.limit {
             if self.raised.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                 log::warn!(
-                    "memory alarm set: messages hold {bytes} bytes, limit {}; publishers are blocked",
+                    "memory alarm set: messages and client buffers hold {bytes} bytes, limit {}; publishers are blocked",
                     self.limit
                 );
             }
@@ -109,7 +125,10 @@ impl MemoryAlarm {
         }
         if raised && bytes <= self.limit / 20 * 19 {
             if self.raised.compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                log::warn!("memory alarm cleared: messages hold {bytes} bytes, limit {}", self.limit);
+                log::warn!(
+                    "memory alarm cleared: messages and client buffers hold {bytes} bytes, limit {}",
+                    self.limit
+                );
             }
             return false;
         }
@@ -149,6 +168,22 @@ mod tests {
         drop(c);
         assert_eq!(TOTAL[stripe].0.load(Ordering::Relaxed), before);
         drop(MemoryCharge::default());
+        assert_eq!(TOTAL[stripe].0.load(Ordering::Relaxed), before);
+    }
+
+    #[test]
+    fn a_buffer_charge_follows_its_size() {
+        let stripe = STRIPES;
+        MY_STRIPE.with(|s| s.set(stripe));
+        let before = TOTAL[stripe].0.load(Ordering::Relaxed);
+        let mut c = MemoryCharge::default();
+        c.resize(100);
+        assert_eq!(TOTAL[stripe].0.load(Ordering::Relaxed) - before, 100);
+        c.resize(150);
+        assert_eq!(TOTAL[stripe].0.load(Ordering::Relaxed) - before, 150);
+        c.resize(10);
+        assert_eq!(TOTAL[stripe].0.load(Ordering::Relaxed) - before, 10);
+        drop(c);
         assert_eq!(TOTAL[stripe].0.load(Ordering::Relaxed), before);
     }
 

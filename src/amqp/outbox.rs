@@ -9,15 +9,22 @@
 //!
 //! When the client reads slower than the broker produces, the buffer passes
 //! [`HIGH_WATER`]; queues then stop delivering to this connection and park themselves
-//! here, and the writer re-runs their dispatch once the buffer has drained.
+//! here, and the writer re-runs their dispatch once the buffer has drained. Replies are
+//! bounded the same way from the other side: the connection stops handling the
+//! client's frames while more than [`HIGH_WATER`] bytes are queued or being written
+//! (see [`Outbox::queued`]), so a client that sends requests but never reads is sent at
+//! most the high-water mark plus one message. What the outbox holds is charged to the
+//! memory alarm.
 
 use std::cell::RefCell;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use event_listener::Event;
 use smol::Async;
 
+use crate::memory::MemoryCharge;
 use crate::queue::Queue;
 
 /// Above this many pending bytes, queues stop delivering to the connection.
@@ -26,6 +33,11 @@ pub const HIGH_WATER: usize = 4 * 1024 * 1024;
 pub struct Outbox {
     inner: Mutex<Inner>,
     ready: Event,
+    /// Bytes buffered plus bytes the writer is writing, mirrored from `Inner` so the
+    /// connection task can check it per frame without the lock.
+    queued: AtomicUsize,
+    /// Notified when the writer finished a write (or the outbox closed).
+    written: Event,
     /// The socket, for writing straight from a connection task at the end of its read
     /// batch (see [`Batch`]).
     socket: OnceLock<Arc<Async<std::net::TcpStream>>>,
@@ -40,6 +52,19 @@ struct Inner {
     frame_max: u32,
     /// Queues that held back deliveries because the buffer was over `HIGH_WATER`.
     parked: Vec<Arc<Queue>>,
+    /// Bytes the writer took and has not finished writing.
+    in_flight: usize,
+    /// `buf` and the bytes in flight, charged to the memory alarm.
+    charge: MemoryCharge,
+}
+
+impl Inner {
+    /// Re-counts what the outbox holds (after the buffer or the bytes in flight changed).
+    fn recount(&mut self, queued: &AtomicUsize) {
+        let total = self.buf.len() + self.in_flight;
+        self.charge.resize(total);
+        queued.store(total, Ordering::Relaxed);
+    }
 }
 
 /// Appending access to the buffer; dropping it wakes the writer if needed.
@@ -125,6 +150,7 @@ impl OutboxGuard<'_> {
 
 impl Drop for OutboxGuard<'_> {
     fn drop(&mut self) {
+        self.inner.recount(&self.outbox.queued);
         if self.was_empty && !self.inner.buf.is_empty() {
             let deferred = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
                 Some(list) => {
@@ -143,8 +169,18 @@ impl Drop for OutboxGuard<'_> {
 impl Outbox {
     pub fn new(frame_max: u32) -> Arc<Self> {
         Arc::new(Self {
-            inner: Mutex::new(Inner { buf: Vec::new(), writing: false, closed: false, frame_max, parked: Vec::new() }),
+            inner: Mutex::new(Inner {
+                buf: Vec::new(),
+                writing: false,
+                closed: false,
+                frame_max,
+                parked: Vec::new(),
+                in_flight: 0,
+                charge: MemoryCharge::default(),
+            }),
             ready: Event::new(),
+            queued: AtomicUsize::new(0),
+            written: Event::new(),
             socket: OnceLock::new(),
         })
     }
@@ -168,10 +204,12 @@ impl Outbox {
                 match socket.get_ref().write(&inner.buf) {
                     Ok(n) if n == inner.buf.len() => {
                         inner.buf.clear();
+                        inner.recount(&self.queued);
                         return;
                     }
                     Ok(n) => {
                         inner.buf.drain(..n);
+                        inner.recount(&self.queued);
                     }
                     Err(_) => {}
                 }
@@ -207,6 +245,42 @@ impl Outbox {
         };
         drop(parked);
         self.ready.notify(usize::MAX);
+        self.written.notify(usize::MAX);
+    }
+
+    /// Bytes waiting to be sent or being written now: what the client has yet to read
+    /// (as far as the broker can tell).
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at most [`HIGH_WATER`] bytes are queued (or the outbox is closed).
+    /// Returns false if it gave up after `timeout` with the client still behind.
+    pub async fn wait_writable(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.queued() <= HIGH_WATER || self.lock_inner().closed {
+                return true;
+            }
+            let listener = self.written.listen();
+            if self.queued() <= HIGH_WATER {
+                return true;
+            }
+            let woke = smol::future::or(
+                async {
+                    listener.await;
+                    true
+                },
+                async {
+                    smol::Timer::at(deadline).await;
+                    false
+                },
+            )
+            .await;
+            if !woke {
+                return self.queued() <= HIGH_WATER;
+            }
+        }
     }
 
     /// Waits until there are bytes to send and swaps them into `out` (which must be
@@ -218,6 +292,8 @@ impl Outbox {
                 if !inner.buf.is_empty() {
                     std::mem::swap(&mut inner.buf, out);
                     inner.writing = true;
+                    inner.in_flight = out.len();
+                    inner.recount(&self.queued);
                     return true;
                 }
                 inner.writing = false;
@@ -234,11 +310,18 @@ impl Outbox {
     /// the queues that parked while the buffer was over the high-water mark, if it is
     /// now below it.
     pub fn drained(&self) -> Vec<Arc<Queue>> {
-        let mut inner = self.lock_inner();
-        inner.writing = false;
-        if inner.parked.is_empty() || inner.buf.len() > HIGH_WATER / 2 {
-            return Vec::new();
-        }
-        std::mem::take(&mut inner.parked)
+        let parked = {
+            let mut inner = self.lock_inner();
+            inner.writing = false;
+            inner.in_flight = 0;
+            inner.recount(&self.queued);
+            if inner.parked.is_empty() || inner.buf.len() > HIGH_WATER / 2 {
+                Vec::new()
+            } else {
+                std::mem::take(&mut inner.parked)
+            }
+        };
+        self.written.notify(usize::MAX);
+        parked
     }
 }

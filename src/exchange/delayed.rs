@@ -183,7 +183,10 @@ fn run(shared: Arc<Shared>, vhost: Weak<dyn DueRouter>) {
             return;
         };
         for msg in due.drain(..) {
-            vh.route_due(msg);
+            // A bug routing one message must not stop every later one.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vh.route_due(msg))).is_err() {
+                log::error!("routing a due delayed message panicked; the message is dropped");
+            }
         }
     }
 }

@@ -200,7 +200,16 @@ impl StoreHandle {
             done_bytes: AtomicU64::new(0),
         });
         let for_thread = inner.clone();
-        let t = std::thread::Builder::new().name("haremq-store".into()).spawn(move || run(store, rx, &for_thread))?;
+        let t = std::thread::Builder::new().name("haremq-store".into()).spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(store, rx, &for_thread)));
+            if r.is_err() {
+                // Nothing more could be confirmed: end the process rather than leave
+                // publishers waiting forever. Whatever was confirmed is on disk, and the
+                // next start recovers it.
+                log::error!("the store writer panicked: the broker stops (confirmed messages are on disk)");
+                std::process::exit(70);
+            }
+        })?;
         *inner.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
         Ok(Self { inner })
     }

@@ -13,6 +13,7 @@ use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
+mod memory;
 mod storefault;
 
 const WAIT: Duration = Duration::from_secs(20);

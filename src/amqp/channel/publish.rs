@@ -31,6 +31,18 @@ pub(super) struct Pending {
     pub(super) mandatory: bool,
     pub(super) header: Option<PendingHeader>,
     pub(super) body: Vec<u8>,
+    /// What this publish holds while it is pending (arriving, or waiting for
+    /// tx.commit), counted by the memory alarm: a peer can make the broker hold
+    /// announced-but-unfinished bodies on every channel, and uncommitted publishes.
+    charge: MemoryCharge,
+}
+
+impl Pending {
+    /// Charges what the publish holds now: key, properties and the body's buffer.
+    fn recharge(&mut self) {
+        let properties = self.header.as_ref().map_or(0, |h| h.raw_properties.len());
+        self.charge.resize(self.routing_key.len() + properties + self.body.capacity());
+    }
 }
 
 pub(super) struct PendingHeader {
@@ -71,6 +83,7 @@ impl Channel {
             mandatory: p.mandatory,
             header: None,
             body: Vec::new(),
+            charge: MemoryCharge::default(),
         });
         Ok(())
     }
@@ -172,6 +185,7 @@ impl Channel {
             extra_keys,
             ttl,
         });
+        p.recharge();
         if h.body_size == 0 {
             self.finish_publish(ctx)?;
         }
@@ -182,16 +196,20 @@ impl Channel {
         let Some(p) = self.pending.as_mut() else {
             return Err(AmqpError::UnexpectedFrame("expected method frame, got non method frame instead".into()));
         };
-        let Some(h) = p.header.as_ref() else {
+        let Some(body_size) = p.header.as_ref().map(|h| h.body_size) else {
             return Err(AmqpError::UnexpectedFrame(
                 "expected content header for class 60, got non content header frame instead".into(),
             ));
         };
-        if (p.body.len() + data.len()) as u64 > h.body_size {
-            return Err(AmqpError::FrameError(format!("content body exceeds the announced size {}", h.body_size)));
+        if (p.body.len() + data.len()) as u64 > body_size {
+            return Err(AmqpError::FrameError(format!("content body exceeds the announced size {body_size}")));
         }
+        let capacity = p.body.capacity();
         p.body.extend_from_slice(data);
-        if p.body.len() as u64 == h.body_size {
+        if p.body.capacity() != capacity {
+            p.recharge();
+        }
+        if p.body.len() as u64 == body_size {
             self.finish_publish(ctx)?;
         }
         Ok(())
@@ -224,7 +242,7 @@ impl Channel {
     /// Routes and enqueues a complete publish and handles mandatory. Returns how many
     /// durable queues stored it and whether a queue refused it (x-overflow).
     pub(super) fn route_publish(&mut self, ctx: &Context<'_>, p: Pending) -> AmqpResult<PublishOutcome> {
-        let Pending { exchange, routing_key, mandatory, header: Some(h), body } = p else {
+        let Pending { exchange, routing_key, mandatory, header: Some(h), body, charge: _pending } = p else {
             return Ok(PublishOutcome::default());
         };
         self.routed.clear();

@@ -31,7 +31,7 @@ use smol::Timer;
 
 use super::channel::{Channel, Context};
 use super::frame::{next_frame, write_heartbeat, write_method, Frame, PROTOCOL_HEADER};
-use super::outbox::{Batch, Outbox};
+use super::outbox::{Batch, Outbox, HIGH_WATER};
 use crate::auth::{AuthError, MECHANISMS};
 use crate::broker::{Broker, ClientConnection};
 use crate::error::AmqpError;
@@ -207,6 +207,7 @@ impl Connection {
         loop {
             // Replies and deliveries produced by this read go out when the batch ends.
             let batch = Batch::open();
+            let mut congested = false;
             loop {
                 let (frame, n) = match next_frame(rb.data(), self.frame_max) {
                     Ok(Some(f)) => f,
@@ -242,6 +243,12 @@ impl Connection {
                 if let Some(stop) = r {
                     return stop;
                 }
+                if self.outbox.queued() > HIGH_WATER {
+                    // The client is not reading what it asked for (a basic.get loop,
+                    // say): handle nothing more of its input until it catches up.
+                    congested = true;
+                    break;
+                }
             }
             for id in std::mem::take(&mut self.confirms_due) {
                 if let Some(ch) = self.channels.get_mut(id) {
@@ -252,6 +259,11 @@ impl Connection {
             if self.closing.is_none() && self.broker.is_shutting_down() {
                 // The broker sent (or is sending) connection.close 320 through our outbox.
                 self.closing = Some(Instant::now() + CLOSE_TIMEOUT);
+            }
+            if congested && self.closing.is_none() {
+                // Frames may be left in the read buffer: handle them before reading more.
+                self.wait_for_reader().await;
+                continue;
             }
             let read = match self.closing {
                 // Bounded however much the peer keeps sending (heartbeats, say).
@@ -294,6 +306,22 @@ impl Connection {
                 self.liveness.touch();
             }
         }
+    }
+
+    /// Waits while more than the outbox's high-water mark is queued for the client.
+    /// The client taking bytes counts as hearing from it (its heartbeats are not read
+    /// meanwhile); one that reads nothing at all is left to TCP.
+    async fn wait_for_reader(&mut self) {
+        loop {
+            let before = self.outbox.queued();
+            if self.outbox.wait_writable(Duration::from_secs(1)).await || self.broker.is_shutting_down() {
+                break;
+            }
+            if self.outbox.queued() < before {
+                self.liveness.touch();
+            }
+        }
+        self.liveness.touch();
     }
 
     /// The raised resource alarm, if any, as the reason `connection.blocked` gives.

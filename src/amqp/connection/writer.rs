@@ -55,6 +55,10 @@ pub(super) async fn write_loop(mut stream: TcpStream, outbox: Arc<Outbox>, liven
             return;
         }
         buf.clear();
+        if buf.capacity() > HIGH_WATER {
+            // A large message went out: do not keep its buffer for the connection's life.
+            buf = Vec::new();
+        }
         last_write_ms = liveness.now_ms();
         for q in outbox.drained() {
             q.dispatch();
