@@ -56,7 +56,14 @@ struct Inner {
     in_flight: usize,
     /// `buf` and the bytes in flight, charged to the memory alarm.
     charge: MemoryCharge,
+    /// What the last count found (`queued` and the charge hold it).
+    counted: usize,
 }
+
+/// Appends leave a buffer below this many bytes uncounted (when nothing else is
+/// counted): the counts matter near the high-water mark and for memory in bulk, and
+/// the common small append then costs one comparison.
+const COUNT_FROM: usize = 64 * 1024;
 
 impl Inner {
     /// Re-counts what the outbox holds (after the buffer or the bytes in flight changed).
@@ -64,6 +71,15 @@ impl Inner {
         let total = self.buf.len() + self.in_flight;
         self.charge.resize(total);
         queued.store(total, Ordering::Relaxed);
+        self.counted = total;
+    }
+
+    /// [`Self::recount`] after an append, unless the outbox is small and was counted
+    /// as empty: then the writer's next `take` counts it.
+    fn recount_after_append(&mut self, queued: &AtomicUsize) {
+        if self.counted != 0 || self.buf.len() >= COUNT_FROM {
+            self.recount(queued);
+        }
     }
 }
 
@@ -150,7 +166,7 @@ impl OutboxGuard<'_> {
 
 impl Drop for OutboxGuard<'_> {
     fn drop(&mut self) {
-        self.inner.recount(&self.outbox.queued);
+        self.inner.recount_after_append(&self.outbox.queued);
         if self.was_empty && !self.inner.buf.is_empty() {
             let deferred = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
                 Some(list) => {
@@ -177,6 +193,7 @@ impl Outbox {
                 parked: Vec::new(),
                 in_flight: 0,
                 charge: MemoryCharge::default(),
+                counted: 0,
             }),
             ready: Event::new(),
             queued: AtomicUsize::new(0),

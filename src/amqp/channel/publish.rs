@@ -23,6 +23,10 @@ use crate::wire::shortstr::short;
 /// Largest message body accepted (RabbitMQ's default `max_message_size`, 128 MiB).
 pub const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
 
+/// Properties at least this large are charged to the memory alarm while their
+/// publish waits for its body (smaller ones cost less than the charge would).
+const LARGE_PROPERTIES: usize = 4096;
+
 /// A publish whose content is still arriving.
 pub(super) struct Pending {
     /// The exchange's interned name.
@@ -174,9 +178,6 @@ impl Channel {
         let Some(p) = self.pending.as_mut() else {
             return Ok(());
         };
-        // Capacity is bounded by MAX_MESSAGE_SIZE above; start modestly so a large
-        // announced size costs memory only as the body actually arrives.
-        p.body = Vec::with_capacity(h.body_size.min(1 << 20) as usize);
         p.header = Some(PendingHeader {
             body_size: h.body_size,
             raw_properties,
@@ -185,7 +186,10 @@ impl Channel {
             extra_keys,
             ttl,
         });
-        p.recharge();
+        if p.header.as_ref().is_some_and(|h| h.raw_properties.len() >= LARGE_PROPERTIES) {
+            // Held until the body comes, on as many channels as the peer opens.
+            p.recharge();
+        }
         if h.body_size == 0 {
             self.finish_publish(ctx)?;
         }
@@ -204,13 +208,19 @@ impl Channel {
         if (p.body.len() + data.len()) as u64 > body_size {
             return Err(AmqpError::FrameError(format!("content body exceeds the announced size {body_size}")));
         }
-        let capacity = p.body.capacity();
-        p.body.extend_from_slice(data);
-        if p.body.capacity() != capacity {
-            p.recharge();
+        if p.body.is_empty() {
+            // The first body frame. Capacity is bounded by MAX_MESSAGE_SIZE (checked at
+            // the header); start modestly so a large announced size costs memory only
+            // as the body actually arrives.
+            p.body = Vec::with_capacity((body_size as usize).min(data.len().max(1 << 20)));
         }
+        p.body.extend_from_slice(data);
         if p.body.len() as u64 == body_size {
             self.finish_publish(ctx)?;
+        } else {
+            // More frames to come: what is held until then counts as memory. (A body
+            // that arrives in one frame is routed at once and never charged here.)
+            p.recharge();
         }
         Ok(())
     }
@@ -221,6 +231,8 @@ impl Channel {
             return Ok(());
         };
         if let Some(tx) = self.tx.as_mut() {
+            let mut p = p;
+            p.recharge();
             tx.publishes.push(p);
             return Ok(());
         }
