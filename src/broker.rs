@@ -70,6 +70,13 @@ impl Broker {
         self.vhosts.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
     }
 
+    /// The names of all vhosts, sorted.
+    pub fn vhost_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.vhosts.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// Registers a new connection, to be closed on shutdown.
     pub fn register_connection(&self, connection: Arc<dyn ClientConnection>) -> ConnectionId {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);

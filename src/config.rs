@@ -43,6 +43,10 @@ pub struct Config {
     /// accident): logged as an error, garbage collection skipped.
     #[serde(skip)]
     pub accept_store_repair: bool,
+    /// A RabbitMQ `definitions.json` to import at every start (RabbitMQ's
+    /// `load_definitions`): what it defines is created if missing; a file that cannot
+    /// be imported whole stops the start with an error naming the bad entry.
+    pub definitions: Option<PathBuf>,
 }
 
 /// 30 minutes, as RabbitMQ.
@@ -72,6 +76,7 @@ impl Default for Config {
             memory_limit: 0,
             disk_free_limit: 50_000_000,
             accept_store_repair: false,
+            definitions: None,
         }
     }
 }

@@ -10,6 +10,7 @@ mod amqp;
 mod auth;
 mod broker;
 mod config;
+mod definitions;
 mod disk;
 mod error;
 mod exchange;

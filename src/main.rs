@@ -26,6 +26,9 @@ struct Args {
     /// without it the broker refuses to start on such a store
     #[arg(long)]
     accept_store_repair: bool,
+    /// A RabbitMQ definitions.json to import at start (as RabbitMQ's load_definitions)
+    #[arg(long, value_name = "FILE")]
+    definitions: Option<PathBuf>,
 }
 
 fn load_config(args: &Args) -> Result<haremq::Config, String> {
@@ -44,6 +47,9 @@ fn load_config(args: &Args) -> Result<haremq::Config, String> {
         config.data_dir = dir.clone();
     }
     config.accept_store_repair = args.accept_store_repair;
+    if let Some(path) = &args.definitions {
+        config.definitions = Some(path.clone());
+    }
     Ok(config)
 }
 

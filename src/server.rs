@@ -36,6 +36,20 @@ impl BrokerHandle {
         self.local_addr
     }
 
+    /// The broker's definitions as a RabbitMQ `definitions.json` document.
+    pub fn export_definitions(&self) -> String {
+        let defs = crate::definitions::export(&self.broker);
+        serde_json::to_string_pretty(&defs).unwrap_or_default()
+    }
+
+    /// Imports a RabbitMQ `definitions.json` document, all or nothing; the error names
+    /// the entry that was refused.
+    pub fn import_definitions(&self, json: &str) -> Result<(), String> {
+        let defs: crate::definitions::Definitions =
+            serde_json::from_str(json).map_err(|e| format!("invalid definitions: {e}"))?;
+        crate::definitions::import(&self.broker, &defs).map(|_| ()).map_err(|e| e.to_string())
+    }
+
     /// Stops accepting, closes client connections with 320 CONNECTION_FORCED and waits
     /// for the broker's threads to finish.
     pub fn shutdown(mut self) {
@@ -87,7 +101,22 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
     let next_queue = snapshot.queues.iter().map(|q| q.id).max().map_or(1, |q| q + 1);
     let store = StoreHandle::start(Box::new(store), next_message, next_queue)?;
     let config_threads = config.threads;
+    let definitions = config.definitions.clone();
     let broker = Broker::new(config, Some(store), Some(snapshot));
+    if let Some(path) = definitions {
+        let defs = crate::definitions::read_file(&path).map_err(io::Error::other)?;
+        let report = crate::definitions::import(&broker, &defs).map_err(|e| io::Error::other(e.to_string()))?;
+        log::info!(
+            "imported definitions from {}: {} exchanges, {} queues, {} bindings created",
+            path.display(),
+            report.exchanges_created,
+            report.queues_created,
+            report.bindings_created
+        );
+        for ignored in report.ignored {
+            log::warn!("definitions {}: ignored {ignored}", path.display());
+        }
+    }
     let ex = Arc::new(Executor::new());
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
 

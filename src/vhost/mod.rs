@@ -7,12 +7,14 @@
 
 mod bindings;
 mod exchanges;
+mod listing;
 mod queues;
 mod reply_to;
 mod restore;
 mod routing;
 
 pub use exchanges::ExchangeDeclare;
+pub use listing::BindingInfo;
 pub use reply_to::{ReplySink, REPLY_TO_PREFIX, REPLY_TO_QUEUE};
 pub use routing::Routed;
 

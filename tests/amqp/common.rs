@@ -24,6 +24,11 @@ impl TestBroker {
         self.addr
     }
 
+    /// The in-process broker (tests that need it skip external brokers first).
+    pub fn handle(&self) -> &haremq::BrokerHandle {
+        self.handle.as_ref().expect("an in-process broker")
+    }
+
     /// True when the tests run against an external broker (see `main.rs`).
     pub fn is_external(&self) -> bool {
         self.handle.is_none()

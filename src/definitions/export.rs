@@ -1,0 +1,69 @@
+//! Exporting definitions in RabbitMQ 3.10's layout.
+
+use super::arguments::from_table;
+use super::format::{BindingDef, Definitions, ExchangeDef, QueueDef, VhostDef};
+use crate::broker::Broker;
+
+/// The RabbitMQ version whose definitions format this follows (RabbitMQ's importer
+/// reads it; HareMQ's own name and version are in `product_*`).
+const FORMAT_VERSION: &str = "3.10.0";
+
+/// Everything that can be exported now: vhosts, and in each the exchanges (but the
+/// default and `amq.*` ones, which every vhost has), the queues (but exclusive ones,
+/// which belong to a connection) and the bindings between what is exported.
+pub fn export(broker: &Broker) -> Definitions {
+    let mut defs = Definitions {
+        rabbit_version: Some(FORMAT_VERSION.into()),
+        rabbitmq_version: Some(FORMAT_VERSION.into()),
+        product_name: Some("HareMQ".into()),
+        product_version: Some(env!("CARGO_PKG_VERSION").into()),
+        ..Default::default()
+    };
+    for name in broker.vhost_names() {
+        let Some(v) = broker.vhost(&name) else { continue };
+        defs.vhosts.push(VhostDef { name: name.clone(), description: None, metadata: None, limits: None });
+        let exported_exchange = |x: &str| !x.is_empty() && !x.starts_with("amq.");
+        for x in v.exchange_list().into_iter().filter(|x| exported_exchange(&x.name)) {
+            defs.exchanges.push(ExchangeDef {
+                name: x.name.to_string(),
+                vhost: name.clone(),
+                kind: x.kind.to_string(),
+                durable: x.durable,
+                auto_delete: x.auto_delete,
+                internal: x.internal,
+                arguments: from_table(&x.arguments),
+            });
+        }
+        let mut exclusive = std::collections::HashSet::new();
+        for q in v.queue_list() {
+            if q.exclusive {
+                exclusive.insert(q.name);
+                continue;
+            }
+            defs.queues.push(QueueDef {
+                name: q.name.to_string(),
+                vhost: name.clone(),
+                durable: q.durable,
+                auto_delete: q.auto_delete,
+                arguments: from_table(&q.arguments),
+                queue_type: Some("classic".into()),
+            });
+        }
+        for b in v.binding_list() {
+            // Bindings from amq.* exchanges are exported (they are the user's); the
+            // default exchange's are implicit and never listed.
+            if b.source.is_empty() || (b.to_queue && exclusive.contains(&b.destination)) {
+                continue;
+            }
+            defs.bindings.push(BindingDef {
+                source: b.source.to_string(),
+                vhost: name.clone(),
+                destination: b.destination.to_string(),
+                destination_type: if b.to_queue { "queue" } else { "exchange" }.into(),
+                routing_key: b.routing_key.to_string(),
+                arguments: from_table(&b.arguments),
+            });
+        }
+    }
+    defs
+}

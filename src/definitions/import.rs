@@ -1,0 +1,182 @@
+//! Importing definitions: apply in order, undo on the first refusal.
+
+use std::sync::Arc;
+
+use super::arguments::to_table;
+use super::format::{BindingDef, Definitions, ExchangeDef, QueueDef};
+use crate::broker::Broker;
+use crate::queue::QueueSettings;
+use crate::vhost::{BindingInfo, ExchangeDeclare, VHost};
+
+/// What an import did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub exchanges_created: usize,
+    pub queues_created: usize,
+    pub bindings_created: usize,
+    /// Sections HareMQ read but does not act on (policies, parameters), with counts.
+    pub ignored: Vec<String>,
+}
+
+/// Why an import was refused; it names the entry.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ImportError(pub String);
+
+impl std::fmt::Display for ImportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "definitions import refused, nothing changed: {}", self.0)
+    }
+}
+
+impl std::error::Error for ImportError {}
+
+/// What an import created so far, to undo on failure.
+#[derive(Default)]
+struct Created {
+    exchanges: Vec<(Arc<VHost>, String)>,
+    queues: Vec<(Arc<VHost>, String)>,
+    bindings: Vec<(Arc<VHost>, BindingInfo)>,
+}
+
+impl Created {
+    fn undo(self) {
+        for (vhost, b) in self.bindings.into_iter().rev() {
+            let _ = if b.to_queue {
+                vhost.unbind_queue(&b.destination, &b.source, &b.routing_key, &b.arguments, 0)
+            } else {
+                vhost.unbind_exchange(&b.destination, &b.source, &b.routing_key, &b.arguments)
+            };
+        }
+        for (vhost, name) in self.queues.into_iter().rev() {
+            if let Some(q) = vhost.queue(&name) {
+                vhost.delete_queue(&q);
+            }
+        }
+        for (vhost, name) in self.exchanges.into_iter().rev() {
+            let _ = vhost.delete_exchange(&name, false);
+        }
+    }
+}
+
+/// Applies `defs` to `broker`, all or nothing.
+pub fn import(broker: &Broker, defs: &Definitions) -> Result<ImportReport, ImportError> {
+    let mut created = Created::default();
+    match apply(broker, defs, &mut created) {
+        Ok(mut report) => {
+            report.exchanges_created = created.exchanges.len();
+            report.queues_created = created.queues.len();
+            report.bindings_created = created.bindings.len();
+            Ok(report)
+        }
+        Err(e) => {
+            created.undo();
+            Err(e)
+        }
+    }
+}
+
+fn apply(broker: &Broker, defs: &Definitions, created: &mut Created) -> Result<ImportReport, ImportError> {
+    let mut report = ImportReport::default();
+    for (what, n) in [
+        ("policies", defs.policies.len()),
+        ("parameters", defs.parameters.len()),
+        ("global_parameters", defs.global_parameters.len()),
+    ] {
+        if n > 0 {
+            report.ignored.push(format!("{n} {what} (not supported yet)"));
+        }
+    }
+    let vhost = |name: &str, entry: &dyn Fn() -> String| {
+        broker.vhost(name).ok_or_else(|| ImportError(format!("{}: vhost '{name}' does not exist", entry())))
+    };
+    for x in &defs.exchanges {
+        let entry = || format!("exchange '{}' in vhost '{}'", x.name, x.vhost);
+        let v = vhost(&x.vhost, &entry)?;
+        if declare_exchange(&v, x).map_err(|e| ImportError(format!("{}: {e}", entry())))? {
+            created.exchanges.push((v, x.name.clone()));
+        }
+    }
+    for q in &defs.queues {
+        let entry = || format!("queue '{}' in vhost '{}'", q.name, q.vhost);
+        let v = vhost(&q.vhost, &entry)?;
+        if declare_queue(&v, q).map_err(|e| ImportError(format!("{}: {e}", entry())))? {
+            created.queues.push((v, q.name.clone()));
+        }
+    }
+    for b in &defs.bindings {
+        let entry = || {
+            format!(
+                "binding from '{}' to {} '{}' with key '{}' in vhost '{}'",
+                b.source, b.destination_type, b.destination, b.routing_key, b.vhost
+            )
+        };
+        let v = vhost(&b.vhost, &entry)?;
+        if let Some(info) = bind(&v, b).map_err(|e| ImportError(format!("{}: {e}", entry())))? {
+            created.bindings.push((v, info));
+        }
+    }
+    Ok(report)
+}
+
+/// Declares one exchange; true if it was created (false: an equivalent one existed).
+fn declare_exchange(v: &VHost, x: &ExchangeDef) -> Result<bool, String> {
+    if x.name.is_empty() {
+        return Ok(false); // the default exchange always exists
+    }
+    let arguments = to_table(&x.arguments)?;
+    let exists = v.exchange_exists(&x.name);
+    let d = ExchangeDeclare {
+        name: &x.name,
+        kind: &x.kind,
+        passive: false,
+        durable: x.durable,
+        auto_delete: x.auto_delete,
+        internal: x.internal,
+        arguments: &arguments,
+    };
+    v.declare_exchange(&d).map_err(|e| e.reply_text())?;
+    Ok(!exists)
+}
+
+/// Declares one queue; true if it was created.
+fn declare_queue(v: &VHost, q: &QueueDef) -> Result<bool, String> {
+    if q.name.is_empty() || q.name.len() > 255 {
+        return Err("a queue name must be 1 to 255 bytes".into());
+    }
+    let arguments = to_table(&q.arguments)?;
+    let exists = v.queue(&q.name).is_some();
+    if !exists {
+        crate::queue::args::validate(&q.name, &v.name, &arguments).map_err(|e| e.reply_text())?;
+    }
+    let settings = QueueSettings { durable: q.durable, exclusive_owner: None, auto_delete: q.auto_delete, arguments };
+    let (_, created) = v.declare_queue(&q.name, false, settings, 0).map_err(|e| e.reply_text())?;
+    Ok(created)
+}
+
+/// Adds one binding; the binding if this import added it.
+fn bind(v: &VHost, b: &BindingDef) -> Result<Option<BindingInfo>, String> {
+    let to_queue = match b.destination_type.as_str() {
+        "queue" => true,
+        "exchange" => false,
+        other => return Err(format!("unknown destination_type '{other}' (expected queue or exchange)")),
+    };
+    let info = BindingInfo {
+        source: b.source.as_str().into(),
+        destination: b.destination.as_str().into(),
+        to_queue,
+        routing_key: b.routing_key.as_str().into(),
+        arguments: to_table(&b.arguments)?,
+    };
+    if b.source.is_empty() {
+        // Bindings from the default exchange are implicit; RabbitMQ never exports them.
+        return Ok(None);
+    }
+    let existed = v.has_binding(&info);
+    if to_queue {
+        let q = v.queue(&b.destination).ok_or_else(|| format!("queue '{}' does not exist", b.destination))?;
+        v.bind_queue(&q, &b.source, &b.routing_key, &info.arguments).map_err(|e| e.reply_text())?;
+    } else {
+        v.bind_exchange(&b.destination, &b.source, &b.routing_key, &info.arguments).map_err(|e| e.reply_text())?;
+    }
+    Ok((!existed).then_some(info))
+}

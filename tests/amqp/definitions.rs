@@ -1,0 +1,166 @@
+//! Definitions (issue 12): RabbitMQ's definitions.json imported at boot and at run time,
+//! exported, and moved between brokers. The fixture is RabbitMQ 3.10.8's own export
+//! (`rabbitmqctl import_definitions` of a hand-written file, then
+//! `rabbitmqctl export_definitions`, trimmed to its entries).
+
+use crate::common::{start_broker, start_broker_with, unique, WAIT};
+use crate::util;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, ExchangeKind};
+use serde_json::Value;
+
+const RABBITMQ_EXPORT: &str = include_str!("fixtures/rabbitmq-3.10-definitions.json");
+
+fn passive_queue() -> QueueDeclareOptions {
+    QueueDeclareOptions { passive: true, ..Default::default() }
+}
+
+/// The topology of a RabbitMQ export works when loaded at boot (`definitions` in the
+/// config, as RabbitMQ's `load_definitions`): a topic exchange routes through an
+/// exchange-to-exchange binding into a headers exchange, queue arguments (TTL, DLX,
+/// max-length) are in force, and policies (not supported yet) do not stop the import.
+#[tokio::test]
+async fn a_rabbitmq_export_loads_at_boot_and_works() {
+    let file = std::env::temp_dir().join(format!("{}.json", unique("haremq-defs")));
+    std::fs::write(&file, RABBITMQ_EXPORT).unwrap();
+    let path = file.clone();
+    let broker = start_broker_with(move |c| c.definitions = Some(path));
+    let _ = std::fs::remove_file(&file);
+    if broker.is_external() {
+        return;
+    }
+    let (_conn, ch) = util::open(&broker).await;
+    for q in ["fixture-orders", "fixture-dead", "fixture-eu-audit"] {
+        ch.queue_declare(q.into(), passive_queue(), FieldTable::default()).await.expect("queue imported");
+    }
+    // Routed by the topic binding.
+    util::publish(&ch, "fixture-events", "orders.created", b"order 1").await;
+    assert_eq!(util::drain(&ch, "fixture-orders").await, vec!["order 1"]);
+    // Through the exchange-to-exchange binding and the headers binding (x-match all).
+    let mut headers = FieldTable::default();
+    headers.insert("region".into(), AMQPValue::LongString("eu".into()));
+    util::publish_props(
+        &ch,
+        "fixture-events",
+        "audit.login",
+        b"eu login",
+        BasicProperties::default().with_headers(headers),
+    )
+    .await;
+    assert_eq!(util::drain(&ch, "fixture-eu-audit").await, vec!["eu login"]);
+    // x-message-ttl 60000 is the queue's: a redeclare without it is refused.
+    let redeclare = ch.queue_declare(
+        "fixture-orders".into(),
+        QueueDeclareOptions { durable: true, ..Default::default() },
+        FieldTable::default(),
+    );
+    util::assert_amqp_err(redeclare.await, 406, "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl'");
+}
+
+/// Export from one broker, import into a fresh one: the same topology, and an
+/// application's messages flow the same way; exporting again gives the same document.
+#[tokio::test]
+async fn definitions_round_trip_between_brokers() {
+    let a = start_broker();
+    if a.is_external() {
+        return;
+    }
+    let (_ca, ch) = util::open(&a).await;
+    util::declare_exchange(&ch, "rt-x", ExchangeKind::Direct).await;
+    let mut args = FieldTable::default();
+    args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(5));
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+    args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString("dead".into()));
+    ch.queue_declare("rt-q".into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
+        .await
+        .expect("declare");
+    util::bind(&ch, "rt-q", "rt-x", "k").await;
+    // Exclusive queues belong to their connection and are not exported.
+    ch.queue_declare(
+        "rt-excl".into(),
+        QueueDeclareOptions { exclusive: true, ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .expect("exclusive");
+    let exported = a.handle().export_definitions();
+    let json: Value = serde_json::from_str(&exported).unwrap();
+    assert_eq!(json["product_name"], "HareMQ");
+    let queues: Vec<&str> = json["queues"].as_array().unwrap().iter().map(|q| q["name"].as_str().unwrap()).collect();
+    assert_eq!(queues, vec!["rt-q"]);
+    assert_eq!(json["queues"][0]["arguments"]["x-max-priority"], 5);
+
+    let b = start_broker();
+    b.handle().import_definitions(&exported).expect("import");
+    // Importing the same document again changes nothing.
+    b.handle().import_definitions(&exported).expect("import twice");
+    assert_eq!(b.handle().export_definitions(), exported);
+    let (_cb, ch) = util::open(&b).await;
+    util::publish(&ch, "rt-x", "k", b"moved").await;
+    assert_eq!(util::drain(&ch, "rt-q").await, vec!["moved"]);
+}
+
+/// An import is all or nothing: a binding to a queue that exists nowhere is refused
+/// with an error naming it, and the exchange and queue before it were not kept.
+#[tokio::test]
+async fn a_refused_import_changes_nothing() {
+    let broker = start_broker();
+    if broker.is_external() {
+        return;
+    }
+    let doc = r#"{
+        "exchanges": [{"name": "atomic-x", "vhost": "/", "type": "fanout", "durable": true, "auto_delete": false, "internal": false, "arguments": {}}],
+        "queues": [{"name": "atomic-q", "vhost": "/", "durable": true, "auto_delete": false, "arguments": {}}],
+        "bindings": [
+            {"source": "atomic-x", "vhost": "/", "destination": "atomic-q", "destination_type": "queue", "routing_key": "", "arguments": {}},
+            {"source": "atomic-x", "vhost": "/", "destination": "nowhere", "destination_type": "queue", "routing_key": "", "arguments": {}}
+        ]
+    }"#;
+    let err = broker.handle().import_definitions(doc).expect_err("refused");
+    assert!(
+        err.contains("binding from 'atomic-x' to queue 'nowhere'") && err.contains("does not exist"),
+        "the error names the entry: {err}"
+    );
+    let (_conn, ch) = util::open(&broker).await;
+    util::assert_amqp_err(
+        ch.queue_declare("atomic-q".into(), passive_queue(), FieldTable::default()).await,
+        404,
+        "NOT_FOUND - no queue 'atomic-q'",
+    );
+    let ch = util::channel(&_conn).await;
+    let passive = ExchangeDeclareOptions { passive: true, ..Default::default() };
+    util::assert_amqp_err(
+        ch.exchange_declare("atomic-x".into(), ExchangeKind::Fanout, passive, FieldTable::default()).await,
+        404,
+        "NOT_FOUND - no exchange 'atomic-x'",
+    );
+    // Bad arguments are refused with RabbitMQ's text, also naming the entry.
+    let doc = r#"{"queues": [{"name": "bad-ttl", "vhost": "/", "durable": true, "auto_delete": false, "arguments": {"x-message-ttl": -1}}]}"#;
+    let err = broker.handle().import_definitions(doc).expect_err("refused");
+    assert!(err.contains("queue 'bad-ttl' in vhost '/'") && err.contains("x-message-ttl"), "{err}");
+}
+
+/// A definitions file that cannot be imported stops the start, naming the entry.
+#[test]
+fn a_bad_definitions_file_stops_the_start() {
+    let file = std::env::temp_dir().join(format!("{}.json", unique("haremq-bad-defs")));
+    std::fs::write(
+        &file,
+        r#"{"exchanges": [{"name": "x", "vhost": "/", "type": "no-such-type", "durable": true, "arguments": {}}]}"#,
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(unique("haremq-bad-defs-data"));
+    let config = haremq::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.clone(),
+        definitions: Some(file.clone()),
+        ..Default::default()
+    };
+    let err = haremq::start(config).err().expect("the start is refused");
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = err.to_string();
+    assert!(text.contains("exchange 'x' in vhost '/'") && text.contains("no-such-type"), "{text}");
+    let _ = WAIT;
+}
