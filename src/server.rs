@@ -36,6 +36,11 @@ impl BrokerHandle {
         self.local_addr
     }
 
+    /// The administration API: vhosts, users, permissions and limits.
+    pub fn admin(&self) -> crate::admin::Admin {
+        crate::admin::Admin::new(self.broker.clone())
+    }
+
     /// Stops accepting, closes client connections with 320 CONNECTION_FORCED and waits
     /// for the broker's threads to finish.
     pub fn shutdown(mut self) {
