@@ -3,8 +3,9 @@
 //!
 //! Connections resolve their user's rights in their vhost once ([`super::access`]) and
 //! re-resolve when the generation moved, so a change applies to every open channel
-//! from its next check on (RabbitMQ caches granted checks per channel until the channel
-//! closes, so there a revocation reaches only new channels).
+//! from its next check on, as in RabbitMQ 3.10 (its channels cache granted checks too,
+//! and a permission change empties those caches: observed, a revoked write refuses
+//! the next publish on a channel that had published).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
