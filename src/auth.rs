@@ -1,23 +1,37 @@
-//! Authentication: the user table and the SASL mechanisms (PLAIN, AMQPLAIN).
+//! Authentication and authorisation: the user table, the SASL mechanisms (PLAIN,
+//! AMQPLAIN), permissions and the checks made with them.
 //!
 //! This is the seam for other auth backends (LDAP, HTTP, OAuth 2 later): the connection
-//! only calls [`UserTable::authenticate`].
+//! calls [`UserTable::authenticate`] (and [`UserTable::user`] for mechanisms that
+//! authenticate without a password), then checks its rights through
+//! [`access::SessionAccess`]. Users live in [`users`] (password hashes in RabbitMQ's
+//! format, [`password`]), permissions in [`grants`] ([`permissions`] says how they
+//! match).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use amq_protocol::types::parsing::parse_field_table;
 use amq_protocol::types::AMQPValue;
 
 use crate::config::Config;
 
+pub mod access;
+pub mod grants;
+pub mod loopback;
+pub mod password;
+pub mod permissions;
 pub mod throttle;
+pub mod users;
+
+pub use users::UserInfo;
 
 /// The mechanisms offered in connection.start, in preference order.
 pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
 
 pub struct UserTable {
-    passwords: HashMap<String, String>,
+    pub users: users::Users,
+    pub grants: Arc<grants::Grants>,
     loopback_only: Vec<String>,
     /// The delay on failed logins, per source address.
     pub throttle: throttle::LoginThrottle,
@@ -33,12 +47,51 @@ pub enum AuthError {
 }
 
 impl UserTable {
-    pub fn from_config(config: &Config) -> Self {
+    /// An empty table (the broker fills it from the store, or seeds it from the
+    /// configuration on a first start).
+    pub fn new(config: &Config) -> Self {
         Self {
-            passwords: config.users.iter().map(|u| (u.name.clone(), u.password.clone())).collect(),
+            users: Default::default(),
+            grants: Default::default(),
             loopback_only: config.loopback_users.clone(),
             throttle: Default::default(),
         }
+    }
+
+    /// The configuration's users with full permissions on `/`, in memory only.
+    pub fn from_config(config: &Config) -> Self {
+        let table = Self::new(config);
+        for u in &config.users {
+            table.seed(&u.name, &u.password, "/");
+        }
+        table
+    }
+
+    /// Adds a configured user: the password hashed, tag `administrator`, full
+    /// permissions on `vhost` (as RabbitMQ's default user). Returns it.
+    pub fn seed(&self, name: &str, password: &str, vhost: &str) -> Arc<users::User> {
+        let user = Arc::new(users::User {
+            name: name.to_string(),
+            password: Some(password::PasswordHash::new(password, Default::default())),
+            tags: vec!["administrator".to_string()],
+            limits: Default::default(),
+        });
+        self.users.change(|t| t.insert(name.to_string(), user.clone()));
+        self.grants.change(|t| {
+            t.permissions.insert((name.to_string(), vhost.to_string()), Arc::new(permissions::Permission::all()))
+        });
+        user
+    }
+
+    /// A user by name, for mechanisms that authenticate without a password
+    /// (EXTERNAL: the certificate names the user).
+    pub fn user(&self, name: &str) -> Option<UserInfo> {
+        self.users.get(name).map(|u| u.info())
+    }
+
+    /// Whether `user` may only log in from loopback addresses (`loopback_users`).
+    pub fn loopback_only(&self, user: &str) -> bool {
+        self.loopback_only.iter().any(|u| u == user)
     }
 
     /// Checks a SASL response; returns the user name.
@@ -48,11 +101,11 @@ impl UserTable {
             "AMQPLAIN" => parse_amqplain(response)?,
             other => return Err(AuthError::UnknownMechanism(other.to_string())),
         };
-        match self.passwords.get(&user) {
-            Some(p) if constant_time_eq(p.as_bytes(), password.as_bytes()) => {}
-            _ => return Err(AuthError::BadCredentials(user)),
+        // Passwordless users never match.
+        if self.users.verify(&user, &password).is_none() {
+            return Err(AuthError::BadCredentials(user));
         }
-        if self.loopback_only.contains(&user) && !peer.is_loopback() {
+        if self.loopback_only(&user) && !loopback::is_loopback(peer) {
             return Err(AuthError::LoopbackOnly(user));
         }
         Ok(user)
@@ -90,10 +143,6 @@ fn parse_amqplain(response: &[u8]) -> Result<(String, String), AuthError> {
     Ok((get("LOGIN")?, get("PASSWORD")?))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +169,30 @@ mod tests {
         assert!(matches!(table().authenticate("PLAIN", b"\0guest\0nope", ip), Err(AuthError::BadCredentials(_))));
         assert_eq!(table().authenticate("PLAIN", b"guest", ip), Err(AuthError::Malformed));
         assert!(matches!(table().authenticate("CRAM", b"", ip), Err(AuthError::UnknownMechanism(_))));
+    }
+
+    #[test]
+    fn guest_from_ipv4_mapped_loopback() {
+        let ip: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(table().authenticate("PLAIN", b"\0guest\0guest", ip), Ok("guest".into()));
+        let ip: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(table().authenticate("PLAIN", b"\0guest\0guest", ip), Err(AuthError::LoopbackOnly("guest".into())));
+    }
+
+    #[test]
+    fn passwordless_users_cannot_log_in_with_a_password() {
+        let t = table();
+        t.users.change(|m| {
+            m.insert(
+                "cert".into(),
+                Arc::new(users::User { name: "cert".into(), password: None, tags: vec![], limits: Default::default() }),
+            )
+        });
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(matches!(t.authenticate("PLAIN", b"\0cert\0", ip), Err(AuthError::BadCredentials(_))));
+        assert!(matches!(t.authenticate("PLAIN", b"\0cert\0x", ip), Err(AuthError::BadCredentials(_))));
+        assert_eq!(t.user("cert").map(|u| u.password_hash), Some(None));
+        assert!(t.user("nobody").is_none());
     }
 
     #[test]

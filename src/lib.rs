@@ -1,11 +1,13 @@
 //! HareMQ: an AMQP 0-9-1 message broker that RabbitMQ clients use unchanged.
 //!
 //! The library's surface is what it takes to run a broker: a [`Config`], [`start`],
-//! and the [`BrokerHandle`] that stops it. The binary (`src/main.rs`) parses flags and
+//! the [`BrokerHandle`] that stops it, and its [`admin::Admin`] API (vhosts, users,
+//! permissions, limits). The binary (`src/main.rs`) parses flags and
 //! calls [`start`]; the integration tests call it with an ephemeral port. Everything
 //! else is crate-private (the fuzz targets reach the parsers through the hidden
 //! `fuzzing` module); `ARCHITECTURE.md` is the map.
 
+pub mod admin;
 mod amqp;
 mod auth;
 mod broker;

@@ -50,6 +50,11 @@ impl BrokerHandle {
         crate::definitions::import(&self.broker, &defs).map(|_| ()).map_err(|e| e.to_string())
     }
 
+    /// The administration API: vhosts, users, permissions and limits.
+    pub fn admin(&self) -> crate::admin::Admin {
+        crate::admin::Admin::new(self.broker.clone())
+    }
+
     /// Stops accepting, closes client connections with 320 CONNECTION_FORCED and waits
     /// for the broker's threads to finish.
     pub fn shutdown(mut self) {

@@ -1,5 +1,6 @@
 //! The AMQP 0-9-1 protocol side: connections, channels, frames and the outbox.
 
+pub mod access_cache;
 pub mod channel;
 pub mod connection;
 pub mod delivery;

@@ -1,17 +1,26 @@
 //! Exporting definitions in RabbitMQ 3.10's layout.
 
 use super::arguments::from_table;
-use super::format::{BindingDef, Definitions, ExchangeDef, QueueDef, VhostDef};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::format::{
+    BindingDef, Definitions, ExchangeDef, PermissionDef, QueueDef, Tags, TopicPermissionDef, UserDef, VhostDef,
+};
+use crate::admin::Admin;
 use crate::broker::Broker;
 
 /// The RabbitMQ version whose definitions format this follows (RabbitMQ's importer
 /// reads it; HareMQ's own name and version are in `product_*`).
 const FORMAT_VERSION: &str = "3.10.0";
 
-/// Everything that can be exported now: vhosts, and in each the exchanges (but the
+/// Users (with their password hashes, tags and limits), permissions, topic
+/// permissions, vhosts (with their metadata; limits as `vhost-limits` parameters, as
+/// RabbitMQ writes them), and in each vhost the exchanges (but the
 /// default and `amq.*` ones, which every vhost has), the queues (but exclusive ones,
 /// which belong to a connection) and the bindings between what is exported.
-pub fn export(broker: &Broker) -> Definitions {
+pub fn export(broker: &Arc<Broker>) -> Definitions {
     let mut defs = Definitions {
         rabbit_version: Some(FORMAT_VERSION.into()),
         rabbitmq_version: Some(FORMAT_VERSION.into()),
@@ -19,9 +28,64 @@ pub fn export(broker: &Broker) -> Definitions {
         product_version: Some(env!("CARGO_PKG_VERSION").into()),
         ..Default::default()
     };
+    let admin = Admin::new(broker.clone());
+    for u in admin.users() {
+        let mut limits = serde_json::Map::new();
+        if let Some(n) = u.limits.max_connections {
+            limits.insert("max-connections".into(), n.into());
+        }
+        if let Some(n) = u.limits.max_channels {
+            limits.insert("max-channels".into(), n.into());
+        }
+        defs.users.push(UserDef {
+            name: u.name,
+            password_hash: u.password_hash.unwrap_or_default(),
+            hashing_algorithm: u.hashing_algorithm.into(),
+            tags: Tags(u.tags),
+            limits: Value::Object(limits),
+        });
+    }
+    for p in admin.permissions() {
+        defs.permissions.push(PermissionDef {
+            user: p.user,
+            vhost: p.vhost,
+            configure: p.configure,
+            write: p.write,
+            read: p.read,
+        });
+    }
+    for t in admin.topic_permissions() {
+        defs.topic_permissions.push(TopicPermissionDef {
+            user: t.user,
+            vhost: t.vhost,
+            exchange: t.exchange,
+            write: t.write,
+            read: t.read,
+        });
+    }
+    for info in admin.vhosts() {
+        let mut limits = serde_json::Map::new();
+        if let Some(n) = info.limits.max_connections {
+            limits.insert("max-connections".into(), n.into());
+        }
+        if let Some(n) = info.limits.max_queues {
+            limits.insert("max-queues".into(), n.into());
+        }
+        if !limits.is_empty() {
+            // Where RabbitMQ keeps vhost limits: a runtime parameter.
+            defs.parameters.push(json!({
+                "vhost": info.name, "component": "vhost-limits", "name": "limits", "value": limits,
+            }));
+        }
+        defs.vhosts.push(VhostDef {
+            name: info.name.clone(),
+            description: None,
+            metadata: Some(json!({"description": info.description, "tags": info.tags})),
+            limits: None,
+        });
+    }
     for name in broker.vhost_names() {
         let Some(v) = broker.vhost(&name) else { continue };
-        defs.vhosts.push(VhostDef { name: name.clone(), description: None, metadata: None, limits: None });
         let exported_exchange = |x: &str| !x.is_empty() && !x.starts_with("amq.");
         for x in v.exchange_list().into_iter().filter(|x| exported_exchange(&x.name)) {
             defs.exchanges.push(ExchangeDef {

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use super::arguments::to_table;
 use super::format::{BindingDef, Definitions, ExchangeDef, QueueDef};
+use super::security;
+use crate::admin::Admin;
 use crate::broker::Broker;
 use crate::queue::QueueSettings;
 use crate::vhost::{BindingInfo, ExchangeDeclare, VHost};
@@ -58,8 +60,17 @@ impl Created {
     }
 }
 
-/// Applies `defs` to `broker`, all or nothing.
-pub fn import(broker: &Broker, defs: &Definitions) -> Result<ImportReport, ImportError> {
+/// Applies `defs` to `broker`, all or nothing: the security entries (users, vhosts,
+/// permissions, limits) are checked whole first, then applied, then the topology; a
+/// refusal anywhere puts back what this import changed.
+pub fn import(broker: &Arc<Broker>, defs: &Definitions) -> Result<ImportReport, ImportError> {
+    security::validate(defs)?;
+    let admin = Admin::new(broker.clone());
+    let mut undo = security::Undo::default();
+    if let Err(e) = security::apply(&admin, defs, &mut undo) {
+        undo.apply(&admin);
+        return Err(e);
+    }
     let mut created = Created::default();
     match apply(broker, defs, &mut created) {
         Ok(mut report) => {
@@ -70,6 +81,7 @@ pub fn import(broker: &Broker, defs: &Definitions) -> Result<ImportReport, Impor
         }
         Err(e) => {
             created.undo();
+            undo.apply(&admin);
             Err(e)
         }
     }
@@ -77,9 +89,11 @@ pub fn import(broker: &Broker, defs: &Definitions) -> Result<ImportReport, Impor
 
 fn apply(broker: &Broker, defs: &Definitions, created: &mut Created) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
+    let other_parameters =
+        defs.parameters.iter().filter(|p| p.get("component").and_then(|c| c.as_str()) != Some("vhost-limits")).count();
     for (what, n) in [
         ("policies", defs.policies.len()),
-        ("parameters", defs.parameters.len()),
+        ("parameters", other_parameters),
         ("global_parameters", defs.global_parameters.len()),
     ] {
         if n > 0 {

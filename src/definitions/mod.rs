@@ -4,15 +4,17 @@
 //! `definitions`, as RabbitMQ's `load_definitions`) and, later, through the management
 //! API; exported the same way.
 //!
-//! An import is all or nothing: entries are applied in RabbitMQ's order (exchanges,
-//! queues, bindings) and the first one refused undoes everything this import created,
-//! then the error names that entry. Entries that match what exists already are no-ops
+//! An import is all or nothing: entries are applied in RabbitMQ's order (users, vhosts,
+//! permissions, topic permissions, vhost limits, then exchanges, queues, bindings); the
+//! security entries are all checked before any is applied, and the first entry
+//! refused undoes everything this import changed, then the error names that entry. Entries that match what exists already are no-ops
 //! (a redeclare), so importing the same file twice changes nothing.
 
 mod arguments;
 mod export;
 mod format;
 mod import;
+mod security;
 
 pub use export::export;
 pub use format::Definitions;

@@ -143,6 +143,13 @@ impl DelayScheduler {
     }
 }
 
+impl DelayScheduler {
+    /// Drops every held message (the vhost was deleted; the store's rows go with it).
+    pub fn forget_all(&self) {
+        self.lock().heap.clear();
+    }
+}
+
 impl Drop for DelayScheduler {
     fn drop(&mut self) {
         self.lock().stop = true;

@@ -63,6 +63,52 @@ pub struct BindingRecord {
     pub arguments: FieldTable,
 }
 
+/// A virtual host and its limits (`None`: no limit).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VHostRecord {
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub max_connections: Option<u64>,
+    pub max_queues: Option<u64>,
+}
+
+/// A user: its password hash in RabbitMQ's base64 form (empty: no password), the
+/// hashing algorithm's RabbitMQ name, tags and limits (`None`: no limit).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserRecord {
+    pub name: String,
+    pub password_hash: String,
+    pub hashing_algorithm: String,
+    pub tags: Vec<String>,
+    pub max_connections: Option<u64>,
+    pub max_channels: Option<u64>,
+}
+
+/// A user's permissions in a vhost: RabbitMQ's three regular expressions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PermissionRecord {
+    pub user: String,
+    pub vhost: String,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
+/// A user's topic permission on an exchange of a vhost.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TopicPermissionRecord {
+    pub user: String,
+    pub vhost: String,
+    pub exchange: String,
+    pub write: String,
+    pub read: String,
+}
+
 /// One change to durable state.
 pub enum StoreOp {
     PutExchange(ExchangeRecord),
@@ -113,6 +159,29 @@ pub enum StoreOp {
     /// The held message was routed (its queue entries were sent before this op) or
     /// dropped with its exchange.
     DeleteDelayed(MessageId),
+    PutVHost(VHostRecord),
+    /// Deletes the vhost and everything recorded in it: exchanges, queues with their
+    /// entries, bindings, delayed messages, permissions (message records left without
+    /// an entry are collected at the next start).
+    DeleteVHost {
+        name: String,
+    },
+    PutUser(UserRecord),
+    /// Deletes the user and its permissions and topic permissions.
+    DeleteUser {
+        name: String,
+    },
+    PutPermission(PermissionRecord),
+    DeletePermission {
+        user: String,
+        vhost: String,
+    },
+    PutTopicPermission(TopicPermissionRecord),
+    DeleteTopicPermission {
+        user: String,
+        vhost: String,
+        exchange: String,
+    },
 }
 
 /// Which rows of a range belong to a priority level's run: the store does not read
@@ -224,6 +293,10 @@ pub enum Recovered {
 /// Everything durable, as loaded at start.
 #[derive(Default)]
 pub struct Snapshot {
+    pub vhosts: Vec<VHostRecord>,
+    pub users: Vec<UserRecord>,
+    pub permissions: Vec<PermissionRecord>,
+    pub topic_permissions: Vec<TopicPermissionRecord>,
     pub exchanges: Vec<ExchangeRecord>,
     pub queues: Vec<QueueRecord>,
     pub bindings: Vec<BindingRecord>,

@@ -7,6 +7,10 @@
 //! - `messages`: message id → encoded message ([`super::codec`])
 //! - `entries`: (queue id, seq) → (message id, delivered) — the queue index: a
 //!   queue's spilled runs are read back from it by range (`MessageReader::read_entries`)
+//! - `delayed`: message id → encoded delayed message
+//! - `vhosts`: name → JSON [`VHostRecord`]; `users`: name → JSON [`UserRecord`]
+//! - `permissions`: "user\0vhost" → JSON [`PermissionRecord`];
+//!   `topic_permissions`: "user\0vhost\0exchange" → JSON [`TopicPermissionRecord`]
 //!
 //! Every commit uses redb's default `Durability::Immediate`: it returns after fsync.
 //!
@@ -30,8 +34,8 @@ use super::clean::{self, Counts};
 
 use super::codec::{decode_delayed, decode_message, encode_message};
 use super::{
-    BindingRecord, EntryRecord, MessageId, MessageReader, MessageRecord, QueueId, QueueRecord, Recovered, Snapshot,
-    Store, StoreError, StoreOp, LOAD_AT_START,
+    BindingRecord, EntryRecord, MessageId, MessageReader, MessageRecord, PermissionRecord, QueueId, QueueRecord,
+    Recovered, Snapshot, Store, StoreError, StoreOp, TopicPermissionRecord, LOAD_AT_START,
 };
 
 const EXCHANGES: TableDefinition<&str, &[u8]> = TableDefinition::new("exchanges");
@@ -40,6 +44,10 @@ const BINDINGS: TableDefinition<&[u8], ()> = TableDefinition::new("bindings");
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const ENTRIES: TableDefinition<(u64, u64), (u64, bool)> = TableDefinition::new("entries");
 const DELAYED: TableDefinition<u64, &[u8]> = TableDefinition::new("delayed");
+const VHOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vhosts");
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+const PERMISSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("permissions");
+const TOPIC_PERMISSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("topic_permissions");
 
 /// redb's page cache.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -167,6 +175,20 @@ impl IdSet {
 
 fn exchange_key(vhost: &str, name: &str) -> String {
     format!("{vhost}\0{name}")
+}
+
+fn permission_key(user: &str, vhost: &str) -> String {
+    format!("{user}\0{vhost}")
+}
+
+fn topic_permission_key(user: &str, vhost: &str, exchange: &str) -> String {
+    format!("{user}\0{vhost}\0{exchange}")
+}
+
+/// Whether a JSON record of type `T` decodes and satisfies `keep` (rows that do not
+/// decode are kept: they are reported when the store is loaded).
+fn json_keep<T: serde::de::DeserializeOwned>(bytes: &[u8], keep: impl Fn(&T) -> bool) -> bool {
+    serde_json::from_slice::<T>(bytes).map_or(true, |r| keep(&r))
 }
 
 impl RedbStore {
@@ -316,6 +338,10 @@ impl RedbStore {
             txn.open_table(MESSAGES).map_err(|e| self.io(e))?;
             txn.open_table(ENTRIES).map_err(|e| self.io(e))?;
             txn.open_table(DELAYED).map_err(|e| self.io(e))?;
+            txn.open_table(VHOSTS).map_err(|e| self.io(e))?;
+            txn.open_table(USERS).map_err(|e| self.io(e))?;
+            txn.open_table(PERMISSIONS).map_err(|e| self.io(e))?;
+            txn.open_table(TOPIC_PERMISSIONS).map_err(|e| self.io(e))?;
         }
         txn.commit().map_err(|e| self.io(e))
     }
@@ -329,6 +355,10 @@ impl RedbStore {
             let mut messages = txn.open_table(MESSAGES)?;
             let mut entries = txn.open_table(ENTRIES)?;
             let mut delayed = txn.open_table(DELAYED)?;
+            let mut vhosts = txn.open_table(VHOSTS)?;
+            let mut users = txn.open_table(USERS)?;
+            let mut permissions = txn.open_table(PERMISSIONS)?;
+            let mut topic_permissions = txn.open_table(TOPIC_PERMISSIONS)?;
             for op in ops {
                 match op {
                     StoreOp::PutExchange(r) => {
@@ -415,6 +445,53 @@ impl RedbStore {
                     StoreOp::DeleteDelayed(id) => {
                         delayed.remove(*id)?;
                     }
+                    StoreOp::PutVHost(r) => {
+                        let json = serde_json::to_vec(r).unwrap_or_default();
+                        vhosts.insert(r.name.as_str(), json.as_slice())?;
+                    }
+                    StoreOp::DeleteVHost { name } => {
+                        vhosts.remove(name.as_str())?;
+                        exchanges.retain(|k, _| !k.strip_prefix(name.as_str()).is_some_and(|r| r.starts_with('\0')))?;
+                        let mut dead = Vec::new();
+                        for row in queues.iter()? {
+                            let (k, v) = row?;
+                            if !json_keep::<QueueRecord>(v.value(), |q| q.vhost != *name) {
+                                dead.push(k.value());
+                            }
+                        }
+                        for id in dead {
+                            queues.remove(id)?;
+                            entries.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+                        }
+                        bindings.retain(|k, _| json_keep::<BindingRecord>(k, |b| b.vhost != *name))?;
+                        delayed.retain(|_, v| decode_delayed(v).is_none_or(|d| d.vhost != *name))?;
+                        permissions.retain(|_, v| json_keep::<PermissionRecord>(v, |p| p.vhost != *name))?;
+                        topic_permissions.retain(|_, v| json_keep::<TopicPermissionRecord>(v, |p| p.vhost != *name))?;
+                    }
+                    StoreOp::PutUser(r) => {
+                        let json = serde_json::to_vec(r).unwrap_or_default();
+                        users.insert(r.name.as_str(), json.as_slice())?;
+                    }
+                    StoreOp::DeleteUser { name } => {
+                        users.remove(name.as_str())?;
+                        permissions.retain(|_, v| json_keep::<PermissionRecord>(v, |p| p.user != *name))?;
+                        topic_permissions.retain(|_, v| json_keep::<TopicPermissionRecord>(v, |p| p.user != *name))?;
+                    }
+                    StoreOp::PutPermission(r) => {
+                        let json = serde_json::to_vec(r).unwrap_or_default();
+                        permissions.insert(permission_key(&r.user, &r.vhost).as_str(), json.as_slice())?;
+                    }
+                    StoreOp::DeletePermission { user, vhost } => {
+                        permissions.remove(permission_key(user, vhost).as_str())?;
+                    }
+                    StoreOp::PutTopicPermission(r) => {
+                        let json = serde_json::to_vec(r).unwrap_or_default();
+                        let key = topic_permission_key(&r.user, &r.vhost, &r.exchange);
+                        topic_permissions.insert(key.as_str(), json.as_slice())?;
+                    }
+                    StoreOp::DeleteTopicPermission { user, vhost, exchange } => {
+                        topic_permissions.remove(topic_permission_key(user, vhost, exchange).as_str())?;
+                    }
                 }
             }
         }
@@ -428,6 +505,19 @@ impl RedbStore {
     fn read_all(&self) -> Result<(Snapshot, IdSet, Vec<(QueueId, u64)>), StoreError> {
         let txn = self.db().map_err(|e| self.io(e))?.begin_read().map_err(|e| self.io(e))?;
         let mut snap = Snapshot::default();
+        for (table, out) in [(VHOSTS, 0), (USERS, 1), (PERMISSIONS, 2), (TOPIC_PERMISSIONS, 3)] {
+            let t = txn.open_table(table).map_err(|e| self.io(e))?;
+            for row in t.iter().map_err(|e| self.io(e))? {
+                let (_, v) = row.map_err(|e| self.io(e))?;
+                let v = v.value();
+                match out {
+                    0 => snap.vhosts.push(serde_json::from_slice(v).map_err(|e| self.corrupt(e))?),
+                    1 => snap.users.push(serde_json::from_slice(v).map_err(|e| self.corrupt(e))?),
+                    2 => snap.permissions.push(serde_json::from_slice(v).map_err(|e| self.corrupt(e))?),
+                    _ => snap.topic_permissions.push(serde_json::from_slice(v).map_err(|e| self.corrupt(e))?),
+                }
+            }
+        }
         let exchanges = txn.open_table(EXCHANGES).map_err(|e| self.io(e))?;
         for row in exchanges.iter().map_err(|e| self.io(e))? {
             let (_, v) = row.map_err(|e| self.io(e))?;
@@ -609,6 +699,8 @@ impl Store for RedbStore {
     }
 }
 
+#[cfg(test)]
+mod security_tests;
 #[cfg(test)]
 mod start_tests;
 

@@ -43,6 +43,9 @@ impl VHost {
                 d.name
             )));
         }
+        if self.is_deleted() {
+            return Err(self.deleted_error());
+        }
         // Arguments are validated only when the exchange is created, as RabbitMQ does.
         let settings = crate::exchange::settings(d.kind, d.arguments, d.name, &self.name)?;
         let name: Arc<str> = d.name.into();

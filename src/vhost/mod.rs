@@ -6,7 +6,9 @@
 //! Exchange metadata and the routing table share one lock so they never disagree.
 
 mod bindings;
+mod deletion;
 mod exchanges;
+mod limits;
 mod listing;
 mod queues;
 mod reply_to;
@@ -14,12 +16,14 @@ mod restore;
 mod routing;
 
 pub use exchanges::ExchangeDeclare;
+pub use limits::VHostLimits;
 pub use listing::BindingInfo;
+pub use queues::check_queue_name;
 pub use reply_to::{ReplySink, REPLY_TO_PREFIX, REPLY_TO_QUEUE};
 pub use routing::Routed;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
@@ -72,6 +76,19 @@ pub struct VHost {
     /// is released (see [`Changing`]): a route computed under generation `g` is still
     /// the route while the generation reads `g`. Channels cache routes against it.
     generation: AtomicU64,
+    limits: limits::LimitCells,
+    /// Set (under the queue-map lock) when the vhost is deleted: nothing more may be
+    /// created in it.
+    deleted: AtomicBool,
+    /// RabbitMQ's vhost metadata: a description and tags.
+    meta: Mutex<VHostMeta>,
+}
+
+/// A vhost's description and tags (shown by the management API; no behaviour).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VHostMeta {
+    pub description: String,
+    pub tags: Vec<String>,
 }
 
 /// A write guard on the topology or the queue map that bumps the vhost's generation
@@ -169,7 +186,52 @@ impl VHost {
             me: me.clone(),
             consumer_timeout_ms: std::sync::atomic::AtomicU64::new(crate::config::DEFAULT_CONSUMER_TIMEOUT_MS),
             generation: AtomicU64::new(0),
+            limits: Default::default(),
+            deleted: AtomicBool::new(false),
+            meta: Mutex::new(VHostMeta::default()),
         })
+    }
+
+    pub fn limits(&self) -> VHostLimits {
+        self.limits.get()
+    }
+
+    pub fn set_limits(&self, limits: VHostLimits) {
+        self.limits.set(limits);
+    }
+
+    pub fn meta(&self) -> VHostMeta {
+        self.meta.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_meta(&self, meta: VHostMeta) {
+        *self.meta.lock().unwrap_or_else(|e| e.into_inner()) = meta;
+    }
+
+    /// How the store records this vhost.
+    pub fn record(&self) -> crate::store::VHostRecord {
+        let (meta, limits) = (self.meta(), self.limits());
+        crate::store::VHostRecord {
+            name: self.name.to_string(),
+            description: meta.description,
+            tags: meta.tags,
+            max_connections: limits.max_connections,
+            max_queues: limits.max_queues,
+        }
+    }
+
+    /// Whether an exchange of type topic named `name` exists (topic permissions apply
+    /// to topic exchanges only).
+    pub fn is_topic_exchange(&self, name: &str) -> bool {
+        read(&self.topology)
+            .exchanges
+            .get(name)
+            .is_some_and(|e| e.settings.kind == ExchangeKind::Topic && !e.settings.delayed)
+    }
+
+    /// Whether an exchange named `name` exists.
+    pub fn has_exchange(&self, name: &str) -> bool {
+        read(&self.topology).exchanges.contains_key(name)
     }
 
     fn persist(&self, op: StoreOp) {

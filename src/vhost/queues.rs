@@ -54,7 +54,34 @@ pub(super) fn arg_equivalent(a: &AMQPValue, b: &AMQPValue) -> bool {
     }
 }
 
+/// 403 for a new queue named with the reserved prefix `amq.` (server-named
+/// `amq.gen-…` names excepted).
+pub fn check_queue_name(name: &str) -> AmqpResult<()> {
+    if name.starts_with("amq.") && !name.starts_with("amq.gen-") {
+        return Err(AmqpError::AccessRefused(format!("queue name '{name}' contains reserved prefix 'amq.*'")));
+    }
+    Ok(())
+}
+
 impl VHost {
+    /// 406 if the vhost's `max-queues` is reached (RabbitMQ's text). Checked again
+    /// under the queue-map lock when the queue is created.
+    pub fn check_queue_limit(&self, name: &str) -> AmqpResult<()> {
+        if let Some(max) = self.limits().max_queues {
+            if read(&self.queues).len() as u64 >= max {
+                return Err(self.queue_limit_reached(name, max));
+            }
+        }
+        Ok(())
+    }
+
+    fn queue_limit_reached(&self, name: &str, max: u64) -> AmqpError {
+        AmqpError::PreconditionFailed(format!(
+            "cannot declare queue '{name}': queue limit in vhost '{}' ({max}) is reached",
+            self.name
+        ))
+    }
+
     /// queue.declare for an already-named queue. Returns the queue and whether it was
     /// created by this call.
     pub fn declare_queue(
@@ -67,9 +94,7 @@ impl VHost {
         if passive {
             return Ok((self.queue_for(name, conn)?, false));
         }
-        if name.starts_with("amq.") && !name.starts_with("amq.gen-") {
-            return Err(AmqpError::AccessRefused(format!("queue name '{name}' contains reserved prefix 'amq.*'")));
-        }
+        check_queue_name(name)?;
         let mut queues = self.change_queues();
         if let Some(q) = queues.get(name) {
             // As RabbitMQ: the declared owner must be the queue's, exactly (another
@@ -80,6 +105,15 @@ impl VHost {
             }
             self.check_queue_equivalent(q.as_ref(), &settings)?;
             return Ok((q.clone(), false));
+        }
+        if self.is_deleted() {
+            return Err(self.deleted_error());
+        }
+        // RabbitMQ's vhost limit, for new queues only (every queue of the vhost counts).
+        if let Some(max) = self.limits().max_queues {
+            if queues.len() as u64 >= max {
+                return Err(self.queue_limit_reached(name, max));
+            }
         }
         let name: Arc<str> = name.into();
         // Exclusive queues die with their connection, so they are never stored.

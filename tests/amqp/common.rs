@@ -12,6 +12,7 @@ pub struct TestBroker {
     addr: SocketAddr,
     url: String,
     data_dir: Option<std::path::PathBuf>,
+    config: Option<haremq::Config>,
 }
 
 impl TestBroker {
@@ -32,6 +33,39 @@ impl TestBroker {
     /// True when the tests run against an external broker (see `main.rs`).
     pub fn is_external(&self) -> bool {
         self.handle.is_none()
+    }
+
+    /// The broker's administration API (vhosts, users, permissions, limits).
+    pub fn admin(&self) -> haremq::admin::Admin {
+        self.handle.as_ref().expect("an in-process broker").admin()
+    }
+
+    /// `amqp://user:password@ADDR/vhost` (the vhost percent-encoded).
+    pub fn url_for(&self, user: &str, password: &str, vhost: &str) -> String {
+        let vhost: String = vhost
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02x}")
+                }
+            })
+            .collect();
+        format!("amqp://{user}:{password}@{}/{vhost}", self.addr)
+    }
+
+    /// Shuts the broker down cleanly and starts it again on the same data directory
+    /// and configuration (on a new port).
+    pub fn restart(&mut self) {
+        let handle = self.handle.take().expect("an in-process broker");
+        handle.shutdown();
+        let mut config = self.config.clone().expect("config");
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let handle = haremq::start(config).expect("broker restarts");
+        self.addr = handle.local_addr();
+        self.url = format!("amqp://guest:guest@{}/%2f", self.addr);
+        self.handle = Some(handle);
     }
 }
 
@@ -61,7 +95,7 @@ pub fn start_broker_with(adjust: impl FnOnce(&mut haremq::Config)) -> TestBroker
             .and_then(|s| s.split('/').next())
             .expect("HAREMQ_TEST_EXTERNAL_URL like amqp://u:p@host:port/%2f");
         let addr = hostport.parse().expect("host:port as an IP socket address");
-        return TestBroker { handle: None, addr, url, data_dir: None };
+        return TestBroker { handle: None, addr, url, data_dir: None, config: None };
     }
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -72,10 +106,10 @@ pub fn start_broker_with(adjust: impl FnOnce(&mut haremq::Config)) -> TestBroker
     let mut config =
         haremq::Config { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.clone(), ..Default::default() };
     adjust(&mut config);
-    let handle = haremq::start(config).expect("broker starts");
+    let handle = haremq::start(config.clone()).expect("broker starts");
     let addr = handle.local_addr();
     let url = format!("amqp://guest:guest@{addr}/%2f");
-    TestBroker { handle: Some(handle), addr, url, data_dir: Some(dir) }
+    TestBroker { handle: Some(handle), addr, url, data_dir: Some(dir), config: Some(config) }
 }
 
 /// A unique name for queues/exchanges, so tests never collide (also on an external broker).

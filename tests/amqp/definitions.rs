@@ -49,6 +49,21 @@ async fn a_rabbitmq_export_loads_at_boot_and_works() {
     )
     .await;
     assert_eq!(util::drain(&ch, "fixture-eu-audit").await, vec!["eu login"]);
+    // The users, permissions and topic permissions came too. guest now has RabbitMQ's
+    // hash of "guest" (a login above used it); fixture-app is passwordless.
+    let admin = broker.admin();
+    let app = admin.user("fixture-app").expect("user imported");
+    assert_eq!(app.tags, vec!["management", "monitoring"]);
+    assert_eq!(app.password_hash, None);
+    assert_eq!(
+        admin.user("guest").and_then(|u| u.password_hash).as_deref(),
+        Some("v0LrZjZOAK+R9J3ZjA3oIHCV718UxR+GYacJBL9Z90Hi8Gsa")
+    );
+    let perms = admin.permissions();
+    let p = perms.iter().find(|p| p.user == "fixture-app").expect("permissions imported");
+    assert_eq!((p.vhost.as_str(), p.configure.as_str(), p.write.as_str()), ("/", "^fixture-.*", ".*"));
+    let topic = admin.topic_permissions();
+    assert!(topic.iter().any(|t| t.user == "fixture-app" && t.exchange == "fixture-events" && t.write == "^orders\\."));
     // x-message-ttl 60000 is the queue's: a redeclare without it is refused.
     let redeclare = ch.queue_declare(
         "fixture-orders".into(),
@@ -66,6 +81,14 @@ async fn definitions_round_trip_between_brokers() {
     if a.is_external() {
         return;
     }
+    let admin = a.admin();
+    admin.add_vhost_with("rt-vhost", "moved with its owner", &["prod"]).unwrap();
+    admin.add_user("rt-user", Some("s3cret"), &["monitoring"]).unwrap();
+    admin.set_permissions("rt-user", "rt-vhost", "^rt-", ".*", ".*").unwrap();
+    admin.set_topic_permissions("rt-user", "rt-vhost", "amq.topic", "^a\\.", ".*").unwrap();
+    admin
+        .set_vhost_limits("rt-vhost", haremq::admin::VHostLimits { max_connections: Some(5), max_queues: Some(10) })
+        .unwrap();
     let (_ca, ch) = util::open(&a).await;
     util::declare_exchange(&ch, "rt-x", ExchangeKind::Direct).await;
     let mut args = FieldTable::default();
@@ -99,6 +122,19 @@ async fn definitions_round_trip_between_brokers() {
     let (_cb, ch) = util::open(&b).await;
     util::publish(&ch, "rt-x", "k", b"moved").await;
     assert_eq!(util::drain(&ch, "rt-q").await, vec!["moved"]);
+    // The user logs in to the moved vhost with its password, and its rights came along.
+    let conn = lapin::Connection::connect(&b.url_for("rt-user", "s3cret", "rt-vhost"), Default::default())
+        .await
+        .expect("the imported user logs in");
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare("rt-mine".into(), QueueDeclareOptions::default(), FieldTable::default()).await.expect("allowed");
+    util::assert_amqp_err(
+        ch.queue_declare("other".into(), QueueDeclareOptions::default(), FieldTable::default()).await,
+        403,
+        "ACCESS_REFUSED - access to queue 'other' in vhost 'rt-vhost' refused for user 'rt-user'",
+    );
+    let limits = b.admin().vhosts().into_iter().find(|v| v.name == "rt-vhost").expect("vhost").limits;
+    assert_eq!((limits.max_connections, limits.max_queues), (Some(5), Some(10)));
 }
 
 /// An import is all or nothing: a binding to a queue that exists nowhere is refused
@@ -135,6 +171,26 @@ async fn a_refused_import_changes_nothing() {
         404,
         "NOT_FOUND - no exchange 'atomic-x'",
     );
+    // Security entries are put back too: the user of a refused file is not kept, and
+    // guest's tags are what they were.
+    let guest_before = broker.admin().user("guest");
+    let doc = r#"{
+        "users": [
+            {"name": "atomic-user", "password_hash": "", "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []},
+            {"name": "guest", "password_hash": "", "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["none"]}
+        ],
+        "queues": [{"name": "amq.reserved", "vhost": "/", "durable": true, "auto_delete": false, "arguments": {}}]
+    }"#;
+    let err = broker.handle().import_definitions(doc).expect_err("refused");
+    assert!(err.contains("queue 'amq.reserved'"), "{err}");
+    assert!(broker.admin().user("atomic-user").is_none(), "the created user was removed");
+    assert_eq!(broker.admin().user("guest"), guest_before, "guest restored");
+    // A bad regular expression is found before anything changes.
+    let doc = r#"{"users": [{"name": "re-user", "password_hash": "", "tags": []}],
+                  "permissions": [{"user": "re-user", "vhost": "/", "configure": "(", "write": "", "read": ""}]}"#;
+    let err = broker.handle().import_definitions(doc).expect_err("refused");
+    assert!(err.contains("permissions of user 're-user' in vhost '/'"), "{err}");
+    assert!(broker.admin().user("re-user").is_none());
     // Bad arguments are refused with RabbitMQ's text, also naming the entry.
     let doc = r#"{"queues": [{"name": "bad-ttl", "vhost": "/", "durable": true, "auto_delete": false, "arguments": {"x-message-ttl": -1}}]}"#;
     let err = broker.handle().import_definitions(doc).expect_err("refused");

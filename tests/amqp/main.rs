@@ -21,3 +21,4 @@ mod publish;
 mod queues;
 mod reply_to;
 mod robustness;
+mod security;

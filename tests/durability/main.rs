@@ -901,3 +901,36 @@ async fn the_disk_alarm_blocks_publishers_and_lets_consumers_work() {
     assert_eq!(b.terminate(), Some(0));
     let _ = tokio::time::timeout(WAIT, second).await;
 }
+
+/// Logs in as `user`/`password` on `/`; the reply code of a refusal.
+async fn login(b: &Broker, user: &str, password: &str) -> Result<Connection, Option<u16>> {
+    let url = format!("amqp://{user}:{password}@{}/%2f", b.addr);
+    match tokio::time::timeout(WAIT, Connection::connect(&url, ConnectionProperties::default())).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(match e.kind() {
+            lapin::ErrorKind::ProtocolError(p) => Some(p.get_id()),
+            _ => None,
+        }),
+        Err(_) => panic!("login as {user} timed out"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_users_seed_the_stored_user_table_on_the_first_start_only() {
+    let dir = DataDir::new("seed-users");
+    let b = Broker::start_with(&dir.0, Some("[[users]]\nname = \"alice\"\npassword = \"a1\"\n"));
+    let c = login(&b, "alice", "a1").await.expect("alice, seeded with full permissions on /");
+    let ch = c.create_channel().await.expect("channel");
+    declare(&ch, "seeded", true).await;
+    assert_eq!(login(&b, "guest", "guest").await.err(), Some(Some(403)), "guest is not configured");
+    assert_eq!(b.terminate(), Some(0));
+    // The table is stored: the configuration's users no longer change it.
+    let b = Broker::start_with(&dir.0, Some("[[users]]\nname = \"bob\"\npassword = \"b1\"\n"));
+    login(&b, "alice", "a1").await.expect("alice is kept");
+    assert_eq!(login(&b, "bob", "b1").await.err(), Some(Some(403)), "users seed a new store only");
+    b.kill9();
+    let b = Broker::start(&dir.0);
+    let c = login(&b, "alice", "a1").await.expect("alice after kill -9");
+    assert!(passive_exists(&c, "queue", "seeded").await);
+    assert_eq!(login(&b, "guest", "guest").await.err(), Some(Some(403)));
+}

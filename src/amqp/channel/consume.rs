@@ -6,7 +6,7 @@ use std::sync::Arc;
 use amq_protocol::protocol::{basic, AMQPClass};
 
 use super::settle::requeue_all;
-use super::{ok, Channel, Context};
+use super::{access, ok, Channel, Context};
 use crate::amqp::delivery::{ConsumerState, Unacked};
 use crate::amqp::frame::{write_content, write_method};
 use crate::error::{AmqpError, AmqpResult};
@@ -25,7 +25,9 @@ impl Channel {
         if c.queue.as_str() == REPLY_TO_QUEUE {
             return self.consume_replies(ctx, tag, &c);
         }
-        let q = self.resolve_queue(ctx, c.queue.as_str())?;
+        let name = self.queue_name(c.queue.as_str())?;
+        access::read_queue(ctx, &name)?;
+        let q = self.resolve_queue(ctx, &name)?;
         let priority = crate::queue::args::consumer_priority(q.name(), q.vhost(), &c.arguments)?;
         {
             let mut st = self.shared.lock();
@@ -140,7 +142,9 @@ impl Channel {
     /// basic.get: the head message, written as get-ok under the queue's lock.
     pub(super) fn get(&mut self, ctx: &Context<'_>, g: basic::Get) -> AmqpResult<Option<AMQPClass>> {
         use basic::AMQPMethod as B;
-        let q = self.resolve_queue(ctx, g.queue.as_str())?;
+        let name = self.queue_name(g.queue.as_str())?;
+        access::read_queue(ctx, &name)?;
+        let q = self.resolve_queue(ctx, &name)?;
         let id = self.id();
         let shared = self.shared.clone();
         let got = q.get(&mut |m, left| {

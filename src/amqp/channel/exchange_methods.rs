@@ -2,7 +2,8 @@
 
 use amq_protocol::protocol::{exchange, AMQPClass};
 
-use super::{Channel, Context};
+use super::{access, Channel, Context};
+use crate::auth::access::ResourceKind;
 use crate::error::{AmqpError, AmqpResult};
 use crate::vhost::ExchangeDeclare;
 
@@ -11,6 +12,9 @@ impl Channel {
         use exchange::AMQPMethod as E;
         let (reply, nowait) = match m {
             E::Declare(d) => {
+                if !d.passive {
+                    access::declare_exchange(ctx, d.exchange.as_str(), d.kind.as_str(), &d.arguments)?;
+                }
                 ctx.vhost.declare_exchange(&ExchangeDeclare {
                     name: d.exchange.as_str(),
                     kind: d.kind.as_str(),
@@ -23,10 +27,18 @@ impl Channel {
                 (E::DeclareOk(exchange::DeclareOk {}), d.nowait)
             }
             E::Delete(d) => {
+                access::delete_exchange(ctx, d.exchange.as_str())?;
                 ctx.vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
                 (E::DeleteOk(exchange::DeleteOk {}), d.nowait)
             }
             E::Bind(b) => {
+                access::binding(
+                    ctx,
+                    ResourceKind::Exchange,
+                    b.destination.as_str(),
+                    b.source.as_str(),
+                    b.routing_key.as_str(),
+                )?;
                 ctx.vhost.bind_exchange(
                     b.destination.as_str(),
                     b.source.as_str(),
@@ -36,6 +48,13 @@ impl Channel {
                 (E::BindOk(exchange::BindOk {}), b.nowait)
             }
             E::Unbind(u) => {
+                access::binding(
+                    ctx,
+                    ResourceKind::Exchange,
+                    u.destination.as_str(),
+                    u.source.as_str(),
+                    u.routing_key.as_str(),
+                )?;
                 ctx.vhost.unbind_exchange(
                     u.destination.as_str(),
                     u.source.as_str(),

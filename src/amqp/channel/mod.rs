@@ -5,6 +5,7 @@
 //! Everything here runs on the connection's task. The parts queues must reach from
 //! other tasks (consumers, unacked map, delivery tags) live in [`ChannelShared`].
 
+mod access;
 mod consume;
 mod exchange_methods;
 mod publish;
@@ -17,10 +18,12 @@ use std::sync::Arc;
 use amq_protocol::protocol::{basic, channel, confirm, AMQPClass};
 use amq_protocol::types::ChannelId;
 
+use super::access_cache::PublishAccess;
 use super::delivery::{ChannelShared, ConsumerState, DeliveryState, Unacked};
 use super::frame::{write_method, PublishArgs};
 use super::outbox::Outbox;
 use super::route_cache::RouteCache;
+use crate::auth::access::SessionAccess;
 use crate::error::{AmqpError, AmqpResult};
 use crate::queue::{ConnectionId, QueueRef};
 use crate::store::StoreHandle;
@@ -35,6 +38,10 @@ pub struct Context<'a> {
     pub store: &'a Option<StoreHandle>,
     pub conn_id: ConnectionId,
     pub user: &'a str,
+    /// The user's rights in the vhost: every method is checked against them.
+    pub access: &'a SessionAccess,
+    /// The user may set any `user_id` (the `impersonator` tag).
+    pub impersonator: bool,
     /// The wall clock (ms since the UNIX epoch) when this batch of frames was read:
     /// messages published in it count their TTLs from here.
     pub now_ms: u64,
@@ -55,6 +62,9 @@ pub struct Channel {
     routed: Vec<QueueRef>,
     /// The last route this channel published along, while the topology is unchanged.
     route_cache: RouteCache,
+    /// The last exchange this channel was allowed to publish to, while the grants are
+    /// unchanged.
+    publish_access: PublishAccess,
     taken: Vec<Unacked>,
     /// The token of this channel's direct reply-to address, once it consumes from
     /// `amq.rabbitmq.reply-to`.
@@ -79,6 +89,7 @@ impl Channel {
             last_queue: None,
             routed: Vec::new(),
             route_cache: RouteCache::default(),
+            publish_access: PublishAccess::default(),
             taken: Vec::new(),
             reply_token: None,
             tx: None,

@@ -9,7 +9,7 @@ use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::FieldTable;
 use haremq_routing::RouteRequest;
 
-use super::{Channel, Context};
+use super::{access, Channel, Context};
 use crate::amqp::frame::{write_content, write_method, ContentHeader, PublishArgs};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::delayed::DelayedMessage;
@@ -75,12 +75,17 @@ impl Channel {
         if p.immediate {
             return Err(AmqpError::NotImplemented("immediate=true".into()));
         }
-        // Fail early for a missing or internal exchange; the content that follows is
-        // then ignored because the channel is closing.
+        // As RabbitMQ: write permission first (cached per channel), then a missing or
+        // internal exchange, then the routing key against topic permissions. On
+        // failure the content that follows is ignored because the channel is closing.
+        let topic = self.publish_access.check(ctx.access, p.exchange)?;
         let exchange = match self.route_cache.exchange(ctx.vhost, p.exchange) {
             Some(name) => name,
             None => ctx.vhost.check_publish(p.exchange)?,
         };
+        if topic {
+            access::publish_topic(ctx, &exchange, p.routing_key)?;
+        }
         self.pending = Some(Pending {
             exchange,
             routing_key: p.routing_key.into(),
@@ -114,7 +119,7 @@ impl Channel {
         }
         let props = h.properties;
         if let Some(user_id) = props.user_id {
-            if user_id != ctx.user {
+            if user_id != ctx.user && !ctx.impersonator {
                 self.pending = None;
                 return Err(AmqpError::PreconditionFailed(format!(
                     "user_id property set to '{}' but authenticated user was '{}'",

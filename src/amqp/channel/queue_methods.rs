@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use amq_protocol::protocol::{queue, AMQPClass};
 
-use super::{Channel, Context};
+use super::{access, Channel, Context};
+use crate::auth::access::ResourceKind;
 use crate::error::{AmqpError, AmqpResult};
 use crate::queue::{Queue, QueueSettings};
 use crate::util::random_name;
@@ -41,6 +42,9 @@ impl Channel {
                 } else {
                     d.queue.as_str().to_string()
                 };
+                if !d.passive {
+                    access::declare_queue(ctx, &name, &d.arguments)?;
+                }
                 // As RabbitMQ: a redeclare is checked for equivalence instead.
                 if !d.passive && ctx.vhost.queue(&name).is_none() {
                     crate::queue::args::validate(&name, &ctx.vhost.name, &d.arguments)?;
@@ -68,13 +72,16 @@ impl Channel {
                 )
             }
             Q::Bind(b) => {
-                let q = self.resolve_queue(ctx, b.queue.as_str())?;
+                let name = self.queue_name(b.queue.as_str())?;
+                access::binding(ctx, ResourceKind::Queue, &name, b.exchange.as_str(), b.routing_key.as_str())?;
+                let q = self.resolve_queue(ctx, &name)?;
                 ctx.vhost.bind_queue(&q, b.exchange.as_str(), b.routing_key.as_str(), &b.arguments)?;
                 (Q::BindOk(queue::BindOk {}), b.nowait)
             }
             Q::Unbind(u) => {
                 // The name only: unbinding a missing queue succeeds, as in RabbitMQ.
                 let name = self.queue_name(u.queue.as_str())?;
+                access::binding(ctx, ResourceKind::Queue, &name, u.exchange.as_str(), u.routing_key.as_str())?;
                 ctx.vhost.unbind_queue(
                     &name,
                     u.exchange.as_str(),
@@ -85,12 +92,16 @@ impl Channel {
                 (Q::UnbindOk(queue::UnbindOk {}), false)
             }
             Q::Purge(p) => {
-                let q = self.resolve_queue(ctx, p.queue.as_str())?;
+                let name = self.queue_name(p.queue.as_str())?;
+                access::read_queue(ctx, &name)?;
+                let q = self.resolve_queue(ctx, &name)?;
                 let n = q.purge();
                 (Q::PurgeOk(queue::PurgeOk { message_count: n }), p.nowait)
             }
             Q::Delete(d) => {
-                let count = match self.resolve_queue(ctx, d.queue.as_str()) {
+                let name = self.queue_name(d.queue.as_str())?;
+                access::delete_queue(ctx, &name)?;
+                let count = match self.resolve_queue(ctx, &name) {
                     Err(AmqpError::NotFound(_)) => 0,
                     Err(e) => return Err(e),
                     Ok(q) => {

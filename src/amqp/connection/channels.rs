@@ -17,11 +17,15 @@ pub(super) struct Channels {
     pub(super) dense_max: ChannelId,
     /// Channels open (including those waiting for the client's channel.close-ok).
     pub(super) open: usize,
+    /// The user's open channels over all its connections (its `max-channels`): the
+    /// connection adds one before each insert (`Broker::open_channel`), removals here
+    /// take it off.
+    pub(super) user_open: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Channels {
     pub(super) fn new(dense_max: ChannelId) -> Self {
-        Self { dense: Vec::new(), sparse: BTreeMap::new(), dense_max, open: 0 }
+        Self { dense: Vec::new(), sparse: BTreeMap::new(), dense_max, open: 0, user_open: None }
     }
 
     pub(super) fn get(&self, id: ChannelId) -> Option<&Channel> {
@@ -62,11 +66,19 @@ impl Channels {
         };
         if ch.is_some() {
             self.open -= 1;
+            self.release_user_channels(1);
         }
         ch
     }
 
+    fn release_user_channels(&self, n: u64) {
+        if let Some(c) = &self.user_open {
+            let _ = c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(n)));
+        }
+    }
+
     pub(super) fn take_all(&mut self) -> Vec<Channel> {
+        self.release_user_channels(self.open as u64);
         self.open = 0;
         let sparse = std::mem::take(&mut self.sparse).into_values();
         self.dense.iter_mut().filter_map(Option::take).chain(sparse).collect()

@@ -189,12 +189,17 @@ impl Connection {
             AMQPClass::Connection(conn::AMQPMethod::Open(o)) => o,
             _ => return self.handshake_error(AmqpError::CommandInvalid("expected connection.open".into())),
         };
-        match self.broker.vhost(open.virtual_host.as_str()) {
-            Some(v) => self.vhost = Some(v),
-            None => {
-                return self.handshake_error(AmqpError::NotAllowed(format!("vhost {} not found", open.virtual_host)))
-            }
+        let Some(vhost) = self.broker.vhost(open.virtual_host.as_str()) else {
+            return self.handshake_error(AmqpError::NotAllowed(format!("vhost {} not found", open.virtual_host)));
+        };
+        // Limits and the user's permission to use the vhost (RabbitMQ's order).
+        match self.broker.open_connection(self.id, &self.user, &vhost) {
+            Ok(user_channels) => self.channels.user_open = Some(user_channels),
+            Err(e) => return self.handshake_error(e),
         }
+        self.access = Some(SessionAccess::new(self.broker.users.grants.clone(), &self.user, &vhost.name));
+        self.impersonator = self.broker.users.users.get(&self.user).is_some_and(|u| u.has_tag("impersonator"));
+        self.vhost = Some(vhost);
         self.send(0, AMQPClass::Connection(conn::AMQPMethod::OpenOk(conn::OpenOk {})));
         log::debug!("{}: connection {} open as {}", self.peer, self.id, self.user);
         Ok(())

@@ -19,7 +19,7 @@ use read_buf::ReadBuf;
 use writer::write_loop;
 
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ use smol::Timer;
 use super::channel::{Channel, Context};
 use super::frame::{next_frame, write_heartbeat, write_method, Frame, PROTOCOL_HEADER};
 use super::outbox::{Batch, Outbox, HIGH_WATER};
+use crate::auth::access::SessionAccess;
 use crate::auth::{AuthError, MECHANISMS};
 use crate::broker::{Broker, ClientConnection};
 use crate::error::AmqpError;
@@ -81,6 +82,13 @@ struct Connection {
     liveness: Arc<Liveness>,
     user: String,
     vhost: Option<Arc<VHost>>,
+    /// The user's rights in the vhost (set by connection.open, with `vhost`).
+    access: Option<SessionAccess>,
+    /// The user has the `impersonator` tag: it may publish with any `user_id`.
+    impersonator: bool,
+    /// Set by the broker when it closed this connection from outside (vhost or user
+    /// deleted, shutdown): from the next frame on, the connection is closing.
+    forced: Arc<AtomicBool>,
     frame_max: u32,
     /// The most channels open at once (negotiated; 0 = no limit).
     channel_max: u16,
@@ -103,7 +111,8 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
     let _ = stream.set_nodelay(true);
     let outbox = Outbox::new(broker.config.frame_max);
     outbox.attach_socket(std::sync::Arc::<smol::Async<std::net::TcpStream>>::from(stream.clone()));
-    let id = broker.register_connection(Arc::new(Handle(outbox.clone())));
+    let forced = Arc::new(AtomicBool::new(false));
+    let id = broker.register_connection(Arc::new(Handle(outbox.clone(), forced.clone())));
     let liveness =
         Arc::new(Liveness { epoch: Instant::now(), last_read_ms: AtomicU64::new(0), heartbeat_s: AtomicU64::new(0) });
     let writer = ex.spawn({
@@ -124,6 +133,9 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
         liveness,
         user: String::new(),
         vhost: None,
+        access: None,
+        impersonator: false,
+        forced,
         frame_max: broker.config.frame_max,
         channel_max: broker.config.channel_max,
         channels: Channels::new(broker.config.channel_max),
@@ -161,14 +173,19 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
     }
 }
 
-/// The broker's handle on a connection.
-struct Handle(Arc<Outbox>);
+/// The broker's handle on a connection: its outbox, and the flag that tells the
+/// connection task it was closed from outside.
+struct Handle(Arc<Outbox>, Arc<AtomicBool>);
 
 impl ClientConnection for Handle {
-    /// Closing from outside (broker shutdown) sends connection.close 320. The
-    /// connection ends when the client answers close-ok (or when shutdown gives up
-    /// waiting), so the client reads the reason before the socket closes.
+    /// Closing from outside (broker shutdown, vhost or user deleted) sends
+    /// connection.close 320, once. The connection ends when the client answers
+    /// close-ok (or after `CLOSE_TIMEOUT`), so the client reads the reason before the
+    /// socket closes.
     fn force_close(&self, reason: &str) {
+        if self.1.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let err = AmqpError::ConnectionForced(reason.to_string());
         let mut out = self.0.lock();
         write_method(out.buf(), 0, close_method(&err, 0, 0));
@@ -256,10 +273,7 @@ impl Connection {
                 }
             }
             drop(batch);
-            if self.closing.is_none() && self.broker.is_shutting_down() {
-                // The broker sent (or is sending) connection.close 320 through our outbox.
-                self.closing = Some(Instant::now() + CLOSE_TIMEOUT);
-            }
+            self.note_forced_close();
             if congested && self.closing.is_none() {
                 // Frames may be left in the read buffer: handle them before reading more.
                 self.wait_for_reader().await;
@@ -314,7 +328,7 @@ impl Connection {
     async fn wait_for_reader(&mut self) {
         loop {
             let before = self.outbox.queued();
-            if self.outbox.wait_writable(Duration::from_secs(1)).await || self.broker.is_shutting_down() {
+            if self.outbox.wait_writable(Duration::from_secs(1)).await || self.forced.load(Ordering::Relaxed) {
                 break;
             }
             if self.outbox.queued() < before {
@@ -344,7 +358,7 @@ impl Connection {
         if self.wants_blocked {
             self.send(0, AMQPClass::Connection(conn::AMQPMethod::Blocked(conn::Blocked { reason: reason.into() })));
         }
-        while self.alarm().is_some() && !self.broker.is_shutting_down() {
+        while self.alarm().is_some() && !self.forced.load(Ordering::Relaxed) {
             Timer::after(MEMORY_ALARM_POLL).await;
             self.liveness.touch();
         }
@@ -354,8 +368,18 @@ impl Connection {
         log::debug!("{}: unblocked", self.peer);
     }
 
+    /// The broker sent (or is sending) connection.close 320 through our outbox: from
+    /// now on the connection is closing (only close/close-ok are handled).
+    fn note_forced_close(&mut self) {
+        if self.closing.is_none() && self.forced.load(Ordering::Relaxed) {
+            self.closing = Some(Instant::now() + CLOSE_TIMEOUT);
+        }
+    }
+
     /// Handles one frame; `Some` ends the connection.
     fn handle_frame(&mut self, frame: Frame<'_>) -> Option<Stop> {
+        // One relaxed load per frame: nothing after a forced close is acted on.
+        self.note_forced_close();
         if self.closing.is_some() {
             // After our connection.close only close/close-ok matter.
             return match frame {
@@ -411,6 +435,12 @@ impl Connection {
                         (0, 0),
                     );
                 } else {
+                    if let Some(counter) = self.channels.user_open.clone() {
+                        // The user's max-channels (RabbitMQ: a connection error, 530).
+                        if let Err(e) = self.broker.open_channel(&self.user, &counter) {
+                            return self.connection_error(e, (0, 0));
+                        }
+                    }
                     self.channels.insert(channel, Channel::new(channel, self.outbox.clone()));
                     self.send(channel, AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})));
                     Ok(())
@@ -444,7 +474,7 @@ impl Connection {
     }
 
     fn channel_frame(&mut self, channel: ChannelId, frame: Frame<'_>) -> Result<(), AmqpError> {
-        let Some(vhost) = self.vhost.as_ref() else {
+        let (Some(vhost), Some(access)) = (self.vhost.as_ref(), self.access.as_ref()) else {
             return Err(AmqpError::CommandInvalid("connection not open".into()));
         };
         let Some(ch) = self.channels.get_mut(channel) else {
@@ -453,8 +483,15 @@ impl Connection {
         if ch.closing {
             return Ok(());
         }
-        let ctx =
-            Context { vhost, store: &self.broker.store, conn_id: self.id, user: &self.user, now_ms: self.read_at_ms };
+        let ctx = Context {
+            vhost,
+            store: &self.broker.store,
+            conn_id: self.id,
+            user: &self.user,
+            access,
+            impersonator: self.impersonator,
+            now_ms: self.read_at_ms,
+        };
         if matches!(
             frame,
             Frame::Publish(..)
