@@ -1,4 +1,5 @@
-//! Authentication: the user table and the SASL mechanisms (PLAIN, AMQPLAIN).
+//! Authentication: the user table and the SASL mechanisms (PLAIN, AMQPLAIN, and
+//! EXTERNAL for TLS client certificates; `mechanisms` says which are offered).
 //!
 //! This is the seam for other auth backends (LDAP, HTTP, OAuth 2 later): the connection
 //! only calls [`UserTable::authenticate`].
@@ -11,10 +12,8 @@ use amq_protocol::types::AMQPValue;
 
 use crate::config::Config;
 
+pub mod mechanisms;
 pub mod throttle;
-
-/// The mechanisms offered in connection.start, in preference order.
-pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
 
 pub struct UserTable {
     passwords: HashMap<String, String>,
@@ -56,6 +55,19 @@ impl UserTable {
             return Err(AuthError::LoopbackOnly(user));
         }
         Ok(user)
+    }
+
+    /// SASL EXTERNAL: `user` was read from a verified TLS client certificate, so no
+    /// password is checked; the user must exist (and `loopback_users` still applies, as
+    /// in RabbitMQ, for every mechanism).
+    pub fn authenticate_external(&self, user: &str, peer: IpAddr) -> Result<String, AuthError> {
+        if !self.passwords.contains_key(user) {
+            return Err(AuthError::BadCredentials(user.to_string()));
+        }
+        if self.loopback_only.iter().any(|u| u == user) && !peer.is_loopback() {
+            return Err(AuthError::LoopbackOnly(user.to_string()));
+        }
+        Ok(user.to_string())
     }
 }
 
@@ -135,5 +147,14 @@ mod tests {
         }
         let ip: IpAddr = "::1".parse().unwrap();
         assert_eq!(table().authenticate("AMQPLAIN", &r, ip), Ok("guest".into()));
+    }
+
+    #[test]
+    fn external_needs_an_existing_user() {
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let remote: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(table().authenticate_external("guest", local), Ok("guest".into()));
+        assert_eq!(table().authenticate_external("mallory", local), Err(AuthError::BadCredentials("mallory".into())));
+        assert_eq!(table().authenticate_external("guest", remote), Err(AuthError::LoopbackOnly("guest".into())));
     }
 }

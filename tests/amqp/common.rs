@@ -10,6 +10,7 @@ use std::time::Duration;
 pub struct TestBroker {
     handle: Option<haremq::BrokerHandle>,
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     url: String,
     data_dir: Option<std::path::PathBuf>,
 }
@@ -22,6 +23,11 @@ impl TestBroker {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The TLS listener's address, when the test configured one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// True when the tests run against an external broker (see `main.rs`).
@@ -56,7 +62,7 @@ pub fn start_broker_with(adjust: impl FnOnce(&mut haremq::Config)) -> TestBroker
             .and_then(|s| s.split('/').next())
             .expect("HAREMQ_TEST_EXTERNAL_URL like amqp://u:p@host:port/%2f");
         let addr = hostport.parse().expect("host:port as an IP socket address");
-        return TestBroker { handle: None, addr, url, data_dir: None };
+        return TestBroker { handle: None, addr, url, data_dir: None, tls_addr: None };
     }
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -65,12 +71,13 @@ pub fn start_broker_with(adjust: impl FnOnce(&mut haremq::Config)) -> TestBroker
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let mut config =
-        haremq::Config { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.clone(), ..Default::default() };
+        haremq::Config { listen: Some("127.0.0.1:0".parse().unwrap()), data_dir: dir.clone(), ..Default::default() };
     adjust(&mut config);
     let handle = haremq::start(config).expect("broker starts");
     let addr = handle.local_addr();
+    let tls_addr = handle.tls_addr();
     let url = format!("amqp://guest:guest@{addr}/%2f");
-    TestBroker { handle: Some(handle), addr, url, data_dir: Some(dir) }
+    TestBroker { handle: Some(handle), addr, url, data_dir: Some(dir), tls_addr }
 }
 
 /// A unique name for queues/exchanges, so tests never collide (also on an external broker).

@@ -20,3 +20,4 @@ mod publish;
 mod queues;
 mod reply_to;
 mod robustness;
+mod tls;
