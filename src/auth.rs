@@ -1,5 +1,6 @@
 //! Authentication and authorisation: the user table, the SASL mechanisms (PLAIN,
-//! AMQPLAIN), permissions and the checks made with them.
+//! AMQPLAIN, and EXTERNAL for TLS client certificates; [`mechanisms`] says which are
+//! offered), permissions and the checks made with them.
 //!
 //! This is the seam for other auth backends (LDAP, HTTP, OAuth 2 later): the connection
 //! calls [`UserTable::authenticate`] (and [`UserTable::user`] for mechanisms that
@@ -19,15 +20,13 @@ use crate::config::Config;
 pub mod access;
 pub mod grants;
 pub mod loopback;
+pub mod mechanisms;
 pub mod password;
 pub mod permissions;
 pub mod throttle;
 pub mod users;
 
 pub use users::UserInfo;
-
-/// The mechanisms offered in connection.start, in preference order.
-pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
 
 pub struct UserTable {
     pub users: users::Users,
@@ -109,6 +108,19 @@ impl UserTable {
             return Err(AuthError::LoopbackOnly(user));
         }
         Ok(user)
+    }
+
+    /// SASL EXTERNAL: `user` was read from a verified TLS client certificate, so no
+    /// password is checked; the user must exist (and `loopback_users` still applies, as
+    /// in RabbitMQ, for every mechanism).
+    pub fn authenticate_external(&self, user: &str, peer: IpAddr) -> Result<String, AuthError> {
+        if self.users.get(user).is_none() {
+            return Err(AuthError::BadCredentials(user.to_string()));
+        }
+        if self.loopback_only(user) && !loopback::is_loopback(peer) {
+            return Err(AuthError::LoopbackOnly(user.to_string()));
+        }
+        Ok(user.to_string())
     }
 }
 
@@ -208,5 +220,14 @@ mod tests {
         }
         let ip: IpAddr = "::1".parse().unwrap();
         assert_eq!(table().authenticate("AMQPLAIN", &r, ip), Ok("guest".into()));
+    }
+
+    #[test]
+    fn external_needs_an_existing_user() {
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let remote: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(table().authenticate_external("guest", local), Ok("guest".into()));
+        assert_eq!(table().authenticate_external("mallory", local), Err(AuthError::BadCredentials("mallory".into())));
+        assert_eq!(table().authenticate_external("guest", remote), Err(AuthError::LoopbackOnly("guest".into())));
     }
 }

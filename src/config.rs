@@ -3,15 +3,18 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// Everything the broker needs to start. `Config::default()` is a usable broker on
 /// `0.0.0.0:5672` with data in `./data` and the user guest/guest (loopback only).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address and port to accept AMQP connections on.
-    pub listen: SocketAddr,
+    /// Address and port to accept plain (non-TLS) AMQP connections on; `None` (`listen =
+    /// ""` in the file, `--no-plain` on the command line) for no plain listener, e.g.
+    /// when only TLS is wanted (RabbitMQ's `listeners.tcp = none`).
+    #[serde(deserialize_with = "plain_listen")]
+    pub listen: Option<SocketAddr>,
     /// Directory for the durable store; created if missing.
     pub data_dir: PathBuf,
     /// Heartbeat interval the server proposes, in seconds (0 disables).
@@ -47,7 +50,99 @@ pub struct Config {
     /// `load_definitions`): what it defines is created if missing; a file that cannot
     /// be imported whole stops the start with an error naming the bad entry.
     pub definitions: Option<PathBuf>,
+    /// How long a client has from its TCP connect to `connection.open-ok`, TLS
+    /// handshake included (ms; RabbitMQ's `handshake_timeout`).
+    pub handshake_timeout_ms: u64,
+    /// The TLS (AMQPS) listener: off unless the `[tls]` table is present.
+    pub tls: Option<TlsConfig>,
+    /// The SASL mechanisms offered in connection.start, in this order (RabbitMQ's
+    /// `auth_mechanisms`): any of `PLAIN`, `AMQPLAIN`, `EXTERNAL`. EXTERNAL is offered
+    /// only on TLS connections whose client presented a verified certificate.
+    pub auth_mechanisms: Vec<String>,
+    /// Where EXTERNAL takes the user name from in the client certificate (RabbitMQ's
+    /// `ssl_cert_login_from`).
+    pub ssl_cert_login_from: CertLoginFrom,
+    /// With `ssl_cert_login_from = "subject_alternative_name"`: which kind of SAN
+    /// (RabbitMQ's `ssl_cert_login_san_type`).
+    pub ssl_cert_login_san_type: SanType,
+    /// With `ssl_cert_login_from = "subject_alternative_name"`: which SAN of that kind,
+    /// counting from 0 (RabbitMQ's `ssl_cert_login_san_index`).
+    pub ssl_cert_login_san_index: usize,
 }
+
+/// The `[tls]` table: a second listener that speaks AMQP over TLS 1.2 or 1.3 (RabbitMQ's
+/// `listeners.ssl.default` and `ssl_options.*`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address and port of the TLS listener (`--listen-tls` overrides it).
+    #[serde(default = "default_tls_listen")]
+    pub listen: SocketAddr,
+    /// The server's certificate chain (PEM, leaf first).
+    pub cert: PathBuf,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates (PEM) client certificates are verified against; needed for
+    /// `verify_peer`.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Ask clients for a certificate and verify it against `ca` (RabbitMQ's
+    /// `ssl_options.verify = verify_peer`). A client that sends none is still
+    /// accepted unless `fail_if_no_peer_cert`.
+    #[serde(default)]
+    pub verify_peer: bool,
+    /// Refuse clients that present no certificate (needs `verify_peer`).
+    #[serde(default)]
+    pub fail_if_no_peer_cert: bool,
+}
+
+/// RabbitMQ's default AMQPS port.
+pub const DEFAULT_TLS_PORT: u16 = 5671;
+
+fn default_tls_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], DEFAULT_TLS_PORT))
+}
+
+/// `listen = ""` (or `"none"`) turns the plain listener off.
+fn plain_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.trim() {
+        "" | "none" => Ok(None),
+        addr => addr.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Which part of a client certificate names the user for SASL EXTERNAL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertLoginFrom {
+    /// The subject's common name (several are joined with `,`, as RabbitMQ does).
+    #[default]
+    CommonName,
+    /// The whole subject as an RFC 4514 string, e.g. `CN=alice,O=Example,C=DE`.
+    DistinguishedName,
+    /// A subject alternative name (see `ssl_cert_login_san_type` and `_index`).
+    SubjectAlternativeName,
+}
+
+/// The kinds of subject alternative name EXTERNAL can take the user name from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SanType {
+    #[default]
+    Dns,
+    Email,
+    Uri,
+    Ip,
+}
+
+/// The mechanisms RabbitMQ offers by default.
+pub fn default_auth_mechanisms() -> Vec<String> {
+    vec!["PLAIN".into(), "AMQPLAIN".into()]
+}
+
+/// RabbitMQ's default `handshake_timeout`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 
 /// 30 minutes, as RabbitMQ.
 pub const DEFAULT_CONSUMER_TIMEOUT_MS: u64 = 30 * 60 * 1000;
@@ -63,7 +158,7 @@ pub struct UserConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 5672)),
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], 5672))),
             data_dir: PathBuf::from("data"),
             heartbeat: 60,
             frame_max: 131_072,
@@ -77,6 +172,57 @@ impl Default for Config {
             disk_free_limit: 50_000_000,
             accept_store_repair: false,
             definitions: None,
+            handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            tls: None,
+            auth_mechanisms: default_auth_mechanisms(),
+            ssl_cert_login_from: CertLoginFrom::default(),
+            ssl_cert_login_san_type: SanType::default(),
+            ssl_cert_login_san_index: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_table_and_no_plain_listener() {
+        let c: Config = toml::from_str(
+            r#"
+            listen = ""
+            auth_mechanisms = ["EXTERNAL", "PLAIN"]
+            ssl_cert_login_from = "subject_alternative_name"
+            ssl_cert_login_san_type = "email"
+            [tls]
+            cert = "server.pem"
+            key = "server.key"
+            ca = "ca.pem"
+            verify_peer = true
+            fail_if_no_peer_cert = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen, None);
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.listen, "0.0.0.0:5671".parse().unwrap());
+        assert!(tls.verify_peer && tls.fail_if_no_peer_cert);
+        assert_eq!(tls.ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(c.auth_mechanisms, ["EXTERNAL", "PLAIN"]);
+        assert_eq!(c.ssl_cert_login_from, CertLoginFrom::SubjectAlternativeName);
+        assert_eq!(c.ssl_cert_login_san_type, SanType::Email);
+    }
+
+    #[test]
+    fn defaults_and_refusals() {
+        let c: Config = toml::from_str("listen = \"127.0.0.1:5673\"").unwrap();
+        assert_eq!(c.listen, Some("127.0.0.1:5673".parse().unwrap()));
+        assert!(c.tls.is_none());
+        assert_eq!(c.auth_mechanisms, ["PLAIN", "AMQPLAIN"]);
+        assert_eq!(c.handshake_timeout_ms, 10_000);
+        assert!(toml::from_str::<Config>("listen = \"nonsense\"").is_err());
+        assert!(toml::from_str::<Config>("[tls]\ncert = \"a\"\nkey = \"b\"\nverify = true").is_err());
+        assert!(toml::from_str::<Config>("[tls]\ncert = \"a\"").is_err());
+        assert!(toml::from_str::<Config>("ssl_cert_login_from = \"nickname\"").is_err());
     }
 }

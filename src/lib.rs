@@ -23,9 +23,10 @@ mod message;
 mod queue;
 mod server;
 mod store;
+mod tls;
 mod util;
 mod vhost;
 mod wire;
 
-pub use config::{Config, UserConfig};
+pub use config::{CertLoginFrom, Config, SanType, TlsConfig, UserConfig};
 pub use server::{start, BrokerHandle};

@@ -12,9 +12,16 @@ use smol::stream::StreamExt;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Address and port to accept AMQP connections on [default: 0.0.0.0:5672]
+    /// Address and port to accept plain AMQP connections on [default: 0.0.0.0:5672]
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Option<SocketAddr>,
+    /// No plain (non-TLS) listener: only the TLS one (RabbitMQ's `listeners.tcp = none`)
+    #[arg(long, conflicts_with = "listen")]
+    no_plain: bool,
+    /// Address and port of the TLS (AMQPS) listener; needs the config file's [tls] table
+    /// for the certificate and key [default: the table's listen, or 0.0.0.0:5671]
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen_tls: Option<SocketAddr>,
     /// Directory for durable data, created if missing [default: ./data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -41,7 +48,16 @@ fn load_config(args: &Args) -> Result<haremq::Config, String> {
         None => haremq::Config::default(),
     };
     if let Some(listen) = args.listen {
-        config.listen = listen;
+        config.listen = Some(listen);
+    }
+    if args.no_plain {
+        config.listen = None;
+    }
+    if let Some(listen) = args.listen_tls {
+        match config.tls.as_mut() {
+            Some(tls) => tls.listen = listen,
+            None => return Err("--listen-tls needs a [tls] table with cert and key in the config file".into()),
+        }
     }
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();

@@ -1,4 +1,5 @@
-//! The accept loop, the executor threads and shutdown.
+//! The listeners (plain TCP, and TLS when configured), their accept loops, the executor
+//! threads and shutdown.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use crate::broker::Broker;
 use crate::config::Config;
 use crate::store::redb_store::RedbStore;
 use crate::store::{Store, StoreHandle};
+use crate::tls::Acceptor;
 
 /// Stack of each executor thread. Frame handling is synchronous and its depth bounded
 /// (field tables nest at most `wire::nesting::MAX_NESTING` levels before `amq-protocol`
@@ -25,13 +27,16 @@ const EXECUTOR_STACK_SIZE: usize = 8 << 20;
 /// A running broker. Dropping it shuts the broker down.
 pub struct BrokerHandle {
     local_addr: SocketAddr,
+    plain_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     broker: Arc<Broker>,
     stop: Option<smol::channel::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl BrokerHandle {
-    /// The address the broker accepts connections on (useful with port 0).
+    /// The address the broker accepts plain AMQP connections on (useful with port 0);
+    /// the TLS listener's when there is no plain one.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -53,6 +58,16 @@ impl BrokerHandle {
     /// The administration API: vhosts, users, permissions and limits.
     pub fn admin(&self) -> crate::admin::Admin {
         crate::admin::Admin::new(self.broker.clone())
+    }
+
+    /// The plain listener's address, if there is one.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain_addr
+    }
+
+    /// The TLS (AMQPS) listener's address, if TLS is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Stops accepting, closes client connections with 320 CONNECTION_FORCED and waits
@@ -89,16 +104,41 @@ impl Drop for BrokerHandle {
     }
 }
 
-/// Binds the listener and starts the broker on background threads. Returns once the
+/// Binds a listener.
+fn bind(addr: SocketAddr) -> io::Result<(TcpListener, SocketAddr)> {
+    let std_listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let local = std_listener.local_addr()?;
+    Ok((TcpListener::try_from(std_listener)?, local))
+}
+
+/// What a listener does with an accepted socket.
+#[derive(Clone)]
+enum Listener {
+    Plain,
+    Tls(Arc<Acceptor>),
+}
+
+/// Binds the listeners and starts the broker on background threads. Returns once the
 /// broker accepts connections.
 pub fn start(config: Config) -> io::Result<BrokerHandle> {
+    crate::auth::mechanisms::validate(&config.auth_mechanisms).map_err(io::Error::other)?;
+    // Certificate and key problems are start-up errors, before anything is bound.
+    let acceptor = Acceptor::from_config(&config)?.map(Arc::new);
+    if config.listen.is_none() && acceptor.is_none() {
+        return Err(io::Error::other("no listener: the plain one is off (listen = \"\") and there is no [tls] table"));
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         io::Error::new(e.kind(), format!("cannot create data directory {}: {e}", config.data_dir.display()))
     })?;
-    let std_listener = std::net::TcpListener::bind(config.listen)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
-    let local_addr = std_listener.local_addr()?;
-    let listener = TcpListener::try_from(std_listener)?;
+    let plain = config.listen.map(bind).transpose()?;
+    let tls = match (&config.tls, acceptor) {
+        (Some(t), Some(acceptor)) => Some((bind(t.listen)?, acceptor)),
+        _ => None,
+    };
+    let plain_addr = plain.as_ref().map(|(_, a)| *a);
+    let tls_addr = tls.as_ref().map(|((_, a), _)| *a);
+    let local_addr = plain_addr.or(tls_addr).ok_or_else(|| io::Error::other("no listener"))?;
     let mut store = RedbStore::open_with(&config.data_dir, config.accept_store_repair)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let snapshot = store.load().map_err(|e| io::Error::other(e.to_string()))?;
@@ -140,13 +180,20 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
         )?;
         threads.push(t);
     }
-    ex.spawn(accept_loop(listener, broker.clone(), ex.clone(), stop_rx)).detach();
-    log::info!("HareMQ listening on {local_addr}");
-    Ok(BrokerHandle { local_addr, broker, stop: Some(stop_tx), threads })
+    if let Some((listener, addr)) = plain {
+        ex.spawn(accept_loop(listener, Listener::Plain, broker.clone(), ex.clone(), stop_rx.clone())).detach();
+        log::info!("HareMQ listening on {addr}");
+    }
+    if let Some(((listener, addr), acceptor)) = tls {
+        ex.spawn(accept_loop(listener, Listener::Tls(acceptor), broker.clone(), ex.clone(), stop_rx)).detach();
+        log::info!("HareMQ listening for TLS (amqps) at {addr}");
+    }
+    Ok(BrokerHandle { local_addr, plain_addr, tls_addr, broker, stop: Some(stop_tx), threads })
 }
 
 async fn accept_loop(
     listener: TcpListener,
+    kind: Listener,
     broker: Arc<Broker>,
     ex: Arc<Executor<'static>>,
     stop: smol::channel::Receiver<()>,
@@ -163,7 +210,22 @@ async fn accept_loop(
                 if broker.is_shutting_down() {
                     continue;
                 }
-                ex.spawn(crate::amqp::connection::serve(broker.clone(), stream, peer, ex.clone())).detach();
+                match &kind {
+                    Listener::Plain => {
+                        ex.spawn(crate::amqp::connection::serve_plain(broker.clone(), stream, peer, ex.clone()))
+                            .detach();
+                    }
+                    Listener::Tls(acceptor) => {
+                        let serve = crate::amqp::connection::serve_tls(
+                            broker.clone(),
+                            acceptor.clone(),
+                            stream,
+                            peer,
+                            ex.clone(),
+                        );
+                        ex.spawn(serve).detach();
+                    }
+                }
             }
             Some(Err(e)) => {
                 // EMFILE and friends: back off briefly instead of spinning.

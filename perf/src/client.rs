@@ -6,10 +6,10 @@ use std::time::Duration;
 use amq_protocol::protocol::{channel, connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, ChannelId, FieldTable, LongString};
 use amq_protocol::uri::AMQPUri;
-use smol::net::TcpStream;
 use smol::{io::AsyncReadExt, io::AsyncWriteExt};
 
 use crate::proto::{self, RawFrame, FRAME_HEARTBEAT, FRAME_METHOD, PROTOCOL_HEADER};
+pub use crate::tls::{ReadStream, WriteStream};
 
 pub type Res<T> = Result<T, String>;
 
@@ -20,7 +20,7 @@ const WANT_FRAME_MAX: u32 = 131_072;
 
 /// The read half: a large buffer refilled by `fill`, consumed frame by frame.
 pub struct Reader {
-    stream: TcpStream,
+    stream: ReadStream,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -29,7 +29,7 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(stream: TcpStream, cap: usize) -> Reader {
+    pub fn new(stream: ReadStream, cap: usize) -> Reader {
         Reader { stream, buf: vec![0; cap], start: 0, end: 0, max_frame: WANT_FRAME_MAX as usize }
     }
 
@@ -93,8 +93,15 @@ pub fn close_error(class: &AMQPClass) -> Option<String> {
     }
 }
 
+/// Writes all of `buf` and flushes (TLS may hold encrypted bytes back until then; a
+/// no-op on plain TCP).
+pub async fn write_all(stream: &mut WriteStream, buf: &[u8]) -> std::io::Result<()> {
+    stream.write_all(buf).await?;
+    stream.flush().await
+}
+
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: WriteStream,
     pub reader: Reader,
     pub wbuf: Vec<u8>,
     pub frame_max: u32,
@@ -104,10 +111,9 @@ impl Conn {
     /// Connects, authenticates with PLAIN and opens the URI's vhost.
     pub async fn open(uri: &AMQPUri) -> Res<Conn> {
         let addr = format!("{}:{}", uri.authority.host, uri.authority.port);
-        let stream = TcpStream::connect(&addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| format!("set_nodelay: {e}"))?;
+        let (read, stream) = crate::tls::connect(uri).await?;
         let mut conn = Conn {
-            reader: Reader::new(stream.clone(), READ_BUF),
+            reader: Reader::new(read, READ_BUF),
             stream,
             wbuf: Vec::with_capacity(64 * 1024),
             frame_max: WANT_FRAME_MAX,
@@ -195,7 +201,7 @@ impl Conn {
 
     pub async fn flush(&mut self) -> Res<()> {
         if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf).await.map_err(|e| format!("write error: {e}"))?;
+            write_all(&mut self.stream, &self.wbuf).await.map_err(|e| format!("write error: {e}"))?;
             self.wbuf.clear();
         }
         Ok(())

@@ -13,7 +13,11 @@
 //!             [--queue-args k=v,...] [-r|--rate MSGS_PER_SEC] [--json]
 //!             [--threads N | --thread-per-conn]
 //!             [--scenario throughput|connections|queues|bind-churn] [--connections N] [--broker-pid PID]
+//!             [--tls-ca FILE | --tls-insecure]
 //! ```
+//!
+//! An `amqps://` URI (default port 5671) connects over TLS 1.2/1.3 (rustls), trusting
+//! the CA certificates in `--tls-ca`, or any certificate with `--tls-insecure`.
 //!
 //! The short options are RabbitMQ PerfTest's letters for the options both tools have, so
 //! a PerfTest command line such as `-x 1 -y 2 -s 1000 -z 30 -c 100 -q 100 -f persistent`
@@ -57,6 +61,7 @@ mod proto;
 mod roles;
 mod scenarios;
 mod stats;
+mod tls;
 mod topology;
 
 use std::future::Future;
@@ -211,6 +216,12 @@ pub struct Opts {
     /// Broker process id, to report its RSS (from /proc) in scenarios.
     #[arg(long)]
     pub broker_pid: Option<u32>,
+    /// With an amqps:// URI: PEM file of the CA certificate(s) to trust.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// With an amqps:// URI: accept any server certificate (self-signed test setups).
+    #[arg(long, conflicts_with = "tls_ca")]
+    pub tls_insecure: bool,
 }
 
 /// Runs role futures either on a shared executor (N threads) or one thread each.
@@ -291,6 +302,12 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if uri.scheme == amq_protocol::uri::AMQPScheme::AMQPS {
+        if let Err(e) = tls::configure(opts.tls_ca.as_deref(), opts.tls_insecure) {
+            eprintln!("haremq-perf: {e}");
+            std::process::exit(2);
+        }
+    }
     let result = match opts.scenario {
         Scenario::Throughput => run_throughput(&opts, uri),
         Scenario::Connections => scenarios::connections(&opts, uri),

@@ -9,10 +9,9 @@ use amq_protocol::types::FieldTable;
 use amq_protocol::uri::AMQPUri;
 use event_listener::Event;
 use smol::future;
-use smol::io::AsyncWriteExt;
 use smol::Timer;
 
-use crate::client::{close_error, for_each_frame, Conn, Res};
+use crate::client::{self, close_error, for_each_frame, Conn, Res};
 use crate::proto::{self, PublishTemplate, FRAME_BODY, FRAME_HEADER, FRAME_METHOD};
 use crate::stats::{now_ns, ConStats, PubStats, Shared};
 
@@ -140,8 +139,7 @@ pub async fn publisher(uri: AMQPUri, cfg: PubConfig, stats: Arc<PubStats>, share
     let ring_cap = window.map(|w| (w * 4).max(1024).next_power_of_two()).unwrap_or(1);
     let cs = Arc::new(ConfirmShared { resolved: AtomicU64::new(0), low: AtomicU64::new(1), event: Event::new() });
 
-    let Conn { stream, mut reader, .. } = conn;
-    let mut wstream = stream.clone();
+    let Conn { stream: mut wstream, mut reader, .. } = conn;
 
     let reader_fut = {
         let cs = cs.clone();
@@ -256,7 +254,7 @@ pub async fn publisher(uri: AMQPUri, cfg: PubConfig, stats: Arc<PubStats>, share
                         }
                     }
                 }
-                let wrote = future::or(async { Some(wstream.write_all(&buf).await) }, async {
+                let wrote = future::or(async { Some(client::write_all(&mut wstream, &buf).await) }, async {
                     shared.stopped().await;
                     None
                 })
@@ -287,7 +285,7 @@ pub async fn publisher(uri: AMQPUri, cfg: PubConfig, stats: Arc<PubStats>, share
                 shared.stopped().await;
             }
             let close = close_frame();
-            if wstream.write_all(&close).await.is_ok() {
+            if client::write_all(&mut wstream, &close).await.is_ok() {
                 // The reader finishes on close-ok; this bounds the wait.
                 Timer::after(Duration::from_secs(2)).await;
             }
@@ -419,7 +417,7 @@ pub async fn consumer(
             stats.received.fetch_add(got, Ordering::Relaxed);
         }
         if !acks.is_empty() {
-            let wrote = future::or(async { Some(conn.stream.write_all(&acks).await) }, async {
+            let wrote = future::or(async { Some(client::write_all(&mut conn.stream, &acks).await) }, async {
                 shared.stopped().await;
                 None
             })

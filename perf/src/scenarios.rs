@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 use amq_protocol::protocol::{basic, queue, AMQPClass};
 use amq_protocol::types::FieldTable;
 use amq_protocol::uri::AMQPUri;
+use smol::future;
 use smol::LocalExecutor;
 use smol::Timer;
-use smol::{future, io::AsyncWriteExt};
 
 use crate::client::{close_error, for_each_frame, Conn, Res};
 use crate::proto::{self, PublishTemplate, FRAME_BODY, FRAME_HEADER, FRAME_METHOD};
@@ -197,12 +197,12 @@ pub fn queues(opts: &Opts, uri: AMQPUri) -> Res<()> {
                 let t = PublishTemplate::new(1, "", q, size, opts.persistent, conn.frame_max);
                 t.append(&mut buf, now_ns());
                 if buf.len() >= 128 * 1024 {
-                    conn.stream.write_all(&buf).await.map_err(|e| format!("write error: {e}"))?;
+                    crate::client::write_all(&mut conn.stream, &buf).await.map_err(|e| format!("write error: {e}"))?;
                     buf.clear();
                 }
             }
         }
-        conn.stream.write_all(&buf).await.map_err(|e| format!("write error: {e}"))?;
+        crate::client::write_all(&mut conn.stream, &buf).await.map_err(|e| format!("write error: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while received < expected {
             let filled = future::or(async { Some(conn.reader.fill().await) }, async {

@@ -10,6 +10,7 @@ use std::time::Duration;
 pub struct TestBroker {
     handle: Option<haremq::BrokerHandle>,
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     url: String,
     data_dir: Option<std::path::PathBuf>,
     config: Option<haremq::Config>,
@@ -28,6 +29,11 @@ impl TestBroker {
     /// The in-process broker (tests that need it skip external brokers first).
     pub fn handle(&self) -> &haremq::BrokerHandle {
         self.handle.as_ref().expect("an in-process broker")
+    }
+
+    /// The TLS listener's address, when the test configured one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// True when the tests run against an external broker (see `main.rs`).
@@ -61,7 +67,7 @@ impl TestBroker {
         let handle = self.handle.take().expect("an in-process broker");
         handle.shutdown();
         let mut config = self.config.clone().expect("config");
-        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.listen = Some("127.0.0.1:0".parse().unwrap());
         let handle = haremq::start(config).expect("broker restarts");
         self.addr = handle.local_addr();
         self.url = format!("amqp://guest:guest@{}/%2f", self.addr);
@@ -95,7 +101,7 @@ pub fn start_broker_with(adjust: impl FnOnce(&mut haremq::Config)) -> TestBroker
             .and_then(|s| s.split('/').next())
             .expect("HAREMQ_TEST_EXTERNAL_URL like amqp://u:p@host:port/%2f");
         let addr = hostport.parse().expect("host:port as an IP socket address");
-        return TestBroker { handle: None, addr, url, data_dir: None, config: None };
+        return TestBroker { handle: None, addr, url, data_dir: None, tls_addr: None, config: None };
     }
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -104,12 +110,13 @@ pub fn start_broker_with(adjust: impl FnOnce(&mut haremq::Config)) -> TestBroker
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let mut config =
-        haremq::Config { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.clone(), ..Default::default() };
+        haremq::Config { listen: Some("127.0.0.1:0".parse().unwrap()), data_dir: dir.clone(), ..Default::default() };
     adjust(&mut config);
     let handle = haremq::start(config.clone()).expect("broker starts");
     let addr = handle.local_addr();
+    let tls_addr = handle.tls_addr();
     let url = format!("amqp://guest:guest@{addr}/%2f");
-    TestBroker { handle: Some(handle), addr, url, data_dir: Some(dir), config: Some(config) }
+    TestBroker { handle: Some(handle), addr, url, data_dir: Some(dir), tls_addr, config: Some(config) }
 }
 
 /// A unique name for queues/exchanges, so tests never collide (also on an external broker).

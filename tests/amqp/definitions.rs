@@ -208,7 +208,7 @@ fn a_bad_definitions_file_stops_the_start() {
     .unwrap();
     let dir = std::env::temp_dir().join(unique("haremq-bad-defs-data"));
     let config = haremq::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
         data_dir: dir.clone(),
         definitions: Some(file.clone()),
         ..Default::default()

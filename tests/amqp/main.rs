@@ -22,3 +22,4 @@ mod queues;
 mod reply_to;
 mod robustness;
 mod security;
+mod tls;

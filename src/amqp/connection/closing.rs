@@ -5,9 +5,8 @@
 use std::time::{Duration, Instant};
 
 use amq_protocol::protocol::{connection as conn, AMQPClass};
-use smol::net::TcpStream;
-use smol::Timer;
-use smol::{future, io::AsyncReadExt};
+use smol::io::{AsyncRead, AsyncReadExt};
+use smol::{future, Timer};
 
 use super::*;
 
@@ -33,8 +32,8 @@ pub(super) fn close_method(err: &AmqpError, class_id: u16, method_id: u16) -> AM
 /// After we sent connection.close: drops input until the peer's close-ok (`Closed`), or
 /// EOF or `deadline` (`Gone`). After a framing error the stream may be misaligned, so
 /// bytes that do not parse are dropped wholesale.
-pub(super) async fn discard_until_closed(
-    stream: &mut TcpStream,
+pub(super) async fn discard_until_closed<R: AsyncRead + Unpin>(
+    stream: &mut R,
     rb: &mut ReadBuf,
     frame_max: u32,
     deadline: Instant,
@@ -72,7 +71,7 @@ pub(super) async fn discard_until_closed(
 /// After the close handshake, with our side shut down (the peer reads the end of the
 /// stream after our last frame): reads and discards until the peer closes its side or
 /// [`LINGER_TIMEOUT`], so that what it still sends is not answered with a reset.
-pub(super) async fn linger(stream: &mut TcpStream) {
+pub(super) async fn linger<R: AsyncRead + Unpin>(stream: &mut R) {
     let mut buf = vec![0u8; 16 * 1024];
     future::or(
         async {

@@ -1,18 +1,17 @@
 //! The opening handshake: protocol header, start/start-ok (SASL), tune/tune-ok and
-//! connection.open, within RabbitMQ's handshake timeout.
+//! connection.open, within the handshake timeout (`handshake_timeout_ms`, RabbitMQ's
+//! `handshake_timeout`, counted from the TCP accept, so a TLS handshake shares it).
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use amq_protocol::protocol::{connection as conn, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
-use smol::net::TcpStream;
+use smol::io::AsyncRead;
 use smol::Timer;
 
 use super::*;
-
-/// How long a client has for the whole handshake (RabbitMQ's `handshake_timeout`).
-pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::auth::mechanisms::{self, Mechanism};
 
 /// The smallest frame_max a client may negotiate (AMQP's frame-min-size).
 pub(super) const FRAME_MIN_SIZE: u32 = 4096;
@@ -57,7 +56,11 @@ pub(super) fn server_properties() -> FieldTable {
 
 impl Connection {
     /// Reads until one complete frame is buffered and returns it (handshake only).
-    pub(super) async fn read_method(&mut self, stream: &mut TcpStream, rb: &mut ReadBuf) -> Result<AMQPClass, Stop> {
+    pub(super) async fn read_method<R: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut R,
+        rb: &mut ReadBuf,
+    ) -> Result<AMQPClass, Stop> {
         loop {
             match next_frame(rb.data(), self.frame_max) {
                 Ok(Some((frame, n))) => {
@@ -92,7 +95,11 @@ impl Connection {
         }
     }
 
-    pub(super) async fn handshake(&mut self, stream: &mut TcpStream, rb: &mut ReadBuf) -> Result<(), Stop> {
+    pub(super) async fn handshake<R: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut R,
+        rb: &mut ReadBuf,
+    ) -> Result<(), Stop> {
         while rb.data().len() < PROTOCOL_HEADER.len() {
             match rb.fill(stream, 4096).await {
                 Ok(0) | Err(_) => return Err(Stop::Gone),
@@ -106,13 +113,14 @@ impl Connection {
             return Err(Stop::Closed);
         }
         rb.start += 8;
+        let offered = mechanisms::offered(&self.broker.config.auth_mechanisms, self.client_cert.is_some());
         self.send(
             0,
             AMQPClass::Connection(conn::AMQPMethod::Start(conn::Start {
                 version_major: 0,
                 version_minor: 9,
                 server_properties: server_properties(),
-                mechanisms: MECHANISMS.into(),
+                mechanisms: mechanisms::start_list(&offered).into(),
                 locales: "en_US".into(),
             })),
         );
@@ -123,25 +131,46 @@ impl Connection {
         };
         self.wants_blocked = has_capability(&start_ok.client_properties, "connection.blocked");
         let mechanism = start_ok.mechanism.as_str();
-        let users = &self.broker.users;
+        // RabbitMQ's two errors: a name it does not know, and one it knows but did not
+        // offer (not configured, or EXTERNAL without a client certificate).
+        let chosen = match Mechanism::from_name(mechanism) {
+            None => {
+                return self.handshake_error(AmqpError::CommandInvalid(format!(
+                    "unknown authentication mechanism '{mechanism}'"
+                )))
+            }
+            Some(m) if !offered.contains(&m) => {
+                return self.handshake_error(AmqpError::CommandInvalid(format!(
+                    "invalid authentication mechanism '{mechanism}'"
+                )))
+            }
+            Some(m) => m,
+        };
+        let broker = self.broker.clone();
+        let users = &broker.users;
         // Wait while this address's failed logins are being answered (auth::throttle).
         if let Some(turn) = users.throttle.turn(self.peer.ip(), Instant::now()) {
             Timer::at(turn).await;
         }
-        match users.authenticate(mechanism, start_ok.response.as_bytes(), self.peer.ip()) {
+        let login = match (chosen, &self.client_cert) {
+            (Mechanism::External, Some(cert)) => match &cert.login {
+                Ok(name) => users.authenticate_external(name, self.peer.ip()).map_err(|e| format!("{e:?}")),
+                Err(why) => Err(format!("EXTERNAL: {why}")),
+            },
+            _ => users.authenticate(mechanism, start_ok.response.as_bytes(), self.peer.ip()).map_err(|e| match e {
+                AuthError::UnknownMechanism(m) => format!("mechanism {m} not implemented"),
+                e => format!("{e:?}"),
+            }),
+        };
+        match login {
             Ok(user) => self.user = user,
-            Err(AuthError::UnknownMechanism(m)) => {
-                return self
-                    .handshake_error(AmqpError::CommandInvalid(format!("unknown authentication mechanism '{m}'")))
-            }
             Err(e) => {
                 let now = Instant::now();
                 match users.throttle.should_log(now) {
-                    Some(n) => log::warn!(
-                        "{}: login refused: {e:?} ({n} refused login(s) since the last such line)",
-                        self.peer
-                    ),
-                    None => log::debug!("{}: login refused: {e:?}", self.peer),
+                    Some(n) => {
+                        log::warn!("{}: login refused: {e} ({n} refused login(s) since the last such line)", self.peer)
+                    }
+                    None => log::debug!("{}: login refused: {e}", self.peer),
                 }
                 let answer_at = users.throttle.failed(self.peer.ip(), now);
                 Timer::at(answer_at).await;
@@ -151,7 +180,6 @@ impl Connection {
             }
         }
 
-        let broker = self.broker.clone();
         let cfg = &broker.config;
         self.send(
             0,

@@ -5,6 +5,11 @@
 //! socket's write side (batched writes, heartbeats, missed-heartbeat detection).
 //! Frames are handled synchronously, and publisher confirms produced while handling
 //! one read's worth of frames go out as one `multiple` ack before the next read.
+//!
+//! The connection is generic over its [`Transport`]'s read and write halves: plain TCP
+//! (both halves are the socket, and batches write to it directly, see [`Outbox`]) or
+//! TLS (the halves of the rustls stream; everything goes through the writer task).
+//! Monomorphised, the plain path is the same code it was before TLS existed.
 
 mod channels;
 mod closing;
@@ -14,7 +19,6 @@ mod writer;
 
 use channels::Channels;
 use closing::*;
-use handshake::*;
 use read_buf::ReadBuf;
 use writer::write_loop;
 
@@ -26,6 +30,7 @@ use std::time::{Duration, Instant};
 use amq_protocol::protocol::{channel as chan, connection as conn, AMQPClass};
 use amq_protocol::types::ChannelId;
 use smol::future;
+use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 use smol::Timer;
 
@@ -33,10 +38,11 @@ use super::channel::{Channel, Context};
 use super::frame::{next_frame, write_heartbeat, write_method, Frame, PROTOCOL_HEADER};
 use super::outbox::{Batch, Outbox, HIGH_WATER};
 use crate::auth::access::SessionAccess;
-use crate::auth::{AuthError, MECHANISMS};
+use crate::auth::AuthError;
 use crate::broker::{Broker, ClientConnection};
 use crate::error::AmqpError;
 use crate::queue::ConnectionId;
+use crate::tls::{Acceptor, ClientCert};
 use crate::vhost::VHost;
 
 /// How often a publisher held by an alarm looks again (message memory falls on any
@@ -104,20 +110,83 @@ struct Connection {
     published: bool,
     /// The client announced the `connection.blocked` capability.
     wants_blocked: bool,
+    /// The verified certificate of a TLS client that presented one (SASL EXTERNAL).
+    client_cert: Option<ClientCert>,
+    /// The handshake must be done by then (it started at the TCP accept).
+    handshake_deadline: Instant,
 }
 
-/// Serves one accepted TCP connection until it closes.
-pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex: Arc<smol::Executor<'static>>) {
+/// The byte stream a connection runs on, split into the half the connection task reads
+/// and the half the writer task writes.
+struct Transport<R, W> {
+    /// The TCP socket underneath: shut down to end the connection at once, and with
+    /// plain TCP the socket read batches write to directly.
+    tcp: TcpStream,
+    reader: R,
+    writer: W,
+    /// TLS: no direct batch writes (the bytes must be encrypted, in order, by the
+    /// writer task).
+    tls: bool,
+    client_cert: Option<ClientCert>,
+}
+
+/// When a connection accepted now must have finished its handshake.
+fn handshake_deadline(broker: &Broker) -> Instant {
+    Instant::now() + Duration::from_millis(broker.config.handshake_timeout_ms)
+}
+
+/// Serves one accepted plain TCP connection until it closes.
+pub async fn serve_plain(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex: Arc<smol::Executor<'static>>) {
+    let deadline = handshake_deadline(&broker);
     let _ = stream.set_nodelay(true);
+    let transport =
+        Transport { tcp: stream.clone(), reader: stream.clone(), writer: stream, tls: false, client_cert: None };
+    serve(broker, transport, peer, deadline, ex).await
+}
+
+/// Serves one accepted TLS connection: the TLS handshake, then the AMQP connection,
+/// both within the handshake timeout. A failed handshake ends only this socket.
+pub async fn serve_tls(
+    broker: Arc<Broker>,
+    acceptor: Arc<Acceptor>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    ex: Arc<smol::Executor<'static>>,
+) {
+    let deadline = handshake_deadline(&broker);
+    let _ = stream.set_nodelay(true);
+    let Some((tls, client_cert)) = acceptor.accept(stream.clone(), peer, deadline).await else {
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    };
+    let (reader, writer) = smol::io::split(tls);
+    let transport = Transport { tcp: stream, reader, writer, tls: true, client_cert };
+    serve(broker, transport, peer, deadline, ex).await
+}
+
+/// Serves one connection until it closes.
+async fn serve<R, W>(
+    broker: Arc<Broker>,
+    transport: Transport<R, W>,
+    peer: SocketAddr,
+    handshake_deadline: Instant,
+    ex: Arc<smol::Executor<'static>>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let Transport { tcp: stream, reader: mut stream_r, writer, tls, client_cert } = transport;
     let outbox = Outbox::new(broker.config.frame_max);
-    outbox.attach_socket(std::sync::Arc::<smol::Async<std::net::TcpStream>>::from(stream.clone()));
+    if !tls {
+        outbox.attach_socket(std::sync::Arc::<smol::Async<std::net::TcpStream>>::from(stream.clone()));
+    }
     let forced = Arc::new(AtomicBool::new(false));
     let id = broker.register_connection(Arc::new(Handle(outbox.clone(), forced.clone())));
     let liveness =
         Arc::new(Liveness { epoch: Instant::now(), last_read_ms: AtomicU64::new(0), heartbeat_s: AtomicU64::new(0) });
     let writer = ex.spawn({
         let outbox = outbox.clone();
-        let write = write_loop(stream.clone(), outbox.clone(), liveness.clone(), peer);
+        let write = write_loop(writer, stream.clone(), outbox.clone(), liveness.clone(), peer);
         async move {
             if let Err(payload) = smol::future::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(write)).await {
                 log::error!("{peer}: writer task panicked: {}", super::panics::message(&*payload));
@@ -144,8 +213,9 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, ex:
         read_at_ms: crate::message::now_ms(),
         published: false,
         wants_blocked: false,
+        client_cert,
+        handshake_deadline,
     };
-    let mut stream_r = stream.clone();
     // Panics while handling a frame are caught in the frame loop; this catches the rest
     // (handshake, flow control) so teardown still runs and the executor thread lives.
     let stop = match smol::future::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(c.run(&mut stream_r))).await {
@@ -198,10 +268,11 @@ impl Connection {
         write_method(out.buf(), channel, method);
     }
 
-    async fn run(&mut self, stream: &mut TcpStream) -> Stop {
+    async fn run<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> Stop {
         let mut rb = ReadBuf::new();
+        let deadline = self.handshake_deadline;
         let handshake = future::or(async { Some(self.handshake(stream, &mut rb).await) }, async {
-            Timer::after(HANDSHAKE_TIMEOUT).await;
+            Timer::at(deadline).await;
             None
         })
         .await;
@@ -219,7 +290,7 @@ impl Connection {
         self.frame_loop(stream, &mut rb).await
     }
 
-    async fn frame_loop(&mut self, stream: &mut TcpStream, rb: &mut ReadBuf) -> Stop {
+    async fn frame_loop<R: AsyncRead + Unpin>(&mut self, stream: &mut R, rb: &mut ReadBuf) -> Stop {
         self.read_at_ms = crate::message::now_ms();
         loop {
             // Replies and deliveries produced by this read go out when the batch ends.

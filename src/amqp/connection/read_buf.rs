@@ -1,8 +1,7 @@
 //! The connection's read buffer: starts small, grows while reads fill it (up to a
 //! frame or 256 KiB).
 
-use smol::io::AsyncReadExt;
-use smol::net::TcpStream;
+use smol::io::{AsyncRead, AsyncReadExt};
 
 /// A read buffer holding unparsed bytes in `buf[start..end]`.
 pub(super) struct ReadBuf {
@@ -22,7 +21,11 @@ impl ReadBuf {
     }
 
     /// Reads more bytes, making room for a frame of up to `max_frame` bytes.
-    pub(super) async fn fill(&mut self, stream: &mut TcpStream, max_frame: usize) -> std::io::Result<usize> {
+    pub(super) async fn fill<R: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut R,
+        max_frame: usize,
+    ) -> std::io::Result<usize> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;

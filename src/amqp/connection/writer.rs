@@ -6,15 +6,22 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use smol::io::{AsyncWrite, AsyncWriteExt};
 use smol::net::TcpStream;
-use smol::Timer;
-use smol::{future, io::AsyncWriteExt};
+use smol::{future, Timer};
 
 use super::*;
 
-/// The writer task: sends what the outbox collects, heartbeats when idle, and closes
-/// the socket when the client has been silent for two heartbeat intervals.
-pub(super) async fn write_loop(mut stream: TcpStream, outbox: Arc<Outbox>, liveness: Arc<Liveness>, peer: SocketAddr) {
+/// The writer task: sends what the outbox collects into `stream` (the socket, or the
+/// TLS stream's write half), heartbeats when idle, and closes the socket `tcp` when the
+/// client has been silent for two heartbeat intervals.
+pub(super) async fn write_loop<W: AsyncWrite + Unpin>(
+    mut stream: W,
+    tcp: TcpStream,
+    outbox: Arc<Outbox>,
+    liveness: Arc<Liveness>,
+    peer: SocketAddr,
+) {
     let mut buf = Vec::new();
     let mut ticker = Timer::never();
     let mut tick_interval = 0u64;
@@ -39,7 +46,7 @@ pub(super) async fn write_loop(mut stream: TcpStream, outbox: Arc<Outbox>, liven
                 if now.saturating_sub(last_read) > 2 * hb * 1000 {
                     log::warn!("{peer}: missed heartbeats from client, timeout: {hb}s");
                     outbox.close();
-                    let _ = stream.shutdown(Shutdown::Both);
+                    let _ = tcp.shutdown(Shutdown::Both);
                     return;
                 }
                 if now.saturating_sub(last_write_ms) >= hb * 500 {
@@ -49,9 +56,10 @@ pub(super) async fn write_loop(mut stream: TcpStream, outbox: Arc<Outbox>, liven
                 continue;
             }
         }
-        if stream.write_all(&buf).await.is_err() {
+        // `flush` pushes out what TLS still holds encrypted (a no-op on plain TCP).
+        if stream.write_all(&buf).await.is_err() || stream.flush().await.is_err() {
             outbox.close();
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = tcp.shutdown(Shutdown::Both);
             return;
         }
         buf.clear();
@@ -66,5 +74,6 @@ pub(super) async fn write_loop(mut stream: TcpStream, outbox: Arc<Outbox>, liven
     }
     let _ = stream.flush().await;
     // Our side only: the reader may still have to drain the peer's (see `linger`).
-    let _ = stream.shutdown(Shutdown::Write);
+    // `close` is `shutdown(Write)` on plain TCP; TLS sends close_notify first.
+    let _ = stream.close().await;
 }
