@@ -638,7 +638,9 @@ fn a_long_dead_letter_chain_does_not_overflow_the_stack() {
         }
         util::confirm_select(&ch).await;
         util::publish_confirmed(&ch, "", &name(0), b"traveller", Default::default()).await;
-        let deadline = Instant::now() + WAIT;
+        // 400 hops re-encode an x-death list that grows by one entry a hop (80,000
+        // entries in all): seconds in a debug build, more on a loaded machine.
+        let deadline = Instant::now() + WAIT * 6;
         while util::message_count(&ch, &name(HOPS - 1)).await != 1 {
             assert!(Instant::now() < deadline, "the message did not reach the end of the chain");
             tokio::time::sleep(Duration::from_millis(20)).await;
