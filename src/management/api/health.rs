@@ -1,0 +1,28 @@
+//! `GET /api/health/checks/alarms`: 200 `{"status":"ok"}`, or 503 with the raised
+//! alarms in RabbitMQ's shape (`resource` is `memory` or `disk`).
+
+use serde_json::json;
+
+use super::overview::node_name;
+use super::{Call, Context, Reply};
+
+pub fn alarms(ctx: &Context, _call: &Call) -> Result<Reply, Reply> {
+    let node = node_name();
+    let mut alarms = Vec::new();
+    if ctx.broker.memory.is_raised() {
+        alarms.push(json!({"node": node, "resource": "memory"}));
+    }
+    if ctx.broker.disk.is_raised() {
+        alarms.push(json!({"node": node, "resource": "disk"}));
+    }
+    if alarms.is_empty() {
+        return Ok(Reply::json(json!({"status": "ok"})));
+    }
+    let mut reply = Reply::json(json!({
+        "status": "failed",
+        "reason": "There are alarms in effect in the cluster",
+        "alarms": alarms,
+    }));
+    reply.status = 503;
+    Ok(reply)
+}
