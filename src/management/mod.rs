@@ -107,6 +107,9 @@ async fn answer(req: hyper::Request<Incoming>, peer: SocketAddr, ctx: Arc<Contex
             } else {
                 Reply::error(400, "bad_request", "unreadable request body")
             };
+            // The rest of the body is not read: the connection cannot be reused.
+            let mut reply = reply;
+            reply.headers.push(("connection", "close".to_string()));
             return reply.into_response();
         }
     };

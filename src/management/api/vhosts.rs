@@ -31,13 +31,17 @@ pub fn one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
         Method::PUT => {
             call.login.require_administrator()?;
             let body = body_object(call)?;
-            let description = string_field(&body, "description")?.unwrap_or("");
-            let tags = tags_field(&body)?.unwrap_or_default();
+            let description = string_field(&body, "description")?;
+            let tags = tags_field(&body)?;
+            let tags: Option<Vec<&str>> = tags.as_ref().map(|t| t.iter().map(String::as_str).collect());
             if ctx.broker.vhost(name).is_some() {
+                // RabbitMQ updates the metadata of an existing vhost.
+                if description.is_some() || tags.is_some() {
+                    admin.set_vhost_metadata(name, description, tags.as_deref()).map_err(admin_error)?;
+                }
                 return Ok(Reply::empty(204));
             }
-            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-            admin.add_vhost_with(name, description, &tags).map_err(admin_error)?;
+            admin.add_vhost_with(name, description.unwrap_or(""), &tags.unwrap_or_default()).map_err(admin_error)?;
             Ok(Reply::empty(201))
         }
         Method::DELETE => {
