@@ -36,6 +36,8 @@ static ROUTES: &[Route] = &[
     Route { pattern: &["whoami"], methods: GET, handler: api::overview::whoami },
     Route { pattern: &["vhosts"], methods: GET, handler: api::vhosts::list },
     Route { pattern: &["vhosts", "*"], methods: GET_PUT_DELETE, handler: api::vhosts::one },
+    Route { pattern: &["vhosts", "*", "permissions"], methods: GET, handler: api::permissions::of_vhost },
+    Route { pattern: &["vhosts", "*", "topic-permissions"], methods: GET, handler: api::topic_permissions::of_vhost },
     Route { pattern: &["users"], methods: GET, handler: api::users::list },
     Route { pattern: &["users", "*"], methods: GET_PUT_DELETE, handler: api::users::one },
     Route { pattern: &["users", "*", "permissions"], methods: GET, handler: api::permissions::of_user },

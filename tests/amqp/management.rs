@@ -206,11 +206,16 @@ async fn vhost_user_and_permissions_made_over_http_let_a_client_in() {
     assert_eq!(p, json!({"user": "alice", "vhost": "shop", "configure": "^a-", "write": ".*", "read": ".*"}));
     let of_user = http("GET", &format!("{api}/users/alice/permissions"), GUEST, None).await.json();
     assert_eq!(of_user.as_array().unwrap().len(), 1);
+    let of_vhost = http("GET", &format!("{api}/vhosts/shop/permissions"), GUEST, None).await.json();
+    assert_eq!(of_vhost, json!([p]));
+    assert_eq!(http("GET", &format!("{api}/vhosts/nowhere/permissions"), GUEST, None).await.status, 404);
     assert_eq!(put("permissions/nowhere/alice", json!({"configure": "", "write": "", "read": ""})).await.status, 404);
     let topic = json!({"exchange": "amq.topic", "write": "^a\\.", "read": ".*"});
     assert_eq!(put("topic-permissions/shop/alice", topic).await.status, 201);
     let t = http("GET", &format!("{api}/topic-permissions/shop/alice"), GUEST, None).await.json();
     assert_eq!(t, json!([{"user": "alice", "vhost": "shop", "exchange": "amq.topic", "write": "^a\\.", "read": ".*"}]));
+    let t_vhost = http("GET", &format!("{api}/vhosts/shop/topic-permissions"), GUEST, None).await.json();
+    assert_eq!(t_vhost, t);
 
     // The user logs in to the vhost over AMQP, within its rights.
     let conn = util::within(

@@ -1,5 +1,6 @@
 //! `GET /api/permissions`, `GET/PUT/DELETE /api/permissions/{vhost}/{user}`,
-//! `GET /api/users/{user}/permissions` (administrators only, as in RabbitMQ).
+//! `GET /api/users/{user}/permissions`, `GET /api/vhosts/{vhost}/permissions`
+//! (administrators only, as in RabbitMQ).
 
 use hyper::Method;
 use serde_json::{json, Value};
@@ -27,6 +28,13 @@ pub fn of_user(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let user = call.params[0];
     admin(ctx).user(user).ok_or_else(Reply::not_found)?;
     Ok(Reply::json(Value::Array(listed(ctx, |p| p.user == user).iter().map(to_json).collect())))
+}
+
+pub fn of_vhost(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
+    call.login.require_administrator()?;
+    let vhost = call.params[0];
+    ctx.broker.vhost(vhost).ok_or_else(Reply::not_found)?;
+    Ok(Reply::json(Value::Array(listed(ctx, |p| p.vhost == vhost).iter().map(to_json).collect())))
 }
 
 pub fn one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {

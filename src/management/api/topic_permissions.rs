@@ -1,5 +1,6 @@
 //! `GET /api/topic-permissions`, `GET/PUT/DELETE /api/topic-permissions/{vhost}/{user}`,
-//! `GET /api/users/{user}/topic-permissions` (administrators only). A user has one
+//! `GET /api/users/{user}/topic-permissions`, `GET /api/vhosts/{vhost}/topic-permissions`
+//! (administrators only). A user has one
 //! topic permission per exchange, so the per-user resource is a list.
 
 use hyper::Method;
@@ -32,6 +33,13 @@ pub fn of_user(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let user = call.params[0];
     admin(ctx).user(user).ok_or_else(Reply::not_found)?;
     Ok(array(listed(ctx, |p| p.user == user)))
+}
+
+pub fn of_vhost(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
+    call.login.require_administrator()?;
+    let vhost = call.params[0];
+    ctx.broker.vhost(vhost).ok_or_else(Reply::not_found)?;
+    Ok(array(listed(ctx, |p| p.vhost == vhost)))
 }
 
 pub fn one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
