@@ -111,6 +111,10 @@ async fn authentication_follows_rabbitmq() {
     let names: Vec<&str> = vhosts.as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["seen"]);
     assert_eq!(http("GET", &format!("{api}/queues/unseen"), Some(("mg", "p")), None).await.status, 401);
+    let o = http("GET", &format!("{api}/overview"), Some(("mg", "p")), None).await.json();
+    // Its vhost's default exchange and six amq.* ones; connections are counted only for
+    // readers of everything.
+    assert_eq!(o["object_totals"], json!({"exchanges": 7, "queues": 0, "consumers": 0}));
 }
 
 #[tokio::test]

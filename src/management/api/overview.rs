@@ -41,23 +41,19 @@ pub fn overview(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
             json!({"node": node, "protocol": protocol, "ip_address": addr.ip().to_string(), "port": addr.port()})
         })
         .collect();
-    let connections = if call.login.reads_all() {
-        ctx.broker.connection_count()
-    } else {
-        vhosts.iter().map(|v| ctx.broker.connections_in(&v.name)).sum()
-    };
+    let mut totals = json!({"exchanges": exchanges, "queues": queues, "consumers": consumers});
+    // RabbitMQ counts a `management` user's own connections; HareMQ counts per vhost,
+    // so only readers of everything get the (whole-broker) connection count.
+    if call.login.reads_all() {
+        totals["connections"] = json!(ctx.broker.connection_count());
+    }
     Ok(Reply::json(json!({
         "product_name": "HareMQ",
         "product_version": env!("CARGO_PKG_VERSION"),
         "rabbitmq_version": RABBITMQ_API_VERSION,
         "management_version": RABBITMQ_API_VERSION,
         "node": node,
-        "object_totals": {
-            "connections": connections,
-            "exchanges": exchanges,
-            "queues": queues,
-            "consumers": consumers,
-        },
+        "object_totals": totals,
         "listeners": listeners,
     })))
 }
