@@ -56,6 +56,7 @@ static ROUTES: &[Route] = &[
     Route { pattern: &["bindings", "*"], methods: GET, handler: api::bindings::list },
     Route { pattern: &["definitions"], methods: &["GET", "POST"], handler: api::definitions::definitions },
     Route { pattern: &["health", "checks", "alarms"], methods: GET, handler: api::health::alarms },
+    Route { pattern: &["aliveness-test", "*"], methods: GET, handler: api::health::aliveness },
 ];
 
 /// Answers one request.

@@ -362,3 +362,23 @@ async fn oversized_heads_and_bodies_are_refused() {
     // The API still answers.
     assert_eq!(http("GET", format!("{api}/overview"), GUEST, None).await.status, 200);
 }
+
+#[tokio::test]
+async fn aliveness_test_publishes_and_gets_a_message() {
+    let Some((broker, api)) = broker() else { return };
+    for _ in 0..2 {
+        let a = http("GET", &format!("{api}/aliveness-test/%2F"), GUEST, None).await;
+        assert_eq!((a.status, a.json()), (200, json!({"status": "ok"})));
+    }
+    // The queue stays, empty, as in RabbitMQ.
+    let q = http("GET", &format!("{api}/queues/%2F/aliveness-test"), GUEST, None).await.json();
+    assert_eq!((q["messages_ready"].clone(), q["durable"].clone()), (json!(0), json!(false)));
+    assert_eq!(http("GET", &format!("{api}/aliveness-test/missing"), GUEST, None).await.status, 404);
+    broker.admin().add_user("mon", Some("p"), &["monitoring"]).unwrap();
+    let refused = http("GET", &format!("{api}/aliveness-test/%2F"), Some(("mon", "p")), None).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        refused.json(),
+        json!({"error": "not_authorised", "reason": "User not authorised to access virtual host"})
+    );
+}
