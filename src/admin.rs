@@ -195,6 +195,28 @@ impl Admin {
             .collect()
     }
 
+    /// Changes a vhost's description and tags (`None` keeps one), as a management
+    /// API PUT on an existing vhost does.
+    pub fn set_vhost_metadata(
+        &self,
+        name: &str,
+        description: Option<&str>,
+        tags: Option<&[&str]>,
+    ) -> Result<(), AdminError> {
+        let _one = self.serialised();
+        let v = self.broker.vhost(name).ok_or_else(|| AdminError::NoSuchVHost(name.into()))?;
+        let mut meta = v.meta();
+        if let Some(d) = description {
+            meta.description = d.into();
+        }
+        if let Some(t) = tags {
+            meta.tags = t.iter().map(|t| t.to_string()).collect();
+        }
+        v.set_meta(meta);
+        self.persist(StoreOp::PutVHost(v.record()));
+        self.committed()
+    }
+
     /// Sets a vhost's limits (`None` clears one). Existing connections and queues
     /// stay; the limits apply to new ones.
     pub fn set_vhost_limits(&self, name: &str, limits: VHostLimits) -> Result<(), AdminError> {

@@ -15,6 +15,11 @@ pub struct Config {
     /// when only TLS is wanted (RabbitMQ's `listeners.tcp = none`).
     #[serde(deserialize_with = "plain_listen")]
     pub listen: Option<SocketAddr>,
+    /// Address and port of the management HTTP API (RabbitMQ's `management.tcp.*`);
+    /// `None` (`management = ""`) turns it off. Default `127.0.0.1:15672`, loopback
+    /// only, as the API can change everything.
+    #[serde(deserialize_with = "plain_listen")]
+    pub management: Option<SocketAddr>,
     /// Directory for the durable store; created if missing.
     pub data_dir: PathBuf,
     /// Heartbeat interval the server proposes, in seconds (0 disables).
@@ -103,7 +108,10 @@ fn default_tls_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], DEFAULT_TLS_PORT))
 }
 
-/// `listen = ""` (or `"none"`) turns the plain listener off.
+/// The default address of the management HTTP API (RabbitMQ's port).
+pub const DEFAULT_MANAGEMENT: ([u8; 4], u16) = ([127, 0, 0, 1], 15672);
+
+/// `listen = ""` (or `"none"`) turns the plain listener off; the same for `management`.
 fn plain_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     let text = String::deserialize(d)?;
     match text.trim() {
@@ -159,6 +167,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: Some(SocketAddr::from(([0, 0, 0, 0], 5672))),
+            management: Some(SocketAddr::from(DEFAULT_MANAGEMENT)),
             data_dir: PathBuf::from("data"),
             heartbeat: 60,
             frame_max: 131_072,
@@ -204,6 +213,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.listen, None);
+        assert_eq!(c.management, Some("127.0.0.1:15672".parse().unwrap()));
         let tls = c.tls.unwrap();
         assert_eq!(tls.listen, "0.0.0.0:5671".parse().unwrap());
         assert!(tls.verify_peer && tls.fail_if_no_peer_cert);

@@ -18,6 +18,7 @@ mod error;
 mod exchange;
 #[doc(hidden)]
 pub mod fuzzing;
+mod management;
 mod memory;
 mod message;
 mod queue;

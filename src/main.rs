@@ -22,6 +22,10 @@ struct Args {
     /// for the certificate and key [default: the table's listen, or 0.0.0.0:5671]
     #[arg(long, value_name = "ADDR:PORT")]
     listen_tls: Option<SocketAddr>,
+    /// Address and port of the management HTTP API; "" turns it off
+    /// [default: the config file's management, or 127.0.0.1:15672]
+    #[arg(long, value_name = "ADDR:PORT")]
+    management: Option<String>,
     /// Directory for durable data, created if missing [default: ./data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -58,6 +62,12 @@ fn load_config(args: &Args) -> Result<haremq::Config, String> {
             Some(tls) => tls.listen = listen,
             None => return Err("--listen-tls needs a [tls] table with cert and key in the config file".into()),
         }
+    }
+    if let Some(addr) = &args.management {
+        config.management = match addr.trim() {
+            "" | "none" => None,
+            a => Some(a.parse().map_err(|e| format!("invalid --management address '{a}': {e}"))?),
+        };
     }
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();

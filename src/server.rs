@@ -29,6 +29,7 @@ pub struct BrokerHandle {
     local_addr: SocketAddr,
     plain_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
+    management_addr: Option<SocketAddr>,
     broker: Arc<Broker>,
     stop: Option<smol::channel::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
@@ -68,6 +69,11 @@ impl BrokerHandle {
     /// The TLS (AMQPS) listener's address, if TLS is configured.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    /// The management HTTP API's address, if it is on (and could bind its port).
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.management_addr
     }
 
     /// Stops accepting, closes client connections with 320 CONNECTION_FORCED and waits
@@ -146,6 +152,7 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
     let next_queue = snapshot.queues.iter().map(|q| q.id).max().map_or(1, |q| q + 1);
     let store = StoreHandle::start(Box::new(store), next_message, next_queue)?;
     let config_threads = config.threads;
+    let config_management = config.management;
     let definitions = config.definitions.clone();
     let broker = Broker::new(config, Some(store), Some(snapshot));
     if let Some(path) = definitions {
@@ -180,6 +187,10 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
         )?;
         threads.push(t);
     }
+    let management_addr = match config_management {
+        Some(addr) => start_management(addr, &broker, &ex, &stop_rx, plain_addr, tls_addr),
+        None => None,
+    };
     if let Some((listener, addr)) = plain {
         ex.spawn(accept_loop(listener, Listener::Plain, broker.clone(), ex.clone(), stop_rx.clone())).detach();
         log::info!("HareMQ listening on {addr}");
@@ -188,7 +199,36 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
         ex.spawn(accept_loop(listener, Listener::Tls(acceptor), broker.clone(), ex.clone(), stop_rx)).detach();
         log::info!("HareMQ listening for TLS (amqps) at {addr}");
     }
-    Ok(BrokerHandle { local_addr, plain_addr, tls_addr, broker, stop: Some(stop_tx), threads })
+    Ok(BrokerHandle { local_addr, plain_addr, tls_addr, management_addr, broker, stop: Some(stop_tx), threads })
+}
+
+/// Binds the management HTTP API and starts its accept loop. A port that cannot be
+/// bound is logged and the broker runs without the API: messaging matters more than
+/// its administration, and several brokers on one host would otherwise all fight for
+/// 15672.
+fn start_management(
+    addr: SocketAddr,
+    broker: &Arc<Broker>,
+    ex: &Arc<Executor<'static>>,
+    stop: &smol::channel::Receiver<()>,
+    plain: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+) -> Option<SocketAddr> {
+    let (listener, bound) = match bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("management HTTP API off: {e}");
+            return None;
+        }
+    };
+    let mut listeners = Vec::new();
+    listeners.extend(plain.map(|a| ("amqp", a)));
+    listeners.extend(tls.map(|a| ("amqp/ssl", a)));
+    listeners.push(("http", bound));
+    let ctx = Arc::new(crate::management::Context { broker: broker.clone(), listeners });
+    ex.spawn(crate::management::accept_loop(listener, ctx, ex.clone(), stop.clone())).detach();
+    log::info!("management HTTP API on http://{bound}/api/");
+    Some(bound)
 }
 
 async fn accept_loop(

@@ -6,6 +6,8 @@
 //!   `memory`, `disk`)
 //!   never names `amqp`: it reaches channels only through the traits it defines.
 //! - The store names nothing of the broker above it (only the leaf `util`).
+//! - The management HTTP API sits beside the AMQP layer: it calls the core and never
+//!   names `amqp`; neither the core nor `amqp` names it.
 //!
 //! `cargo test --test layering -- --nocapture` prints the graph.
 
@@ -140,7 +142,18 @@ fn core_does_not_know_the_amqp_layer() {
         let deps = g.get(*m).unwrap_or_else(|| panic!("module {m} exists"));
         assert!(!deps.contains("amqp"), "{m} imports from amqp: {deps:?}");
         assert!(!deps.contains("server"), "{m} imports from server: {deps:?}");
+        assert!(!deps.contains("management"), "{m} imports from management: {deps:?}");
     }
+}
+
+#[test]
+fn management_sits_beside_the_amqp_layer() {
+    let g = graph();
+    let deps = g.get("management").expect("module management exists");
+    assert!(!deps.contains("amqp"), "management imports from amqp: {deps:?}");
+    assert!(deps.contains("admin"), "management calls the admin API: {deps:?}");
+    let amqp = g.get("amqp").expect("module amqp exists");
+    assert!(!amqp.contains("management"), "amqp imports from management: {amqp:?}");
 }
 
 #[test]

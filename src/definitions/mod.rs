@@ -10,7 +10,7 @@
 //! refused undoes everything this import changed, then the error names that entry. Entries that match what exists already are no-ops
 //! (a redeclare), so importing the same file twice changes nothing.
 
-mod arguments;
+pub mod arguments;
 mod export;
 mod format;
 mod import;

@@ -1,5 +1,5 @@
-//! Snapshots of a vhost's topology for export and listing (definitions now, the
-//! management API later): copies taken under the read locks, never live references.
+//! Snapshots of a vhost's topology for export and listing (definitions and the
+//! management API): copies taken under the read locks, never live references.
 
 use std::sync::Arc;
 
@@ -27,6 +27,9 @@ pub struct QueueInfo {
     pub exclusive: bool,
     pub auto_delete: bool,
     pub arguments: FieldTable,
+    /// Messages ready for delivery (not those delivered and unacknowledged).
+    pub messages_ready: u32,
+    pub consumers: u32,
 }
 
 /// One binding; `to_queue` tells whether `destination` names a queue or an exchange.
@@ -76,6 +79,8 @@ impl VHost {
                     exclusive: s.exclusive_owner.is_some(),
                     auto_delete: s.auto_delete,
                     arguments: s.arguments.clone(),
+                    messages_ready: q.message_count(),
+                    consumers: q.consumer_count(),
                 }
             })
             .collect();

@@ -5,6 +5,7 @@
 //! Topology changes (declare, bind, delete) take the write lock; publishes only read.
 //! Exchange metadata and the routing table share one lock so they never disagree.
 
+mod aliveness;
 mod bindings;
 mod deletion;
 mod exchanges;

@@ -109,8 +109,12 @@ pub fn start_broker_with(adjust: impl FnOnce(&mut haremq::Config)) -> TestBroker
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
-    let mut config =
-        haremq::Config { listen: Some("127.0.0.1:0".parse().unwrap()), data_dir: dir.clone(), ..Default::default() };
+    let mut config = haremq::Config {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        management: None,
+        data_dir: dir.clone(),
+        ..Default::default()
+    };
     adjust(&mut config);
     let handle = haremq::start(config.clone()).expect("broker starts");
     let addr = handle.local_addr();

@@ -16,6 +16,7 @@ mod examples;
 mod exchange_ext;
 mod exchanges;
 mod lifecycle;
+mod management;
 mod netfuzz;
 mod publish;
 mod queues;

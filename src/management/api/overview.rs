@@ -1,0 +1,63 @@
+//! `GET /api/overview` and `GET /api/whoami`.
+
+use serde_json::{json, Value};
+
+use super::{listed_vhosts, Call, Context, Reply};
+
+/// The RabbitMQ version whose management API this one follows.
+pub const RABBITMQ_API_VERSION: &str = "3.10.0";
+
+/// The node name in RabbitMQ's `name@host` form.
+pub fn node_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it
+    // or truncates, and the last byte stays 0.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".to_string()
+    };
+    format!("haremq@{host}")
+}
+
+pub fn overview(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
+    let vhosts = listed_vhosts(ctx, call)?;
+    let (mut exchanges, mut queues, mut consumers) = (0usize, 0usize, 0u64);
+    for v in &vhosts {
+        // The listing leaves out the default exchange; RabbitMQ counts it.
+        exchanges += v.exchange_list().len() + 1;
+        for q in v.queue_list() {
+            queues += 1;
+            consumers += u64::from(q.consumers);
+        }
+    }
+    let node = node_name();
+    let listeners: Vec<Value> = ctx
+        .listeners
+        .iter()
+        .map(|(protocol, addr)| {
+            json!({"node": node, "protocol": protocol, "ip_address": addr.ip().to_string(), "port": addr.port()})
+        })
+        .collect();
+    let mut totals = json!({"exchanges": exchanges, "queues": queues, "consumers": consumers});
+    // RabbitMQ counts a `management` user's own connections; HareMQ counts per vhost,
+    // so only readers of everything get the (whole-broker) connection count.
+    if call.login.reads_all() {
+        totals["connections"] = json!(ctx.broker.connection_count());
+    }
+    Ok(Reply::json(json!({
+        "product_name": "HareMQ",
+        "product_version": env!("CARGO_PKG_VERSION"),
+        "rabbitmq_version": RABBITMQ_API_VERSION,
+        "management_version": RABBITMQ_API_VERSION,
+        "node": node,
+        "object_totals": totals,
+        "listeners": listeners,
+    })))
+}
+
+pub fn whoami(_ctx: &Context, call: &Call) -> Result<Reply, Reply> {
+    Ok(Reply::json(call.login.to_json()))
+}

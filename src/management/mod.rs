@@ -1,0 +1,136 @@
+//! The management HTTP API: RabbitMQ's `/api/...` (the management plugin's REST
+//! interface) so that rabbitmqadmin, Terraform, rabbit-hole, KEDA and health checks
+//! work unchanged.
+//!
+//! It sits beside the AMQP layer, not on it: it calls the core (`admin`, `definitions`,
+//! the vhost listings, `broker`) and never `amqp`. HTTP/1.1 is hyper 1.x driven by the
+//! broker's own smol executor through `smol-hyper`'s adapters. Each request's body is
+//! read whole (at most `MAX_BODY` bytes) and then answered by synchronous code on
+//! smol's blocking pool (`smol::unblock`): administrative changes wait for the store's
+//! commit, which must not stall an executor thread.
+
+mod api;
+mod auth;
+mod reply;
+mod router;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use smol::future;
+use smol::net::TcpListener;
+use smol::Executor;
+use smol_hyper::rt::{FuturesIo, SmolTimer};
+
+use crate::broker::Broker;
+pub use reply::Reply;
+
+/// The largest request body read (a definitions import); larger ones get 413.
+const MAX_BODY: usize = 16 << 20;
+/// The read buffer's bound, which bounds the request line and headers.
+const MAX_HEAD: usize = 64 << 10;
+/// How long a client has to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the handlers know besides the broker: the addresses the broker listens on.
+pub struct Context {
+    pub broker: Arc<Broker>,
+    /// `(protocol, address)` of every listener, as `/api/overview` lists them.
+    pub listeners: Vec<(&'static str, SocketAddr)>,
+}
+
+/// One request, its body read, as the handlers see it.
+pub struct Request {
+    pub method: hyper::Method,
+    /// The path after `/api`, split at `/` and percent-decoded (`%2F` is `/`).
+    pub segments: Vec<String>,
+    pub authorization: Option<String>,
+    pub peer: SocketAddr,
+    pub body: Bytes,
+}
+
+/// Accepts management connections until `stop` fires.
+pub async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    ex: Arc<Executor<'static>>,
+    stop: smol::channel::Receiver<()>,
+) {
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            let _ = stop.recv().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok((stream, peer))) => {
+                if ctx.broker.is_shutting_down() {
+                    continue;
+                }
+                ex.spawn(serve(stream, peer, ctx.clone())).detach();
+            }
+            Some(Err(e)) => {
+                log::error!("management accept failed: {e}");
+                smol::Timer::after(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve(stream: smol::net::TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, std::convert::Infallible>(answer(req, peer, ctx).await) }
+    });
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(SmolTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(FuturesIo::new(stream), service)
+        .await;
+    if let Err(e) = result {
+        log::debug!("management connection from {peer}: {e}");
+    }
+}
+
+async fn answer(req: hyper::Request<Incoming>, peer: SocketAddr, ctx: Arc<Context>) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let reply = if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Reply::error(413, "bad_request", "request body too large")
+            } else {
+                Reply::error(400, "bad_request", "unreadable request body")
+            };
+            // The rest of the body is not read: the connection cannot be reused.
+            let mut reply = reply;
+            reply.headers.push(("connection", "close".to_string()));
+            return reply.into_response();
+        }
+    };
+    let Some(segments) = router::split_path(parts.uri.path()) else {
+        return Reply::not_found().into_response();
+    };
+    let request = Request {
+        method: parts.method,
+        segments,
+        authorization: parts
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        peer,
+        body,
+    };
+    let reply = smol::unblock(move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| router::handle(&ctx, &request)))
+            .unwrap_or_else(|_| Reply::error(500, "internal_server_error", "the request handler failed"))
+    })
+    .await;
+    reply.into_response()
+}
