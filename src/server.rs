@@ -118,13 +118,6 @@ fn bind(addr: SocketAddr) -> io::Result<(TcpListener, SocketAddr)> {
     Ok((TcpListener::try_from(std_listener)?, local))
 }
 
-/// What a listener does with an accepted socket.
-#[derive(Clone)]
-enum Listener {
-    Plain,
-    Tls(Arc<Acceptor>),
-}
-
 /// Binds the listeners and starts the broker on background threads. Returns once the
 /// broker accepts connections.
 pub fn start(config: Config) -> io::Result<BrokerHandle> {
@@ -192,11 +185,20 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
         None => None,
     };
     if let Some((listener, addr)) = plain {
-        ex.spawn(accept_loop(listener, Listener::Plain, broker.clone(), ex.clone(), stop_rx.clone())).detach();
+        let (b, e) = (broker.clone(), ex.clone());
+        let serve = move |stream, peer| {
+            e.spawn(crate::amqp::connection::serve_plain(b.clone(), stream, peer, e.clone())).detach();
+        };
+        ex.spawn(accept_loop(listener, "AMQP", broker.clone(), stop_rx.clone(), serve)).detach();
         log::info!("HareMQ listening on {addr}");
     }
     if let Some(((listener, addr), acceptor)) = tls {
-        ex.spawn(accept_loop(listener, Listener::Tls(acceptor), broker.clone(), ex.clone(), stop_rx)).detach();
+        let (b, e) = (broker.clone(), ex.clone());
+        let serve = move |stream, peer| {
+            let conn = crate::amqp::connection::serve_tls(b.clone(), acceptor.clone(), stream, peer, e.clone());
+            e.spawn(conn).detach();
+        };
+        ex.spawn(accept_loop(listener, "AMQPS", broker.clone(), stop_rx, serve)).detach();
         log::info!("HareMQ listening for TLS (amqps) at {addr}");
     }
     Ok(BrokerHandle { local_addr, plain_addr, tls_addr, management_addr, broker, stop: Some(stop_tx), threads })
@@ -226,17 +228,24 @@ fn start_management(
     listeners.extend(tls.map(|a| ("amqp/ssl", a)));
     listeners.push(("http", bound));
     let ctx = Arc::new(crate::management::Context { broker: broker.clone(), listeners });
-    ex.spawn(crate::management::accept_loop(listener, ctx, ex.clone(), stop.clone())).detach();
+    let e = ex.clone();
+    let serve = move |stream, peer| {
+        e.spawn(crate::management::serve(stream, peer, ctx.clone())).detach();
+    };
+    ex.spawn(accept_loop(listener, "management", broker.clone(), stop.clone(), serve)).detach();
     log::info!("management HTTP API on http://{bound}/api/");
     Some(bound)
 }
 
+/// Accepts connections until `stop` fires and hands each to `serve` (which spawns its
+/// task); nothing is accepted into a broker that is shutting down. `what` names the
+/// listener in log lines. The AMQP, AMQPS and management listeners share it.
 async fn accept_loop(
     listener: TcpListener,
-    kind: Listener,
+    what: &'static str,
     broker: Arc<Broker>,
-    ex: Arc<Executor<'static>>,
     stop: smol::channel::Receiver<()>,
+    serve: impl Fn(smol::net::TcpStream, SocketAddr),
 ) {
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -247,29 +256,13 @@ async fn accept_loop(
         match accepted {
             None => return,
             Some(Ok((stream, peer))) => {
-                if broker.is_shutting_down() {
-                    continue;
-                }
-                match &kind {
-                    Listener::Plain => {
-                        ex.spawn(crate::amqp::connection::serve_plain(broker.clone(), stream, peer, ex.clone()))
-                            .detach();
-                    }
-                    Listener::Tls(acceptor) => {
-                        let serve = crate::amqp::connection::serve_tls(
-                            broker.clone(),
-                            acceptor.clone(),
-                            stream,
-                            peer,
-                            ex.clone(),
-                        );
-                        ex.spawn(serve).detach();
-                    }
+                if !broker.is_shutting_down() {
+                    serve(stream, peer);
                 }
             }
             Some(Err(e)) => {
                 // EMFILE and friends: back off briefly instead of spinning.
-                log::error!("accept failed: {e}");
+                log::error!("{what} accept failed: {e}");
                 smol::Timer::after(Duration::from_millis(50)).await;
             }
         }

@@ -13,7 +13,7 @@ mod peer_name;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_rustls::server::TlsStream;
@@ -162,28 +162,11 @@ fn invalid(msg: impl Into<String>) -> io::Error {
 
 /// Rate-limited logging of failed handshakes.
 #[derive(Default)]
-struct FailureLog(Mutex<FailureLogState>);
-
-#[derive(Default)]
-struct FailureLogState {
-    last: Option<Instant>,
-    since_last: u64,
-}
+struct FailureLog(crate::util::LogLimiter);
 
 impl FailureLog {
     fn note(&self, peer: SocketAddr, what: &str) {
-        let now = Instant::now();
-        let covered = {
-            let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            s.since_last += 1;
-            match s.last {
-                Some(t) if now.duration_since(t) < LOG_INTERVAL => None,
-                _ => {
-                    s.last = Some(now);
-                    Some(std::mem::take(&mut s.since_last))
-                }
-            }
-        };
+        let covered = self.0.note(Instant::now(), LOG_INTERVAL);
         match covered {
             Some(n) => {
                 log::warn!(

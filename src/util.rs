@@ -51,3 +51,25 @@ impl<F: FnOnce()> Drop for OnUnwind<F> {
         }
     }
 }
+
+/// Rate-limited logging of a repeated event (refused logins, failed TLS handshakes): at
+/// most one line per interval, each saying how many events it stands for.
+#[derive(Default)]
+pub struct LogLimiter(std::sync::Mutex<(Option<std::time::Instant>, u64)>);
+
+impl LogLimiter {
+    /// Counts one event at `now`. `Some(n)`: log it (at warn level), for the `n` events
+    /// since the last line, this one included; `None`: at most at debug level.
+    pub fn note(&self, now: std::time::Instant, interval: std::time::Duration) -> Option<u64> {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, since_last) = &mut *s;
+        *since_last += 1;
+        match last {
+            Some(t) if now.duration_since(*t) < interval => None,
+            _ => {
+                *last = Some(now);
+                Some(std::mem::take(since_last))
+            }
+        }
+    }
+}

@@ -28,13 +28,7 @@ const MAX_TRACKED: usize = 4096;
 pub struct LoginThrottle {
     /// Per address: until when its failed logins are being answered.
     busy_until: Mutex<HashMap<IpAddr, Instant>>,
-    log: Mutex<LogState>,
-}
-
-#[derive(Default)]
-struct LogState {
-    last: Option<Instant>,
-    since_last: u64,
+    log: crate::util::LogLimiter,
 }
 
 impl LoginThrottle {
@@ -62,15 +56,7 @@ impl LoginThrottle {
     /// Whether to log this refusal at warn level, and how many refusals that line
     /// covers (this one included); `None`: log it at debug level only.
     pub fn should_log(&self, now: Instant) -> Option<u64> {
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.since_last += 1;
-        match log.last {
-            Some(t) if now.duration_since(t) < LOG_INTERVAL => None,
-            _ => {
-                log.last = Some(now);
-                Some(std::mem::take(&mut log.since_last))
-            }
-        }
+        self.log.note(now, LOG_INTERVAL)
     }
 }
 

@@ -30,13 +30,8 @@ pub fn export(broker: &Arc<Broker>) -> Definitions {
     };
     let admin = Admin::new(broker.clone());
     for u in admin.users() {
-        let mut limits = serde_json::Map::new();
-        if let Some(n) = u.limits.max_connections {
-            limits.insert("max-connections".into(), n.into());
-        }
-        if let Some(n) = u.limits.max_channels {
-            limits.insert("max-channels".into(), n.into());
-        }
+        let limits =
+            limits_json(&[("max-connections", u.limits.max_connections), ("max-channels", u.limits.max_channels)]);
         defs.users.push(UserDef {
             name: u.name,
             password_hash: u.password_hash.unwrap_or_default(),
@@ -64,13 +59,8 @@ pub fn export(broker: &Arc<Broker>) -> Definitions {
         });
     }
     for info in admin.vhosts() {
-        let mut limits = serde_json::Map::new();
-        if let Some(n) = info.limits.max_connections {
-            limits.insert("max-connections".into(), n.into());
-        }
-        if let Some(n) = info.limits.max_queues {
-            limits.insert("max-queues".into(), n.into());
-        }
+        let limits =
+            limits_json(&[("max-connections", info.limits.max_connections), ("max-queues", info.limits.max_queues)]);
         if !limits.is_empty() {
             // Where RabbitMQ keeps vhost limits: a runtime parameter.
             defs.parameters.push(json!({
@@ -130,4 +120,9 @@ pub fn export(broker: &Arc<Broker>) -> Definitions {
         }
     }
     defs
+}
+
+/// RabbitMQ's JSON for limits: the set ones, by name.
+fn limits_json(limits: &[(&str, Option<u64>)]) -> serde_json::Map<String, Value> {
+    limits.iter().filter_map(|(name, n)| Some((name.to_string(), Value::from((*n)?)))).collect()
 }

@@ -20,9 +20,6 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use smol::future;
-use smol::net::TcpListener;
-use smol::Executor;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
 use crate::broker::Broker;
@@ -52,36 +49,8 @@ pub struct Request {
     pub body: Bytes,
 }
 
-/// Accepts management connections until `stop` fires.
-pub async fn accept_loop(
-    listener: TcpListener,
-    ctx: Arc<Context>,
-    ex: Arc<Executor<'static>>,
-    stop: smol::channel::Receiver<()>,
-) {
-    loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            let _ = stop.recv().await;
-            None
-        })
-        .await;
-        match accepted {
-            None => return,
-            Some(Ok((stream, peer))) => {
-                if ctx.broker.is_shutting_down() {
-                    continue;
-                }
-                ex.spawn(serve(stream, peer, ctx.clone())).detach();
-            }
-            Some(Err(e)) => {
-                log::error!("management accept failed: {e}");
-                smol::Timer::after(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn serve(stream: smol::net::TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
+/// Serves one management connection (HTTP/1.1, keep-alive) until it closes.
+pub async fn serve(stream: smol::net::TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
     let service = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, std::convert::Infallible>(answer(req, peer, ctx).await) }
