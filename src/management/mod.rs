@@ -44,6 +44,8 @@ pub struct Request {
     pub method: hyper::Method,
     /// The path after `/api`, split at `/` and percent-decoded (`%2F` is `/`).
     pub segments: Vec<String>,
+    /// The query string's parameters, percent-decoded (`+` is a space), in order.
+    pub query: Vec<(String, String)>,
     pub authorization: Option<String>,
     pub peer: SocketAddr,
     pub body: Bytes,
@@ -88,6 +90,7 @@ async fn answer(req: hyper::Request<Incoming>, peer: SocketAddr, ctx: Arc<Contex
     let request = Request {
         method: parts.method,
         segments,
+        query: router::parse_query(parts.uri.query().unwrap_or("")),
         authorization: parts
             .headers
             .get(hyper::header::AUTHORIZATION)

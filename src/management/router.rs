@@ -15,7 +15,21 @@ pub struct Call<'a> {
     pub login: Login,
     pub method: &'a Method,
     pub params: Vec<&'a str>,
+    /// The query string's parameters (see [`Call::query`]).
+    pub query: &'a [(String, String)],
     pub body: &'a Bytes,
+}
+
+impl Call<'_> {
+    /// The first value of a query parameter.
+    pub fn query(&self, key: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// A query flag as RabbitMQ reads `if-empty=true`: set when its value is `true`.
+    pub fn query_flag(&self, key: &str) -> bool {
+        self.query(key) == Some("true")
+    }
 }
 
 pub type Handler = fn(&Context, &Call) -> Result<Reply, Reply>;
@@ -72,7 +86,7 @@ pub fn handle(ctx: &Context, req: &Request) -> Reply {
         Ok(login) => login,
         Err(reply) => return reply,
     };
-    let call = Call { login, method, params, body: &req.body };
+    let call = Call { login, method, params, query: &req.query, body: &req.body };
     (route.handler)(ctx, &call).unwrap_or_else(|e| e)
 }
 
@@ -102,6 +116,19 @@ pub fn split_path(path: &str) -> Option<Vec<String>> {
         return Some(Vec::new());
     }
     rest.split('/').map(percent_decode).collect()
+}
+
+/// The `key=value` pairs of a query string, percent-decoded with `+` as a space (as
+/// HTML forms and RabbitMQ's web UI encode them). Undecodable pairs are dropped.
+pub fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Some((percent_decode(&k.replace('+', " "))?, percent_decode(&v.replace('+', " "))?))
+        })
+        .collect()
 }
 
 fn percent_decode(segment: &str) -> Option<String> {
@@ -135,6 +162,17 @@ mod tests {
         assert_eq!(split_path("/api/x%zz"), None);
         assert_eq!(split_path("/api/%ff"), None);
         assert_eq!(split_path("/api/%C3%A9"), Some(vec!["é".into()]));
+    }
+
+    #[test]
+    fn queries_are_parsed() {
+        let q = parse_query("page=1&name=a+b%2Fc&flag&&x=");
+        assert_eq!(
+            q,
+            [("page", "1"), ("name", "a b/c"), ("flag", ""), ("x", "")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .to_vec()
+        );
     }
 
     #[test]

@@ -35,5 +35,5 @@ fn bindings_of(v: &VHost) -> Vec<Value> {
 
 pub fn list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let all: Vec<Value> = listed_vhosts(ctx, call)?.iter().flat_map(|v| bindings_of(v)).collect();
-    Ok(Reply::json(Value::Array(all)))
+    super::pagination::reply(call, all)
 }

@@ -6,6 +6,7 @@ pub mod definitions;
 pub mod exchanges;
 pub mod health;
 pub mod overview;
+pub mod pagination;
 pub mod permissions;
 pub mod queues;
 pub mod topic_permissions;

@@ -30,7 +30,7 @@ fn queues_of(v: &VHost) -> Vec<Value> {
 
 pub fn list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let all: Vec<Value> = listed_vhosts(ctx, call)?.iter().flat_map(|v| queues_of(v)).collect();
-    Ok(Reply::json(Value::Array(all)))
+    super::pagination::reply(call, all)
 }
 
 pub fn one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
