@@ -44,6 +44,10 @@ struct Route {
 
 const GET: &[&str] = &["GET"];
 const GET_PUT_DELETE: &[&str] = &["GET", "PUT", "DELETE"];
+const GET_POST: &[&str] = &["GET", "POST"];
+const GET_DELETE: &[&str] = &["GET", "DELETE"];
+const POST: &[&str] = &["POST"];
+const DELETE: &[&str] = &["DELETE"];
 
 static ROUTES: &[Route] = &[
     Route { pattern: &["overview"], methods: GET, handler: api::overview::overview },
@@ -62,12 +66,46 @@ static ROUTES: &[Route] = &[
     Route { pattern: &["topic-permissions", "*", "*"], methods: GET_PUT_DELETE, handler: api::topic_permissions::one },
     Route { pattern: &["exchanges"], methods: GET, handler: api::exchanges::list },
     Route { pattern: &["exchanges", "*"], methods: GET, handler: api::exchanges::list },
-    Route { pattern: &["exchanges", "*", "*"], methods: GET, handler: api::exchanges::one },
+    Route { pattern: &["exchanges", "*", "*"], methods: GET_PUT_DELETE, handler: api::exchange_actions::one },
+    Route { pattern: &["exchanges", "*", "*", "publish"], methods: POST, handler: api::exchange_actions::publish },
+    Route {
+        pattern: &["exchanges", "*", "*", "bindings", "source"],
+        methods: GET,
+        handler: api::exchange_actions::bindings_source,
+    },
+    Route {
+        pattern: &["exchanges", "*", "*", "bindings", "destination"],
+        methods: GET,
+        handler: api::exchange_actions::bindings_destination,
+    },
     Route { pattern: &["queues"], methods: GET, handler: api::queues::list },
     Route { pattern: &["queues", "*"], methods: GET, handler: api::queues::list },
-    Route { pattern: &["queues", "*", "*"], methods: GET, handler: api::queues::one },
+    Route { pattern: &["queues", "*", "*"], methods: GET_PUT_DELETE, handler: api::queue_actions::one },
+    Route { pattern: &["queues", "*", "*", "contents"], methods: DELETE, handler: api::queue_actions::contents },
+    Route { pattern: &["queues", "*", "*", "get"], methods: POST, handler: api::queue_actions::get },
+    Route { pattern: &["queues", "*", "*", "bindings"], methods: GET, handler: api::queue_actions::bindings },
     Route { pattern: &["bindings"], methods: GET, handler: api::bindings::list },
     Route { pattern: &["bindings", "*"], methods: GET, handler: api::bindings::list },
+    Route {
+        pattern: &["bindings", "*", "e", "*", "q", "*"],
+        methods: GET_POST,
+        handler: api::binding_actions::list_to_queue,
+    },
+    Route {
+        pattern: &["bindings", "*", "e", "*", "e", "*"],
+        methods: GET_POST,
+        handler: api::binding_actions::list_to_exchange,
+    },
+    Route {
+        pattern: &["bindings", "*", "e", "*", "q", "*", "*"],
+        methods: GET_DELETE,
+        handler: api::binding_actions::one_to_queue,
+    },
+    Route {
+        pattern: &["bindings", "*", "e", "*", "e", "*", "*"],
+        methods: GET_DELETE,
+        handler: api::binding_actions::one_to_exchange,
+    },
     Route { pattern: &["definitions"], methods: &["GET", "POST"], handler: api::definitions::definitions },
     Route { pattern: &["health", "checks", "alarms"], methods: GET, handler: api::health::alarms },
     Route { pattern: &["aliveness-test", "*"], methods: GET, handler: api::health::aliveness },
@@ -131,6 +169,20 @@ pub fn parse_query(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters, for path
+/// segments put in a `Location` header.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn percent_decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -173,6 +225,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .to_vec()
         );
+        assert_eq!(percent_encode("a+b%2F c~"), "a%2Bb%252F%20c~");
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! The handlers, one file per resource. Each returns `Ok(reply)` or `Err(reply)` (an
 //! error reply, so `?` works on the checks).
 
+pub mod access;
+pub mod binding_actions;
 pub mod bindings;
 pub mod definitions;
+pub mod exchange_actions;
 pub mod exchanges;
 pub mod health;
+pub mod message_properties;
 pub mod overview;
 pub mod pagination;
 pub mod permissions;
+pub mod queue_actions;
 pub mod queues;
 pub mod topic_permissions;
 pub mod users;
