@@ -227,7 +227,7 @@ fn start_management(
     listeners.extend(plain.map(|a| ("amqp", a)));
     listeners.extend(tls.map(|a| ("amqp/ssl", a)));
     listeners.push(("http", bound));
-    let ctx = Arc::new(crate::management::Context { broker: broker.clone(), listeners });
+    let ctx = Arc::new(crate::management::Context::new(broker.clone(), listeners));
     let e = ex.clone();
     let serve = move |stream, peer| {
         e.spawn(crate::management::serve(stream, peer, ctx.clone())).detach();

@@ -37,6 +37,22 @@ pub struct Context {
     pub broker: Arc<Broker>,
     /// `(protocol, address)` of every listener, as `/api/overview` lists them.
     pub listeners: Vec<(&'static str, SocketAddr)>,
+    /// RabbitMQ's global runtime parameters (`cluster_name`, ...), in memory only:
+    /// the store has no record for them yet.
+    pub global_parameters: std::sync::Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
+}
+
+impl Context {
+    pub fn new(broker: Arc<Broker>, listeners: Vec<(&'static str, SocketAddr)>) -> Self {
+        Self { broker, listeners, global_parameters: Default::default() }
+    }
+
+    /// The global parameters, locked.
+    pub fn global_parameters(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, serde_json::Value>> {
+        self.global_parameters.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// One request, its body read, as the handlers see it.

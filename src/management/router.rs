@@ -46,6 +46,7 @@ const GET: &[&str] = &["GET"];
 const GET_PUT_DELETE: &[&str] = &["GET", "PUT", "DELETE"];
 const GET_POST: &[&str] = &["GET", "POST"];
 const GET_DELETE: &[&str] = &["GET", "DELETE"];
+const PUT_DELETE: &[&str] = &["PUT", "DELETE"];
 const POST: &[&str] = &["POST"];
 const DELETE: &[&str] = &["DELETE"];
 
@@ -106,8 +107,45 @@ static ROUTES: &[Route] = &[
         methods: GET_DELETE,
         handler: api::binding_actions::one_to_exchange,
     },
+    Route { pattern: &["vhost-limits"], methods: GET, handler: api::limits::vhost_list },
+    Route { pattern: &["vhost-limits", "*"], methods: GET, handler: api::limits::vhost_one },
+    Route { pattern: &["vhost-limits", "*", "*"], methods: PUT_DELETE, handler: api::limits::vhost_set },
+    Route { pattern: &["user-limits"], methods: GET, handler: api::limits::user_list },
+    Route { pattern: &["user-limits", "*"], methods: GET, handler: api::limits::user_one },
+    Route { pattern: &["user-limits", "*", "*"], methods: PUT_DELETE, handler: api::limits::user_set },
+    Route { pattern: &["nodes"], methods: GET, handler: api::nodes::list },
+    Route { pattern: &["nodes", "*"], methods: GET, handler: api::nodes::one },
+    Route { pattern: &["extensions"], methods: GET, handler: api::nodes::extensions },
+    Route { pattern: &["parameters"], methods: GET, handler: api::parameters::list },
+    Route { pattern: &["parameters", "*"], methods: GET, handler: api::parameters::list },
+    Route { pattern: &["parameters", "*", "*"], methods: GET, handler: api::parameters::list },
+    Route { pattern: &["parameters", "*", "*", "*"], methods: GET_PUT_DELETE, handler: api::parameters::one },
+    Route { pattern: &["global-parameters"], methods: GET, handler: api::parameters::global_list },
+    Route { pattern: &["global-parameters", "*"], methods: GET_PUT_DELETE, handler: api::parameters::global_one },
     Route { pattern: &["definitions"], methods: &["GET", "POST"], handler: api::definitions::definitions },
     Route { pattern: &["health", "checks", "alarms"], methods: GET, handler: api::health::alarms },
+    Route { pattern: &["health", "checks", "local-alarms"], methods: GET, handler: api::health_checks::local_alarms },
+    Route {
+        pattern: &["health", "checks", "port-listener", "*"],
+        methods: GET,
+        handler: api::health_checks::port_listener,
+    },
+    Route {
+        pattern: &["health", "checks", "protocol-listener", "*"],
+        methods: GET,
+        handler: api::health_checks::protocol_listener,
+    },
+    Route { pattern: &["health", "checks", "virtual-hosts"], methods: GET, handler: api::health_checks::virtual_hosts },
+    Route {
+        pattern: &["health", "checks", "node-is-quorum-critical"],
+        methods: GET,
+        handler: api::health_checks::single_node,
+    },
+    Route {
+        pattern: &["health", "checks", "node-is-mirror-sync-critical"],
+        methods: GET,
+        handler: api::health_checks::single_node,
+    },
     Route { pattern: &["aliveness-test", "*"], methods: GET, handler: api::health::aliveness },
 ];
 

@@ -1,5 +1,5 @@
 //! Issue 13, second slice: the management API's actions (declare, delete, purge, get,
-//! publish, bindings) and pagination,
+//! publish, bindings), pagination, limits, nodes, parameters and the health checks,
 //! over real HTTP (ureq), with the effects checked over AMQP (lapin). Expected
 //! statuses and bodies are RabbitMQ 3.10.8's, taken from the reference node.
 
@@ -448,4 +448,209 @@ async fn list_endpoints_paginate_sort_and_select_columns() {
     assert_eq!(api.get("bindings?page=1&page_size=1").await.json()["total_count"], 5);
     assert_eq!(api.get("vhosts?page=1&columns=name").await.json()["items"], json!([{"name": "/"}]));
     assert_eq!(api.get("users?columns=name").await.json(), json!([{"name": "guest"}]));
+}
+
+#[tokio::test]
+async fn vhost_and_user_limits_over_http() {
+    let Some((broker, api)) = broker() else { return };
+    let api = Api(api);
+    assert_eq!(api.get("vhost-limits").await.json(), json!([]));
+    assert_eq!(api.put("vhost-limits/%2F/max-queues", json!({"value": 1})).await.status, 204);
+    assert_eq!(api.put("vhost-limits/%2F/max-connections", json!({"value": 7})).await.status, 204);
+    let expected = json!([{"vhost": "/", "value": {"max-connections": 7, "max-queues": 1}}]);
+    assert_eq!(api.get("vhost-limits").await.json(), expected);
+    assert_eq!(api.get("vhost-limits/%2F").await.json(), expected);
+    assert_eq!(api.get("vhost-limits/nowhere").await.status, 404);
+    assert_eq!(
+        api.put("vhost-limits/%2F/max-foo", json!({"value": 5})).await.both(),
+        err(400, "bad_request", "Validation failed\n\nUnrecognised terms [{<<\"max-foo\">>,5}] in limits\n")
+    );
+    assert_eq!(
+        api.put("vhost-limits/%2F/max-queues", json!({"value": "x"})).await.both(),
+        err(400, "bad_request", "Validation failed\n\nmax-queues should be a number, actually was <<\"x\">>\n")
+    );
+    assert_eq!(
+        api.put("vhost-limits/%2F/max-queues", json!({})).await.both(),
+        err(400, "bad_request", "[{key_missing,value}]")
+    );
+    assert_eq!(
+        api.put("vhost-limits/nowhere/max-queues", json!({"value": 1})).await.both(),
+        err(404, "not_found", "vhost_not_found")
+    );
+    assert_eq!(api.get("vhost-limits/%2F/max-queues").await.status, 405);
+    let params = api.get("parameters").await.json();
+    assert_eq!(
+        params,
+        json!([{"value": {"max-connections": 7, "max-queues": 1}, "vhost": "/", "component": "vhost-limits", "name": "limits"}])
+    );
+
+    // The queue limit applies to AMQP clients.
+    let (_conn, ch) = util::open(&broker).await;
+    util::declare_queue(&ch, "first").await;
+    let refused = ch.queue_declare("second".into(), QueueDeclareOptions::default(), FieldTable::default()).await;
+    assert_eq!(util::code(&refused.unwrap_err()), Some(406));
+    assert_eq!(api.delete("vhost-limits/%2F/max-queues").await.status, 204);
+    assert_eq!(api.delete("vhost-limits/%2F/max-queues").await.status, 204);
+    let (_conn, ch) = util::open(&broker).await;
+    util::declare_queue(&ch, "second").await;
+    assert_eq!(api.get("vhost-limits/%2F").await.json(), json!([{"vhost": "/", "value": {"max-connections": 7}}]));
+
+    // User limits.
+    api.put("users/ann", json!({"password": "pw", "tags": "management"})).await;
+    assert_eq!(api.get("user-limits").await.json(), json!([]));
+    assert_eq!(api.put("user-limits/ann/max-channels", json!({"value": 5})).await.status, 204);
+    assert_eq!(api.put("user-limits/ann/max-connections", json!({"value": 3})).await.status, 204);
+    let ann = json!([{"user": "ann", "value": {"max-channels": 5, "max-connections": 3}}]);
+    assert_eq!(api.get("user-limits").await.json(), ann);
+    assert_eq!(api.get("user-limits/ann").await.json(), ann);
+    assert_eq!(api.get("users/ann").await.json()["limits"], json!({"max-channels": 5, "max-connections": 3}));
+    assert_eq!(api.get("user-limits/nobody").await.status, 404);
+    assert_eq!(
+        api.put("user-limits/nobody/max-channels", json!({"value": 5})).await.both(),
+        (400, json!({"error": "bad_request", "reason": ["no_such_user", "nobody"]}))
+    );
+    assert_eq!(
+        api.put("user-limits/ann/max-queues", json!({"value": 5})).await.both(),
+        err(400, "bad_request", "Unrecognised terms [{<<\"max-queues\">>,5}] in user-limits")
+    );
+    // A management user sees its own limits only, and may not change them.
+    let url = |p: &str| format!("{}/{p}", api.0);
+    assert_eq!(http_as("GET", url("user-limits"), ("ann", "pw"), None).await.json(), ann);
+    assert_eq!(http_as("GET", url("user-limits/guest"), ("ann", "pw"), None).await.json(), json!([]));
+    assert_eq!(
+        http_as("PUT", url("user-limits/ann/max-channels"), ("ann", "pw"), Some(json!({"value": 9}))).await.both(),
+        err(401, "not_authorised", "Not administrator user")
+    );
+    assert_eq!(api.delete("user-limits/ann/max-channels").await.status, 204);
+    assert_eq!(api.get("user-limits/ann").await.json(), json!([{"user": "ann", "value": {"max-connections": 3}}]));
+}
+
+#[tokio::test]
+async fn a_management_user_needs_permissions_in_the_vhost() {
+    let Some((_broker, api)) = broker() else { return };
+    let admin = Api(api.clone());
+    admin.put("users/nop", json!({"password": "pw", "tags": "management"})).await;
+    admin.put("users/weak", json!({"password": "pw", "tags": "management"})).await;
+    admin.put("permissions/%2F/weak", json!({"configure": "^$", "write": "^$", "read": "^$"})).await;
+    admin.put("queues/%2F/q", json!({})).await;
+    let as_user = |user: &'static str, method: &'static str, path: &str, body: Option<Value>| {
+        http_as(method, format!("{api}/{path}"), (user, "pw"), body)
+    };
+    let no_vhost = err(401, "not_authorised", "User not authorised to access virtual host");
+    assert_eq!(as_user("nop", "PUT", "queues/%2F/mine", Some(json!({}))).await.both(), no_vhost);
+    let refused = err(401, "not_authorised", "Access refused.");
+    assert_eq!(as_user("weak", "PUT", "queues/%2F/mine", Some(json!({}))).await.both(), refused);
+    assert_eq!(as_user("weak", "DELETE", "queues/%2F/q", None).await.both(), refused);
+    assert_eq!(as_user("weak", "DELETE", "queues/%2F/q/contents", None).await.both(), refused);
+    assert_eq!(as_user("weak", "PUT", "exchanges/%2F/x", Some(json!({"type": "direct"}))).await.both(), refused);
+    assert_eq!(as_user("weak", "POST", "bindings/%2F/e/amq.direct/q/q", Some(json!({}))).await.both(), refused);
+    assert_eq!(
+        as_user(
+            "weak",
+            "POST",
+            "queues/%2F/q/get",
+            Some(json!({"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"}))
+        )
+        .await
+        .both(),
+        err(401, "not_authorised", "ACCESS_REFUSED - access to queue 'q' in vhost '/' refused for user 'weak'")
+    );
+    let publish = json!({"properties": {}, "routing_key": "q", "payload": "x", "payload_encoding": "string"});
+    assert_eq!(
+        as_user("weak", "POST", "exchanges/%2F/amq.default/publish", Some(publish)).await.both(),
+        err(
+            400,
+            "bad_request",
+            "403 ACCESS_REFUSED - access to exchange 'amq.default' in vhost '/' refused for user 'weak'"
+        )
+    );
+    assert_eq!(admin.get("queues/%2F/mine").await.status, 404, "nothing was declared");
+    assert_eq!(as_user("weak", "GET", "nodes", None).await.both(), err(401, "not_authorised", "Not monitor user"));
+    assert_eq!(
+        as_user("weak", "GET", "parameters", None).await.both(),
+        err(401, "not_authorised", "User not authorised to access object")
+    );
+    assert_eq!(
+        as_user("weak", "GET", "global-parameters", None).await.both(),
+        err(401, "not_authorised", "User not authorised to access object")
+    );
+    assert_eq!(as_user("weak", "GET", "vhost-limits", None).await.json(), json!([{"vhost": "/", "value": []}]));
+}
+
+#[tokio::test]
+async fn nodes_parameters_and_health_checks() {
+    let Some((broker, api)) = broker() else { return };
+    let api = Api(api);
+    let nodes = api.get("nodes").await.json();
+    let node = &nodes[0];
+    let name = node["name"].as_str().expect("a node name").to_string();
+    assert!(name.contains('@'), "{name}");
+    assert_eq!((node["running"].clone(), node["type"].clone()), (json!(true), json!("disc")));
+    assert_eq!(node["os_pid"], json!(std::process::id().to_string()));
+    assert!(node["mem_used"].as_u64().unwrap() > 0);
+    assert!(node["fd_used"].as_u64().unwrap() > 0);
+    assert!(node["processors"].as_u64().unwrap() >= 1);
+    assert_eq!(node["mem_alarm"], false);
+    assert!(node["exchange_types"].as_array().unwrap().iter().any(|t| t["name"] == "topic"));
+    assert_eq!(api.get(&format!("nodes/{name}")).await.json()["name"], name);
+    assert_eq!(api.get("nodes/rabbit@elsewhere").await.status, 404);
+    assert_eq!(api.get("extensions").await.json(), json!([]));
+
+    // Parameters: no components besides the vhost limits.
+    assert_eq!(api.get("parameters").await.json(), json!([]));
+    assert_eq!(api.get("parameters/shovel").await.json(), json!([]));
+    assert_eq!(api.get("parameters/shovel/%2F").await.json(), json!([]));
+    assert_eq!(api.get("parameters/shovel/%2F/x").await.status, 404);
+    assert_eq!(
+        api.put("parameters/shovel/%2F/x", json!({"value": {}})).await.both(),
+        err(400, "bad_request", "Validation failed\n\ncomponent shovel not found\n")
+    );
+    assert_eq!(api.delete("parameters/shovel/%2F/x").await.status, 404);
+
+    // Global parameters.
+    assert_eq!(api.get("global-parameters/cluster_name").await.status, 404);
+    assert_eq!(api.put("global-parameters/cluster_name", json!({"value": "hare"})).await.status, 201);
+    assert_eq!(
+        api.put("global-parameters/cluster_name", json!({"name": "cluster_name", "value": "hares"})).await.status,
+        204
+    );
+    assert_eq!(
+        api.get("global-parameters/cluster_name").await.json(),
+        json!({"name": "cluster_name", "value": "hares"})
+    );
+    assert_eq!(api.get("global-parameters").await.json(), json!([{"name": "cluster_name", "value": "hares"}]));
+    assert_eq!(
+        api.put("global-parameters/x", json!({})).await.both(),
+        err(400, "bad_request", "[{key_missing,value}]")
+    );
+    assert_eq!(api.delete("global-parameters/cluster_name").await.status, 204);
+    assert_eq!(api.delete("global-parameters/cluster_name").await.status, 404);
+
+    // Health checks.
+    let ok = json!({"status": "ok"});
+    assert_eq!(api.get("health/checks/local-alarms").await.both(), (200, ok.clone()));
+    assert_eq!(api.get("health/checks/virtual-hosts").await.both(), (200, ok));
+    let port = broker.addr().port();
+    assert_eq!(
+        api.get(&format!("health/checks/port-listener/{port}")).await.json(),
+        json!({"status": "ok", "port": port})
+    );
+    let missing = api.get("health/checks/port-listener/1").await;
+    assert_eq!(missing.status, 503);
+    let body = missing.json();
+    assert_eq!(
+        (body["status"].clone(), body["reason"].clone(), body["missing"].clone()),
+        (json!("failed"), json!("No active listener"), json!(1))
+    );
+    assert!(body["ports"].as_array().unwrap().contains(&json!(port)));
+    assert_eq!(api.get("health/checks/port-listener/abc").await.both(), err(400, "bad_request", "Invalid port"));
+    assert_eq!(
+        api.get("health/checks/protocol-listener/amqp091").await.json(),
+        json!({"status": "ok", "protocol": "amqp"})
+    );
+    let mqtt = api.get("health/checks/protocol-listener/mqtt").await;
+    assert_eq!((mqtt.status, mqtt.json()["missing"].clone()), (503, json!("mqtt")));
+    let single = json!({"status": "ok", "reason": "single node cluster"});
+    assert_eq!(api.get("health/checks/node-is-quorum-critical").await.json(), single);
+    assert_eq!(api.get("health/checks/node-is-mirror-sync-critical").await.json(), single);
 }
