@@ -5,6 +5,7 @@ pub mod access;
 pub mod binding_actions;
 pub mod bindings;
 pub mod definitions;
+pub mod erlang_hash;
 pub mod exchange_actions;
 pub mod exchanges;
 pub mod health;
