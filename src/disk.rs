@@ -57,12 +57,12 @@ impl DiskAlarm {
         }
     }
 
-    /// The free-space limit in bytes (0: not checked), for the management API.
+    /// The free-space limit in bytes (0: not checked).
     pub fn limit(&self) -> u64 {
         self.limit
     }
 
-    /// Free bytes on the data directory's filesystem now, if it can be read.
+    /// Free bytes on the data directory's filesystem now (None if unreadable).
     pub fn free_bytes(&self) -> Option<u64> {
         free_space(&self.dir)
     }

@@ -106,7 +106,7 @@ impl MemoryAlarm {
         Self { limit, raised: AtomicBool::new(false) }
     }
 
-    /// The limit in bytes (0: the alarm is disabled), for the management API.
+    /// The limit in bytes (0: no alarm).
     pub fn limit(&self) -> u64 {
         self.limit
     }

@@ -11,6 +11,8 @@
 
 mod api;
 mod auth;
+pub mod prometheus;
+pub mod rates;
 mod reply;
 mod router;
 
@@ -37,14 +39,16 @@ pub struct Context {
     pub broker: Arc<Broker>,
     /// `(protocol, address)` of every listener, as `/api/overview` lists them.
     pub listeners: Vec<(&'static str, SocketAddr)>,
+    /// Rates of change, sampled by a ticker.
+    pub rates: Arc<rates::Rates>,
     /// RabbitMQ's global runtime parameters (`cluster_name`, ...), in memory only:
     /// the store has no record for them yet.
     pub global_parameters: std::sync::Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 impl Context {
-    pub fn new(broker: Arc<Broker>, listeners: Vec<(&'static str, SocketAddr)>) -> Self {
-        Self { broker, listeners, global_parameters: Default::default() }
+    pub fn new(broker: Arc<Broker>, listeners: Vec<(&'static str, SocketAddr)>, rates: Arc<rates::Rates>) -> Self {
+        Self { broker, listeners, rates, global_parameters: Default::default() }
     }
 
     /// The global parameters, locked.
@@ -63,6 +67,8 @@ pub struct Request {
     /// The query string's parameters, percent-decoded (`+` is a space), in order.
     pub query: Vec<(String, String)>,
     pub authorization: Option<String>,
+    /// The `X-Reason` header.
+    pub reason: Option<String>,
     pub peer: SocketAddr,
     pub body: Bytes,
 }
@@ -112,6 +118,7 @@ async fn answer(req: hyper::Request<Incoming>, peer: SocketAddr, ctx: Arc<Contex
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        reason: parts.headers.get("x-reason").and_then(|v| v.to_str().ok()).map(str::to_string),
         peer,
         body,
     };

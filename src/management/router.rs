@@ -18,6 +18,8 @@ pub struct Call<'a> {
     /// The query string's parameters (see [`Call::query`]).
     pub query: &'a [(String, String)],
     pub body: &'a Bytes,
+    /// The `X-Reason` header (why a connection is closed).
+    pub reason: Option<&'a str>,
 }
 
 impl Call<'_> {
@@ -85,6 +87,15 @@ static ROUTES: &[Route] = &[
     Route { pattern: &["queues", "*", "*", "contents"], methods: DELETE, handler: api::queue_actions::contents },
     Route { pattern: &["queues", "*", "*", "get"], methods: POST, handler: api::queue_actions::get },
     Route { pattern: &["queues", "*", "*", "bindings"], methods: GET, handler: api::queue_actions::bindings },
+    Route { pattern: &["connections"], methods: GET, handler: api::connections::list },
+    Route { pattern: &["connections", "*"], methods: GET_DELETE, handler: api::connections::one },
+    Route { pattern: &["connections", "*", "channels"], methods: GET, handler: api::channels::of_connection },
+    Route { pattern: &["vhosts", "*", "connections"], methods: GET, handler: api::connections::list },
+    Route { pattern: &["channels"], methods: GET, handler: api::channels::list },
+    Route { pattern: &["channels", "*"], methods: GET, handler: api::channels::one },
+    Route { pattern: &["vhosts", "*", "channels"], methods: GET, handler: api::channels::list },
+    Route { pattern: &["consumers"], methods: GET, handler: api::consumers::list },
+    Route { pattern: &["consumers", "*"], methods: GET, handler: api::consumers::list },
     Route { pattern: &["bindings"], methods: GET, handler: api::bindings::list },
     Route { pattern: &["bindings", "*"], methods: GET, handler: api::bindings::list },
     Route {
@@ -162,7 +173,7 @@ pub fn handle(ctx: &Context, req: &Request) -> Reply {
         Ok(login) => login,
         Err(reply) => return reply,
     };
-    let call = Call { login, method, params, query: &req.query, body: &req.body };
+    let call = Call { login, method, params, query: &req.query, body: &req.body, reason: req.reason.as_deref() };
     (route.handler)(ctx, &call).unwrap_or_else(|e| e)
 }
 

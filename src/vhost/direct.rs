@@ -136,16 +136,12 @@ impl VHost {
         let mut got = Vec::new();
         let mut held = Vec::new();
         while got.len() < count {
-            let took = q.get(&mut |m, left| {
+            // Taken as an acknowledging get, settled below (the statistics count a
+            // get, then an ack, a requeue or a reject, as RabbitMQ's channel does).
+            let took = q.get(false, &mut |m, left| {
                 got.push(GotMessage { message: m.message.clone(), redelivered: m.redelivered, message_count: left });
-                match settle {
-                    GetSettle::Requeue => {
-                        q.mark_delivered(&m);
-                        held.push(m);
-                    }
-                    GetSettle::Ack => q.forget(&m),
-                    GetSettle::Reject => held.push(m),
-                }
+                q.mark_delivered(&m);
+                held.push(m);
             });
             if !took {
                 break;
@@ -156,7 +152,7 @@ impl VHost {
         match settle {
             GetSettle::Requeue => q.requeue(&mut held.into_iter()),
             GetSettle::Reject => held.into_iter().for_each(|m| q.reject(m)),
-            GetSettle::Ack => {}
+            GetSettle::Ack => held.iter().for_each(|m| q.ack(m)),
         }
         got
     }

@@ -148,6 +148,12 @@ async fn queues_are_declared_got_purged_and_deleted_over_http() {
              "properties": [], "payload": "/wA=", "payload_encoding": "base64"},
         ])
     );
+    let stats = api.get("queues/%2F/orders").await.json();
+    assert_eq!(
+        (stats["messages_ready"].clone(), stats["messages_unacknowledged"].clone()),
+        (json!(2), json!(0)),
+        "requeued: ready again, nothing left unacknowledged"
+    );
     let again = api
         .post(
             "queues/%2F/orders/get",
@@ -448,6 +454,10 @@ async fn list_endpoints_paginate_sort_and_select_columns() {
     assert_eq!(api.get("bindings?page=1&page_size=1").await.json()["total_count"], 5);
     assert_eq!(api.get("vhosts?page=1&columns=name").await.json()["items"], json!([{"name": "/"}]));
     assert_eq!(api.get("users?columns=name").await.json(), json!([{"name": "guest"}]));
+    for listing in ["connections", "channels", "consumers"] {
+        let page = api.get(&format!("{listing}?page=1&page_size=10")).await.json();
+        assert_eq!((page["total_count"].clone(), page["page_count"].clone()), (json!(0), json!(0)), "{listing}");
+    }
 }
 
 #[tokio::test]

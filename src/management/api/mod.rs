@@ -4,6 +4,9 @@
 pub mod access;
 pub mod binding_actions;
 pub mod bindings;
+pub mod channels;
+pub mod connections;
+pub mod consumers;
 pub mod definitions;
 pub mod erlang_hash;
 pub mod exchange_actions;
@@ -12,6 +15,7 @@ pub mod health;
 pub mod health_checks;
 pub mod limits;
 pub mod message_properties;
+pub mod message_stats;
 pub mod nodes;
 pub mod overview;
 pub mod pagination;
