@@ -10,7 +10,7 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use super::access::{self, Access};
-use super::queue_actions::{amqp_error, arguments_field, bool_field, required};
+use super::queue_actions::{amqp_error, arguments_field, bool_field, require_keys, required};
 use super::{body_object, existing_vhost, string_field, Call, Context, Reply};
 use crate::error::AmqpError;
 use crate::vhost::{DirectPublish, ExchangeDeclare};
@@ -76,6 +76,7 @@ pub fn publish(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let name = exchange_name(segment);
     let v = existing_vhost(ctx, vhost)?;
     let body = body_object(call)?;
+    require_keys(&body, &["routing_key", "properties", "payload", "payload_encoding"])?;
     let properties = match required(&body, "properties")? {
         Value::Object(p) => super::message_properties::from_json(p)?,
         // RabbitMQ's empty properties may come back as `[]`.

@@ -120,12 +120,26 @@ pub(super) fn required<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'
     body.get(key).ok_or_else(|| Reply::bad_request(format!("[{{key_missing,{key}}}]")))
 }
 
+/// RabbitMQ's 400 listing every missing key of `keys` (in that order), as Erlang
+/// prints the list: on one line up to 80 characters, else one element a line.
+pub(super) fn require_keys(body: &Map<String, Value>, keys: &[&str]) -> Result<(), Reply> {
+    let missing: Vec<String> =
+        keys.iter().filter(|k| !body.contains_key(**k)).map(|k| format!("{{key_missing,{k}}}")).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let one_line = format!("[{}]", missing.join(","));
+    let text = if one_line.len() <= 80 { one_line } else { format!("[{}]", missing.join(",\n ")) };
+    Err(Reply::bad_request(text))
+}
+
 /// `POST /api/queues/{vhost}/{name}/get`: `count`, `ackmode`, `encoding` (`auto`:
 /// the payload as a string when it is UTF-8, else base64), `truncate` (bytes).
 pub fn get(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let (vhost, name) = (call.params[0], call.params[1]);
     let v = existing_vhost(ctx, vhost)?;
     let body = body_object(call)?;
+    require_keys(&body, &["ackmode", "count", "encoding"])?;
     let count = integer(required(&body, "count")?)?;
     let ackmode = required(&body, "ackmode")?.as_str().unwrap_or("");
     let encoding = required(&body, "encoding")?.as_str().unwrap_or("");
@@ -210,6 +224,10 @@ fn not_integer(v: &Value) -> Reply {
 /// and the declared ones to the queue. As RabbitMQ, a missing queue in an existing
 /// vhost lists its implicit binding alone.
 pub fn bindings(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
+    // RabbitMQ lists nothing (200) for a missing vhost.
+    if ctx.broker.vhost(call.params[0]).is_none() {
+        return Ok(Reply::json(json!([])));
+    }
     let v = super::listed_vhosts(ctx, call)?.pop().ok_or_else(Reply::not_found)?;
     let name = call.params[1];
     let implicit = json!({
