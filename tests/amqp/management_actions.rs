@@ -562,6 +562,10 @@ async fn a_management_user_needs_permissions_in_the_vhost() {
     let no_vhost = err(401, "not_authorised", "User not authorised to access virtual host");
     assert_eq!(as_user("nop", "PUT", "queues/%2F/mine", Some(json!({}))).await.both(), no_vhost);
     let refused = err(401, "not_authorised", "Access refused.");
+    let get = json!({"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"});
+    assert_eq!(as_user("nop", "POST", "queues/%2F/q/get", Some(get)).await.both(), no_vhost);
+    let publish = json!({"properties": {}, "routing_key": "q", "payload": "x", "payload_encoding": "string"});
+    assert_eq!(as_user("nop", "POST", "exchanges/%2F/amq.default/publish", Some(publish)).await.both(), no_vhost);
     assert_eq!(as_user("weak", "PUT", "queues/%2F/mine", Some(json!({}))).await.both(), refused);
     assert_eq!(as_user("weak", "DELETE", "queues/%2F/q", None).await.both(), refused);
     assert_eq!(as_user("weak", "DELETE", "queues/%2F/q/contents", None).await.both(), refused);

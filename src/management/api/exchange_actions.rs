@@ -57,6 +57,7 @@ fn declare(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
 fn delete(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let (vhost, name) = (call.params[0], exchange_name(call.params[1]));
     let v = existing_vhost(ctx, vhost)?;
+    access::permission_in(ctx, call, vhost)?;
     if !v.has_exchange(name) {
         return Err(Reply::not_found());
     }
@@ -87,7 +88,9 @@ pub fn publish(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let payload = required(&body, "payload")?.as_str().unwrap_or("").to_string();
     let encoding = required(&body, "payload_encoding")?.as_str().unwrap_or("").to_string();
     let payload = super::message_properties::payload(&payload, &encoding)?;
-    // RabbitMQ checks the name as the path gives it (`amq.default`).
+    // RabbitMQ checks the name as the path gives it (`amq.default`), after the
+    // user's access to the vhost.
+    access::permission_in(ctx, call, vhost)?;
     if !access::allows(ctx, call, vhost, Access::Write, segment) {
         return Err(publish_error(AmqpError::AccessRefused(format!(
             "access to exchange '{segment}' in vhost '{vhost}' refused for user '{}'",

@@ -91,6 +91,8 @@ fn declare(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
 fn delete(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let (vhost, name) = (call.params[0], call.params[1]);
     let v = existing_vhost(ctx, vhost)?;
+    // As RabbitMQ: access to the vhost (401) before the queue's existence (404).
+    access::permission_in(ctx, call, vhost)?;
     let q = v.queue(name).ok_or_else(Reply::not_found)?;
     access::require(ctx, call, vhost, Access::Configure, name)?;
     crate::vhost::check_exclusive(q.as_ref(), NO_CONNECTION).map_err(amqp_error)?;
@@ -108,6 +110,8 @@ fn delete(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
 pub fn contents(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let (vhost, name) = (call.params[0], call.params[1]);
     let v = existing_vhost(ctx, vhost)?;
+    // As RabbitMQ: access to the vhost (401) before the queue's existence (404).
+    access::permission_in(ctx, call, vhost)?;
     let q = v.queue(name).ok_or_else(Reply::not_found)?;
     access::require(ctx, call, vhost, Access::Read, name)?;
     crate::vhost::check_exclusive(q.as_ref(), NO_CONNECTION).map_err(amqp_error)?;
@@ -159,6 +163,7 @@ pub fn get(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
         "base64" => true,
         _ => return Err(Reply::bad_request("Unsupported encoding. Please use auto or base64.")),
     };
+    access::permission_in(ctx, call, vhost)?;
     if !access::allows(ctx, call, vhost, Access::Read, name) {
         return Err(Reply::error(
             401,
