@@ -19,6 +19,7 @@ mod lifecycle;
 mod management;
 mod management_stats;
 mod netfuzz;
+mod policies;
 mod publish;
 mod queues;
 mod reply_to;
