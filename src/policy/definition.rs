@@ -41,8 +41,18 @@ const KEYS: &[Key] = &[
     },
     Key { name: "delivery-limit", check: non_neg_int, what: "is not a valid delivery limit", operator: true },
     Key { name: "expires", check: positive_int, what: "is not a valid queue expiry", operator: true },
-    Key { name: "max-in-memory-bytes", check: non_neg_int, what: "is not a valid memory limit", operator: true },
-    Key { name: "max-in-memory-length", check: non_neg_int, what: "is not a valid memory limit", operator: true },
+    Key {
+        name: "max-in-memory-bytes",
+        check: non_neg_int,
+        what: "is not a valid maximum memory in bytes",
+        operator: true,
+    },
+    Key {
+        name: "max-in-memory-length",
+        check: non_neg_int,
+        what: "is not a valid maximum memory in bytes",
+        operator: true,
+    },
     Key { name: "max-length", check: non_neg_int, what: "is not a valid maximum length", operator: true },
     Key {
         name: "max-length-bytes",
@@ -191,6 +201,9 @@ mod tests {
             err(json!({"dead-letter-exchange": "a"}), true),
             "[{<<\"dead-letter-exchange\">>,<<\"a\">>}] are not recognised policy settings"
         );
+        assert_eq!(err(json!({"dead-letter-routing-key": 5}), false), "5 is not a valid dead letter routing key");
+        assert_eq!(err(json!({"max-in-memory-length": -1}), true), "-1 is not a valid maximum memory in bytes");
+        assert_eq!(err(json!({"expires": -1, "max-length": -1}), false), "-1 is not a valid queue expiry");
         assert!(validate(&map(json!({"queue-mode": "lazy", "dead-letter-routing-key": "k"})), false).is_ok());
         assert!(validate(&map(json!({"max-length": 3, "delivery-limit": 2, "expires": 1})), true).is_ok());
     }
