@@ -383,3 +383,45 @@ async fn http_answers_follow_rabbitmq() {
     assert_eq!((a.status, a.json()), (200, json!([])));
     assert_eq!(http("DELETE", format!("{api}/policies/%2F/by-pm"), Some(("pm", "pm")), None).await.status, 204);
 }
+
+#[tokio::test]
+async fn expires_and_overflow_policies_act_as_their_arguments() {
+    let Some((broker, api)) = broker() else { return };
+    let (_c, ch) = open(&broker).await;
+
+    // expires: an unused queue is deleted once the policy's period passes.
+    let idle = unique("pol-idle");
+    declare_queue(&ch, &idle).await;
+    let body = json!({"pattern": format!("^{idle}$"), "definition": {"expires": 100}});
+    assert_eq!(put_policy(&api, "policies", &unique("exp"), body).await, 201);
+    let deadline = std::time::Instant::now() + WAIT;
+    while http("GET", format!("{api}/queues/%2F/{idle}"), GUEST, None).await.status != 404 {
+        assert!(std::time::Instant::now() < deadline, "queue '{idle}' was not deleted by its expires policy");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // overflow reject-publish with a lower max-length: what is there stays (RabbitMQ
+    // trims only under drop-head), new messages are refused (nacked).
+    let full = unique("pol-full");
+    declare_queue(&ch, &full).await;
+    publish_n(&ch, &full, 5).await;
+    wait_count(&ch, &full, 5).await;
+    let body = json!({"pattern": format!("^{full}$"), "definition": {"max-length": 2, "overflow": "reject-publish"}});
+    assert_eq!(put_policy(&api, "policies", &unique("full"), body).await, 201);
+    confirm_select(&ch).await;
+    let confirm = within(
+        "basic.publish",
+        ch.basic_publish(
+            "".into(),
+            full.as_str().into(),
+            BasicPublishOptions::default(),
+            b"refused",
+            BasicProperties::default(),
+        ),
+    )
+    .await
+    .expect("basic.publish");
+    let c = within("publisher confirm", confirm).await.expect("confirm");
+    assert!(c.is_nack(), "expected a nack from reject-publish: {c:?}");
+    assert_eq!(message_count(&ch, &full).await, 5);
+}
