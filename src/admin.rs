@@ -13,6 +13,7 @@
 //! in it; deleting a user closes its connections ("user 'u' is deleted") and drops its
 //! permissions; permission changes apply to open connections at their next check.
 
+mod global_parameters;
 mod policies;
 
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub enum AdminError {
     NoSuchUser(String),
     #[error("Policy '{0}' does not exist")]
     NoSuchPolicy(String),
+    #[error("Parameter '{0}' does not exist")]
+    NoSuchParameter(String),
     /// A malformed argument: an empty or too long name, an invalid regular
     /// expression, an unreadable password hash.
     #[error("{0}")]

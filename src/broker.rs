@@ -42,6 +42,8 @@ pub struct Broker {
     /// Open channels per user, over all its connections (its `max-channels`).
     user_channels: Mutex<HashMap<String, Arc<AtomicU64>>>,
     shutting_down: AtomicBool,
+    /// Global runtime parameters (`cluster_name`, ...), changed through `admin`.
+    global_parameters: Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
     /// Administrative changes (`crate::admin`) are made one at a time.
     pub admin_lock: Mutex<()>,
 }
@@ -67,6 +69,7 @@ impl Broker {
             user_channels: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             admin_lock: Mutex::new(()),
+            global_parameters: Mutex::default(),
         });
         match snapshot {
             None => {
@@ -86,8 +89,29 @@ impl Broker {
         }
     }
 
+    /// The global runtime parameters, locked.
+    pub fn global_parameters(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, serde_json::Value>> {
+        self.global_parameters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `cluster_name` global parameter, when it is a string.
+    pub fn cluster_name(&self) -> Option<String> {
+        self.global_parameters().get("cluster_name").and_then(|v| v.as_str()).map(str::to_string)
+    }
+
     /// Restores (or, on a first start, seeds) the security tables, then each vhost.
     fn restore(&self, mut snap: Snapshot) {
+        {
+            let mut params = self.global_parameters();
+            for (name, value) in std::mem::take(&mut snap.global_parameters) {
+                match serde_json::from_str(&value) {
+                    Ok(v) => drop(params.insert(name, v)),
+                    Err(e) => log::error!("global parameter '{name}' in the store is not JSON ({e}); ignored"),
+                }
+            }
+        }
         let first_start = snap.vhosts.is_empty() && snap.users.is_empty();
         if first_start {
             // The first start of this store (or of a store from before vhosts and

@@ -44,28 +44,11 @@ pub struct Context {
     /// Management connections open now (at most [`MAX_CONNECTIONS`]).
     pub open: std::sync::atomic::AtomicUsize,
     pub refused_log: crate::util::LogLimiter,
-    /// RabbitMQ's global runtime parameters (`cluster_name`, ...), in memory only:
-    /// the store has no record for them yet.
-    pub global_parameters: std::sync::Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 impl Context {
     pub fn new(broker: Arc<Broker>, listeners: Vec<(&'static str, SocketAddr)>, rates: Arc<rates::Rates>) -> Self {
-        Self {
-            broker,
-            listeners,
-            rates,
-            open: Default::default(),
-            refused_log: Default::default(),
-            global_parameters: Default::default(),
-        }
-    }
-
-    /// The global parameters, locked.
-    pub fn global_parameters(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, serde_json::Value>> {
-        self.global_parameters.lock().unwrap_or_else(|e| e.into_inner())
+        Self { broker, listeners, rates, open: Default::default(), refused_log: Default::default() }
     }
 }
 

@@ -113,7 +113,8 @@ pub fn render(broker: &Broker, per_object: bool) -> String {
     let consumers: u64 = queues.iter().map(|q| u64::from(q.stats.consumers)).sum();
 
     x.family("rabbitmq_identity_info", "untyped", "RabbitMQ node & cluster identity info");
-    x.sample("rabbitmq_identity_info", &[("rabbitmq_node", &node), ("rabbitmq_cluster", &node)], 1);
+    let cluster = broker.cluster_name().unwrap_or_else(|| node.clone());
+    x.sample("rabbitmq_identity_info", &[("rabbitmq_node", &node), ("rabbitmq_cluster", &cluster)], 1);
     x.family("rabbitmq_build_info", "untyped", "RabbitMQ & Erlang/OTP version info");
     x.sample(
         "rabbitmq_build_info",

@@ -192,6 +192,14 @@ pub enum StoreOp {
         vhost: String,
     },
     PutTopicPermission(TopicPermissionRecord),
+    /// A global runtime parameter (`cluster_name`, ...): its name and JSON value.
+    PutGlobalParameter {
+        name: String,
+        value: String,
+    },
+    DeleteGlobalParameter {
+        name: String,
+    },
     PutPolicy(PolicyRecord),
     DeletePolicy {
         vhost: String,
@@ -319,6 +327,8 @@ pub struct Snapshot {
     pub permissions: Vec<PermissionRecord>,
     pub topic_permissions: Vec<TopicPermissionRecord>,
     pub policies: Vec<PolicyRecord>,
+    /// Global runtime parameters: name and JSON value.
+    pub global_parameters: Vec<(String, String)>,
     pub exchanges: Vec<ExchangeRecord>,
     pub queues: Vec<QueueRecord>,
     pub bindings: Vec<BindingRecord>,

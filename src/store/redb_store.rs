@@ -12,6 +12,7 @@
 //! - `permissions`: "user\0vhost" → JSON [`PermissionRecord`];
 //!   `topic_permissions`: "user\0vhost\0exchange" → JSON [`TopicPermissionRecord`]
 //! - `policies`: "vhost\0p\0name" (operator policies: "o") → JSON [`PolicyRecord`]
+//! - `global_parameters`: name → the value's JSON text
 //!
 //! Every commit uses redb's default `Durability::Immediate`: it returns after fsync.
 //!
@@ -50,6 +51,7 @@ const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const PERMISSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("permissions");
 const TOPIC_PERMISSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("topic_permissions");
 const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("policies");
+const GLOBAL_PARAMETERS: TableDefinition<&str, &[u8]> = TableDefinition::new("global_parameters");
 
 /// redb's page cache.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -349,6 +351,7 @@ impl RedbStore {
             txn.open_table(PERMISSIONS).map_err(|e| self.io(e))?;
             txn.open_table(TOPIC_PERMISSIONS).map_err(|e| self.io(e))?;
             txn.open_table(POLICIES).map_err(|e| self.io(e))?;
+            txn.open_table(GLOBAL_PARAMETERS).map_err(|e| self.io(e))?;
         }
         txn.commit().map_err(|e| self.io(e))
     }
@@ -367,6 +370,7 @@ impl RedbStore {
             let mut permissions = txn.open_table(PERMISSIONS)?;
             let mut topic_permissions = txn.open_table(TOPIC_PERMISSIONS)?;
             let mut policies = txn.open_table(POLICIES)?;
+            let mut global_parameters = txn.open_table(GLOBAL_PARAMETERS)?;
             for op in ops {
                 match op {
                     StoreOp::PutExchange(r) => {
@@ -501,6 +505,12 @@ impl RedbStore {
                     StoreOp::DeleteTopicPermission { user, vhost, exchange } => {
                         topic_permissions.remove(topic_permission_key(user, vhost, exchange).as_str())?;
                     }
+                    StoreOp::PutGlobalParameter { name, value } => {
+                        global_parameters.insert(name.as_str(), value.as_bytes())?;
+                    }
+                    StoreOp::DeleteGlobalParameter { name } => {
+                        global_parameters.remove(name.as_str())?;
+                    }
                     StoreOp::PutPolicy(r) => {
                         let json = serde_json::to_vec(r).unwrap_or_default();
                         policies.insert(policy_key(&r.vhost, r.operator, &r.name).as_str(), json.as_slice())?;
@@ -534,6 +544,12 @@ impl RedbStore {
                     _ => snap.topic_permissions.push(serde_json::from_slice(v).map_err(|e| self.corrupt(e))?),
                 }
             }
+        }
+        let params = txn.open_table(GLOBAL_PARAMETERS).map_err(|e| self.io(e))?;
+        for row in params.iter().map_err(|e| self.io(e))? {
+            let (k, v) = row.map_err(|e| self.io(e))?;
+            let value = std::str::from_utf8(v.value()).map_err(|e| self.corrupt(e))?.to_string();
+            snap.global_parameters.push((k.value().to_string(), value));
         }
         let exchanges = txn.open_table(EXCHANGES).map_err(|e| self.io(e))?;
         for row in exchanges.iter().map_err(|e| self.io(e))? {

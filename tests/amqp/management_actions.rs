@@ -681,3 +681,26 @@ async fn nodes_parameters_and_health_checks() {
     assert_eq!(api.get("health/checks/node-is-quorum-critical").await.json(), single);
     assert_eq!(api.get("health/checks/node-is-mirror-sync-critical").await.json(), single);
 }
+
+/// Global parameters are recorded: `cluster_name` survives a restart and names the
+/// cluster in the overview and in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_parameters_survive_a_restart() {
+    let Some((mut broker, base)) = broker() else { return };
+    let api = Api(base);
+    assert_eq!(api.put("global-parameters/cluster_name", json!({"value": "warren"})).await.status, 201);
+    assert_eq!(api.put("global-parameters/limits", json!({"value": {"a": [1, 2]}})).await.status, 201);
+    let broker = tokio::task::spawn_blocking(move || {
+        broker.restart();
+        broker
+    })
+    .await
+    .unwrap();
+    let api = Api(format!("http://{}/api", broker.handle().management_addr().unwrap()));
+    assert_eq!(
+        api.get("global-parameters").await.json(),
+        json!([{"name": "cluster_name", "value": "warren"}, {"name": "limits", "value": {"a": [1, 2]}}])
+    );
+    assert_eq!(api.get("overview").await.json()["cluster_name"], "warren");
+    assert_eq!(api.delete("global-parameters/limits").await.status, 204);
+}

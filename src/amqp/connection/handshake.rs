@@ -24,7 +24,9 @@ pub(super) fn has_capability(client_properties: &FieldTable, capability: &str) -
     }
 }
 
-pub(super) fn server_properties() -> FieldTable {
+/// What connection.start tells the client; `cluster_name` is the global parameter of
+/// that name when set (as RabbitMQ), else `haremq`.
+pub(super) fn server_properties(cluster_name: Option<String>) -> FieldTable {
     let mut caps = FieldTable::default();
     for cap in [
         "publisher_confirms",
@@ -46,10 +48,11 @@ pub(super) fn server_properties() -> FieldTable {
         ("platform", "Rust"),
         ("copyright", "The HareMQ authors"),
         ("information", "Licensed under the Apache License 2.0"),
-        ("cluster_name", "haremq"),
     ] {
         props.insert(ShortString::from(k), AMQPValue::LongString(LongString::from(v)));
     }
+    let cluster = cluster_name.unwrap_or_else(|| "haremq".into());
+    props.insert(ShortString::from("cluster_name"), AMQPValue::LongString(LongString::from(cluster)));
     props.insert(ShortString::from("capabilities"), AMQPValue::FieldTable(caps));
     props
 }
@@ -119,7 +122,7 @@ impl Connection {
             AMQPClass::Connection(conn::AMQPMethod::Start(conn::Start {
                 version_major: 0,
                 version_minor: 9,
-                server_properties: server_properties(),
+                server_properties: server_properties(self.broker.cluster_name()),
                 mechanisms: mechanisms::start_list(&offered).into(),
                 locales: "en_US".into(),
             })),

@@ -86,7 +86,7 @@ pub fn overview(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
         "rabbitmq_version": RABBITMQ_API_VERSION,
         "management_version": RABBITMQ_API_VERSION,
         "node": node,
-        "cluster_name": node,
+        "cluster_name": ctx.broker.cluster_name().unwrap_or_else(|| node.clone()),
         "rates_mode": "basic",
         "disable_stats": false,
         "statistics_interval": ctx.broker.config.stats_interval_ms,

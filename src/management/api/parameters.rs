@@ -124,8 +124,11 @@ pub fn global_list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     if call.login.role != Role::Administrator {
         return Err(not_authorised());
     }
-    let items: Vec<Value> =
-        ctx.global_parameters().iter().map(|(name, value)| json!({"name": name, "value": value})).collect();
+    let items: Vec<Value> = super::admin(ctx)
+        .global_parameters()
+        .iter()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect();
     super::pagination::reply(call, items)
 }
 
@@ -136,20 +139,20 @@ pub fn global_one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
         return Err(not_authorised());
     }
     let name = call.params[0];
-    let mut params = ctx.global_parameters();
+    let admin = super::admin(ctx);
     match *call.method {
         Method::PUT => {
             let body = body_object(call)?;
             let value = required(&body, "value")?.clone();
-            let replaced = params.insert(name.to_string(), value).is_some();
+            let replaced = admin.set_global_parameter(name, value).map_err(super::admin_error)?;
             Ok(Reply::empty(if replaced { 204 } else { 201 }))
         }
         Method::DELETE => {
-            params.remove(name).ok_or_else(Reply::not_found)?;
+            admin.clear_global_parameter(name).map_err(super::admin_error)?;
             Ok(Reply::empty(204))
         }
         _ => {
-            let value = params.get(name).ok_or_else(Reply::not_found)?;
+            let value = ctx.broker.global_parameters().get(name).cloned().ok_or_else(Reply::not_found)?;
             Ok(Reply::json(json!({"name": name, "value": value})))
         }
     }

@@ -1,0 +1,36 @@
+//! Global runtime parameters (RabbitMQ's `rabbitmqctl set_global_parameter`, the
+//! management API's `/api/global-parameters`): named JSON values such as
+//! `cluster_name`, recorded like every administrative change.
+
+use serde_json::Value;
+
+use super::{Admin, AdminError};
+use crate::store::StoreOp;
+
+impl Admin {
+    /// Sets `name` to `value`; true if it replaced a value.
+    pub fn set_global_parameter(&self, name: &str, value: Value) -> Result<bool, AdminError> {
+        super::check_name("global parameter", name)?;
+        let _one = self.serialised();
+        self.persist(StoreOp::PutGlobalParameter { name: name.into(), value: value.to_string() });
+        let replaced = self.broker.global_parameters().insert(name.to_string(), value).is_some();
+        log::info!("global parameter '{name}' set");
+        self.committed().map(|()| replaced)
+    }
+
+    /// Clears `name` (`NoSuchParameter` if it is not set).
+    pub fn clear_global_parameter(&self, name: &str) -> Result<(), AdminError> {
+        let _one = self.serialised();
+        if self.broker.global_parameters().remove(name).is_none() {
+            return Err(AdminError::NoSuchParameter(name.into()));
+        }
+        self.persist(StoreOp::DeleteGlobalParameter { name: name.into() });
+        log::info!("global parameter '{name}' cleared");
+        self.committed()
+    }
+
+    /// Every global parameter, by name.
+    pub fn global_parameters(&self) -> Vec<(String, Value)> {
+        self.broker.global_parameters().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
