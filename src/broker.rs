@@ -42,6 +42,8 @@ pub struct Broker {
     /// Open channels per user, over all its connections (its `max-channels`).
     user_channels: Mutex<HashMap<String, Arc<AtomicU64>>>,
     shutting_down: AtomicBool,
+    /// What closed channels counted (broker-wide totals: these plus the open channels').
+    pub retired: Arc<crate::stats::Retired>,
     /// Global runtime parameters (`cluster_name`, ...), changed through `admin`.
     global_parameters: Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
     /// Administrative changes (`crate::admin`) are made one at a time.
@@ -70,6 +72,7 @@ impl Broker {
             shutting_down: AtomicBool::new(false),
             admin_lock: Mutex::new(()),
             global_parameters: Mutex::default(),
+            retired: Arc::default(),
         });
         match snapshot {
             None => {
@@ -341,6 +344,11 @@ impl Broker {
         };
         // Described without the registry's lock: each takes its channels' locks.
         handles.iter().map(|h| h.info()).collect()
+    }
+
+    /// Broker-wide message counts since start: every channel's, open or closed.
+    pub fn message_totals(&self) -> crate::stats::MessageStats {
+        self.retired.total(|| self.connections().iter().flat_map(|c| c.channels.iter().map(|ch| ch.messages)).collect())
     }
 
     /// Closes connection `id` (320, `reason`); false if there is none.

@@ -1,11 +1,10 @@
-//! A channel's message counts (`message_stats` of `/api/channels`), and the broker-wide
-//! counts (`crate::stats::global`) the same events feed.
+//! A channel's message counts (`message_stats` of `/api/channels`; summed over all
+//! channels, open and closed, they are the broker-wide counts).
 //!
 //! Every count here has one writer at a time, so each is a plain add
 //! ([`Counter::bump`]): publishes are counted by the connection task, confirms under
 //! the channel's confirm lock, deliveries, gets and acks under its delivery-state lock.
 
-use crate::stats::global::{self, Event};
 use crate::stats::{Counter, MessageStats};
 
 #[derive(Default, Debug)]
@@ -21,6 +20,8 @@ pub struct ChannelCounts {
     ack: Counter,
     return_unroutable: Counter,
     drop_unroutable: Counter,
+    routed: Counter,
+    route_cache_hits: Counter,
 }
 
 impl ChannelCounts {
@@ -28,55 +29,50 @@ impl ChannelCounts {
     /// if `cached`. Connection task only.
     pub fn published(&self, queues: usize, cached: bool) {
         self.publish.bump(1);
-        global::count_each(&[
-            (Event::Received, 1),
-            (Event::Routed, u64::from(queues > 0)),
-            (Event::RouteCacheHit, u64::from(cached)),
-        ]);
+        if queues > 0 {
+            self.routed.bump(1);
+        }
+        if cached {
+            self.route_cache_hits.bump(1);
+        }
     }
 
     /// An unroutable publish was returned (mandatory) or dropped. Connection task only.
     pub fn unroutable(&self, returned: bool) {
         if returned {
             self.return_unroutable.bump(1);
-            global::count(Event::UnroutableReturned, 1);
         } else {
             self.drop_unroutable.bump(1);
-            global::count(Event::UnroutableDropped, 1);
         }
     }
 
     /// `n` publishes were confirmed. Under the confirm lock.
     pub fn confirmed(&self, n: u64) {
         self.confirm.bump(n);
-        global::count(Event::Confirmed, n);
     }
 
     /// A delivery (consume or get). Under the delivery-state lock.
     pub fn delivered(&self, consume: bool, no_ack: bool, redelivered: bool) {
-        let (counter, event) = match (consume, no_ack) {
-            (true, false) => (&self.deliver, Event::DeliveredConsume),
-            (true, true) => (&self.deliver_no_ack, Event::DeliveredConsumeNoAck),
-            (false, false) => (&self.get, Event::DeliveredGet),
-            (false, true) => (&self.get_no_ack, Event::DeliveredGetNoAck),
+        let counter = match (consume, no_ack) {
+            (true, false) => &self.deliver,
+            (true, true) => &self.deliver_no_ack,
+            (false, false) => &self.get,
+            (false, true) => &self.get_no_ack,
         };
         counter.bump(1);
         if redelivered {
             self.redeliver.bump(1);
         }
-        global::count_each(&[(event, 1), (Event::Redelivered, u64::from(redelivered))]);
     }
 
     /// basic.get found the queue empty. Connection task only.
     pub fn got_empty(&self) {
         self.get_empty.bump(1);
-        global::count(Event::GetEmpty, 1);
     }
 
     /// `n` deliveries were acknowledged. Under the delivery-state lock.
     pub fn acked(&self, n: u64) {
         self.ack.bump(n);
-        global::count(Event::Acknowledged, n);
     }
 
     pub fn snapshot(&self) -> MessageStats {
@@ -92,6 +88,8 @@ impl ChannelCounts {
             ack: self.ack.get(),
             return_unroutable: self.return_unroutable.get(),
             drop_unroutable: self.drop_unroutable.get(),
+            routed: self.routed.get(),
+            route_cache_hits: self.route_cache_hits.get(),
         }
     }
 }

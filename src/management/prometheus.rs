@@ -132,9 +132,12 @@ pub fn render(broker: &Broker, per_object: bool) -> String {
 
     queue_metrics(&mut x, &queues, per_object);
     connection_metrics(&mut x, &connections, per_object);
-    global_metrics(&mut x, consumers, &connections);
+    // Broker-wide counts, open and closed channels' (listed again under the lock that
+    // keeps a closing channel from counting twice or not at all).
+    let totals = broker.message_totals();
+    global_metrics(&mut x, consumers, &connections, &totals);
     node_metrics(&mut x, broker);
-    haremq_metrics(&mut x, broker);
+    haremq_metrics(&mut x, broker, &totals);
     x.0
 }
 
@@ -262,13 +265,12 @@ fn connection_metrics(x: &mut Exposition, connections: &[ConnectionInfo], per_ob
     }
 }
 
-fn global_metrics(x: &mut Exposition, consumers: u64, connections: &[ConnectionInfo]) {
-    let t = crate::stats::global::totals();
-    let m: &MessageStats = &t.messages;
+fn global_metrics(x: &mut Exposition, consumers: u64, connections: &[ConnectionInfo], totals: &MessageStats) {
+    let m: &MessageStats = totals;
     let protocol = [("protocol", "amqp091")];
     let counters: [(&str, &str, u64); 13] = [
         ("received", "Total number of messages received from publishers", m.publish),
-        ("routed", "Total number of messages routed to queues or streams", t.routed),
+        ("routed", "Total number of messages routed to queues or streams", m.routed),
         ("unroutable_dropped", "Total number of messages published as non-mandatory into an exchange and dropped as unroutable", m.drop_unroutable),
         ("unroutable_returned", "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable", m.return_unroutable),
         ("confirmed", "Total number of messages confirmed to publishers", m.confirm),
@@ -333,7 +335,7 @@ fn node_metrics(x: &mut Exposition, broker: &Broker) {
     );
 }
 
-fn haremq_metrics(x: &mut Exposition, broker: &Broker) {
+fn haremq_metrics(x: &mut Exposition, broker: &Broker, totals: &MessageStats) {
     x.single(
         "haremq_message_memory_bytes",
         "gauge",
@@ -344,7 +346,7 @@ fn haremq_metrics(x: &mut Exposition, broker: &Broker) {
         "haremq_route_cache_hits_total",
         "counter",
         "Publishes routed from their channel's route cache",
-        crate::stats::global::totals().route_cache_hits,
+        totals.route_cache_hits,
     );
     let Some(store) = &broker.store else { return };
     let s = store.stats();

@@ -60,7 +60,13 @@ pub struct Track {
 }
 
 impl Track {
-    fn update(&mut self, now: Instant, values: Vec<u64>) {
+    /// Takes a sample. The first `monotonic` values are counters: one that went down
+    /// means the object was replaced (a queue deleted and declared again), so the track
+    /// starts over instead of showing a negative rate.
+    fn update(&mut self, now: Instant, values: Vec<u64>, monotonic: usize) {
+        if self.values.len() == values.len() && values.iter().zip(&self.values).take(monotonic).any(|(n, o)| n < o) {
+            *self = Track::default();
+        }
         if self.at.is_none() || self.values != values {
             self.changed_ms = crate::message::now_ms();
         }
@@ -140,19 +146,19 @@ impl Rates {
             }
         }
         let connections = broker.connections();
-        let totals = crate::stats::global::totals();
+        let totals = broker.message_totals();
         let mut inner = self.lock();
-        let mut overview = message_values(&totals.messages).to_vec();
+        let mut overview = message_values(&totals).to_vec();
         overview.extend([ready, unacked, ready + unacked]);
         inner.history.push_back((crate::message::now_ms(), overview.clone()));
         while inner.history.len() > HISTORY {
             inner.history.pop_front();
         }
-        inner.overview.update(now, overview);
+        inner.overview.update(now, overview, MESSAGE_KEYS.len());
         let mut seen_queues = HashMap::with_capacity(queues.len());
         for (key, values) in queues {
             let mut t = inner.queues.remove(&key).unwrap_or_default();
-            t.update(now, values);
+            t.update(now, values, MESSAGE_KEYS.len());
             seen_queues.insert(key, t);
         }
         inner.queues = seen_queues;
@@ -160,12 +166,12 @@ impl Rates {
         let mut seen_channels = HashMap::new();
         for c in &connections {
             let mut t = inner.connections.remove(&c.id).unwrap_or_default();
-            t.update(now, vec![c.recv_oct, c.send_oct]);
+            t.update(now, vec![c.recv_oct, c.send_oct], 2);
             seen_conns.insert(c.id, t);
             for ch in &c.channels {
                 let key = (c.id, ch.number);
                 let mut t = inner.channels.remove(&key).unwrap_or_default();
-                t.update(now, message_values(&ch.messages).to_vec());
+                t.update(now, message_values(&ch.messages).to_vec(), MESSAGE_KEYS.len());
                 seen_channels.insert(key, t);
             }
         }
@@ -194,5 +200,25 @@ pub async fn run(rates: Arc<Rates>, broker: Arc<Broker>, interval: Duration, sto
         if stopped {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_per_second_and_a_reset_counter_starts_over() {
+        let mut t = Track::default();
+        let start = Instant::now();
+        t.update(start, vec![10, 5], 1);
+        assert_eq!(t.rate(0), 0.0, "one sample has no rate");
+        t.update(start + Duration::from_secs(2), vec![30, 1], 1);
+        assert_eq!((t.rate(0), t.rate(1)), (10.0, -2.0), "a counter's rate, and a gauge's that fell");
+        // The counter went down: a new object under the same name.
+        t.update(start + Duration::from_secs(4), vec![3, 1], 1);
+        assert_eq!(t.rate(0), 0.0);
+        t.update(start + Duration::from_secs(5), vec![4, 1], 1);
+        assert_eq!(t.rate(0), 1.0);
     }
 }

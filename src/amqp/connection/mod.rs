@@ -186,7 +186,7 @@ async fn serve<R, W>(
     }
     let forced = Arc::new(AtomicBool::new(false));
     let local = stream.local_addr().unwrap_or(peer);
-    let view = ConnectionView::new(peer, local, tls);
+    let view = ConnectionView::new(peer, local, tls, broker.retired.clone());
     let id = broker.register_connection(Arc::new(Handle(outbox.clone(), forced.clone(), view.clone())));
     let _ = view.id.set(id);
     let liveness =

@@ -28,6 +28,8 @@ pub(super) struct ConnectionView {
     pub(super) recv_oct: Counter,
     /// An alarm holds this publisher back.
     pub(super) blocked: AtomicBool,
+    /// Where closed channels' counts go (the broker's).
+    retired: Arc<crate::stats::Retired>,
 }
 
 /// What the handshake settled.
@@ -43,7 +45,12 @@ pub(super) struct Meta {
 }
 
 impl ConnectionView {
-    pub(super) fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> Arc<Self> {
+    pub(super) fn new(
+        peer: SocketAddr,
+        local: SocketAddr,
+        tls: bool,
+        retired: Arc<crate::stats::Retired>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             id: Default::default(),
             peer,
@@ -54,6 +61,7 @@ impl ConnectionView {
             channels: Mutex::default(),
             recv_oct: Counter::default(),
             blocked: AtomicBool::new(false),
+            retired,
         })
     }
 
@@ -69,12 +77,14 @@ impl ConnectionView {
         self.channels().insert(shared.id, shared.clone());
     }
 
+    /// The channel left: its counts move to the broker's retired totals.
     pub(super) fn channel_closed(&self, id: ChannelId) {
-        self.channels().remove(&id);
+        self.retired.retire(|| self.channels().remove(&id).map(|c| c.counts.snapshot()).into_iter().collect());
     }
 
     pub(super) fn channels_closed(&self) {
-        self.channels().clear();
+        self.retired
+            .retire(|| std::mem::take(&mut *self.channels()).into_values().map(|c| c.counts.snapshot()).collect());
     }
 
     pub(super) fn info(&self, outbox: &Outbox) -> ConnectionInfo {

@@ -57,7 +57,7 @@ pub fn overview(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     // `management` user the sum over its vhosts, which HareMQ does not keep per vhost.
     let message_stats = if call.login.reads_all() {
         let window = Window::from_call(call, "msg_rates");
-        message_stats_with(&crate::stats::global::totals().messages, Keys::All, |i| match window {
+        message_stats_with(&ctx.broker.message_totals(), Keys::All, |i| match window {
             Some(w) => details_over(track, i, &rates.history, w),
             None => details(track, i),
         })
