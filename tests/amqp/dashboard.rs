@@ -181,6 +181,7 @@ async fn browse(c: Client, base: String) {
     wait_text(&c, "#login-error", "the login error", |t| t.contains("wrong username or password")).await;
     let app_hidden = c.execute("return document.getElementById('app').hidden", vec![]).await.expect("script");
     assert_eq!(app_hidden, json!(true), "a refused login must not show the dashboard");
+    screenshot(&c, "login").await;
 
     type_into(&c, "#login-user", "guest").await;
     type_into(&c, "#login-password", "guest").await;

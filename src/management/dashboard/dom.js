@@ -270,6 +270,12 @@ export function dangerButton(label, question, action, attrs = {}) {
   }, label);
 }
 
+/** Replaces a page whose object does not exist (deleted meanwhile, or a stale link). */
+export function gone(root, what, backHref, backLabel) {
+  fill(root, h('section', { class: 'panel', id: 'panel-gone' }, h('h2', {}, 'Not found'),
+    h('div', { class: 'panel-body' }, h('p', {}, `${what} does not exist (any more). `, link(backHref, backLabel)))));
+}
+
 /** Key/value rows for an object's properties. */
 export function facts(pairs) {
   return h('table', { class: 'facts' }, pairs.filter(Boolean).map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', {}, v))));

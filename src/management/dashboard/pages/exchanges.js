@@ -2,7 +2,7 @@
 // publish form and delete. `publishForm` is shared with the queue page.
 
 import * as api from '../api.js';
-import { dangerButton, facts, features, fill, form, h, link, nameFilter, notify, panel, parseKeyValues, rate, rateOf, route, table } from '../dom.js';
+import { dangerButton, facts, features, fill, form, gone, h, link, nameFilter, notify, panel, parseKeyValues, rate, rateOf, route, table } from '../dom.js';
 
 const TYPES = ['direct', 'fanout', 'topic', 'headers'];
 
@@ -69,7 +69,7 @@ function mountOne(root, vhost, pathName, ctx) {
   const name = pathName === 'amq.default' ? '' : pathName;
   const info = h('div');
   const bindings = h('div');
-  root.append(h('p', { class: 'crumbs' }, link('#/exchanges', 'Exchanges'), ' / ', vhost, ' / ', h('strong', {}, exchangeLabel(name))));
+  root.append(h('p', { class: 'crumbs' }, link('#/exchanges', 'Exchanges'), ' › ', h('strong', {}, exchangeLabel(name)), h('span', { class: 'muted' }, ` in virtual host ${vhost}`)));
   root.append(h('div', { class: 'columns' }, panel('Details', info, { id: 'panel-exchange' }), panel('Bindings from this exchange', bindings, { id: 'panel-exchange-bindings' })));
   root.append(panel('Publish message', publishForm(vhost, name, null), { collapsible: true, id: 'panel-publish' }));
   if (name !== '' && !name.startsWith('amq.')) {
@@ -82,14 +82,15 @@ function mountOne(root, vhost, pathName, ctx) {
   }
 
   async function refresh() {
-    const e = await api.get(api.path('exchanges', vhost, pathName));
+    const e = await api.get(api.path('exchanges', vhost, pathName), { optional: true });
+    if (e === null) return gone(root, `Exchange ${name} in virtual host ${vhost}`, '#/exchanges', 'All exchanges');
     fill(info, facts([
       ['Virtual host', e.vhost],
       ['Type', e.type],
       ['Features', h('span', {}, features(e).length ? features(e) : '–')],
       ['Arguments', e.arguments && Object.keys(e.arguments).length ? JSON.stringify(e.arguments) : '–'],
-      ['Rate in', rate(rateOf(e.message_stats, 'publish_in'))],
-      ['Rate out', rate(rateOf(e.message_stats, 'publish_out'))],
+      e.message_stats && ['Rate in', rate(rateOf(e.message_stats, 'publish_in'))],
+      e.message_stats && ['Rate out', rate(rateOf(e.message_stats, 'publish_out'))],
     ]));
     let list = await api.get(api.path('exchanges', vhost, pathName, 'bindings', 'source'), { optional: true });
     if (list === null) list = (await api.get(api.path('bindings', vhost))).filter((b) => b.source === name);

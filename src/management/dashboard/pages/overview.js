@@ -10,6 +10,8 @@ const WINDOW_MS = 10 * 60 * 1000;
 
 /** [{t, o}]: when, and the /api/overview answer. */
 let samples = [];
+/** Whether /api/nodes answered (memory and disk figures). */
+let hasNodes = true;
 
 const RATE_SERIES = [
   ['publish', 'Publish', '#e8660c'],
@@ -125,7 +127,9 @@ export function mount(root) {
   }
 
   async function refreshNode(o) {
-    const nodes = await api.get('/nodes', { optional: true }).catch(() => null);
+    // A broker without /api/nodes is not asked again until the page is reloaded.
+    const nodes = hasNodes ? await api.get('/nodes', { optional: true }).catch(() => undefined) : null;
+    if (nodes === null) hasNodes = false;
     const n = Array.isArray(nodes) && nodes.length ? nodes[0] : null;
     let alarms;
     if (n) {
@@ -142,8 +146,8 @@ export function mount(root) {
       h('tr', {}, h('th', {}, 'Version'), h('td', {}, `${o.product_name || 'HareMQ'} ${o.product_version || ''} (RabbitMQ API ${o.rabbitmq_version || '?'})`)),
       n && h('tr', {}, h('th', {}, 'Uptime'), h('td', {}, duration((n.uptime ?? NaN) / 1000))),
       h('tr', {}, h('th', {}, 'Alarms'), h('td', { id: 'node-alarms' }, alarmBadge)),
-      n && h('tr', {}, h('th', {}, 'Memory'), h('td', {}, meter(n.mem_used, n.mem_limit, n.mem_alarm, `${bytes(n.mem_used)} used, alarm at ${bytes(n.mem_limit)}`))),
-      n && h('tr', {}, h('th', {}, 'Disk free'), h('td', {}, meter(n.disk_free_limit, n.disk_free, n.disk_free_alarm, `${bytes(n.disk_free)} free, alarm below ${bytes(n.disk_free_limit)}`))),
+      n && h('tr', {}, h('th', {}, 'Memory'), h('td', {}, meter(n.mem_used, n.mem_limit, n.mem_alarm, n.mem_limit ? `${bytes(n.mem_used)} used, alarm at ${bytes(n.mem_limit)}` : `${bytes(n.mem_used)} used, no limit`))),
+      n && h('tr', {}, h('th', {}, 'Disk free'), h('td', { class: n.disk_free_alarm ? 'bad' : '' }, `${bytes(n.disk_free)}, alarm below ${bytes(n.disk_free_limit)}`)),
       n && typeof n.fd_used === 'number' && h('tr', {}, h('th', {}, 'File descriptors'), h('td', {}, `${num(n.fd_used)} / ${num(n.fd_total)}`)),
       !n && h('tr', {}, h('th', {}, 'Memory, disk'), h('td', { class: 'muted' }, 'not reported by this broker (no /api/nodes)')),
     ));

@@ -3,7 +3,7 @@
 // messages, purge and delete.
 
 import * as api from '../api.js';
-import { dangerButton, facts, features, fill, form, h, link, nameFilter, notify, num, panel, parseKeyValues, rate, rateOf, route, table } from '../dom.js';
+import { bytes, dangerButton, facts, features, fill, form, gone, h, link, nameFilter, notify, num, panel, parseKeyValues, rate, rateOf, route, table } from '../dom.js';
 import { exchangeLabel, publishForm } from './exchanges.js';
 
 export function mount(root, params, ctx) {
@@ -69,7 +69,7 @@ function mountOne(root, vhost, name) {
   const bindings = h('div');
   const messages = h('div', { id: 'get-results' });
   const qpath = api.path('queues', vhost, name);
-  root.append(h('p', { class: 'crumbs' }, link('#/queues', 'Queues'), ' / ', vhost, ' / ', h('strong', { id: 'queue-name' }, name)));
+  root.append(h('p', { class: 'crumbs' }, link('#/queues', 'Queues'), ' › ', h('strong', { id: 'queue-name' }, name), h('span', { class: 'muted' }, ` in virtual host ${vhost}`)));
   root.append(h('div', { class: 'columns' }, panel('Details', info, { id: 'panel-queue' }), panel('Consumers', consumers, { id: 'panel-consumers' })));
 
   const bindForm = form('bind', [
@@ -126,7 +126,8 @@ function mountOne(root, vhost, name) {
   }
 
   async function refresh() {
-    const q = await api.get(qpath);
+    const q = await api.get(qpath, { optional: true });
+    if (q === null) return gone(root, `Queue ${name} in virtual host ${vhost}`, '#/queues', 'All queues');
     const stats = q.message_stats || {};
     fill(info, facts([
       ['Virtual host', q.vhost],
@@ -136,10 +137,10 @@ function mountOne(root, vhost, name) {
       ['Messages', h('span', { id: 'queue-messages' },
         `ready ${num(ready(q))} · unacked ${num(unacked(q))} · total ${num(total(q))}`)],
       ['Consumers', num(q.consumers)],
-      ['Consumer utilisation', typeof q.consumer_utilisation === 'number' ? `${Math.round(q.consumer_utilisation * 100)}%` : '–'],
-      ['Memory', typeof q.memory === 'number' ? `${num(q.memory)} bytes` : '–'],
-      ['Rates', h('span', { id: 'queue-rates' }, `publish ${rate(rateOf(stats, 'publish'))} · deliver/get ${rate(rateOf(stats, 'deliver_get'))} · ack ${rate(rateOf(stats, 'ack'))} · redeliver ${rate(rateOf(stats, 'redeliver'))}`)],
-      ['Idle since', q.idle_since || '–'],
+      typeof q.consumer_utilisation === 'number' && ['Consumer utilisation', `${Math.round(q.consumer_utilisation * 100)}%`],
+      typeof q.memory === 'number' && ['Memory', bytes(q.memory)],
+      q.message_stats && ['Rates', h('span', { id: 'queue-rates' }, `publish ${rate(rateOf(stats, 'publish'))} · deliver/get ${rate(rateOf(stats, 'deliver_get'))} · ack ${rate(rateOf(stats, 'ack'))} · redeliver ${rate(rateOf(stats, 'redeliver'))}`)],
+      q.idle_since && ['Idle since', q.idle_since],
     ]));
 
     let list = await api.get(qpath + '/bindings', { optional: true });
