@@ -172,6 +172,7 @@ async fn dashboard_declares_publishes_and_gets_in_a_browser() {
 }
 
 async fn browse(c: Client, base: String) {
+    let base = base.as_str();
     c.goto(&format!("{base}/")).await.expect("dashboard loads");
 
     // A wrong password stays on the login form with an error.
@@ -242,9 +243,32 @@ async fn browse(c: Client, base: String) {
     wait_text(&c, "#queue-messages", "the queue's counts", |t| t.contains("ready 1")).await;
     screenshot(&c, "queue").await;
 
+    // Declare a fanout exchange, bind the queue to it, publish through the exchange's
+    // page: the queue then holds two messages.
+    let exchange = unique("dash-x");
     click(&c, "#tabs a[data-page=exchanges]").await;
+    click(&c, "#panel-exchange-declare summary").await;
+    type_into(&c, "#exchange-declare-name", &exchange).await;
+    wait_for(&c, "#exchange-declare-type").await.select_by_value("fanout").await.expect("type");
+    click(&c, "#exchange-declare-submit").await;
+    let exchange_row = format!("tr[data-exchange=\"{exchange}\"]");
+    wait_text(&c, &format!("{exchange_row} td[data-col=name]"), "the declared exchange", |t| t == exchange).await;
     wait_text(&c, "tr[data-exchange=\"amq.topic\"] td[data-col=name]", "amq.topic listed", |t| t == "amq.topic").await;
     screenshot(&c, "exchanges").await;
+
+    c.goto(&format!("{base}/#/queues/%2F/{queue}")).await.expect("queue page");
+    wait_text(&c, "#queue-name", "the queue page", |t| t == queue).await;
+    type_into(&c, "#bind-source", &exchange).await;
+    click(&c, "#bind-submit").await;
+    wait_text(&c, "#queue-bindings", "the new binding", |t| t.contains(&exchange)).await;
+
+    c.goto(&format!("{base}/#/exchanges/%2F/{exchange}")).await.expect("exchange page");
+    type_into(&c, "#publish-payload", "through the fanout").await;
+    click(&c, "#publish-submit").await;
+    wait_text(&c, "#flash .note", "the publish notice", |t| t.contains("Message published")).await;
+    assert!(!text(&c, "#flash .note").await.unwrap_or_default().contains("not routed"));
+    c.goto(&format!("{base}/#/queues/%2F/{queue}")).await.expect("queue page");
+    wait_text(&c, "#queue-messages", "the second message", |t| t.contains("ready 2")).await;
 
     click(&c, "#tabs a[data-page=connections]").await;
     wait_text(&c, "#panel-connections .panel-body", "the connections listing", |t| {
