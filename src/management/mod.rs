@@ -15,6 +15,8 @@
 mod api;
 mod auth;
 mod dashboard;
+pub mod prometheus;
+pub mod rates;
 mod reply;
 mod router;
 
@@ -41,6 +43,8 @@ pub struct Context {
     pub broker: Arc<Broker>,
     /// `(protocol, address)` of every listener, as `/api/overview` lists them.
     pub listeners: Vec<(&'static str, SocketAddr)>,
+    /// Rates of change, sampled by a ticker.
+    pub rates: Arc<rates::Rates>,
 }
 
 /// One request, its body read, as the handlers see it.
@@ -49,6 +53,8 @@ pub struct Request {
     /// The path after `/api`, split at `/` and percent-decoded (`%2F` is `/`).
     pub segments: Vec<String>,
     pub authorization: Option<String>,
+    /// The `X-Reason` header.
+    pub reason: Option<String>,
     pub peer: SocketAddr,
     pub body: Bytes,
 }
@@ -100,6 +106,7 @@ async fn answer(req: hyper::Request<Incoming>, peer: SocketAddr, ctx: Arc<Contex
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        reason: parts.headers.get("x-reason").and_then(|v| v.to_str().ok()).map(str::to_string),
         peer,
         body,
     };
