@@ -157,9 +157,11 @@ async fn click(c: &Client, css: &str) {
     wait_for(c, css).await.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
 }
 
-/// Saves the viewport, scrolled to the top, as `target/dashboard-screenshots/NAME.png`.
+/// Saves the viewport, scrolled to the top and without notices, as `target/dashboard-screenshots/NAME.png`.
 async fn screenshot(c: &Client, name: &str) {
-    c.execute("window.scrollTo(0, 0)", vec![]).await.expect("scroll");
+    // Without the notices, which would cover the page's corner.
+    let tidy = "window.scrollTo(0, 0); document.querySelectorAll('#flash .note').forEach((n) => n.remove());";
+    c.execute(tidy, vec![]).await.expect("scroll");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
     std::fs::create_dir_all(&dir).expect("screenshot directory");
     let png = c.screenshot().await.expect("screenshot");

@@ -112,7 +112,7 @@ export function notify(message, kind = 'ok') {
     h('button', { type: 'button', class: 'link', 'aria-label': 'dismiss', onclick: () => note.remove() }, '×'));
   box.prepend(note);
   while (box.children.length > 3) box.lastChild.remove();
-  if (kind === 'ok') setTimeout(() => note.remove(), 8000);
+  if (kind === 'ok') setTimeout(() => note.remove(), 5000);
 }
 
 /** Drops the error notices (a page change makes them stale). */

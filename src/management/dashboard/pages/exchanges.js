@@ -47,7 +47,7 @@ function mountList(root, ctx) {
 
   function render() {
     const shown = rows.filter((e) => filter.matches(e.name));
-    const stats = (e, k) => rateOf(e.message_stats, k);
+    const stats = (e, k) => rateOf(e.message_stats, k) ?? (e.message_stats ? 0 : undefined);
     fill(body, table([
       ...(ctx.vhost ? [] : [{ label: 'Virtual host', value: (e) => e.vhost }]),
       { label: 'Name', key: 'name', value: (e) => e.name, cell: (e) => link(route('exchanges', e.vhost, api.exchangePathName(e.name)), exchangeLabel(e.name)) },

@@ -15,7 +15,9 @@ export function mount(root, params, ctx) {
 const ready = (q) => q.messages_ready;
 const unacked = (q) => q.messages_unacknowledged;
 const total = (q) => (typeof q.messages === 'number' ? q.messages : undefined);
-const msgRate = (q, k) => rateOf(q.message_stats, k);
+/** A rate from `message_stats`; 0 for a key the broker leaves out as zero (RabbitMQ
+ *  lists only non-zero counts of a queue), nothing when it keeps no statistics. */
+const msgRate = (q, k) => rateOf(q.message_stats, k) ?? (q.message_stats ? 0 : undefined);
 
 function mountList(root, ctx) {
   const body = h('div');
@@ -128,7 +130,6 @@ function mountOne(root, vhost, name) {
   async function refresh() {
     const q = await api.get(qpath, { optional: true });
     if (q === null) return gone(root, `Queue ${name} in virtual host ${vhost}`, '#/queues', 'All queues');
-    const stats = q.message_stats || {};
     fill(info, facts([
       ['Virtual host', q.vhost],
       ['Type', q.type],
@@ -139,7 +140,7 @@ function mountOne(root, vhost, name) {
       ['Consumers', num(q.consumers)],
       typeof q.consumer_utilisation === 'number' && ['Consumer utilisation', `${Math.round(q.consumer_utilisation * 100)}%`],
       typeof q.memory === 'number' && ['Memory', bytes(q.memory)],
-      q.message_stats && ['Rates', h('span', { id: 'queue-rates' }, `publish ${rate(rateOf(stats, 'publish'))} · deliver/get ${rate(rateOf(stats, 'deliver_get'))} · ack ${rate(rateOf(stats, 'ack'))} · redeliver ${rate(rateOf(stats, 'redeliver'))}`)],
+      q.message_stats && ['Rates', h('span', { id: 'queue-rates' }, `publish ${rate(msgRate(q, 'publish'))} · deliver/get ${rate(msgRate(q, 'deliver_get'))} · ack ${rate(msgRate(q, 'ack'))} · redeliver ${rate(msgRate(q, 'redeliver'))}`)],
       q.idle_since && ['Idle since', q.idle_since],
     ]));
 
