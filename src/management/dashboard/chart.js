@@ -42,6 +42,9 @@ export function drawChart(canvas, series, opts = {}) {
   let max = 0;
   for (const s of series) for (const [t, v] of s.points) if (t >= t0 && v > max) max = v;
   const top = Math.max(niceCeil(max), opts.minTop || 1);
+  // Grid lines at round values: a top of 1, 5 or 10 × 10^n in fifths, 2 × 10^n in quarters.
+  const mantissa = top / Math.pow(10, Math.floor(Math.log10(top)));
+  const divisions = Math.round(mantissa) === 2 ? 4 : 5;
   const xOf = (t) => x0 + ((t - t0) / windowMs) * (x1 - x0);
   const yOf = (v) => y1 - (v / top) * (y1 - y0);
 
@@ -51,8 +54,8 @@ export function drawChart(canvas, series, opts = {}) {
   g.lineWidth = 1;
   g.textAlign = 'right';
   g.textBaseline = 'middle';
-  for (let i = 0; i <= 4; i++) {
-    const v = (top * i) / 4;
+  for (let i = 0; i <= divisions; i++) {
+    const v = (top * i) / divisions;
     const y = Math.round(yOf(v)) + 0.5;
     g.beginPath();
     g.moveTo(x0, y);
