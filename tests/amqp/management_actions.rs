@@ -175,6 +175,10 @@ async fn queues_are_declared_got_purged_and_deleted_over_http() {
         err(400, "bad_request", "[{key_missing,count}]")
     );
     assert_eq!(
+        bad(json!({})).await.both(),
+        err(400, "bad_request", "[{key_missing,ackmode},{key_missing,count},{key_missing,encoding}]")
+    );
+    assert_eq!(
         bad(json!({"count": 1, "ackmode": "ack_requeue_true", "encoding": "x"})).await.both(),
         err(400, "bad_request", "Unsupported encoding. Please use auto or base64.")
     );
@@ -285,6 +289,14 @@ async fn exchanges_are_declared_published_to_and_deleted_over_http() {
         api.post("exchanges/%2F/orders-x/publish", missing).await.both(),
         err(400, "bad_request", "[{key_missing,payload_encoding}]")
     );
+    assert_eq!(
+        api.post("exchanges/%2F/orders-x/publish", json!({})).await.both(),
+        err(
+            400,
+            "bad_request",
+            "[{key_missing,routing_key},\n {key_missing,properties},\n {key_missing,payload},\n {key_missing,payload_encoding}]"
+        )
+    );
     let not_b64 = json!({"properties": {}, "routing_key": "x", "payload": "!!!", "payload_encoding": "base64"});
     assert_eq!(
         api.post("exchanges/%2F/orders-x/publish", not_b64).await.both(),
@@ -359,6 +371,7 @@ async fn bindings_are_created_listed_and_deleted_over_http() {
     assert_eq!(api.get("exchanges/%2F/x1/bindings/source").await.json().as_array().unwrap().len(), 4);
     assert_eq!(api.get("exchanges/%2F/x2/bindings/destination").await.json().as_array().unwrap().len(), 1);
     assert_eq!(api.get("exchanges/%2F/nope/bindings/source").await.json(), json!([]));
+    assert_eq!(api.get("queues/nowhere/q2/bindings").await.both(), (200, json!([])));
     let of_queue = api.get("queues/%2F/q2/bindings").await.json();
     assert_eq!(of_queue[0]["source"], "");
     assert_eq!(of_queue.as_array().unwrap().len(), 4);
@@ -549,6 +562,10 @@ async fn a_management_user_needs_permissions_in_the_vhost() {
     let no_vhost = err(401, "not_authorised", "User not authorised to access virtual host");
     assert_eq!(as_user("nop", "PUT", "queues/%2F/mine", Some(json!({}))).await.both(), no_vhost);
     let refused = err(401, "not_authorised", "Access refused.");
+    let get = json!({"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"});
+    assert_eq!(as_user("nop", "POST", "queues/%2F/q/get", Some(get)).await.both(), no_vhost);
+    let publish = json!({"properties": {}, "routing_key": "q", "payload": "x", "payload_encoding": "string"});
+    assert_eq!(as_user("nop", "POST", "exchanges/%2F/amq.default/publish", Some(publish)).await.both(), no_vhost);
     assert_eq!(as_user("weak", "PUT", "queues/%2F/mine", Some(json!({}))).await.both(), refused);
     assert_eq!(as_user("weak", "DELETE", "queues/%2F/q", None).await.both(), refused);
     assert_eq!(as_user("weak", "DELETE", "queues/%2F/q/contents", None).await.both(), refused);

@@ -10,7 +10,7 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use super::access::{self, Access};
-use super::queue_actions::{amqp_error, arguments_field, bool_field, required};
+use super::queue_actions::{amqp_error, arguments_field, bool_field, require_keys, required};
 use super::{body_object, existing_vhost, string_field, Call, Context, Reply};
 use crate::error::AmqpError;
 use crate::vhost::{DirectPublish, ExchangeDeclare};
@@ -57,6 +57,7 @@ fn declare(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
 fn delete(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let (vhost, name) = (call.params[0], exchange_name(call.params[1]));
     let v = existing_vhost(ctx, vhost)?;
+    access::permission_in(ctx, call, vhost)?;
     if !v.has_exchange(name) {
         return Err(Reply::not_found());
     }
@@ -76,6 +77,7 @@ pub fn publish(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let name = exchange_name(segment);
     let v = existing_vhost(ctx, vhost)?;
     let body = body_object(call)?;
+    require_keys(&body, &["routing_key", "properties", "payload", "payload_encoding"])?;
     let properties = match required(&body, "properties")? {
         Value::Object(p) => super::message_properties::from_json(p)?,
         // RabbitMQ's empty properties may come back as `[]`.
@@ -86,7 +88,9 @@ pub fn publish(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let payload = required(&body, "payload")?.as_str().unwrap_or("").to_string();
     let encoding = required(&body, "payload_encoding")?.as_str().unwrap_or("").to_string();
     let payload = super::message_properties::payload(&payload, &encoding)?;
-    // RabbitMQ checks the name as the path gives it (`amq.default`).
+    // RabbitMQ checks the name as the path gives it (`amq.default`), after the
+    // user's access to the vhost.
+    access::permission_in(ctx, call, vhost)?;
     if !access::allows(ctx, call, vhost, Access::Write, segment) {
         return Err(publish_error(AmqpError::AccessRefused(format!(
             "access to exchange '{segment}' in vhost '{vhost}' refused for user '{}'",

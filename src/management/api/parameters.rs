@@ -98,9 +98,9 @@ pub fn one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
                 }
             };
             let new = VHostLimits { max_connections: limit("max-connections")?, max_queues: limit("max-queues")? };
-            let existed = ctx.broker.vhost(vhost).is_some_and(|v| v.limits() != VHostLimits::default());
             admin(ctx).set_vhost_limits(vhost, new).map_err(admin_error)?;
-            Ok(Reply::empty(if existed { 204 } else { 201 }))
+            // RabbitMQ answers 204 for the limits parameter, new or not.
+            Ok(Reply::empty(204))
         }
         Method::DELETE => {
             let v = super::existing_vhost(ctx, vhost)?;

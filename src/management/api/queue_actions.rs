@@ -91,6 +91,8 @@ fn declare(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
 fn delete(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let (vhost, name) = (call.params[0], call.params[1]);
     let v = existing_vhost(ctx, vhost)?;
+    // As RabbitMQ: access to the vhost (401) before the queue's existence (404).
+    access::permission_in(ctx, call, vhost)?;
     let q = v.queue(name).ok_or_else(Reply::not_found)?;
     access::require(ctx, call, vhost, Access::Configure, name)?;
     crate::vhost::check_exclusive(q.as_ref(), NO_CONNECTION).map_err(amqp_error)?;
@@ -108,6 +110,8 @@ fn delete(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
 pub fn contents(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let (vhost, name) = (call.params[0], call.params[1]);
     let v = existing_vhost(ctx, vhost)?;
+    // As RabbitMQ: access to the vhost (401) before the queue's existence (404).
+    access::permission_in(ctx, call, vhost)?;
     let q = v.queue(name).ok_or_else(Reply::not_found)?;
     access::require(ctx, call, vhost, Access::Read, name)?;
     crate::vhost::check_exclusive(q.as_ref(), NO_CONNECTION).map_err(amqp_error)?;
@@ -120,12 +124,26 @@ pub(super) fn required<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'
     body.get(key).ok_or_else(|| Reply::bad_request(format!("[{{key_missing,{key}}}]")))
 }
 
+/// RabbitMQ's 400 listing every missing key of `keys` (in that order), as Erlang
+/// prints the list: on one line up to 80 characters, else one element a line.
+pub(super) fn require_keys(body: &Map<String, Value>, keys: &[&str]) -> Result<(), Reply> {
+    let missing: Vec<String> =
+        keys.iter().filter(|k| !body.contains_key(**k)).map(|k| format!("{{key_missing,{k}}}")).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let one_line = format!("[{}]", missing.join(","));
+    let text = if one_line.len() <= 80 { one_line } else { format!("[{}]", missing.join(",\n ")) };
+    Err(Reply::bad_request(text))
+}
+
 /// `POST /api/queues/{vhost}/{name}/get`: `count`, `ackmode`, `encoding` (`auto`:
 /// the payload as a string when it is UTF-8, else base64), `truncate` (bytes).
 pub fn get(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let (vhost, name) = (call.params[0], call.params[1]);
     let v = existing_vhost(ctx, vhost)?;
     let body = body_object(call)?;
+    require_keys(&body, &["ackmode", "count", "encoding"])?;
     let count = integer(required(&body, "count")?)?;
     let ackmode = required(&body, "ackmode")?.as_str().unwrap_or("");
     let encoding = required(&body, "encoding")?.as_str().unwrap_or("");
@@ -145,6 +163,7 @@ pub fn get(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
         "base64" => true,
         _ => return Err(Reply::bad_request("Unsupported encoding. Please use auto or base64.")),
     };
+    access::permission_in(ctx, call, vhost)?;
     if !access::allows(ctx, call, vhost, Access::Read, name) {
         return Err(Reply::error(
             401,
@@ -210,6 +229,10 @@ fn not_integer(v: &Value) -> Reply {
 /// and the declared ones to the queue. As RabbitMQ, a missing queue in an existing
 /// vhost lists its implicit binding alone.
 pub fn bindings(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
+    // RabbitMQ lists nothing (200) for a missing vhost.
+    if ctx.broker.vhost(call.params[0]).is_none() {
+        return Ok(Reply::json(json!([])));
+    }
     let v = super::listed_vhosts(ctx, call)?.pop().ok_or_else(Reply::not_found)?;
     let name = call.params[1];
     let implicit = json!({
