@@ -38,6 +38,30 @@ export async function sample() {
 /** Forgets the samples (on logout: another user may see less). */
 export function reset() {
   samples = [];
+  seeded = false;
+}
+
+let seeded = false;
+
+/** Fills the graphs' past from the broker's own sample history (RabbitMQ's
+ *  `lengths_age`/`msg_rates_age` query: counts every 5 s, newest first), so a freshly
+ *  opened page does not start empty. A broker without it answers without samples. */
+async function seedHistory() {
+  seeded = true;
+  const o = await api.get('/overview?lengths_age=600&lengths_incr=5&msg_rates_age=600&msg_rates_incr=5');
+  const byTime = new Map();
+  const put = (section, key, list) => {
+    for (const s of Array.isArray(list) ? list : []) {
+      const at = byTime.get(s.timestamp) || { queue_totals: {}, message_stats: {} };
+      at[section][key] = s.sample;
+      byTime.set(s.timestamp, at);
+    }
+  };
+  for (const [key] of QUEUED_SERIES) put('queue_totals', key, o.queue_totals?.[`${key}_details`]?.samples);
+  for (const [key] of RATE_SERIES) put('message_stats', key, o.message_stats?.[`${key}_details`]?.samples);
+  const first = samples.length ? samples[0].t : Infinity;
+  const past = [...byTime.entries()].filter(([t]) => t < first).sort((a, b) => a[0] - b[0]).map(([t, o]) => ({ t, o }));
+  samples = [...past, ...samples];
 }
 
 /** A rate at sample i: the API's `*_details.rate`, or else the counter's change since
@@ -90,6 +114,7 @@ export function mount(root) {
   );
 
   async function refresh() {
+    if (!seeded) await seedHistory().catch(() => {});
     const o = await sample();
     const totals = o.object_totals || {};
     const q = o.queue_totals || {};
