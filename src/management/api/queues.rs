@@ -35,6 +35,7 @@ pub fn queue_json(ctx: &Context, vhost: &str, q: &QueueInfo, node: &str) -> Valu
         "messages_unacknowledged_details": details(track, UNACKED),
         "message_bytes_ready": s.message_bytes_ready,
         "consumers": s.consumers,
+        "idle_since": track.and_then(|t| t.idle_since()),
         // Not measured (RabbitMQ's is the share of time consumers could take more).
         "consumer_utilisation": null,
         "message_stats": message_stats(&s.messages, track, Keys::NonZero),
