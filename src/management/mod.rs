@@ -8,9 +8,13 @@
 //! read whole (at most `MAX_BODY` bytes) and then answered by synchronous code on
 //! smol's blocking pool (`smol::unblock`): administrative changes wait for the store's
 //! commit, which must not stall an executor thread.
+//!
+//! Paths outside `/api/` serve the web dashboard (`dashboard`): static files built
+//! into the binary whose pages use only this API.
 
 mod api;
 mod auth;
+mod dashboard;
 pub mod prometheus;
 pub mod rates;
 mod reply;
@@ -125,7 +129,10 @@ async fn answer(req: hyper::Request<Incoming>, peer: SocketAddr, ctx: Arc<Contex
         }
     };
     let Some(segments) = router::split_path(parts.uri.path()) else {
-        return Reply::not_found().into_response();
+        // Outside /api/: the dashboard's files, or RabbitMQ's 404.
+        let if_none_match = parts.headers.get(hyper::header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+        return dashboard::answer(&parts.method, parts.uri.path(), if_none_match)
+            .unwrap_or_else(|| Reply::not_found().into_response());
     };
     let request = Request {
         method: parts.method,

@@ -10,6 +10,7 @@ mod util;
 mod bad_input;
 mod consume;
 mod consumers;
+mod dashboard;
 mod definitions;
 mod errors;
 mod examples;
