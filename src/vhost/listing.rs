@@ -52,6 +52,7 @@ impl VHost {
         let mut out: Vec<ExchangeInfo> = topo
             .exchanges
             .values()
+            .filter(|e| !e.name.is_empty())
             .map(|e| ExchangeInfo {
                 name: e.name.clone(),
                 kind: e.settings.type_name(),

@@ -117,7 +117,9 @@ async fn queue_counts_unacked_deliveries_and_rates() {
     let samples = o["queue_totals"]["messages_ready_details"]["samples"].as_array().unwrap();
     let times: Vec<u64> = samples.iter().map(|s| s["timestamp"].as_u64().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] == w[1] + 1000), "newest first, 1 s apart: {times:?}");
-    assert!(samples.iter().all(|s| s["sample"].as_u64() >= Some(8)), "{samples:?}");
+    // The newest sample is now's count (earlier ones may predate the requeue).
+    assert!(samples[0]["sample"].as_u64() >= Some(8), "{samples:?}");
+    assert!(samples.iter().all(|s| s["sample"].is_u64()), "{samples:?}");
     assert!(o["message_stats"]["publish_details"]["samples"][0]["sample"].as_u64() >= Some(10));
     assert!(o["message_stats"]["publish_details"]["avg_rate"].as_f64().is_some());
 
