@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -16,6 +17,7 @@ const UNREACHABLE: i32 = 3;
 const AUTHENTICATION: i32 = 4;
 const NOT_FOUND: i32 = 5;
 const CLIENT: i32 = 6;
+const SERVER: i32 = 7;
 
 /// A broker for one test; dropping it stops the broker and removes its data directory.
 struct Broker {
@@ -26,18 +28,24 @@ struct Broker {
 
 impl Broker {
     fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// A broker whose configuration the test adjusts first.
+    fn start_with(adjust: impl FnOnce(&mut haremq::Config)) -> Self {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "haremqctl-test-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let config = haremq::Config {
+        let mut config = haremq::Config {
             listen: Some("127.0.0.1:0".parse().unwrap()),
             management: Some("127.0.0.1:0".parse().unwrap()),
             data_dir: dir.clone(),
             ..Default::default()
         };
+        adjust(&mut config);
         let handle = haremq::start(config).expect("broker starts");
         let api = handle.management_addr().expect("management API listening");
         Broker { handle: Some(handle), dir, api }
@@ -118,6 +126,15 @@ fn ctl(args: &[&str]) -> Run {
 /// The object of a JSON list whose `name` is `name`.
 fn named<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
     list.as_array().expect("a JSON list").iter().find(|o| o["name"] == name)
+}
+
+/// Polls `condition` until it holds or 10 s passed.
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -256,6 +273,22 @@ fn overview_alarms_and_health() {
     assert_eq!(broker.json(&["show", "health"]), json!([{"check": "alarms", "status": "ok"}]));
     let table = broker.ctl(&["show", "health"]).ok();
     assert_eq!(table.stdout, "check   status  reason\nalarms  ok\n");
+}
+
+#[test]
+fn an_alarm_is_listed_and_fails_the_health_check() {
+    // No filesystem has this much free space: the disk alarm goes off once the broker
+    // has measured.
+    let broker = Broker::start_with(|c| c.disk_free_limit = 1 << 62);
+    wait_until("the disk alarm", || broker.json(&["show", "alarms"]).as_array().is_some_and(|a| !a.is_empty()));
+    let alarms = broker.json(&["show", "alarms"]);
+    assert_eq!(alarms[0]["resource"], "disk", "{alarms}");
+    let table = broker.ctl(&["show", "alarms"]).ok();
+    assert!(table.stdout.starts_with("node") && table.stdout.contains("disk"), "{table:?}");
+
+    let run = broker.ctl(&["show", "health"]).fails(SERVER);
+    assert!(run.stderr.contains("server error (503) on GET /api/health/checks/alarms: There are alarms"), "{run:?}");
+    assert!(run.stdout.lines().nth(1).is_some_and(|l| l.starts_with("alarms  failed  There are alarms")), "{run:?}");
 }
 
 #[test]
