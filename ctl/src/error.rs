@@ -52,7 +52,9 @@ impl CtlError {
         let reason = field("reason").or_else(|| field("error")).unwrap_or_else(|| {
             let text = text.trim();
             if text.is_empty() {
-                String::new()
+                // No body (a 405, a bare 401): HTTP's name for the status.
+                let canonical = ureq::http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason());
+                canonical.filter(|_| status != 401).unwrap_or_default().to_string()
             } else {
                 text.chars().take(200).collect()
             }
@@ -125,5 +127,7 @@ mod tests {
         let e = CtlError::from_answer(503, "GET", "/api/health/checks/alarms", "upstream down\n");
         assert_eq!(e.to_string(), "server error (503) on GET /api/health/checks/alarms: upstream down");
         assert_eq!(e.exit_code(), exit::SERVER);
+        let e = CtlError::from_answer(405, "PUT", "/api/queues/%2F/q", "");
+        assert_eq!(e.to_string(), "client error (405) on PUT /api/queues/%2F/q: Method Not Allowed");
     }
 }

@@ -29,11 +29,16 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// A JSON value as one cell: strings as they are (line breaks escaped so a row stays one
-/// line), nothing for null or a missing field, objects and lists as compact JSON.
+/// line), nothing for null or a missing field, a list of strings (tags) comma-separated,
+/// other objects and lists as compact JSON.
 pub fn cell(value: Option<&Value>) -> String {
     match value {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.replace('\r', "\\r").replace('\n', "\\n"),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+            let texts: Vec<String> = items.iter().map(|item| cell(Some(item))).collect();
+            texts.join(",")
+        }
         Some(other) => other.to_string(),
     }
 }
@@ -57,7 +62,10 @@ mod tests {
 
     #[test]
     fn cells_show_values_compactly() {
-        let v = json!({"a": {"b": 1}, "s": "x\ny", "n": null, "args": {}, "ok": true});
+        let v = json!({"a": {"b": 1}, "s": "x\ny", "n": null, "args": {}, "ok": true, "tags": ["a", "b"], "none": [], "l": [1]});
+        assert_eq!(cell(lookup(&v, "tags")), "a,b");
+        assert_eq!(cell(lookup(&v, "none")), "");
+        assert_eq!(cell(lookup(&v, "l")), "[1]");
         assert_eq!(cell(lookup(&v, "a.b")), "1");
         assert_eq!(cell(lookup(&v, "s")), "x\\ny");
         assert_eq!(cell(lookup(&v, "n")), "");
