@@ -138,6 +138,12 @@ pub struct HealthArgs {
     /// A check to run; repeat for several.
     #[arg(long = "check", value_enum, default_values_t = [HealthCheck::Alarms])]
     pub checks: Vec<HealthCheck>,
+    /// Also check that the broker listens on this port (repeatable).
+    #[arg(long = "port-listener", value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// Also check that a listener for this protocol runs: amqp, amqp/ssl, http (repeatable).
+    #[arg(long = "protocol-listener", value_name = "PROTOCOL")]
+    pub protocols: Vec<String>,
 }
 
 /// RabbitMQ's health checks that take no parameter.

@@ -33,9 +33,14 @@ fn alarms(ctx: &Context) -> Result<(), CtlError> {
 fn health(ctx: &Context, args: &HealthArgs) -> Result<(), CtlError> {
     let mut outcomes = Vec::new();
     let mut first_failure = None;
-    for check in &args.checks {
-        let name = check.segment();
-        match ctx.client.get(&api(&["health", "checks", name])) {
+    let mut checks: Vec<Vec<String>> = args.checks.iter().map(|c| vec![c.segment().to_string()]).collect();
+    checks.extend(args.ports.iter().map(|port| vec!["port-listener".to_string(), port.to_string()]));
+    checks.extend(args.protocols.iter().map(|protocol| vec!["protocol-listener".to_string(), protocol.clone()]));
+    for check in &checks {
+        let name = check.join("/");
+        let mut segments = vec!["health", "checks"];
+        segments.extend(check.iter().map(String::as_str));
+        match ctx.client.get(&api(&segments)) {
             Ok(answer) => {
                 let status = answer.get("status").cloned().unwrap_or(json!("ok"));
                 outcomes.push(json!({"check": name, "status": status}));
