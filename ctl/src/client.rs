@@ -75,18 +75,13 @@ impl Client {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let result = match body {
-            Some(body) => builder
-                .header("content-type", "application/json")
-                .body(body)
-                .map_err(|e| CtlError::Usage(format!("cannot build a request for {url}: {e}")))
-                .and_then(|request| self.agent.run(request).map_err(|e| transport(&self.base, e))),
-            None => builder
-                .body(())
-                .map_err(|e| CtlError::Usage(format!("cannot build a request for {url}: {e}")))
-                .and_then(|request| self.agent.run(request).map_err(|e| transport(&self.base, e))),
+        let sent = match body {
+            Some(body) => builder.header("content-type", "application/json").body(body).map(|r| self.agent.run(r)),
+            None => builder.body(()).map(|r| self.agent.run(r)),
         };
-        let mut response = result?;
+        let mut response = sent
+            .map_err(|e| CtlError::Usage(format!("cannot build a request for {url}: {e}")))?
+            .map_err(|e| transport(&self.base, e))?;
         let status = response.status().as_u16();
         let text = response
             .body_mut()
