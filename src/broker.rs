@@ -19,12 +19,7 @@ use crate::vhost::{VHost, VHostLimits, VHostMeta};
 /// The vhost every broker starts with.
 pub const DEFAULT_VHOST: &str = "/";
 
-/// A live client connection as the broker sees it: something it can close. The
-/// AMQP layer implements it; the broker never writes frames itself.
-pub trait ClientConnection: Send + Sync {
-    /// Closes the connection with 320 CONNECTION_FORCED and `reason`.
-    fn force_close(&self, reason: &str);
-}
+pub use crate::clients::{ClientConnection, ConnectionInfo};
 
 /// A registered connection and, once connection.open succeeded, who uses it where.
 struct Registered {
@@ -302,6 +297,24 @@ impl Broker {
             c.force_close(reason);
         }
         chosen.len()
+    }
+
+    /// Every connection now, in the order they were accepted.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let handles: Vec<Arc<dyn ClientConnection>> = {
+            let conns = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+            let mut ids: Vec<(&ConnectionId, &Registered)> = conns.iter().collect();
+            ids.sort_by_key(|(id, _)| **id);
+            ids.into_iter().map(|(_, r)| r.handle.clone()).collect()
+        };
+        // Described without the registry's lock: each takes its channels' locks.
+        handles.iter().map(|h| h.info()).collect()
+    }
+
+    /// Closes connection `id` (320, `reason`); false if there is none.
+    pub fn close_connection(&self, id: ConnectionId, reason: &str) -> bool {
+        let handle = self.connections.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|r| r.handle.clone());
+        handle.map(|h| h.force_close(reason)).is_some()
     }
 
     /// Open connections per (vhost, user), for listings.

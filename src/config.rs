@@ -20,6 +20,14 @@ pub struct Config {
     /// only, as the API can change everything.
     #[serde(deserialize_with = "plain_listen")]
     pub management: Option<SocketAddr>,
+    /// Address and port of the Prometheus metrics endpoint (`/metrics`, RabbitMQ's
+    /// `prometheus.tcp.*`); `None` (`prometheus = ""`) turns it off. Default
+    /// `127.0.0.1:15692`.
+    #[serde(deserialize_with = "plain_listen")]
+    pub prometheus: Option<SocketAddr>,
+    /// How often the management API samples counters into rates (ms; RabbitMQ's
+    /// `collect_statistics_interval`).
+    pub stats_interval_ms: u64,
     /// Directory for the durable store; created if missing.
     pub data_dir: PathBuf,
     /// Heartbeat interval the server proposes, in seconds (0 disables).
@@ -111,6 +119,9 @@ fn default_tls_listen() -> SocketAddr {
 /// The default address of the management HTTP API (RabbitMQ's port).
 pub const DEFAULT_MANAGEMENT: ([u8; 4], u16) = ([127, 0, 0, 1], 15672);
 
+/// The default address of the Prometheus endpoint (RabbitMQ's port).
+pub const DEFAULT_PROMETHEUS: ([u8; 4], u16) = ([127, 0, 0, 1], 15692);
+
 /// `listen = ""` (or `"none"`) turns the plain listener off; the same for `management`.
 fn plain_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     let text = String::deserialize(d)?;
@@ -168,6 +179,8 @@ impl Default for Config {
         Self {
             listen: Some(SocketAddr::from(([0, 0, 0, 0], 5672))),
             management: Some(SocketAddr::from(DEFAULT_MANAGEMENT)),
+            prometheus: Some(SocketAddr::from(DEFAULT_PROMETHEUS)),
+            stats_interval_ms: 5000,
             data_dir: PathBuf::from("data"),
             heartbeat: 60,
             frame_max: 131_072,

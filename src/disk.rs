@@ -57,6 +57,16 @@ impl DiskAlarm {
         }
     }
 
+    /// The free-space limit in bytes (0: not checked).
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Free bytes on the data directory's filesystem now (None if unreadable).
+    pub fn free_bytes(&self) -> Option<u64> {
+        free_space(&self.dir)
+    }
+
     /// Couples the alarm to the store (see the module doc).
     pub fn with_store(mut self, store: Option<StoreHandle>) -> Self {
         self.store = store;

@@ -26,6 +26,10 @@ struct Args {
     /// [default: the config file's management, or 127.0.0.1:15672]
     #[arg(long, value_name = "ADDR:PORT")]
     management: Option<String>,
+    /// Address and port of the Prometheus metrics endpoint (/metrics); "" turns it off
+    /// [default: the config file's prometheus, or 127.0.0.1:15692]
+    #[arg(long, value_name = "ADDR:PORT")]
+    prometheus: Option<String>,
     /// Directory for durable data, created if missing [default: ./data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -67,6 +71,12 @@ fn load_config(args: &Args) -> Result<haremq::Config, String> {
         config.management = match addr.trim() {
             "" | "none" => None,
             a => Some(a.parse().map_err(|e| format!("invalid --management address '{a}': {e}"))?),
+        };
+    }
+    if let Some(addr) = &args.prometheus {
+        config.prometheus = match addr.trim() {
+            "" | "none" => None,
+            a => Some(a.parse().map_err(|e| format!("invalid --prometheus address '{a}': {e}"))?),
         };
     }
     if let Some(dir) = &args.data_dir {

@@ -106,6 +106,11 @@ impl MemoryAlarm {
         Self { limit, raised: AtomicBool::new(false) }
     }
 
+    /// The limit in bytes (0: no alarm).
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// Whether the alarm is raised now. Re-evaluated on each call (a handful of
     /// loads); the thread that sees a change logs it.
     pub fn is_raised(&self) -> bool {

@@ -30,6 +30,7 @@ pub struct BrokerHandle {
     plain_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     management_addr: Option<SocketAddr>,
+    prometheus_addr: Option<SocketAddr>,
     broker: Arc<Broker>,
     stop: Option<smol::channel::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
@@ -74,6 +75,11 @@ impl BrokerHandle {
     /// The management HTTP API's address, if it is on (and could bind its port).
     pub fn management_addr(&self) -> Option<SocketAddr> {
         self.management_addr
+    }
+
+    /// The Prometheus endpoint's address, if it is on (and could bind its port).
+    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
+        self.prometheus_addr
     }
 
     /// Stops accepting, closes client connections with 320 CONNECTION_FORCED and waits
@@ -146,6 +152,7 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
     let store = StoreHandle::start(Box::new(store), next_message, next_queue)?;
     let config_threads = config.threads;
     let config_management = config.management;
+    let config_prometheus = config.prometheus;
     let definitions = config.definitions.clone();
     let broker = Broker::new(config, Some(store), Some(snapshot));
     if let Some(path) = definitions {
@@ -184,6 +191,7 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
         Some(addr) => start_management(addr, &broker, &ex, &stop_rx, plain_addr, tls_addr),
         None => None,
     };
+    let prometheus_addr = config_prometheus.and_then(|addr| start_prometheus(addr, &broker, &ex, &stop_rx));
     if let Some((listener, addr)) = plain {
         let (b, e) = (broker.clone(), ex.clone());
         let serve = move |stream, peer| {
@@ -201,7 +209,16 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
         ex.spawn(accept_loop(listener, "AMQPS", broker.clone(), stop_rx, serve)).detach();
         log::info!("HareMQ listening for TLS (amqps) at {addr}");
     }
-    Ok(BrokerHandle { local_addr, plain_addr, tls_addr, management_addr, broker, stop: Some(stop_tx), threads })
+    Ok(BrokerHandle {
+        local_addr,
+        plain_addr,
+        tls_addr,
+        management_addr,
+        prometheus_addr,
+        broker,
+        stop: Some(stop_tx),
+        threads,
+    })
 }
 
 /// Binds the management HTTP API and starts its accept loop. A port that cannot be
@@ -227,13 +244,40 @@ fn start_management(
     listeners.extend(plain.map(|a| ("amqp", a)));
     listeners.extend(tls.map(|a| ("amqp/ssl", a)));
     listeners.push(("http", bound));
-    let ctx = Arc::new(crate::management::Context { broker: broker.clone(), listeners });
+    let rates = Arc::new(crate::management::rates::Rates::default());
+    let interval = Duration::from_millis(broker.config.stats_interval_ms.max(100));
+    ex.spawn(crate::management::rates::run(rates.clone(), broker.clone(), interval, stop.clone())).detach();
+    let ctx = Arc::new(crate::management::Context { broker: broker.clone(), listeners, rates });
     let e = ex.clone();
     let serve = move |stream, peer| {
         e.spawn(crate::management::serve(stream, peer, ctx.clone())).detach();
     };
     ex.spawn(accept_loop(listener, "management", broker.clone(), stop.clone(), serve)).detach();
     log::info!("management HTTP API on http://{bound}/api/");
+    Some(bound)
+}
+
+/// Binds the Prometheus endpoint and starts its accept loop; as the management API, a
+/// port that cannot be bound is logged and skipped.
+fn start_prometheus(
+    addr: SocketAddr,
+    broker: &Arc<Broker>,
+    ex: &Arc<Executor<'static>>,
+    stop: &smol::channel::Receiver<()>,
+) -> Option<SocketAddr> {
+    let (listener, bound) = match bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("Prometheus metrics off: {e}");
+            return None;
+        }
+    };
+    let (b, e) = (broker.clone(), ex.clone());
+    let serve = move |stream, peer| {
+        e.spawn(crate::management::prometheus::serve(stream, peer, b.clone())).detach();
+    };
+    ex.spawn(accept_loop(listener, "prometheus", broker.clone(), stop.clone(), serve)).detach();
+    log::info!("Prometheus metrics on http://{bound}/metrics");
     Some(bound)
 }
 

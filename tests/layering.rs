@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Modules of the core: they must not depend on the AMQP layer.
-const CORE: &[&str] = &["admin", "auth", "broker", "vhost", "exchange", "queue", "message", "memory", "disk"];
+const CORE: &[&str] =
+    &["admin", "auth", "broker", "clients", "vhost", "exchange", "queue", "message", "memory", "disk", "stats"];
 /// What the store may use.
 const STORE_MAY_USE: &[&str] = &["util"];
 

@@ -7,12 +7,14 @@
 //! queue lock.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use amq_protocol::types::ChannelId;
 
 use amq_protocol::protocol::{basic, AMQPClass};
 
+use super::channel_stats::ChannelCounts;
 use super::frame::{write_content, write_deliver, write_method};
 use super::outbox::Outbox;
 use crate::message::QueuedMessage;
@@ -69,6 +71,10 @@ impl UnackedMap {
         }
     }
 
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     pub fn take_all(&mut self, out: &mut Vec<Unacked>) {
         out.extend(self.entries.drain(..));
     }
@@ -110,6 +116,9 @@ pub struct ConsumerState {
     pub unacked: u32,
     /// False until basic.consume-ok has been written, so no delivery overtakes it.
     pub active: bool,
+    /// As consumed, for listings.
+    pub exclusive: bool,
+    pub arguments: amq_protocol::types::FieldTable,
 }
 
 pub struct DeliveryState {
@@ -194,6 +203,19 @@ pub struct ChannelShared {
     confirms: Mutex<ConfirmTracker>,
     /// channel.close was sent from another thread ([`ChannelShared::close_from_outside`]).
     closed_outside: std::sync::atomic::AtomicBool,
+    /// What went through the channel, for statistics.
+    pub counts: ChannelCounts,
+    /// Its modes, mirrored for listings (the connection task owns the real ones).
+    pub modes: ChannelModes,
+}
+
+/// A channel's modes as listings show them; written by the connection task.
+#[derive(Default, Debug)]
+pub struct ChannelModes {
+    pub confirm: AtomicBool,
+    pub transactional: AtomicBool,
+    /// basic.qos global=false.
+    pub prefetch: AtomicU16,
 }
 
 /// Publisher-confirm bookkeeping. Confirms go out in publish order, so one `multiple`
@@ -240,6 +262,8 @@ impl ChannelShared {
             }),
             confirms: Mutex::new(ConfirmTracker::default()),
             closed_outside: Default::default(),
+            counts: ChannelCounts::default(),
+            modes: ChannelModes::default(),
         })
     }
 
@@ -302,6 +326,7 @@ impl ChannelShared {
                     self.id,
                     AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: to, multiple })),
                 );
+                self.counts.confirmed(to - c.sent);
                 c.sent = to;
             }
             // The next refused publish, once everything before it is confirmed.
@@ -322,6 +347,35 @@ impl ChannelShared {
                 }
                 _ => return,
             }
+        }
+    }
+
+    /// The channel now, for listings.
+    pub fn info(&self) -> crate::clients::ChannelInfo {
+        let st = self.lock();
+        let mut consumers: Vec<crate::clients::ConsumerInfo> = st
+            .consumers
+            .iter()
+            .map(|(tag, c)| crate::clients::ConsumerInfo {
+                tag: tag.clone(),
+                queue: c.queue.name().clone(),
+                no_ack: c.no_ack,
+                exclusive: c.exclusive,
+                prefetch: c.prefetch,
+                arguments: c.arguments.clone(),
+                active: c.active,
+            })
+            .collect();
+        consumers.sort_by(|a, b| a.tag.cmp(&b.tag));
+        crate::clients::ChannelInfo {
+            number: self.id,
+            confirm: self.modes.confirm.load(Ordering::Relaxed),
+            transactional: self.modes.transactional.load(Ordering::Relaxed),
+            prefetch: self.modes.prefetch.load(Ordering::Relaxed),
+            global_prefetch: st.global_prefetch,
+            unacked: st.unacked.len() as u32,
+            consumers,
+            messages: self.counts.snapshot(),
         }
     }
 
@@ -444,6 +498,7 @@ impl ConsumerSink for ChannelShared {
         write_deliver(buf, self.id, tag, delivery_tag, message.redelivered, &m.exchange, &m.routing_key);
         write_content(buf, self.id, &m.raw_properties, &m.body, frame_max);
         drop(out);
+        self.counts.delivered(true, no_ack, message.redelivered);
         if !no_ack {
             st.track(Unacked {
                 tag: delivery_tag,

@@ -2,6 +2,7 @@
 
 pub mod access_cache;
 pub mod channel;
+pub mod channel_stats;
 pub mod connection;
 pub mod delivery;
 pub mod frame;

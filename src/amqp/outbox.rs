@@ -41,6 +41,8 @@ pub struct Outbox {
     /// The socket, for writing straight from a connection task at the end of its read
     /// batch (see [`Batch`]).
     socket: OnceLock<Arc<Async<std::net::TcpStream>>>,
+    /// Bytes handed to the socket, counted under the `inner` lock.
+    sent: crate::stats::Counter,
 }
 
 struct Inner {
@@ -199,6 +201,7 @@ impl Outbox {
             queued: AtomicUsize::new(0),
             written: Event::new(),
             socket: OnceLock::new(),
+            sent: Default::default(),
         })
     }
 
@@ -218,7 +221,11 @@ impl Outbox {
         if !inner.writing && !inner.closed {
             if let Some(socket) = self.socket.get() {
                 // Non-blocking: `Async` put the socket in non-blocking mode.
-                match socket.get_ref().write(&inner.buf) {
+                let written = socket.get_ref().write(&inner.buf);
+                if let Ok(n) = written {
+                    self.sent.bump(n as u64);
+                }
+                match written {
                     Ok(n) if n == inner.buf.len() => {
                         inner.buf.clear();
                         inner.recount(&self.queued);
@@ -300,6 +307,11 @@ impl Outbox {
         }
     }
 
+    /// Bytes written to the socket so far.
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent.get()
+    }
+
     /// Waits until there are bytes to send and swaps them into `out` (which must be
     /// empty). Returns false when the outbox is closed and drained.
     pub async fn take(&self, out: &mut Vec<u8>) -> bool {
@@ -330,6 +342,7 @@ impl Outbox {
         let parked = {
             let mut inner = self.lock_inner();
             inner.writing = false;
+            self.sent.bump(inner.in_flight as u64);
             inner.in_flight = 0;
             inner.recount(&self.queued);
             if inner.parked.is_empty() || inner.buf.len() > HIGH_WATER / 2 {

@@ -46,6 +46,9 @@ pub fn string_arg<'a>(args: &'a FieldTable, key: &str) -> Option<Result<&'a str,
     }
 }
 
+/// Every exchange type this broker declares, as `/api/overview` lists them.
+pub const TYPE_NAMES: [&str; 6] = ["direct", "fanout", "topic", "headers", "x-consistent-hash", DELAYED_TYPE];
+
 /// Only the type name (503 for an unknown type, as RabbitMQ).
 pub fn check_type(kind: &str) -> AmqpResult<()> {
     if kind == DELAYED_TYPE || ExchangeKind::from_name(kind).is_some() {

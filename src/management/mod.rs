@@ -11,6 +11,8 @@
 
 mod api;
 mod auth;
+pub mod prometheus;
+pub mod rates;
 mod reply;
 mod router;
 
@@ -37,6 +39,8 @@ pub struct Context {
     pub broker: Arc<Broker>,
     /// `(protocol, address)` of every listener, as `/api/overview` lists them.
     pub listeners: Vec<(&'static str, SocketAddr)>,
+    /// Rates of change, sampled by a ticker.
+    pub rates: Arc<rates::Rates>,
 }
 
 /// One request, its body read, as the handlers see it.
@@ -45,6 +49,8 @@ pub struct Request {
     /// The path after `/api`, split at `/` and percent-decoded (`%2F` is `/`).
     pub segments: Vec<String>,
     pub authorization: Option<String>,
+    /// The `X-Reason` header.
+    pub reason: Option<String>,
     pub peer: SocketAddr,
     pub body: Bytes,
 }
@@ -93,6 +99,7 @@ async fn answer(req: hyper::Request<Incoming>, peer: SocketAddr, ctx: Arc<Contex
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        reason: parts.headers.get("x-reason").and_then(|v| v.to_str().ok()).map(str::to_string),
         peer,
         body,
     };

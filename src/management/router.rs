@@ -16,6 +16,8 @@ pub struct Call<'a> {
     pub method: &'a Method,
     pub params: Vec<&'a str>,
     pub body: &'a Bytes,
+    /// The `X-Reason` header (why a connection is closed).
+    pub reason: Option<&'a str>,
 }
 
 pub type Handler = fn(&Context, &Call) -> Result<Reply, Reply>;
@@ -30,6 +32,7 @@ struct Route {
 
 const GET: &[&str] = &["GET"];
 const GET_PUT_DELETE: &[&str] = &["GET", "PUT", "DELETE"];
+const GET_DELETE: &[&str] = &["GET", "DELETE"];
 
 static ROUTES: &[Route] = &[
     Route { pattern: &["overview"], methods: GET, handler: api::overview::overview },
@@ -52,6 +55,15 @@ static ROUTES: &[Route] = &[
     Route { pattern: &["queues"], methods: GET, handler: api::queues::list },
     Route { pattern: &["queues", "*"], methods: GET, handler: api::queues::list },
     Route { pattern: &["queues", "*", "*"], methods: GET, handler: api::queues::one },
+    Route { pattern: &["connections"], methods: GET, handler: api::connections::list },
+    Route { pattern: &["connections", "*"], methods: GET_DELETE, handler: api::connections::one },
+    Route { pattern: &["connections", "*", "channels"], methods: GET, handler: api::channels::of_connection },
+    Route { pattern: &["vhosts", "*", "connections"], methods: GET, handler: api::connections::list },
+    Route { pattern: &["channels"], methods: GET, handler: api::channels::list },
+    Route { pattern: &["channels", "*"], methods: GET, handler: api::channels::one },
+    Route { pattern: &["vhosts", "*", "channels"], methods: GET, handler: api::channels::list },
+    Route { pattern: &["consumers"], methods: GET, handler: api::consumers::list },
+    Route { pattern: &["consumers", "*"], methods: GET, handler: api::consumers::list },
     Route { pattern: &["bindings"], methods: GET, handler: api::bindings::list },
     Route { pattern: &["bindings", "*"], methods: GET, handler: api::bindings::list },
     Route { pattern: &["definitions"], methods: &["GET", "POST"], handler: api::definitions::definitions },
@@ -72,7 +84,7 @@ pub fn handle(ctx: &Context, req: &Request) -> Reply {
         Ok(login) => login,
         Err(reply) => return reply,
     };
-    let call = Call { login, method, params, body: &req.body };
+    let call = Call { login, method, params, body: &req.body, reason: req.reason.as_deref() };
     (route.handler)(ctx, &call).unwrap_or_else(|e| e)
 }
 

@@ -11,6 +11,7 @@ pub mod classic;
 mod consumer;
 mod deadletter;
 mod publish;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use haremq_routing::RouteRequest;
 pub use args::{Overflow, QueueArgs};
 pub use consumer::{ConsumerSink, DeliveryTag, Offer};
 pub use publish::{enqueue_routed, Enqueueing, QueueRef};
+pub use stats::{QueueCounters, QueueStats};
 
 use crate::error::AmqpResult;
 use crate::message::{Message, QueuedMessage};
@@ -57,12 +59,18 @@ pub trait QueueType: Send + Sync {
     fn dispatch(&self);
     /// basic.get: takes the head message; `f` gets it and the count left, under the
     /// queue's lock (so the reply precedes any later delivery). False if empty.
-    fn get(&self, f: &mut dyn FnMut(QueuedMessage, u32)) -> bool;
+    /// `no_ack`: the message leaves the queue for good (the caller forgets it).
+    fn get(&self, no_ack: bool, f: &mut dyn FnMut(QueuedMessage, u32)) -> bool;
 
     /// Records a first delivery, so a restart brings the message back as redelivered.
     fn mark_delivered(&self, m: &QueuedMessage);
-    /// The message left the queue for good (acked, or delivered with no-ack).
+    /// The message left the queue for good (delivered with no-ack, dropped).
     fn forget(&self, m: &QueuedMessage);
+    /// A consumer acknowledged the delivery: counted, then forgotten.
+    fn ack(&self, m: &QueuedMessage) {
+        self.counters().ack.add(1);
+        self.forget(m);
+    }
     /// Puts messages back at their original positions, marked redelivered.
     fn requeue(&self, messages: &mut dyn Iterator<Item = QueuedMessage>);
     /// Rejected or nacked without requeue: dead-lettered (reason `rejected`) or dropped.
@@ -79,6 +87,10 @@ pub trait QueueType: Send + Sync {
     /// Ready messages.
     fn message_count(&self) -> u32;
     fn consumer_count(&self) -> u32;
+    /// What went in and out, for statistics.
+    fn counters(&self) -> &QueueCounters;
+    /// Its figures now (takes the queue's lock once).
+    fn stats(&self) -> QueueStats;
 
     /// RabbitMQ's text for a missing queue.
     fn no_queue_text(&self) -> String {

@@ -198,10 +198,10 @@ fn basic_get_takes_the_head_and_counts_what_is_left() {
     let q = host.declare("q", &[]);
     publish(&q, &["1", "2"]);
     let mut got = Vec::new();
-    assert!(q.get(&mut |m, left| got.push((m.message.body.to_vec(), left))));
+    assert!(q.get(true, &mut |m, left| got.push((m.message.body.to_vec(), left))));
     assert_eq!(got, [(b"1".to_vec(), 1)]);
     assert_eq!(q.purge(), 1);
-    assert!(!q.get(&mut |_, _| panic!("empty queue delivered")));
+    assert!(!q.get(true, &mut |_, _| panic!("empty queue delivered")));
 }
 
 #[test]
@@ -215,7 +215,7 @@ fn max_length_drops_from_the_head_into_the_dead_letter_exchange() {
     publish(&q, &["1", "2", "3"]);
     assert_eq!(q.message_count(), 2);
     let mut got = Vec::new();
-    while dead.get(&mut |m, _| got.push(String::from_utf8_lossy(&m.message.body).into_owned())) {}
+    while dead.get(true, &mut |m, _| got.push(String::from_utf8_lossy(&m.message.body).into_owned())) {}
     assert_eq!(got, ["1"]);
 }
 
@@ -242,7 +242,7 @@ fn rejected_deliveries_are_dead_lettered() {
     let (queue, m) = c.unacked.lock().unwrap().pop().expect("delivered");
     queue.reject(m);
     let mut headers = None;
-    assert!(dead.get(&mut |m, _| {
+    assert!(dead.get(true, &mut |m, _| {
         let props = crate::message::properties::Properties::parse(&m.message.raw_properties).expect("properties");
         headers = props.headers().and_then(Result::ok);
     }));

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use amq_protocol::types::FieldTable;
 use serde::{Deserialize, Serialize};
 
-pub use writer::{ConfirmSink, StoreHandle};
+pub use writer::{ConfirmSink, StoreHandle, COMMIT_BUCKETS};
 
 /// A durable queue's id in the store (names can be reused after a delete).
 pub type QueueId = u64;

@@ -40,6 +40,11 @@ enum Command {
     Then(Box<dyn FnOnce(bool) + Send>),
 }
 
+/// Upper bounds (seconds) of the commit-latency histogram's buckets; a last bucket
+/// takes the rest. A commit's latency is its transaction including the fsync.
+pub const COMMIT_BUCKETS: [f64; 12] =
+    [0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024];
+
 /// Counters for reporting how well group commit batches.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct StoreStats {
@@ -50,6 +55,8 @@ pub struct StoreStats {
     /// Of those, consumed before their commit, so never written.
     pub never_written: u64,
     pub commit_micros: u64,
+    /// Commits per latency bucket ([`COMMIT_BUCKETS`], then the overflow), not cumulative.
+    pub commit_latency: [u64; COMMIT_BUCKETS.len() + 1],
 }
 
 #[derive(Default)]
@@ -59,6 +66,7 @@ struct Counters {
     messages: AtomicU64,
     never_written: AtomicU64,
     commit_micros: AtomicU64,
+    commit_latency: [AtomicU64; COMMIT_BUCKETS.len() + 1],
 }
 
 /// Reused maps for [`coalesce`].
@@ -361,6 +369,7 @@ impl StoreHandle {
             messages: c.messages.load(Ordering::Relaxed),
             never_written: c.never_written.load(Ordering::Relaxed),
             commit_micros: c.commit_micros.load(Ordering::Relaxed),
+            commit_latency: std::array::from_fn(|i| c.commit_latency[i].load(Ordering::Relaxed)),
         }
     }
 
@@ -562,7 +571,10 @@ fn attempt(
         c.ops.fetch_add(fresh as u64, Ordering::Relaxed);
         c.messages.fetch_add(msgs as u64, Ordering::Relaxed);
         c.never_written.fetch_add(skipped as u64, Ordering::Relaxed);
-        c.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let took = started.elapsed();
+        c.commit_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        let bucket = COMMIT_BUCKETS.iter().position(|b| took.as_secs_f64() <= *b).unwrap_or(COMMIT_BUCKETS.len());
+        c.commit_latency[bucket].fetch_add(1, Ordering::Relaxed);
     }
     result.map_err(Some)
 }

@@ -34,7 +34,7 @@ impl VHost {
         enqueue_routed(&self.store, &mut vec![QueueRef(q.clone())], message);
         // Earlier runs' messages may still be there if a get failed: take all of them.
         let mut got = false;
-        while q.get(&mut |m, _left| {
+        while q.get(true, &mut |m, _left| {
             got |= &*m.message.body == b"test_message";
             q.forget(&m);
         }) {}

@@ -27,9 +27,8 @@ pub struct QueueInfo {
     pub exclusive: bool,
     pub auto_delete: bool,
     pub arguments: FieldTable,
-    /// Messages ready for delivery (not those delivered and unacknowledged).
-    pub messages_ready: u32,
-    pub consumers: u32,
+    /// Its counts now.
+    pub stats: crate::queue::QueueStats,
 }
 
 /// One binding; `to_queue` tells whether `destination` names a queue or an exchange.
@@ -67,6 +66,11 @@ impl VHost {
         name.is_empty() || read(&self.topology).exchanges.contains_key(name)
     }
 
+    /// Every queue's handle, in no order (for sampling).
+    pub fn queue_handles(&self) -> Vec<Arc<Queue>> {
+        read(&self.queues).values().cloned().collect()
+    }
+
     /// Every queue, sorted by name.
     pub fn queue_list(&self) -> Vec<QueueInfo> {
         let mut out: Vec<QueueInfo> = read(&self.queues)
@@ -79,8 +83,7 @@ impl VHost {
                     exclusive: s.exclusive_owner.is_some(),
                     auto_delete: s.auto_delete,
                     arguments: s.arguments.clone(),
-                    messages_ready: q.message_count(),
-                    consumers: q.consumer_count(),
+                    stats: q.stats(),
                 }
             })
             .collect();

@@ -18,7 +18,7 @@ mod routing;
 
 pub use exchanges::ExchangeDeclare;
 pub use limits::VHostLimits;
-pub use listing::BindingInfo;
+pub use listing::{BindingInfo, QueueInfo};
 pub use queues::check_queue_name;
 pub use reply_to::{ReplySink, REPLY_TO_PREFIX, REPLY_TO_QUEUE};
 pub use routing::Routed;

@@ -112,6 +112,7 @@ pub fn start_broker_with(adjust: impl FnOnce(&mut haremq::Config)) -> TestBroker
     let mut config = haremq::Config {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         management: None,
+        prometheus: None,
         data_dir: dir.clone(),
         ..Default::default()
     };

@@ -23,22 +23,27 @@ fn broker() -> Option<(TestBroker, String)> {
 
 /// One HTTP answer: status, `www-authenticate` header, body (JSON when there is one).
 #[derive(Debug)]
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     challenge: Option<String>,
     allow: Option<String>,
     text: String,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
     }
 }
 
 /// A blocking request (run on tokio's blocking pool so lapin's connections keep
 /// running meanwhile).
-async fn http(method: &str, url: impl Into<String>, auth: Option<(&str, &str)>, body: Option<Value>) -> Answer {
+pub(crate) async fn http(
+    method: &str,
+    url: impl Into<String>,
+    auth: Option<(&str, &str)>,
+    body: Option<Value>,
+) -> Answer {
     let (method, url) = (method.to_string(), url.into());
     let auth = auth.map(|(u, p)| base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
     tokio::task::spawn_blocking(move || {
@@ -67,7 +72,7 @@ async fn http(method: &str, url: impl Into<String>, auth: Option<(&str, &str)>, 
     .unwrap()
 }
 
-const GUEST: Option<(&str, &str)> = Some(("guest", "guest"));
+pub(crate) const GUEST: Option<(&str, &str)> = Some(("guest", "guest"));
 const REALM: &str = "Basic realm=\"RabbitMQ Management\"";
 
 #[tokio::test]
@@ -112,9 +117,12 @@ async fn authentication_follows_rabbitmq() {
     assert_eq!(names, ["seen"]);
     assert_eq!(http("GET", &format!("{api}/queues/unseen"), Some(("mg", "p")), None).await.status, 401);
     let o = http("GET", &format!("{api}/overview"), Some(("mg", "p")), None).await.json();
-    // Its vhost's default exchange and six amq.* ones; connections are counted only for
-    // readers of everything.
-    assert_eq!(o["object_totals"], json!({"exchanges": 7, "queues": 0, "consumers": 0}));
+    // Its vhost's default exchange and six amq.* ones; of connections and channels only
+    // its own (none).
+    assert_eq!(
+        o["object_totals"],
+        json!({"connections": 0, "channels": 0, "exchanges": 7, "queues": 0, "consumers": 0})
+    );
 }
 
 #[tokio::test]
@@ -172,7 +180,12 @@ async fn overview_and_health() {
     assert_eq!(o["rabbitmq_version"], "3.10.0");
     assert!(o["node"].as_str().unwrap().starts_with("haremq@"));
     // The vhost `/` has the default exchange and the six amq.* ones.
-    assert_eq!(o["object_totals"], json!({"connections": 0, "exchanges": 7, "queues": 0, "consumers": 0}));
+    assert_eq!(
+        o["object_totals"],
+        json!({"connections": 0, "channels": 0, "exchanges": 7, "queues": 0, "consumers": 0})
+    );
+    assert_eq!(o["queue_totals"]["messages"], 0);
+    assert_eq!(o["message_stats"]["publish_details"], json!({"rate": 0.0}));
     let ports: Vec<(String, u64)> = o["listeners"]
         .as_array()
         .unwrap()
@@ -261,7 +274,9 @@ async fn queues_exchanges_and_bindings_are_listed() {
     assert_eq!(q["state"], "running");
     assert_eq!(q["messages_ready"], 3);
     assert_eq!(q["consumers"], 0);
-    assert!(q.get("messages_unacknowledged").is_none(), "not counted per queue, so not shown");
+    assert_eq!(q["messages_unacknowledged"], 0);
+    assert_eq!(q["messages"], 3);
+    assert_eq!(q["message_stats"]["publish"], 3);
     let all = http("GET", &format!("{api}/queues"), GUEST, None).await.json();
     assert_eq!(all.as_array().unwrap().len(), 1);
 

@@ -414,7 +414,7 @@ async fn vhosts_are_isolated() {
 
 /// Listens for the server's connection.close on `conn` (from now on); the future
 /// returns (code, text).
-fn closed_by_server(conn: &Connection) -> impl Future<Output = (Option<u16>, String)> + '_ {
+pub(crate) fn closed_by_server(conn: &Connection) -> impl Future<Output = (Option<u16>, String)> + '_ {
     let events = conn.events_listener();
     server_close(events)
 }

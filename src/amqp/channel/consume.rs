@@ -38,7 +38,15 @@ impl Channel {
             // overtake it; credit is given below.
             st.consumers.insert(
                 tag.clone(),
-                ConsumerState { queue: q.clone(), no_ack: c.no_ack, prefetch: 0, unacked: 0, active: false },
+                ConsumerState {
+                    queue: q.clone(),
+                    no_ack: c.no_ack,
+                    prefetch: 0,
+                    unacked: 0,
+                    active: false,
+                    exclusive: c.exclusive,
+                    arguments: c.arguments.clone(),
+                },
             );
         }
         if let Err(e) = q.add_consumer(tag.clone(), self.shared.clone(), c.exclusive, priority) {
@@ -147,7 +155,7 @@ impl Channel {
         let q = self.resolve_queue(ctx, &name)?;
         let id = self.id();
         let shared = self.shared.clone();
-        let got = q.get(&mut |m, left| {
+        let got = q.get(g.no_ack, &mut |m, left| {
             crate::amqp::panics::test_trigger(q.name());
             let mut st = shared.lock();
             let tag = st.next_tag();
@@ -167,6 +175,7 @@ impl Channel {
                 );
                 write_content(out.buf(), id, &m.message.raw_properties, &m.message.body, frame_max);
             }
+            shared.counts.delivered(false, g.no_ack, m.redelivered);
             if g.no_ack {
                 q.forget(&m);
             } else {
@@ -177,6 +186,7 @@ impl Channel {
         if got {
             Ok(None)
         } else {
+            self.shared.counts.got_empty();
             ok(AMQPClass::Basic(B::GetEmpty(basic::GetEmpty {})))
         }
     }
@@ -190,6 +200,7 @@ impl Channel {
             self.shared.lock().global_prefetch = q.prefetch_count;
         } else {
             self.consumer_prefetch = q.prefetch_count;
+            self.shared.modes.prefetch.store(q.prefetch_count, std::sync::atomic::Ordering::Relaxed);
         }
         self.send(AMQPClass::Basic(B::QosOk(basic::QosOk {})));
         self.dispatch_consumer_queues();

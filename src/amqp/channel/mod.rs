@@ -118,6 +118,7 @@ impl Channel {
                     return Err(AmqpError::PreconditionFailed("cannot switch from tx to confirm mode".into()));
                 }
                 self.confirm = true;
+                self.shared.modes.confirm.store(true, std::sync::atomic::Ordering::Relaxed);
                 if s.nowait {
                     None
                 } else {

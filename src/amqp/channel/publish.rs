@@ -312,6 +312,7 @@ impl Channel {
                 ttl: h.ttl,
                 store_id: None,
             });
+            self.shared.counts.published(1, false);
             return Ok(PublishOutcome { stored: usize::from(persisted), rejected: false });
         }
         let charge = MemoryCharge::content(&routing_key, &h.raw_properties, &body);
@@ -337,6 +338,10 @@ impl Channel {
                     delivered += 1;
                 }
             }
+        }
+        self.shared.counts.published(delivered, cached);
+        if delivered == 0 {
+            self.shared.counts.unroutable(mandatory);
         }
         if delivered == 0 && mandatory {
             let mut out = self.shared.outbox.lock();

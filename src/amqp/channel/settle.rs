@@ -54,12 +54,15 @@ impl Channel {
                 }
             }
             st.release(&taken);
+            if let Settle::Ack = how {
+                self.shared.counts.acked(taken.len() as u64);
+            }
         }
         match how {
             Settle::Requeue => requeue_all(&mut taken),
             Settle::Ack => {
                 for u in &taken {
-                    u.queue.forget(&u.message);
+                    u.queue.ack(&u.message);
                 }
             }
             // Dead-lettered (reason `rejected`) where the queue has a DLX.

@@ -26,6 +26,7 @@ impl Channel {
                     return Err(AmqpError::PreconditionFailed("cannot switch from confirm to tx mode".into()));
                 }
                 self.tx.get_or_insert_with(Transaction::default);
+                self.shared.modes.transactional.store(true, std::sync::atomic::Ordering::Relaxed);
                 ok(AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})))
             }
             tx::AMQPMethod::Commit(_) => {

@@ -21,11 +21,13 @@ pub(super) struct Channels {
     /// connection adds one before each insert (`Broker::open_channel`), removals here
     /// take it off.
     pub(super) user_open: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Listings see the open channels here.
+    view: Arc<ConnectionView>,
 }
 
 impl Channels {
-    pub(super) fn new(dense_max: ChannelId) -> Self {
-        Self { dense: Vec::new(), sparse: BTreeMap::new(), dense_max, open: 0, user_open: None }
+    pub(super) fn new(dense_max: ChannelId, view: Arc<ConnectionView>) -> Self {
+        Self { dense: Vec::new(), sparse: BTreeMap::new(), dense_max, open: 0, user_open: None, view }
     }
 
     pub(super) fn get(&self, id: ChannelId) -> Option<&Channel> {
@@ -46,6 +48,7 @@ impl Channels {
 
     /// Adds a channel whose number is not in use.
     pub(super) fn insert(&mut self, id: ChannelId, ch: Channel) {
+        self.view.channel_opened(&ch.shared);
         if id <= self.dense_max {
             let idx = usize::from(id);
             if self.dense.len() <= idx {
@@ -65,6 +68,7 @@ impl Channels {
             self.sparse.remove(&id)
         };
         if ch.is_some() {
+            self.view.channel_closed(id);
             self.open -= 1;
             self.release_user_channels(1);
         }
@@ -79,6 +83,7 @@ impl Channels {
 
     pub(super) fn take_all(&mut self) -> Vec<Channel> {
         self.release_user_channels(self.open as u64);
+        self.view.channels_closed();
         self.open = 0;
         let sparse = std::mem::take(&mut self.sparse).into_values();
         self.dense.iter_mut().filter_map(Option::take).chain(sparse).collect()

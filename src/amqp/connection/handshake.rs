@@ -163,7 +163,14 @@ impl Connection {
             }),
         };
         match login {
-            Ok(user) => self.user = user,
+            Ok(user) => {
+                let mut meta = self.view.meta();
+                meta.user = user.clone();
+                meta.auth_mechanism = mechanism.to_string();
+                meta.client_properties = start_ok.client_properties.clone();
+                drop(meta);
+                self.user = user;
+            }
             Err(e) => {
                 let now = Instant::now();
                 match users.throttle.should_log(now) {
@@ -212,6 +219,12 @@ impl Connection {
         };
         self.channels.dense_max = self.channel_max;
         self.liveness.heartbeat_s.store(u64::from(tune_ok.heartbeat), Ordering::Relaxed);
+        {
+            let mut meta = self.view.meta();
+            meta.frame_max = frame_max;
+            meta.channel_max = self.channel_max;
+            meta.heartbeat_s = tune_ok.heartbeat;
+        }
 
         let open = match self.read_method(stream, rb).await? {
             AMQPClass::Connection(conn::AMQPMethod::Open(o)) => o,
@@ -227,6 +240,7 @@ impl Connection {
         }
         self.access = Some(SessionAccess::new(self.broker.users.grants.clone(), &self.user, &vhost.name));
         self.impersonator = self.broker.users.users.get(&self.user).is_some_and(|u| u.has_tag("impersonator"));
+        self.view.meta().vhost = vhost.name.to_string();
         self.vhost = Some(vhost);
         self.send(0, AMQPClass::Connection(conn::AMQPMethod::OpenOk(conn::OpenOk {})));
         log::debug!("{}: connection {} open as {}", self.peer, self.id, self.user);

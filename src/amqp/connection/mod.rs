@@ -15,11 +15,13 @@ mod channels;
 mod closing;
 mod handshake;
 mod read_buf;
+mod view;
 mod writer;
 
 use channels::Channels;
 use closing::*;
 use read_buf::ReadBuf;
+use view::ConnectionView;
 use writer::write_loop;
 
 use std::net::{Shutdown, SocketAddr};
@@ -114,6 +116,8 @@ struct Connection {
     client_cert: Option<ClientCert>,
     /// The handshake must be done by then (it started at the TCP accept).
     handshake_deadline: Instant,
+    /// What listings see of this connection.
+    view: Arc<ConnectionView>,
 }
 
 /// The byte stream a connection runs on, split into the half the connection task reads
@@ -181,7 +185,10 @@ async fn serve<R, W>(
         outbox.attach_socket(std::sync::Arc::<smol::Async<std::net::TcpStream>>::from(stream.clone()));
     }
     let forced = Arc::new(AtomicBool::new(false));
-    let id = broker.register_connection(Arc::new(Handle(outbox.clone(), forced.clone())));
+    let local = stream.local_addr().unwrap_or(peer);
+    let view = ConnectionView::new(peer, local, tls);
+    let id = broker.register_connection(Arc::new(Handle(outbox.clone(), forced.clone(), view.clone())));
+    let _ = view.id.set(id);
     let liveness =
         Arc::new(Liveness { epoch: Instant::now(), last_read_ms: AtomicU64::new(0), heartbeat_s: AtomicU64::new(0) });
     let writer = ex.spawn({
@@ -207,7 +214,7 @@ async fn serve<R, W>(
         forced,
         frame_max: broker.config.frame_max,
         channel_max: broker.config.channel_max,
-        channels: Channels::new(broker.config.channel_max),
+        channels: Channels::new(broker.config.channel_max, view.clone()),
         confirms_due: Vec::new(),
         closing: None,
         read_at_ms: crate::message::now_ms(),
@@ -215,6 +222,7 @@ async fn serve<R, W>(
         wants_blocked: false,
         client_cert,
         handshake_deadline,
+        view,
     };
     // Panics while handling a frame are caught in the frame loop; this catches the rest
     // (handshake, flow control) so teardown still runs and the executor thread lives.
@@ -243,9 +251,9 @@ async fn serve<R, W>(
     }
 }
 
-/// The broker's handle on a connection: its outbox, and the flag that tells the
-/// connection task it was closed from outside.
-struct Handle(Arc<Outbox>, Arc<AtomicBool>);
+/// The broker's handle on a connection: its outbox, the flag that tells the
+/// connection task it was closed from outside, and what listings see.
+struct Handle(Arc<Outbox>, Arc<AtomicBool>, Arc<ConnectionView>);
 
 impl ClientConnection for Handle {
     /// Closing from outside (broker shutdown, vhost or user deleted) sends
@@ -260,6 +268,10 @@ impl ClientConnection for Handle {
         let mut out = self.0.lock();
         write_method(out.buf(), 0, close_method(&err, 0, 0));
     }
+
+    fn info(&self) -> crate::clients::ConnectionInfo {
+        self.2.info(&self.0)
+    }
 }
 
 impl Connection {
@@ -269,7 +281,7 @@ impl Connection {
     }
 
     async fn run<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> Stop {
-        let mut rb = ReadBuf::new();
+        let mut rb = ReadBuf::new(self.view.clone());
         let deadline = self.handshake_deadline;
         let handshake = future::or(async { Some(self.handshake(stream, &mut rb).await) }, async {
             Timer::at(deadline).await;
@@ -426,6 +438,7 @@ impl Connection {
     /// connection's queues or others, keep draining meanwhile.
     async fn wait_out_alarms(&mut self, reason: &str) {
         log::debug!("{}: blocked: {reason}", self.peer);
+        self.view.blocked.store(true, Ordering::Relaxed);
         if self.wants_blocked {
             self.send(0, AMQPClass::Connection(conn::AMQPMethod::Blocked(conn::Blocked { reason: reason.into() })));
         }
@@ -436,6 +449,7 @@ impl Connection {
         if self.wants_blocked {
             self.send(0, AMQPClass::Connection(conn::AMQPMethod::Unblocked(conn::Unblocked {})));
         }
+        self.view.blocked.store(false, Ordering::Relaxed);
         log::debug!("{}: unblocked", self.peer);
     }
 

@@ -1,19 +1,25 @@
 //! The connection's read buffer: starts small, grows while reads fill it (up to a
 //! frame or 256 KiB).
 
+use std::sync::Arc;
+
 use smol::io::{AsyncRead, AsyncReadExt};
+
+use super::view::ConnectionView;
 
 /// A read buffer holding unparsed bytes in `buf[start..end]`.
 pub(super) struct ReadBuf {
     pub(super) buf: Vec<u8>,
     pub(super) start: usize,
     pub(super) end: usize,
+    /// Where the bytes read are counted.
+    view: Arc<ConnectionView>,
 }
 
 impl ReadBuf {
     /// Starts small (idle connections are cheap) and grows while reads fill it.
-    pub(super) fn new() -> Self {
-        Self { buf: vec![0; 4096], start: 0, end: 0 }
+    pub(super) fn new(view: Arc<ConnectionView>) -> Self {
+        Self { buf: vec![0; 4096], start: 0, end: 0, view }
     }
 
     pub(super) fn data(&self) -> &[u8] {
@@ -41,6 +47,9 @@ impl ReadBuf {
             let grow = (self.buf.len() * 2).min(cap).max(self.buf.len() + 1);
             self.buf.resize(grow, 0);
         }
-        stream.read(&mut self.buf[self.end..]).await.inspect(|&n| self.end += n)
+        let n = stream.read(&mut self.buf[self.end..]).await?;
+        self.end += n;
+        self.view.recv_oct.bump(n as u64);
+        Ok(n)
     }
 }

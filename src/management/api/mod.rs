@@ -2,9 +2,13 @@
 //! error reply, so `?` works on the checks).
 
 pub mod bindings;
+pub mod channels;
+pub mod connections;
+pub mod consumers;
 pub mod definitions;
 pub mod exchanges;
 pub mod health;
+pub mod message_stats;
 pub mod overview;
 pub mod permissions;
 pub mod queues;

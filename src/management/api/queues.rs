@@ -1,40 +1,59 @@
-//! `GET /api/queues[/{vhost}[/{name}]]`. Only what HareMQ counts truthfully is listed:
-//! `messages_ready` and `consumers`, not `messages_unacknowledged` or `messages`
-//! (unacknowledged deliveries are counted per channel, not per queue).
+//! `GET /api/queues[/{vhost}[/{name}]]`: each queue as declared, its counts now and the
+//! rates the sampler last computed.
 
 use serde_json::{json, Value};
 
+use super::message_stats::{details, message_stats, Keys, READY, TOTAL, UNACKED};
+use super::overview::node_name;
 use super::{listed_vhosts, Call, Context, Reply};
 use crate::definitions::arguments::from_table;
-use crate::vhost::VHost;
+use crate::vhost::{QueueInfo, VHost};
 
-fn queues_of(v: &VHost) -> Vec<Value> {
-    v.queue_list()
-        .into_iter()
-        .map(|q| {
-            json!({
-                "name": &*q.name,
-                "vhost": &*v.name,
-                "durable": q.durable,
-                "auto_delete": q.auto_delete,
-                "exclusive": q.exclusive,
-                "arguments": from_table(&q.arguments),
-                "type": "classic",
-                "state": "running",
-                "messages_ready": q.messages_ready,
-                "consumers": q.consumers,
-            })
-        })
-        .collect()
+/// One queue in RabbitMQ's shape.
+pub fn queue_json(ctx: &Context, vhost: &str, q: &QueueInfo, node: &str) -> Value {
+    let rates = ctx.rates.lock();
+    let track = rates.queues.get(&(vhost.to_string(), q.name.to_string()));
+    let s = &q.stats;
+    json!({
+        "name": &*q.name,
+        "vhost": vhost,
+        "durable": q.durable,
+        "auto_delete": q.auto_delete,
+        "exclusive": q.exclusive,
+        "arguments": from_table(&q.arguments),
+        "type": "classic",
+        "state": "running",
+        "node": node,
+        "policy": null,
+        "operator_policy": null,
+        "effective_policy_definition": {},
+        "messages": s.messages_ready + s.messages_unacknowledged,
+        "messages_details": details(track, TOTAL),
+        "messages_ready": s.messages_ready,
+        "messages_ready_details": details(track, READY),
+        "messages_unacknowledged": s.messages_unacknowledged,
+        "messages_unacknowledged_details": details(track, UNACKED),
+        "message_bytes_ready": s.message_bytes_ready,
+        "consumers": s.consumers,
+        // Not measured (RabbitMQ's is the share of time consumers could take more).
+        "consumer_utilisation": null,
+        "message_stats": message_stats(&s.messages, track, Keys::NonZero),
+    })
+}
+
+fn queues_of(ctx: &Context, v: &VHost, node: &str) -> Vec<Value> {
+    v.queue_list().iter().map(|q| queue_json(ctx, &v.name, q, node)).collect()
 }
 
 pub fn list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
-    let all: Vec<Value> = listed_vhosts(ctx, call)?.iter().flat_map(|v| queues_of(v)).collect();
+    let node = node_name();
+    let all: Vec<Value> = listed_vhosts(ctx, call)?.iter().flat_map(|v| queues_of(ctx, v, &node)).collect();
     Ok(Reply::json(Value::Array(all)))
 }
 
 pub fn one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let v = listed_vhosts(ctx, call)?.pop().ok_or_else(Reply::not_found)?;
     let name = call.params[1];
-    queues_of(&v).into_iter().find(|q| q["name"] == name).map(Reply::json).ok_or_else(Reply::not_found)
+    let q = v.queue_list().into_iter().find(|q| &*q.name == name).ok_or_else(Reply::not_found)?;
+    Ok(Reply::json(queue_json(ctx, &v.name, &q, &node_name())))
 }

@@ -90,6 +90,7 @@ impl ClassicQueue {
         let offer = slot.channel.offer(this, &slot.tag, head);
         if let Offer::Delivered { no_ack } = offer {
             if let Some(m) = st.ready.pop_front() {
+                self.counters.delivered(true, no_ack, m.redelivered);
                 if no_ack {
                     self.forget(&m);
                 } else {

@@ -25,8 +25,8 @@ pub use ready::{Entry, Run};
 use super::consumer::same_sink;
 use super::deadletter::{Dead, Reason};
 use super::{
-    ConsumerSink, DeliveryTag, Enqueued, Offer, OrphanedConsumer, Overflow, Queue, QueueArgs, QueueHost, QueueSettings,
-    QueueType,
+    ConsumerSink, DeliveryTag, Enqueued, Offer, OrphanedConsumer, Overflow, Queue, QueueArgs, QueueCounters, QueueHost,
+    QueueSettings, QueueStats, QueueType,
 };
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::{now_ms, Message, QueuedMessage};
@@ -47,6 +47,8 @@ pub struct ClassicQueue {
     consumer_timeout: Option<Duration>,
     /// Itself, as the handle consumers' unacked entries and the timer keep.
     me: Weak<ClassicQueue>,
+    /// Enqueues and deliveries are counted under `state`'s lock.
+    counters: QueueCounters,
     state: Mutex<QueueState>,
 }
 
@@ -120,6 +122,7 @@ impl ClassicQueue {
             store,
             consumer_timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms)),
             me: me.clone(),
+            counters: QueueCounters::default(),
             state: Mutex::new(QueueState {
                 ready,
                 next_seq,
@@ -319,6 +322,7 @@ impl ClassicQueue {
             outcome = Enqueued::Stored;
         }
         let has_ttl = message.ttl.is_some() || self.args.message_ttl.is_some();
+        self.counters.publish.bump(1);
         st.ready.push_back(QueuedMessage::new(seq, false, message));
         if !st.consumers.is_empty() {
             self.dispatch_locked(st);
@@ -335,19 +339,19 @@ impl ClassicQueue {
 
     fn requeue_locked(&self, st: &mut QueueState, messages: impl IntoIterator<Item = QueuedMessage>) {
         if st.deleted {
-            // Its store entries went with the queue; release the message records.
-            if let Some((store, _)) = &self.store {
-                for m in messages {
-                    if let Some(id) = m.message.store.id {
-                        if m.message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            store.send(StoreOp::DeleteMessage(id));
-                        }
+            for m in messages {
+                self.counters.returned.add(1);
+                // Its store entry went with the queue; release the message record.
+                if let (Some((store, _)), Some(id)) = (&self.store, m.message.store.id) {
+                    if m.message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        store.send(StoreOp::DeleteMessage(id));
                     }
                 }
             }
             return;
         }
         for mut m in messages {
+            self.counters.returned.add(1);
             m.redelivered = true;
             m.requeues = m.requeues.saturating_add(1);
             if self.args.delivery_limit.is_some_and(|limit| u64::from(m.requeues) > limit) {
@@ -388,6 +392,7 @@ impl QueueType for ClassicQueue {
     /// A delivery was rejected or nacked without requeue: dead-letter it (reason
     /// `rejected`) if the queue has a dead-letter exchange, and forget it.
     fn reject(&self, m: QueuedMessage) {
+        self.counters.rejected.add(1);
         let reason = Reason::Rejected;
         if self.is_deleted() {
             self.forget(&m);
@@ -448,13 +453,14 @@ impl QueueType for ClassicQueue {
     }
 
     /// Takes the head message for basic.get; `f` gets it and the count left.
-    fn get(&self, f: &mut dyn FnMut(QueuedMessage, u32)) -> bool {
+    fn get(&self, no_ack: bool, f: &mut dyn FnMut(QueuedMessage, u32)) -> bool {
         self.with_state(|st| {
             st.last_used = Instant::now();
             self.expire_head(st, false);
             match st.ready.pop_front() {
                 Some(m) => {
                     let left = st.ready.len() as u32;
+                    self.counters.delivered(false, no_ack, m.redelivered);
                     // A bug that panics in `f` must not lose the message: back in place.
                     let back = m.clone();
                     let ready = &mut st.ready;
@@ -502,6 +508,24 @@ impl QueueType for ClassicQueue {
 
     fn consumer_count(&self) -> u32 {
         self.lock().consumers.len() as u32
+    }
+
+    fn counters(&self) -> &QueueCounters {
+        &self.counters
+    }
+
+    fn stats(&self) -> QueueStats {
+        let (ready, bytes, consumers) = self.with_state(|st| {
+            self.expire_head(st, false);
+            (st.ready.len() as u64, st.ready.bytes(), st.consumers.len() as u32)
+        });
+        QueueStats {
+            messages_ready: ready,
+            messages_unacknowledged: self.counters.unacked(),
+            message_bytes_ready: bytes,
+            consumers,
+            messages: self.counters.message_stats(),
+        }
     }
 
     fn is_deleted(&self) -> bool {
