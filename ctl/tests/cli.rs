@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod raw_amqp;
+
 /// The exit codes `haremqctl --help` documents.
 const USAGE: i32 = 2;
 const LOCAL: i32 = 1;
@@ -24,6 +26,7 @@ struct Broker {
     handle: Option<haremq::BrokerHandle>,
     dir: PathBuf,
     api: SocketAddr,
+    amqp: SocketAddr,
 }
 
 impl Broker {
@@ -48,7 +51,8 @@ impl Broker {
         adjust(&mut config);
         let handle = haremq::start(config).expect("broker starts");
         let api = handle.management_addr().expect("management API listening");
-        Broker { handle: Some(handle), dir, api }
+        let amqp = handle.local_addr();
+        Broker { handle: Some(handle), dir, api, amqp }
     }
 
     /// Runs `haremqctl --port PORT ARGS...` as guest.
@@ -329,4 +333,37 @@ fn base_uri_with_a_trailing_slash() {
     let base = format!("http://{}/", broker.api);
     let run = ctl(&["--base-uri", &base, "--format", "json", "list", "vhosts"]).ok();
     assert!(named(&run.json(), "/").is_some());
+}
+
+#[test]
+fn connections_channels_consumers_and_close() {
+    let broker = Broker::start();
+    let mut client = raw_amqp::RawConnection::open(broker.amqp, "ctl-test-client");
+    client.consume("work", "worker-1", 7);
+
+    let connections = broker.json(&["list", "connections"]);
+    let ours: Vec<&Value> = connections
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|c| c["client_properties"]["product"] == "ctl-test-client")
+        .collect();
+    assert_eq!(ours.len(), 1, "{connections}");
+    assert_eq!(ours[0]["user"], "guest");
+    let name = ours[0]["name"].as_str().expect("a name").to_string();
+    assert!(broker.ctl(&["list", "connections"]).ok().stdout.contains(&name));
+
+    let channels = broker.json(&["list", "channels"]);
+    assert_eq!(channels[0]["prefetch_count"], 7, "{channels}");
+    assert_eq!(channels[0]["consumer_count"], 1, "{channels}");
+    let consumers = broker.json(&["list", "consumers"]);
+    assert_eq!((&consumers[0]["consumer_tag"], &consumers[0]["queue"]["name"]), (&json!("worker-1"), &json!("work")));
+
+    let done = broker.ctl(&["close", "connection", &name, "--reason", "maintenance"]).ok();
+    assert_eq!(done.stdout, format!("closed connection '{name}'\n"));
+    let (code, text) = client.closed_by_broker();
+    assert_eq!(code, 320);
+    assert!(text.contains("maintenance"), "{text}");
+    wait_until("the connection to go", || broker.json(&["list", "connections"]) == json!([]));
+    broker.ctl(&["close", "connection", &name]).fails(NOT_FOUND);
 }
