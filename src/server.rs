@@ -247,7 +247,7 @@ fn start_management(
     let rates = Arc::new(crate::management::rates::Rates::default());
     let interval = Duration::from_millis(broker.config.stats_interval_ms.max(100));
     ex.spawn(crate::management::rates::run(rates.clone(), broker.clone(), interval, stop.clone())).detach();
-    let ctx = Arc::new(crate::management::Context { broker: broker.clone(), listeners, rates });
+    let ctx = Arc::new(crate::management::Context::new(broker.clone(), listeners, rates));
     let e = ex.clone();
     let serve = move |stream, peer| {
         e.spawn(crate::management::serve(stream, peer, ctx.clone())).detach();

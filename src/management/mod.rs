@@ -41,6 +41,22 @@ pub struct Context {
     pub listeners: Vec<(&'static str, SocketAddr)>,
     /// Rates of change, sampled by a ticker.
     pub rates: Arc<rates::Rates>,
+    /// RabbitMQ's global runtime parameters (`cluster_name`, ...), in memory only:
+    /// the store has no record for them yet.
+    pub global_parameters: std::sync::Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
+}
+
+impl Context {
+    pub fn new(broker: Arc<Broker>, listeners: Vec<(&'static str, SocketAddr)>, rates: Arc<rates::Rates>) -> Self {
+        Self { broker, listeners, rates, global_parameters: Default::default() }
+    }
+
+    /// The global parameters, locked.
+    pub fn global_parameters(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, serde_json::Value>> {
+        self.global_parameters.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// One request, its body read, as the handlers see it.
@@ -48,6 +64,8 @@ pub struct Request {
     pub method: hyper::Method,
     /// The path after `/api`, split at `/` and percent-decoded (`%2F` is `/`).
     pub segments: Vec<String>,
+    /// The query string's parameters, percent-decoded (`+` is a space), in order.
+    pub query: Vec<(String, String)>,
     pub authorization: Option<String>,
     /// The `X-Reason` header.
     pub reason: Option<String>,
@@ -94,6 +112,7 @@ async fn answer(req: hyper::Request<Incoming>, peer: SocketAddr, ctx: Arc<Contex
     let request = Request {
         method: parts.method,
         segments,
+        query: router::parse_query(parts.uri.query().unwrap_or("")),
         authorization: parts
             .headers
             .get(hyper::header::AUTHORIZATION)

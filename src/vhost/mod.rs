@@ -8,6 +8,7 @@
 mod aliveness;
 mod bindings;
 mod deletion;
+mod direct;
 mod exchanges;
 mod limits;
 mod listing;
@@ -16,6 +17,7 @@ mod reply_to;
 mod restore;
 mod routing;
 
+pub use direct::{DirectPublish, GetSettle};
 pub use exchanges::ExchangeDeclare;
 pub use limits::VHostLimits;
 pub use listing::{BindingInfo, QueueInfo};

@@ -17,6 +17,7 @@ mod exchange_ext;
 mod exchanges;
 mod lifecycle;
 mod management;
+mod management_actions;
 mod management_stats;
 mod netfuzz;
 mod publish;

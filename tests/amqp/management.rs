@@ -294,7 +294,7 @@ async fn queues_exchanges_and_bindings_are_listed() {
             {"source": "", "vhost": "/", "destination": "listed", "destination_type": "queue",
              "routing_key": "listed", "arguments": {}, "properties_key": "listed"},
             {"source": "listed-x", "vhost": "/", "destination": "listed", "destination_type": "queue",
-             "routing_key": "a.#", "arguments": {}, "properties_key": "a.#"},
+             "routing_key": "a.#", "arguments": {}, "properties_key": "a.%23"},
         ])
     );
 }

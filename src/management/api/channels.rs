@@ -46,14 +46,14 @@ pub fn list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
         Some(v) => Some(existing_vhost(ctx, v)?.name.to_string()),
         None => None,
     };
-    Ok(Reply::json(Value::Array(all_channels(ctx, &visible(ctx, call, vhost.as_deref())))))
+    super::pagination::reply(call, all_channels(ctx, &visible(ctx, call, vhost.as_deref())))
 }
 
 /// `/api/connections/{name}/channels`.
 pub fn of_connection(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let name = call.params[0];
     let c = visible(ctx, call, None).into_iter().find(|c| c.name() == name).ok_or_else(Reply::not_found)?;
-    Ok(Reply::json(Value::Array(all_channels(ctx, &[c]))))
+    super::pagination::reply(call, all_channels(ctx, &[c]))
 }
 
 pub fn one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {

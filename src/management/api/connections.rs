@@ -66,7 +66,7 @@ pub fn list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     };
     let node = node_name();
     let all: Vec<Value> = visible(ctx, call, vhost.as_deref()).iter().map(|c| connection_json(ctx, c, &node)).collect();
-    Ok(Reply::json(Value::Array(all)))
+    super::pagination::reply(call, all)
 }
 
 /// GET shows it; DELETE closes it.

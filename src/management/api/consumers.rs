@@ -1,6 +1,6 @@
 //! `/api/consumers[/{vhost}]`: every consumer of the connections the user may see.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::channels::channel_name;
 use super::connections::visible;
@@ -40,5 +40,5 @@ pub fn list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
             }
         }
     }
-    Ok(Reply::json(Value::Array(out)))
+    super::pagination::reply(call, out)
 }

@@ -29,7 +29,7 @@ fn exchanges_of(v: &VHost) -> Vec<Value> {
 
 pub fn list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let all: Vec<Value> = listed_vhosts(ctx, call)?.iter().flat_map(|v| exchanges_of(v)).collect();
-    Ok(Reply::json(Value::Array(all)))
+    super::pagination::reply(call, all)
 }
 
 pub fn one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {

@@ -1,16 +1,27 @@
 //! The handlers, one file per resource. Each returns `Ok(reply)` or `Err(reply)` (an
 //! error reply, so `?` works on the checks).
 
+pub mod access;
+pub mod binding_actions;
 pub mod bindings;
 pub mod channels;
 pub mod connections;
 pub mod consumers;
 pub mod definitions;
+pub mod erlang_hash;
+pub mod exchange_actions;
 pub mod exchanges;
 pub mod health;
+pub mod health_checks;
+pub mod limits;
+pub mod message_properties;
 pub mod message_stats;
+pub mod nodes;
 pub mod overview;
+pub mod pagination;
+pub mod parameters;
 pub mod permissions;
+pub mod queue_actions;
 pub mod queues;
 pub mod topic_permissions;
 pub mod users;

@@ -48,7 +48,7 @@ fn queues_of(ctx: &Context, v: &VHost, node: &str) -> Vec<Value> {
 pub fn list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let node = node_name();
     let all: Vec<Value> = listed_vhosts(ctx, call)?.iter().flat_map(|v| queues_of(ctx, v, &node)).collect();
-    Ok(Reply::json(Value::Array(all)))
+    super::pagination::reply(call, all)
 }
 
 pub fn one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {

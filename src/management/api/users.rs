@@ -28,7 +28,7 @@ pub fn list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     call.login.require_administrator()?;
     let mut users = admin(ctx).users();
     users.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Reply::json(Value::Array(users.iter().map(to_json).collect())))
+    super::pagination::reply(call, users.iter().map(to_json).collect())
 }
 
 pub fn one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {

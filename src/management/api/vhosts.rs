@@ -21,7 +21,7 @@ pub fn list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let mut vhosts: Vec<VHostInfo> =
         admin.vhosts().into_iter().filter(|v| call.login.sees_vhost(&admin, &v.name)).collect();
     vhosts.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Reply::json(Value::Array(vhosts.iter().map(to_json).collect())))
+    super::pagination::reply(call, vhosts.iter().map(to_json).collect())
 }
 
 pub fn one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
