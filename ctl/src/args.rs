@@ -135,10 +135,20 @@ pub enum Show {
 
 #[derive(Debug, Args)]
 pub struct HealthArgs {
-    /// A check to run; repeat for several.
-    #[arg(long = "check", value_enum, default_values_t = [HealthCheck::Alarms])]
+    /// A check to run; repeat for several. Default: all of them.
+    #[arg(
+        long = "check",
+        value_enum,
+        default_values_t = [
+            HealthCheck::Alarms,
+            HealthCheck::LocalAlarms,
+            HealthCheck::VirtualHosts,
+            HealthCheck::NodeIsQuorumCritical,
+            HealthCheck::NodeIsMirrorSyncCritical,
+        ]
+    )]
     pub checks: Vec<HealthCheck>,
-    /// Also check that the broker listens on this port (repeatable).
+    /// Also check that the broker listens on this port (repeatable; added to the checks).
     #[arg(long = "port-listener", value_name = "PORT")]
     pub ports: Vec<u16>,
     /// Also check that a listener for this protocol runs: amqp, amqp/ssl, http (repeatable).

@@ -274,9 +274,23 @@ fn overview_alarms_and_health() {
     assert!(table.stdout.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["product", "HareMQ"]));
 
     assert_eq!(broker.json(&["show", "alarms"]), json!([]));
-    assert_eq!(broker.json(&["show", "health"]), json!([{"check": "alarms", "status": "ok"}]));
-    let table = broker.ctl(&["show", "health"]).ok();
+    let checks = broker.json(&["show", "health"]);
+    let names: Vec<&Value> = checks.as_array().expect("a list").iter().map(|c| &c["check"]).collect();
+    assert_eq!(
+        names,
+        ["alarms", "local-alarms", "virtual-hosts", "node-is-quorum-critical", "node-is-mirror-sync-critical"]
+    );
+    assert!(checks.as_array().expect("a list").iter().all(|c| c["status"] == "ok"), "{checks}");
+    let table = broker.ctl(&["show", "health", "--check", "alarms"]).ok();
     assert_eq!(table.stdout, "check   status  reason\nalarms  ok\n");
+
+    // Listener checks: the AMQP port is listened on, a port nobody uses is not.
+    let port = broker.amqp.port().to_string();
+    broker.ctl(&["show", "health", "--check", "alarms", "--port-listener", &port, "--protocol-listener", "amqp"]).ok();
+    let run = broker.ctl(&["show", "health", "--port-listener", "1"]).fails(SERVER);
+    assert!(run.stderr.contains("server error (503) on GET /api/health/checks/port-listener/1"), "{run:?}");
+    let last: Vec<&str> = run.stdout.lines().last().expect("rows").split_whitespace().collect();
+    assert_eq!(last, ["port-listener/1", "failed", "No", "active", "listener"], "{run:?}");
 }
 
 #[test]
@@ -292,7 +306,14 @@ fn an_alarm_is_listed_and_fails_the_health_check() {
 
     let run = broker.ctl(&["show", "health"]).fails(SERVER);
     assert!(run.stderr.contains("server error (503) on GET /api/health/checks/alarms: There are alarms"), "{run:?}");
-    assert!(run.stdout.lines().nth(1).is_some_and(|l| l.starts_with("alarms  failed  There are alarms")), "{run:?}");
+    let row = |name: &str| {
+        run.stdout.lines().find(|l| l.split_whitespace().next() == Some(name)).map(|l| l.split_whitespace().nth(1))
+    };
+    assert_eq!(
+        (row("alarms"), row("local-alarms"), row("virtual-hosts")),
+        (Some(Some("failed")), Some(Some("failed")), Some(Some("ok"))),
+        "{run:?}"
+    );
 }
 
 #[test]
@@ -366,4 +387,115 @@ fn connections_channels_consumers_and_close() {
     assert!(text.contains("maintenance"), "{text}");
     wait_until("the connection to go", || broker.json(&["list", "connections"]) == json!([]));
     broker.ctl(&["close", "connection", &name]).fails(NOT_FOUND);
+}
+#[test]
+fn queues_exchanges_and_bindings() {
+    let broker = Broker::start();
+    broker.ctl(&["declare", "exchange", "--name", "events", "--type", "topic"]).ok();
+    let exchanges = broker.json(&["list", "exchanges"]);
+    let events = named(&exchanges, "events").expect("the exchange is listed");
+    assert_eq!((&events["type"], &events["durable"]), (&json!("topic"), &json!(true)));
+
+    let done = broker.ctl(&["declare", "queue", "--name", "audit log", "--arguments", r#"{"x-max-length": 10}"#]).ok();
+    assert_eq!(done.stdout, "declared queue 'audit log' in vhost '/'\n");
+    let queues = broker.json(&["list", "queues"]);
+    let audit = named(&queues, "audit log").expect("the queue is listed");
+    assert_eq!((&audit["durable"], &audit["arguments"]["x-max-length"]), (&json!(true), &json!(10)), "{audit}");
+    // Declaring it again the same way is fine; differently, RabbitMQ's 400 with its reason.
+    broker.ctl(&["declare", "queue", "--name", "audit log", "--arguments", r#"{"x-max-length": 10}"#]).ok();
+    let run = broker.ctl(&["declare", "queue", "--name", "audit log", "--durable", "false"]).fails(CLIENT);
+    assert!(run.stderr.contains("client error (400) on PUT /api/queues/%2F/audit%20log: "), "{run:?}");
+    assert!(run.stderr.contains("durable"), "{run:?}");
+
+    broker
+        .ctl(&["declare", "binding", "--source", "events", "--destination", "audit log", "--routing-key", "order.#"])
+        .ok();
+    let is_ours = |b: &Value| b["source"] == "events" && b["destination"] == "audit log";
+    let bindings = broker.json(&["list", "bindings"]);
+    let ours: Vec<&Value> = bindings.as_array().expect("a list").iter().filter(|b| is_ours(b)).collect();
+    assert_eq!(ours.len(), 1, "{bindings}");
+    assert_eq!((&ours[0]["routing_key"], &ours[0]["destination_type"]), (&json!("order.#"), &json!("queue")));
+
+    let unbind = ["delete", "binding", "--source", "events", "--destination", "audit log", "--routing-key", "order.#"];
+    broker.ctl(&unbind).ok();
+    assert!(!broker.json(&["list", "bindings"]).as_array().expect("a list").iter().any(is_ours));
+    let run = broker.ctl(&unbind).fails(NOT_FOUND);
+    assert!(run.stderr.contains("not found: binding from exchange 'events' to queue 'audit log'"), "{run:?}");
+
+    // A binding with arguments is found by them too (its properties key is a hash).
+    let with_arguments = [
+        "declare",
+        "binding",
+        "--source",
+        "events",
+        "--destination",
+        "audit log",
+        "--routing-key",
+        "k",
+        "--arguments",
+        r#"{"x-match": "any", "n": 1}"#,
+    ];
+    broker.ctl(&with_arguments).ok();
+    let mut delete = with_arguments;
+    delete[0] = "delete";
+    let mut other_arguments = delete;
+    other_arguments[9] = r#"{"n": 2}"#;
+    broker.ctl(&other_arguments).fails(NOT_FOUND);
+    broker.ctl(&delete).ok();
+    assert!(!broker.json(&["list", "bindings"]).as_array().expect("a list").iter().any(is_ours));
+
+    broker.ctl(&["delete", "exchange", "--name", "events", "--if-unused"]).ok();
+    broker.ctl(&["delete", "queue", "--name", "audit log"]).ok();
+    assert_eq!(broker.json(&["list", "queues"]), json!([]));
+    assert!(named(&broker.json(&["list", "exchanges"]), "events").is_none());
+    broker.ctl(&["delete", "queue", "--name", "audit log"]).fails(NOT_FOUND);
+    broker.ctl(&["delete", "exchange", "--name", "events"]).fails(NOT_FOUND);
+    broker.ctl(&["delete", "queue", "--name", "audit log", "--idempotently"]).ok();
+}
+
+#[test]
+fn publish_get_and_purge() {
+    let broker = Broker::start();
+    broker.ctl(&["declare", "queue", "--name", "inbox"]).ok();
+    let routed = broker.json(&["publish", "message", "--routing-key", "inbox", "--payload", "first"]);
+    assert_eq!(routed, json!({"routed": true}));
+    let properties = r#"{"headers": {"k": "v"}, "delivery_mode": 2}"#;
+    let run = broker
+        .ctl(&[
+            "publish",
+            "message",
+            "--exchange",
+            "amq.direct",
+            "--routing-key",
+            "inbox",
+            "--payload",
+            "x",
+            "--properties",
+            properties,
+        ])
+        .ok();
+    assert_eq!(run.stdout, "published, but not routed: no binding matched\n");
+    broker
+        .ctl(&["publish", "message", "--routing-key", "inbox", "--payload", "second", "--properties", properties])
+        .ok();
+
+    let got = broker.json(&["get", "messages", "--queue", "inbox", "--count", "5"]);
+    let payloads: Vec<&Value> = got.as_array().expect("a list").iter().map(|m| &m["payload"]).collect();
+    assert_eq!(payloads, [&json!("first"), &json!("second")], "{got}");
+    assert_eq!(got[1]["properties"]["headers"]["k"], "v", "{got}");
+    // ack_requeue_true (the default) put them back.
+    let table = broker.ctl(&["get", "messages", "--queue", "inbox"]).ok();
+    assert!(table.stdout.starts_with("exchange") && table.stdout.contains("first"), "{table:?}");
+
+    let run = broker.ctl(&["delete", "queue", "--name", "inbox", "--if-empty"]).fails(CLIENT);
+    assert!(run.stderr.contains("client error (400)"), "{run:?}");
+    broker.ctl(&["purge", "queue", "--name", "inbox"]).ok();
+    assert_eq!(broker.json(&["get", "messages", "--queue", "inbox"]), json!([]));
+    broker.ctl(&["delete", "queue", "--name", "inbox", "--if-empty"]).ok();
+
+    broker.ctl(&["get", "messages", "--queue", "inbox"]).fails(NOT_FOUND);
+    broker.ctl(&["purge", "queue", "--name", "inbox"]).fails(NOT_FOUND);
+    // RabbitMQ answers a publish to a missing exchange with 400 (the channel error's text).
+    let run = broker.ctl(&["publish", "message", "--exchange", "nowhere", "--payload", "x"]).fails(CLIENT);
+    assert!(run.stderr.contains("no exchange 'nowhere' in vhost '/'"), "{run:?}");
 }
