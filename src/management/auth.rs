@@ -41,7 +41,12 @@ impl Login {
         let Some((user, password)) = req.authorization.as_deref().and_then(basic_credentials) else {
             return Err(challenge(Reply::empty(401)));
         };
-        let login_failed = || challenge(Reply::error(401, "not_authorized", "Login failed"));
+        // Refused as slowly as an AMQP login (one failure a second per address).
+        let login_failed = || {
+            let mut r = challenge(Reply::error(401, "not_authorized", "Login failed"));
+            r.not_before = Some(ctx.broker.users.throttle.failed(req.peer.ip(), std::time::Instant::now()));
+            r
+        };
         let admin = Admin::new(ctx.broker.clone());
         let Some(info) = admin.check_password(&user, &password) else {
             return Err(login_failed());

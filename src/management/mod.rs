@@ -41,6 +41,9 @@ pub struct Context {
     pub listeners: Vec<(&'static str, SocketAddr)>,
     /// Rates of change, sampled by a ticker.
     pub rates: Arc<rates::Rates>,
+    /// Management connections open now (at most [`MAX_CONNECTIONS`]).
+    pub open: std::sync::atomic::AtomicUsize,
+    pub refused_log: crate::util::LogLimiter,
     /// RabbitMQ's global runtime parameters (`cluster_name`, ...), in memory only:
     /// the store has no record for them yet.
     pub global_parameters: std::sync::Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
@@ -48,7 +51,14 @@ pub struct Context {
 
 impl Context {
     pub fn new(broker: Arc<Broker>, listeners: Vec<(&'static str, SocketAddr)>, rates: Arc<rates::Rates>) -> Self {
-        Self { broker, listeners, rates, global_parameters: Default::default() }
+        Self {
+            broker,
+            listeners,
+            rates,
+            open: Default::default(),
+            refused_log: Default::default(),
+            global_parameters: Default::default(),
+        }
     }
 
     /// The global parameters, locked.
@@ -73,8 +83,30 @@ pub struct Request {
     pub body: Bytes,
 }
 
+/// Most management connections open at once; more are closed at accept (a client
+/// cannot exhaust the broker's sockets and tasks through the API).
+const MAX_CONNECTIONS: usize = 256;
+
+/// Counts an open management connection while it lives.
+struct OpenConnection(Arc<Context>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Serves one management connection (HTTP/1.1, keep-alive) until it closes.
 pub async fn serve(stream: smol::net::TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
+    use std::sync::atomic::Ordering;
+    if ctx.open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+        ctx.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(n) = ctx.refused_log.note(std::time::Instant::now(), Duration::from_secs(10)) {
+            log::warn!("management connection from {peer} refused: {MAX_CONNECTIONS} open ({n} refused since the last such line)");
+        }
+        return;
+    }
+    let _open = OpenConnection(ctx.clone());
     let service = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, std::convert::Infallible>(answer(req, peer, ctx).await) }
@@ -122,10 +154,19 @@ async fn answer(req: hyper::Request<Incoming>, peer: SocketAddr, ctx: Arc<Contex
         peer,
         body,
     };
+    // An address whose failed logins are still being answered waits its turn.
+    if request.authorization.is_some() {
+        if let Some(at) = ctx.broker.users.throttle.turn(peer.ip(), std::time::Instant::now()) {
+            smol::Timer::at(at).await;
+        }
+    }
     let reply = smol::unblock(move || {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| router::handle(&ctx, &request)))
             .unwrap_or_else(|_| Reply::error(500, "internal_server_error", "the request handler failed"))
     })
     .await;
+    if let Some(at) = reply.not_before {
+        smol::Timer::at(at).await;
+    }
     reply.into_response()
 }

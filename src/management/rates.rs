@@ -44,6 +44,10 @@ pub fn message_values(m: &MessageStats) -> [u64; 12] {
     ]
 }
 
+/// Overview samples kept: 24 hours at the default 5 s would be 17,280; ten minutes'
+/// worth at any interval is what the dashboard's graphs and most tools ask for.
+const HISTORY: usize = 720;
+
 /// One object's last sample and the per-second rates of change since the one before.
 #[derive(Clone, Debug, Default)]
 pub struct Track {
@@ -83,6 +87,9 @@ pub struct Rates {
 pub struct Inner {
     /// Overview: `message_values` then ready, unacked, total.
     pub overview: Track,
+    /// The overview's samples, oldest first, at most [`HISTORY`]: (wall clock ms, the
+    /// same values as `overview`), for `?msg_rates_age=`/`?lengths_age=` graphs.
+    pub history: std::collections::VecDeque<(u64, Vec<u64>)>,
     /// Queues by (vhost, name): `message_values` then ready, unacked, total.
     pub queues: HashMap<(String, String), Track>,
     /// Connections: recv_oct, send_oct.
@@ -121,6 +128,10 @@ impl Rates {
         let mut inner = self.lock();
         let mut overview = message_values(&totals.messages).to_vec();
         overview.extend([ready, unacked, ready + unacked]);
+        inner.history.push_back((crate::message::now_ms(), overview.clone()));
+        while inner.history.len() > HISTORY {
+            inner.history.pop_front();
+        }
         inner.overview.update(now, overview);
         let mut seen_queues = HashMap::with_capacity(queues.len());
         for (key, values) in queues {

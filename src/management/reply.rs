@@ -9,20 +9,22 @@ pub struct Reply {
     pub status: u16,
     pub body: Option<Value>,
     pub headers: Vec<(&'static str, String)>,
+    /// A refused login is answered no sooner than this (the login throttle).
+    pub not_before: Option<std::time::Instant>,
 }
 
 impl Reply {
     pub fn json(body: Value) -> Self {
-        Reply { status: 200, body: Some(body), headers: Vec::new() }
+        Reply { status: 200, body: Some(body), headers: Vec::new(), not_before: None }
     }
 
     /// A status without a body (201 created, 204 done).
     pub fn empty(status: u16) -> Self {
-        Reply { status, body: None, headers: Vec::new() }
+        Reply { status, body: None, headers: Vec::new(), not_before: None }
     }
 
     pub fn error(status: u16, error: &str, reason: &str) -> Self {
-        Reply { status, body: Some(json!({"error": error, "reason": reason})), headers: Vec::new() }
+        Reply { status, body: Some(json!({"error": error, "reason": reason})), headers: Vec::new(), not_before: None }
     }
 
     /// RabbitMQ's 404, for unknown paths and missing objects alike.
@@ -40,7 +42,7 @@ impl Reply {
         let mut allow: Vec<&str> = vec!["HEAD"];
         allow.extend(allowed.iter().filter(|m| **m != "HEAD"));
         allow.push("OPTIONS");
-        Reply { status: 405, body: None, headers: vec![("allow", allow.join(", "))] }
+        Reply { status: 405, body: None, headers: vec![("allow", allow.join(", "))], not_before: None }
     }
 
     pub fn into_response(self) -> hyper::Response<Full<Bytes>> {

@@ -18,6 +18,7 @@ mod exchanges;
 mod lifecycle;
 mod management;
 mod management_actions;
+mod management_limits;
 mod management_stats;
 mod netfuzz;
 mod publish;

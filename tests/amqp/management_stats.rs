@@ -107,6 +107,19 @@ async fn queue_counts_unacked_deliveries_and_rates() {
     assert!(overview["queue_totals"]["messages_ready"].as_u64() >= Some(8));
     assert_eq!(overview["queue_totals"]["messages_unacknowledged"], 0);
     publisher.abort();
+
+    // A history for graphs, as RabbitMQ's ?lengths_age=&lengths_incr= (seconds).
+    let url = format!("{api}/overview?lengths_age=10&lengths_incr=1&msg_rates_age=10&msg_rates_incr=1");
+    let o = wait_for(&url, "two samples", |o| {
+        o["queue_totals"]["messages_ready_details"]["samples"].as_array().is_some_and(|s| s.len() >= 2)
+    })
+    .await;
+    let samples = o["queue_totals"]["messages_ready_details"]["samples"].as_array().unwrap();
+    let times: Vec<u64> = samples.iter().map(|s| s["timestamp"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] == w[1] + 1000), "newest first, 1 s apart: {times:?}");
+    assert!(samples.iter().all(|s| s["sample"].as_u64() >= Some(8)), "{samples:?}");
+    assert!(o["message_stats"]["publish_details"]["samples"][0]["sample"].as_u64() >= Some(10));
+    assert!(o["message_stats"]["publish_details"]["avg_rate"].as_f64().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::message_stats::{details, message_stats, Keys, READY, TOTAL, UNACKED};
+use super::message_stats::{details, details_over, message_stats_with, Keys, Window, READY, TOTAL, UNACKED};
 use super::{listed_vhosts, Call, Context, Reply};
 
 /// The RabbitMQ version whose management API this one follows.
@@ -56,17 +56,26 @@ pub fn overview(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     // Broker-wide message counts are for readers of everything; RabbitMQ shows a
     // `management` user the sum over its vhosts, which HareMQ does not keep per vhost.
     let message_stats = if call.login.reads_all() {
-        message_stats(&crate::stats::global::totals().messages, track, Keys::All)
+        let window = Window::from_call(call, "msg_rates");
+        message_stats_with(&crate::stats::global::totals().messages, Keys::All, |i| match window {
+            Some(w) => details_over(track, i, &rates.history, w),
+            None => details(track, i),
+        })
     } else {
         json!({})
     };
+    let lengths = Window::from_call(call, "lengths");
+    let length = |i| match lengths {
+        Some(w) => details_over(track, i, &rates.history, w),
+        None => details(track, i),
+    };
     let queue_totals = json!({
         "messages": ready + unacked,
-        "messages_details": details(track, TOTAL),
+        "messages_details": length(TOTAL),
         "messages_ready": ready,
-        "messages_ready_details": details(track, READY),
+        "messages_ready_details": length(READY),
         "messages_unacknowledged": unacked,
-        "messages_unacknowledged_details": details(track, UNACKED),
+        "messages_unacknowledged_details": length(UNACKED),
     });
     drop(rates);
     let exchange_types: Vec<Value> =
