@@ -1,5 +1,5 @@
 //! The administration API of the core: virtual hosts, users, permissions, topic
-//! permissions and limits, changed at run time. Tests reach it through
+//! permissions, limits and policies, changed at run time. Tests reach it through
 //! [`crate::BrokerHandle::admin`]; the management HTTP API and the CLI are to call the
 //! same functions.
 //!
@@ -12,6 +12,8 @@
 //! connections (320 CONNECTION_FORCED "vhost 'v' is deleted") and deletes everything
 //! in it; deleting a user closes its connections ("user 'u' is deleted") and drops its
 //! permissions; permission changes apply to open connections at their next check.
+
+mod policies;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +39,8 @@ pub enum AdminError {
     UserExists(String),
     #[error("User '{0}' does not exist")]
     NoSuchUser(String),
+    #[error("Policy '{0}' does not exist")]
+    NoSuchPolicy(String),
     /// A malformed argument: an empty or too long name, an invalid regular
     /// expression, an unreadable password hash.
     #[error("{0}")]

@@ -116,6 +116,12 @@ impl Broker {
                 let v = self.new_vhost(&r.name);
                 v.set_meta(VHostMeta { description: r.description.clone(), tags: r.tags.clone() });
                 v.set_limits(VHostLimits { max_connections: r.max_connections, max_queues: r.max_queues });
+                let policies: Vec<_> =
+                    snap.policies.iter().filter(|p| p.vhost == r.name).filter_map(crate::policy::from_record).collect();
+                if !policies.is_empty() {
+                    // Applied as the vhost's queues and exchanges are restored.
+                    v.change_policies(|set| policies.into_iter().for_each(|p| drop(set.insert(Arc::new(p)))));
+                }
                 self.insert_vhost(v);
             }
             self.users.users.change(|t| {
@@ -159,6 +165,7 @@ impl Broker {
         orphans.extend(snap.exchanges.iter().map(|e| &e.vhost).filter(|v| !known.contains(*v)).cloned());
         orphans.extend(snap.queues.iter().map(|q| &q.vhost).filter(|v| !known.contains(*v)).cloned());
         orphans.extend(snap.bindings.iter().map(|b| &b.vhost).filter(|v| !known.contains(*v)).cloned());
+        orphans.extend(snap.policies.iter().map(|p| &p.vhost).filter(|v| !known.contains(*v)).cloned());
         orphans.extend(snap.delayed.iter().map(|(_, d)| &d.vhost).filter(|v| !known.contains(*v)).cloned());
         for name in orphans {
             log::warn!("store: records of vhost '{name}', which does not exist, deleted");
@@ -169,6 +176,7 @@ impl Broker {
             snap.messages.drain().map(|(id, record)| (id, Arc::new(Message::from_record(record, id, 0)))).collect();
         for v in self.vhosts.read().unwrap_or_else(|e| e.into_inner()).values() {
             v.restore(&snap, &messages);
+            v.reapply_policies();
         }
     }
 

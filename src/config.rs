@@ -20,6 +20,11 @@ pub struct Config {
     /// only, as the API can change everything.
     #[serde(deserialize_with = "plain_listen")]
     pub management: Option<SocketAddr>,
+    /// Address and port of the management API over HTTPS (RabbitMQ's
+    /// `management.ssl.*`), with the `[tls]` table's certificate and key; `None`
+    /// (default) for none.
+    #[serde(deserialize_with = "plain_listen")]
+    pub management_tls: Option<SocketAddr>,
     /// Address and port of the Prometheus metrics endpoint (`/metrics`, RabbitMQ's
     /// `prometheus.tcp.*`); `None` (`prometheus = ""`) turns it off. Default
     /// `127.0.0.1:15692`.
@@ -179,6 +184,7 @@ impl Default for Config {
         Self {
             listen: Some(SocketAddr::from(([0, 0, 0, 0], 5672))),
             management: Some(SocketAddr::from(DEFAULT_MANAGEMENT)),
+            management_tls: None,
             prometheus: Some(SocketAddr::from(DEFAULT_PROMETHEUS)),
             stats_interval_ms: 5000,
             data_dir: PathBuf::from("data"),

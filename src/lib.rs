@@ -22,6 +22,7 @@ pub mod fuzzing;
 mod management;
 mod memory;
 mod message;
+mod policy;
 mod queue;
 mod server;
 mod stats;

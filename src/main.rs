@@ -26,6 +26,10 @@ struct Args {
     /// [default: the config file's management, or 127.0.0.1:15672]
     #[arg(long, value_name = "ADDR:PORT")]
     management: Option<String>,
+    /// Address and port of the management API over HTTPS, with the config file's [tls]
+    /// certificate and key [default: the config file's management_tls, or none]
+    #[arg(long, value_name = "ADDR:PORT")]
+    management_tls: Option<SocketAddr>,
     /// Address and port of the Prometheus metrics endpoint (/metrics); "" turns it off
     /// [default: the config file's prometheus, or 127.0.0.1:15692]
     #[arg(long, value_name = "ADDR:PORT")]
@@ -72,6 +76,9 @@ fn load_config(args: &Args) -> Result<haremq::Config, String> {
             "" | "none" => None,
             a => Some(a.parse().map_err(|e| format!("invalid --management address '{a}': {e}"))?),
         };
+    }
+    if let Some(addr) = args.management_tls {
+        config.management_tls = Some(addr);
     }
     if let Some(addr) = &args.prometheus {
         config.prometheus = match addr.trim() {

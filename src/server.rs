@@ -30,6 +30,7 @@ pub struct BrokerHandle {
     plain_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     management_addr: Option<SocketAddr>,
+    management_tls_addr: Option<SocketAddr>,
     prometheus_addr: Option<SocketAddr>,
     broker: Arc<Broker>,
     stop: Option<smol::channel::Sender<()>>,
@@ -75,6 +76,11 @@ impl BrokerHandle {
     /// The management HTTP API's address, if it is on (and could bind its port).
     pub fn management_addr(&self) -> Option<SocketAddr> {
         self.management_addr
+    }
+
+    /// The management HTTP API's HTTPS address, if it is on (and could bind its port).
+    pub fn management_tls_addr(&self) -> Option<SocketAddr> {
+        self.management_tls_addr
     }
 
     /// The Prometheus endpoint's address, if it is on (and could bind its port).
@@ -137,6 +143,10 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
         io::Error::new(e.kind(), format!("cannot create data directory {}: {e}", config.data_dir.display()))
     })?;
     let plain = config.listen.map(bind).transpose()?;
+    if config.management_tls.is_some() && acceptor.is_none() {
+        return Err(io::Error::other("management_tls needs a [tls] table with cert and key"));
+    }
+    let management_acceptor = acceptor.clone();
     let tls = match (&config.tls, acceptor) {
         (Some(t), Some(acceptor)) => Some((bind(t.listen)?, acceptor)),
         _ => None,
@@ -152,6 +162,7 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
     let store = StoreHandle::start(Box::new(store), next_message, next_queue)?;
     let config_threads = config.threads;
     let config_management = config.management;
+    let config_management_tls = config.management_tls.zip(management_acceptor);
     let config_prometheus = config.prometheus;
     let definitions = config.definitions.clone();
     let broker = Broker::new(config, Some(store), Some(snapshot));
@@ -187,10 +198,8 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
         )?;
         threads.push(t);
     }
-    let management_addr = match config_management {
-        Some(addr) => start_management(addr, &broker, &ex, &stop_rx, plain_addr, tls_addr),
-        None => None,
-    };
+    let (management_addr, management_tls_addr) =
+        start_management(config_management, config_management_tls, &broker, &ex, &stop_rx, plain_addr, tls_addr);
     let prometheus_addr = config_prometheus.and_then(|addr| start_prometheus(addr, &broker, &ex, &stop_rx));
     if let Some((listener, addr)) = plain {
         let (b, e) = (broker.clone(), ex.clone());
@@ -214,6 +223,7 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
         plain_addr,
         tls_addr,
         management_addr,
+        management_tls_addr,
         prometheus_addr,
         broker,
         stop: Some(stop_tx),
@@ -221,40 +231,65 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
     })
 }
 
-/// Binds the management HTTP API and starts its accept loop. A port that cannot be
-/// bound is logged and the broker runs without the API: messaging matters more than
-/// its administration, and several brokers on one host would otherwise all fight for
-/// 15672.
+/// Binds the management HTTP API (plain HTTP on `http`, HTTPS on `https` with the
+/// AMQPS certificates) and starts its accept loops and the rates ticker. A port that
+/// cannot be bound is logged and that listener skipped: messaging matters more than its
+/// administration, and several brokers on one host would otherwise all fight for 15672.
 fn start_management(
-    addr: SocketAddr,
+    http: Option<SocketAddr>,
+    https: Option<(SocketAddr, Arc<Acceptor>)>,
     broker: &Arc<Broker>,
     ex: &Arc<Executor<'static>>,
     stop: &smol::channel::Receiver<()>,
     plain: Option<SocketAddr>,
     tls: Option<SocketAddr>,
-) -> Option<SocketAddr> {
-    let (listener, bound) = match bind(addr) {
-        Ok(l) => l,
+) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let bind_logged = |addr: SocketAddr, what: &str| match bind(addr) {
+        Ok(l) => Some(l),
         Err(e) => {
-            log::error!("management HTTP API off: {e}");
-            return None;
+            log::error!("management {what} off: {e}");
+            None
         }
     };
+    let http = http.and_then(|a| bind_logged(a, "HTTP API"));
+    let https = https.and_then(|(a, acceptor)| bind_logged(a, "HTTPS API").map(|l| (l, acceptor)));
+    if http.is_none() && https.is_none() {
+        return (None, None);
+    }
+    let (http_addr, https_addr) = (http.as_ref().map(|(_, a)| *a), https.as_ref().map(|((_, a), _)| *a));
     let mut listeners = Vec::new();
     listeners.extend(plain.map(|a| ("amqp", a)));
     listeners.extend(tls.map(|a| ("amqp/ssl", a)));
-    listeners.push(("http", bound));
+    listeners.extend(http_addr.map(|a| ("http", a)));
+    listeners.extend(https_addr.map(|a| ("https", a)));
     let rates = Arc::new(crate::management::rates::Rates::default());
     let interval = Duration::from_millis(broker.config.stats_interval_ms.max(100));
     ex.spawn(crate::management::rates::run(rates.clone(), broker.clone(), interval, stop.clone())).detach();
     let ctx = Arc::new(crate::management::Context::new(broker.clone(), listeners, rates));
-    let e = ex.clone();
-    let serve = move |stream, peer| {
-        e.spawn(crate::management::serve(stream, peer, ctx.clone())).detach();
-    };
-    ex.spawn(accept_loop(listener, "management", broker.clone(), stop.clone(), serve)).detach();
-    log::info!("management HTTP API on http://{bound}/api/");
-    Some(bound)
+    if let Some((listener, bound)) = http {
+        let (e, ctx) = (ex.clone(), ctx.clone());
+        let serve = move |stream, peer| {
+            e.spawn(crate::management::serve(stream, peer, ctx.clone())).detach();
+        };
+        ex.spawn(accept_loop(listener, "management", broker.clone(), stop.clone(), serve)).detach();
+        log::info!("management HTTP API on http://{bound}/api/");
+    }
+    if let Some(((listener, bound), acceptor)) = https {
+        let (e, b) = (ex.clone(), broker.clone());
+        let serve = move |stream: smol::net::TcpStream, peer| {
+            let (acceptor, ctx) = (acceptor.clone(), ctx.clone());
+            let deadline = std::time::Instant::now() + Duration::from_millis(b.config.handshake_timeout_ms);
+            e.spawn(async move {
+                if let Some((tls, _)) = acceptor.accept(stream, peer, deadline).await {
+                    crate::management::serve(tls, peer, ctx).await;
+                }
+            })
+            .detach();
+        };
+        ex.spawn(accept_loop(listener, "management HTTPS", broker.clone(), stop.clone(), serve)).detach();
+        log::info!("management HTTPS API on https://{bound}/api/");
+    }
+    (http_addr, https_addr)
 }
 
 /// Binds the Prometheus endpoint and starts its accept loop; as the management API, a

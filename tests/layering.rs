@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Modules of the core: they must not depend on the AMQP layer.
-const CORE: &[&str] =
-    &["admin", "auth", "broker", "clients", "vhost", "exchange", "queue", "message", "memory", "disk", "stats"];
+const CORE: &[&str] = &[
+    "admin", "auth", "broker", "clients", "vhost", "exchange", "queue", "message", "memory", "disk", "stats", "policy",
+];
 /// What the store may use.
 const STORE_MAY_USE: &[&str] = &["util"];
 

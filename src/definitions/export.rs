@@ -19,7 +19,8 @@ const FORMAT_VERSION: &str = "3.10.0";
 /// permissions, vhosts (with their metadata; limits as `vhost-limits` parameters, as
 /// RabbitMQ writes them), and in each vhost the exchanges (but the
 /// default and `amq.*` ones, which every vhost has), the queues (but exclusive ones,
-/// which belong to a connection) and the bindings between what is exported.
+/// which belong to a connection), the bindings between what is exported, and the
+/// policies (operator policies are not exported, as in RabbitMQ 3.10).
 pub fn export(broker: &Arc<Broker>) -> Definitions {
     let mut defs = Definitions {
         rabbit_version: Some(FORMAT_VERSION.into()),
@@ -58,6 +59,7 @@ pub fn export(broker: &Arc<Broker>) -> Definitions {
             read: t.read,
         });
     }
+    defs.policies = admin.policies(crate::policy::Kind::Policy, None).iter().map(|p| p.to_json()).collect();
     for info in admin.vhosts() {
         let limits =
             limits_json(&[("max-connections", info.limits.max_connections), ("max-queues", info.limits.max_queues)]);

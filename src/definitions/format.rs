@@ -25,7 +25,8 @@ pub struct Definitions {
     /// an import reports them and an export carries none.
     pub parameters: Vec<Value>,
     pub global_parameters: Vec<Value>,
-    /// Policies: reported on import, not applied (HareMQ has no policies yet).
+    /// Policies (RabbitMQ's JSON form: vhost, name, pattern, apply-to, definition,
+    /// priority). Operator policies are not part of definitions, as in RabbitMQ 3.10.
     pub policies: Vec<Value>,
     pub queues: Vec<QueueDef>,
     pub exchanges: Vec<ExchangeDef>,

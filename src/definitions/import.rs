@@ -7,6 +7,7 @@ use super::format::{BindingDef, Definitions, ExchangeDef, QueueDef};
 use super::security;
 use crate::admin::Admin;
 use crate::broker::Broker;
+use crate::policy::{Kind, Policy};
 use crate::queue::QueueSettings;
 use crate::vhost::{BindingInfo, ExchangeDeclare, VHost};
 
@@ -38,10 +39,18 @@ struct Created {
     exchanges: Vec<(Arc<VHost>, String)>,
     queues: Vec<(Arc<VHost>, String)>,
     bindings: Vec<(Arc<VHost>, BindingInfo)>,
+    /// Policies set: (vhost, name) and the policy it replaced.
+    policies: Vec<(String, String, Option<Arc<Policy>>)>,
 }
 
 impl Created {
-    fn undo(self) {
+    fn undo(self, admin: &Admin) {
+        for (vhost, name, before) in self.policies.into_iter().rev() {
+            let _ = match before {
+                Some(p) => admin.set_policy((*p).clone()),
+                None => admin.clear_policy(Kind::Policy, &vhost, &name),
+            };
+        }
         for (vhost, b) in self.bindings.into_iter().rev() {
             let _ = if b.to_queue {
                 vhost.unbind_queue(&b.destination, &b.source, &b.routing_key, &b.arguments, 0)
@@ -65,6 +74,9 @@ impl Created {
 /// refusal anywhere puts back what this import changed.
 pub fn import(broker: &Arc<Broker>, defs: &Definitions) -> Result<ImportReport, ImportError> {
     security::validate(defs)?;
+    for p in &defs.policies {
+        parse_policy(p)?;
+    }
     let admin = Admin::new(broker.clone());
     let mut undo = security::Undo::default();
     if let Err(e) = security::apply(&admin, defs, &mut undo) {
@@ -72,7 +84,7 @@ pub fn import(broker: &Arc<Broker>, defs: &Definitions) -> Result<ImportReport, 
         return Err(e);
     }
     let mut created = Created::default();
-    match apply(broker, defs, &mut created) {
+    match apply(broker, &admin, defs, &mut created) {
         Ok(mut report) => {
             report.exchanges_created = created.exchanges.len();
             report.queues_created = created.queues.len();
@@ -80,22 +92,32 @@ pub fn import(broker: &Arc<Broker>, defs: &Definitions) -> Result<ImportReport, 
             Ok(report)
         }
         Err(e) => {
-            created.undo();
+            created.undo(&admin);
             undo.apply(&admin);
             Err(e)
         }
     }
 }
 
-fn apply(broker: &Broker, defs: &Definitions, created: &mut Created) -> Result<ImportReport, ImportError> {
+/// A policy entry (`vhost`, `name`, `pattern`, `definition`, `priority`, `apply-to`),
+/// checked as the management API checks it.
+fn parse_policy(p: &serde_json::Value) -> Result<Policy, ImportError> {
+    let field = |k: &str| p.get(k).and_then(serde_json::Value::as_str).unwrap_or_default();
+    let (vhost, name) = (field("vhost"), field("name"));
+    Policy::from_json(Kind::Policy, vhost, name, p)
+        .map_err(|e| ImportError(format!("policy '{name}' in vhost '{vhost}': {}", e.to_string().trim_end())))
+}
+
+fn apply(
+    broker: &Broker,
+    admin: &Admin,
+    defs: &Definitions,
+    created: &mut Created,
+) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
     let other_parameters =
         defs.parameters.iter().filter(|p| p.get("component").and_then(|c| c.as_str()) != Some("vhost-limits")).count();
-    for (what, n) in [
-        ("policies", defs.policies.len()),
-        ("parameters", other_parameters),
-        ("global_parameters", defs.global_parameters.len()),
-    ] {
+    for (what, n) in [("parameters", other_parameters), ("global_parameters", defs.global_parameters.len())] {
         if n > 0 {
             report.ignored.push(format!("{n} {what} (not supported yet)"));
         }
@@ -103,6 +125,16 @@ fn apply(broker: &Broker, defs: &Definitions, created: &mut Created) -> Result<I
     let vhost = |name: &str, entry: &dyn Fn() -> String| {
         broker.vhost(name).ok_or_else(|| ImportError(format!("{}: vhost '{name}' does not exist", entry())))
     };
+    // RabbitMQ's order: policies before queues and exchanges.
+    for p in &defs.policies {
+        let policy = parse_policy(p)?;
+        let (vhost_name, name) = (policy.vhost.clone(), policy.name.clone());
+        let entry = || format!("policy '{name}' in vhost '{vhost_name}'");
+        vhost(&vhost_name, &entry)?;
+        let before = admin.policy(Kind::Policy, &vhost_name, &name);
+        admin.set_policy(policy).map_err(|e| ImportError(format!("{}: {e}", entry())))?;
+        created.policies.push((vhost_name.clone(), name.clone(), before));
+    }
     for x in &defs.exchanges {
         let entry = || format!("exchange '{}' in vhost '{}'", x.name, x.vhost);
         let v = vhost(&x.vhost, &entry)?;

@@ -97,7 +97,10 @@ impl Drop for OpenConnection {
 }
 
 /// Serves one management connection (HTTP/1.1, keep-alive) until it closes.
-pub async fn serve(stream: smol::net::TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
+pub async fn serve<S>(stream: S, peer: SocketAddr, ctx: Arc<Context>)
+where
+    S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin + Send + 'static,
+{
     use std::sync::atomic::Ordering;
     if ctx.open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
         ctx.open.fetch_sub(1, Ordering::Relaxed);

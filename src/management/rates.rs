@@ -54,10 +54,16 @@ pub struct Track {
     at: Option<Instant>,
     values: Vec<u64>,
     pub rates: Vec<f64>,
+    /// Wall clock (ms) of the first sample with the current values: nothing has moved
+    /// since (RabbitMQ's `idle_since`, found by the sampler, not the hot path).
+    pub changed_ms: u64,
 }
 
 impl Track {
     fn update(&mut self, now: Instant, values: Vec<u64>) {
+        if self.at.is_none() || self.values != values {
+            self.changed_ms = crate::message::now_ms();
+        }
         if let Some(at) = self.at {
             let secs = now.duration_since(at).as_secs_f64();
             if secs > 0.0 && self.values.len() == values.len() {
@@ -70,6 +76,16 @@ impl Track {
         }
         self.at = Some(now);
         self.values = values;
+    }
+
+    /// When the object went idle, in RabbitMQ's format (`2026-12-02T21:02:11.869+00:00`);
+    /// None while its counts still moved in the last sample interval.
+    pub fn idle_since(&self) -> Option<String> {
+        if self.rates.iter().any(|r| *r != 0.0) {
+            return None;
+        }
+        let t = jiff::Timestamp::from_millisecond(self.changed_ms as i64).ok()?;
+        Some(t.strftime("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string())
     }
 
     /// The rate of value `i` (0 until two samples exist).

@@ -4,6 +4,7 @@
 use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::error::{AmqpError, AmqpResult};
+use crate::policy::Definition;
 
 /// What a full queue does with a new message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -316,6 +317,45 @@ impl QueueArgs {
         }
         parsed
     }
+
+    /// The arguments a queue acts on under a policy's (merged) definition, as
+    /// RabbitMQ resolves them: for the numeric limits (`message-ttl`, `expires`,
+    /// `max-length`, `max-length-bytes`, `delivery-limit`) the lower of the x-argument
+    /// and the policy's value; for the others (`dead-letter-exchange`,
+    /// `dead-letter-routing-key`, `overflow`) the x-argument if the client gave one.
+    pub fn effective(declared: &FieldTable, policy: &Definition) -> Self {
+        let mut a = Self::parse(declared);
+        let has = |k: &str| declared.inner().contains_key(k);
+        let ms32 = |n: u64| n.min(u64::from(u32::MAX)) as u32;
+        a.message_ttl = lower(a.message_ttl, policy.message_ttl.map(ms32));
+        a.expires = lower(a.expires, policy.expires.map(ms32));
+        a.max_length = lower(a.max_length, policy.max_length);
+        a.max_length_bytes = lower(a.max_length_bytes, policy.max_length_bytes);
+        a.delivery_limit = lower(a.delivery_limit, policy.delivery_limit);
+        if !has("x-dead-letter-exchange") && policy.dead_letter_exchange.is_some() {
+            a.dead_letter_exchange = policy.dead_letter_exchange.clone();
+        }
+        if !has("x-dead-letter-routing-key") && policy.dead_letter_routing_key.is_some() {
+            a.dead_letter_routing_key = policy.dead_letter_routing_key.clone();
+        }
+        if !has("x-overflow") {
+            match policy.overflow.as_deref() {
+                Some("reject-publish") => a.overflow = Overflow::RejectPublish,
+                Some("reject-publish-dlx") => a.overflow = Overflow::RejectPublishDlx,
+                Some("drop-head") => a.overflow = Overflow::DropHead,
+                _ => {}
+            }
+        }
+        a
+    }
+}
+
+/// The lower of two optional limits (either alone if the other is absent).
+fn lower<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Parses a message's `expiration` property as RabbitMQ does (`string:to_integer/1`
@@ -424,6 +464,31 @@ mod tests {
         );
         // Measured as the broker keeps it (invalid UTF-8 is replaced, 3 bytes a byte).
         assert!(validate("q", "/", &table(&[dlx, key(vec![0xff; 100])])).is_err());
+    }
+
+    #[test]
+    fn policies_resolve_against_arguments() {
+        let declared = table(&[
+            ("x-max-length", AMQPValue::LongInt(10)),
+            ("x-dead-letter-exchange", AMQPValue::LongString("mine".into())),
+        ]);
+        let policy = Definition {
+            max_length: Some(5),
+            message_ttl: Some(1 << 40),
+            dead_letter_exchange: Some("theirs".into()),
+            dead_letter_routing_key: Some("k".into()),
+            overflow: Some("reject-publish".into()),
+            ..Definition::default()
+        };
+        let a = QueueArgs::effective(&declared, &policy);
+        assert_eq!(a.max_length, Some(5), "the lower limit");
+        assert_eq!(a.message_ttl, Some(u32::MAX));
+        assert_eq!(a.dead_letter_exchange.as_deref(), Some("mine"), "the x-argument wins");
+        assert_eq!(a.dead_letter_routing_key.as_deref(), Some("k"));
+        assert_eq!(a.overflow, Overflow::RejectPublish);
+        let looser = Definition { max_length: Some(50), ..Definition::default() };
+        assert_eq!(QueueArgs::effective(&declared, &looser).max_length, Some(10));
+        assert_eq!(QueueArgs::effective(&declared, &Definition::default()).max_length, Some(10));
     }
 
     #[test]

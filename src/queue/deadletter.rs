@@ -17,7 +17,7 @@ use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
 use super::classic::ClassicQueue;
-use super::{enqueue_routed, QueueHost, QueueRef, QueueType};
+use super::{enqueue_routed, QueueArgs, QueueHost, QueueRef, QueueType};
 use crate::message::properties::encode_properties;
 use crate::message::{now_ms, Message, QueuedMessage};
 use haremq_routing::RouteRequest;
@@ -280,7 +280,8 @@ impl ClassicQueue {
     }
 
     fn dead_letter_now(&self, dead: Vec<Dead>) {
-        let vhost = match &self.args.dead_letter_exchange {
+        let args = self.current_args();
+        let vhost = match &args.dead_letter_exchange {
             Some(_) => self.owner.upgrade(),
             None => None,
         };
@@ -288,22 +289,22 @@ impl ClassicQueue {
             match d {
                 Dead::Entry(m, reason) => {
                     if let Some(vh) = &vhost {
-                        self.republish(vh, &m.message, reason);
+                        self.republish(vh, &args, &m.message, reason);
                     }
                     // After the new entries: the store never lacks both.
                     self.forget(&m);
                 }
                 Dead::Refused(message) => {
                     if let Some(vh) = &vhost {
-                        self.republish(vh, &message, Reason::Maxlen);
+                        self.republish(vh, &args, &message, Reason::Maxlen);
                     }
                 }
             }
         }
     }
 
-    fn republish(&self, vh: &Arc<dyn QueueHost>, m: &Message, reason: Reason) {
-        let Some(dlx) = self.args.dead_letter_exchange.as_deref() else {
+    fn republish(&self, vh: &Arc<dyn QueueHost>, args: &QueueArgs, m: &Message, reason: Reason) {
+        let Some(dlx) = args.dead_letter_exchange.as_deref() else {
             return;
         };
         let props = match crate::wire::nesting::parse_properties(&m.raw_properties) {
@@ -315,7 +316,7 @@ impl ClassicQueue {
         };
         let mut headers = props.headers().clone().unwrap_or_default();
         let deaths = record_death(&mut headers, &self.name, reason, m, props.expiration().as_ref());
-        let routing_key: Box<str> = match &self.args.dead_letter_routing_key {
+        let routing_key: Box<str> = match &args.dead_letter_routing_key {
             Some(rk) => {
                 // As RabbitMQ: with an explicit key, CC no longer applies.
                 let mut t = FieldTable::default();

@@ -25,6 +25,7 @@ pub use stats::{QueueCounters, QueueStats};
 
 use crate::error::AmqpResult;
 use crate::message::{Message, QueuedMessage};
+use crate::policy::Applied;
 use crate::store::StoreHandle;
 
 /// A queue, whatever its type.
@@ -91,6 +92,14 @@ pub trait QueueType: Send + Sync {
     fn counters(&self) -> &QueueCounters;
     /// Its figures now (takes the queue's lock once).
     fn stats(&self) -> QueueStats;
+
+    /// The policy and operator policy that apply to it now (the vhost decides which):
+    /// it recomputes the arguments it acts on from its declared x-arguments and their
+    /// definitions, and applies them at once (a lower length limit trims it, a new
+    /// TTL expires its head).
+    fn apply_policies(&self, applied: Applied);
+    /// The policies it acts under (for listings).
+    fn policies(&self) -> Applied;
 
     /// RabbitMQ's text for a missing queue.
     fn no_queue_text(&self) -> String {

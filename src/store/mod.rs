@@ -109,6 +109,21 @@ pub struct TopicPermissionRecord {
     pub read: String,
 }
 
+/// A policy or operator policy of a vhost, as RabbitMQ's management API gives it
+/// (the definition is JSON text; the broker validates it again when it loads it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PolicyRecord {
+    pub vhost: String,
+    pub name: String,
+    /// An operator policy.
+    pub operator: bool,
+    pub pattern: String,
+    pub apply_to: String,
+    pub priority: i64,
+    pub definition: String,
+}
+
 /// One change to durable state.
 pub enum StoreOp {
     PutExchange(ExchangeRecord),
@@ -161,7 +176,7 @@ pub enum StoreOp {
     DeleteDelayed(MessageId),
     PutVHost(VHostRecord),
     /// Deletes the vhost and everything recorded in it: exchanges, queues with their
-    /// entries, bindings, delayed messages, permissions (message records left without
+    /// entries, bindings, delayed messages, permissions, policies (message records left without
     /// an entry are collected at the next start).
     DeleteVHost {
         name: String,
@@ -177,6 +192,12 @@ pub enum StoreOp {
         vhost: String,
     },
     PutTopicPermission(TopicPermissionRecord),
+    PutPolicy(PolicyRecord),
+    DeletePolicy {
+        vhost: String,
+        operator: bool,
+        name: String,
+    },
     DeleteTopicPermission {
         user: String,
         vhost: String,
@@ -297,6 +318,7 @@ pub struct Snapshot {
     pub users: Vec<UserRecord>,
     pub permissions: Vec<PermissionRecord>,
     pub topic_permissions: Vec<TopicPermissionRecord>,
+    pub policies: Vec<PolicyRecord>,
     pub exchanges: Vec<ExchangeRecord>,
     pub queues: Vec<QueueRecord>,
     pub bindings: Vec<BindingRecord>,

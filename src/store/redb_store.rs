@@ -11,6 +11,7 @@
 //! - `vhosts`: name → JSON [`VHostRecord`]; `users`: name → JSON [`UserRecord`]
 //! - `permissions`: "user\0vhost" → JSON [`PermissionRecord`];
 //!   `topic_permissions`: "user\0vhost\0exchange" → JSON [`TopicPermissionRecord`]
+//! - `policies`: "vhost\0p\0name" (operator policies: "o") → JSON [`PolicyRecord`]
 //!
 //! Every commit uses redb's default `Durability::Immediate`: it returns after fsync.
 //!
@@ -34,8 +35,8 @@ use super::clean::{self, Counts};
 
 use super::codec::{decode_delayed, decode_message, encode_message};
 use super::{
-    BindingRecord, EntryRecord, MessageId, MessageReader, MessageRecord, PermissionRecord, QueueId, QueueRecord,
-    Recovered, Snapshot, Store, StoreError, StoreOp, TopicPermissionRecord, LOAD_AT_START,
+    BindingRecord, EntryRecord, MessageId, MessageReader, MessageRecord, PermissionRecord, PolicyRecord, QueueId,
+    QueueRecord, Recovered, Snapshot, Store, StoreError, StoreOp, TopicPermissionRecord, LOAD_AT_START,
 };
 
 const EXCHANGES: TableDefinition<&str, &[u8]> = TableDefinition::new("exchanges");
@@ -48,6 +49,7 @@ const VHOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vhosts");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const PERMISSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("permissions");
 const TOPIC_PERMISSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("topic_permissions");
+const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("policies");
 
 /// redb's page cache.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -183,6 +185,10 @@ fn permission_key(user: &str, vhost: &str) -> String {
 
 fn topic_permission_key(user: &str, vhost: &str, exchange: &str) -> String {
     format!("{user}\0{vhost}\0{exchange}")
+}
+
+fn policy_key(vhost: &str, operator: bool, name: &str) -> String {
+    format!("{vhost}\0{}\0{name}", if operator { "o" } else { "p" })
 }
 
 /// Whether a JSON record of type `T` decodes and satisfies `keep` (rows that do not
@@ -342,6 +348,7 @@ impl RedbStore {
             txn.open_table(USERS).map_err(|e| self.io(e))?;
             txn.open_table(PERMISSIONS).map_err(|e| self.io(e))?;
             txn.open_table(TOPIC_PERMISSIONS).map_err(|e| self.io(e))?;
+            txn.open_table(POLICIES).map_err(|e| self.io(e))?;
         }
         txn.commit().map_err(|e| self.io(e))
     }
@@ -359,6 +366,7 @@ impl RedbStore {
             let mut users = txn.open_table(USERS)?;
             let mut permissions = txn.open_table(PERMISSIONS)?;
             let mut topic_permissions = txn.open_table(TOPIC_PERMISSIONS)?;
+            let mut policies = txn.open_table(POLICIES)?;
             for op in ops {
                 match op {
                     StoreOp::PutExchange(r) => {
@@ -467,6 +475,7 @@ impl RedbStore {
                         delayed.retain(|_, v| decode_delayed(v).is_none_or(|d| d.vhost != *name))?;
                         permissions.retain(|_, v| json_keep::<PermissionRecord>(v, |p| p.vhost != *name))?;
                         topic_permissions.retain(|_, v| json_keep::<TopicPermissionRecord>(v, |p| p.vhost != *name))?;
+                        policies.retain(|_, v| json_keep::<PolicyRecord>(v, |p| p.vhost != *name))?;
                     }
                     StoreOp::PutUser(r) => {
                         let json = serde_json::to_vec(r).unwrap_or_default();
@@ -492,6 +501,13 @@ impl RedbStore {
                     StoreOp::DeleteTopicPermission { user, vhost, exchange } => {
                         topic_permissions.remove(topic_permission_key(user, vhost, exchange).as_str())?;
                     }
+                    StoreOp::PutPolicy(r) => {
+                        let json = serde_json::to_vec(r).unwrap_or_default();
+                        policies.insert(policy_key(&r.vhost, r.operator, &r.name).as_str(), json.as_slice())?;
+                    }
+                    StoreOp::DeletePolicy { vhost, operator, name } => {
+                        policies.remove(policy_key(vhost, *operator, name).as_str())?;
+                    }
                 }
             }
         }
@@ -505,7 +521,7 @@ impl RedbStore {
     fn read_all(&self) -> Result<(Snapshot, IdSet, Vec<(QueueId, u64)>), StoreError> {
         let txn = self.db().map_err(|e| self.io(e))?.begin_read().map_err(|e| self.io(e))?;
         let mut snap = Snapshot::default();
-        for (table, out) in [(VHOSTS, 0), (USERS, 1), (PERMISSIONS, 2), (TOPIC_PERMISSIONS, 3)] {
+        for (table, out) in [(VHOSTS, 0), (USERS, 1), (PERMISSIONS, 2), (TOPIC_PERMISSIONS, 3), (POLICIES, 4)] {
             let t = txn.open_table(table).map_err(|e| self.io(e))?;
             for row in t.iter().map_err(|e| self.io(e))? {
                 let (_, v) = row.map_err(|e| self.io(e))?;
@@ -514,6 +530,7 @@ impl RedbStore {
                     0 => snap.vhosts.push(serde_json::from_slice(v).map_err(|e| self.corrupt(e))?),
                     1 => snap.users.push(serde_json::from_slice(v).map_err(|e| self.corrupt(e))?),
                     2 => snap.permissions.push(serde_json::from_slice(v).map_err(|e| self.corrupt(e))?),
+                    4 => snap.policies.push(serde_json::from_slice(v).map_err(|e| self.corrupt(e))?),
                     _ => snap.topic_permissions.push(serde_json::from_slice(v).map_err(|e| self.corrupt(e))?),
                 }
             }

@@ -69,8 +69,10 @@ impl VHost {
                 auto_delete: d.auto_delete,
                 internal: d.internal,
                 arguments: d.arguments.clone(),
+                policy: None,
             },
         );
+        self.apply_policy_to_new_exchange(&mut topo, d.name);
         Ok(())
     }
 

@@ -17,6 +17,8 @@ pub struct ExchangeInfo {
     pub auto_delete: bool,
     pub internal: bool,
     pub arguments: FieldTable,
+    /// The name of the policy that applies to it.
+    pub policy: Option<String>,
 }
 
 /// One queue as declared.
@@ -29,6 +31,8 @@ pub struct QueueInfo {
     pub arguments: FieldTable,
     /// Its counts now.
     pub stats: crate::queue::QueueStats,
+    /// The policy and operator policy it acts under.
+    pub policies: crate::policy::Applied,
 }
 
 /// One binding; `to_queue` tells whether `destination` names a queue or an exchange.
@@ -55,6 +59,7 @@ impl VHost {
                 auto_delete: e.auto_delete,
                 internal: e.internal,
                 arguments: e.arguments.clone(),
+                policy: e.policy.as_ref().map(|p| p.name.clone()),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -84,6 +89,7 @@ impl VHost {
                     auto_delete: s.auto_delete,
                     arguments: s.arguments.clone(),
                     stats: q.stats(),
+                    policies: q.policies(),
                 }
             })
             .collect();

@@ -12,6 +12,7 @@ mod direct;
 mod exchanges;
 mod limits;
 mod listing;
+mod policies;
 mod queues;
 mod reply_to;
 mod restore;
@@ -53,6 +54,8 @@ pub struct ExchangeMeta {
     pub auto_delete: bool,
     pub internal: bool,
     pub arguments: FieldTable,
+    /// The policy that applies to it (its `alternate-exchange` if it has none).
+    pub policy: Option<Arc<crate::policy::Policy>>,
 }
 
 struct Topology {
@@ -85,6 +88,8 @@ pub struct VHost {
     deleted: AtomicBool,
     /// RabbitMQ's vhost metadata: a description and tags.
     meta: Mutex<VHostMeta>,
+    /// Its policies and operator policies (replaced whole on each change).
+    policies: RwLock<Arc<crate::policy::PolicySet>>,
 }
 
 /// A vhost's description and tags (shown by the management API; no behaviour).
@@ -176,6 +181,7 @@ impl VHost {
                     auto_delete: false,
                     internal: false,
                     arguments: FieldTable::default(),
+                    policy: None,
                 },
             );
         }
@@ -192,6 +198,7 @@ impl VHost {
             limits: Default::default(),
             deleted: AtomicBool::new(false),
             meta: Mutex::new(VHostMeta::default()),
+            policies: RwLock::new(Arc::default()),
         })
     }
 

@@ -136,6 +136,7 @@ impl VHost {
         };
         let host: Arc<dyn QueueHost> = me;
         let q: Arc<Queue> = ClassicQueue::new(name.clone(), &host, settings, store);
+        self.apply_policies_to_new(&q);
         queues.insert(name, q.clone());
         drop(queues);
         // Every queue is bound to the default exchange by its name; that binding is

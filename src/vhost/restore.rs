@@ -35,6 +35,7 @@ impl VHost {
                     auto_delete: e.auto_delete,
                     internal: e.internal,
                     arguments: e.arguments.clone(),
+                    policy: None,
                 },
             );
         }

@@ -19,7 +19,7 @@ fn passive_queue() -> QueueDeclareOptions {
 /// The topology of a RabbitMQ export works when loaded at boot (`definitions` in the
 /// config, as RabbitMQ's `load_definitions`): a topic exchange routes through an
 /// exchange-to-exchange binding into a headers exchange, queue arguments (TTL, DLX,
-/// max-length) are in force, and policies (not supported yet) do not stop the import.
+/// max-length) are in force, and its policy is imported too (policies.rs checks them).
 #[tokio::test]
 async fn a_rabbitmq_export_loads_at_boot_and_works() {
     let file = std::env::temp_dir().join(format!("{}.json", unique("haremq-defs")));

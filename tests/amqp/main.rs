@@ -21,6 +21,7 @@ mod management_actions;
 mod management_limits;
 mod management_stats;
 mod netfuzz;
+mod policies;
 mod publish;
 mod queues;
 mod reply_to;

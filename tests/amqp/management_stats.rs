@@ -120,6 +120,11 @@ async fn queue_counts_unacked_deliveries_and_rates() {
     assert!(samples.iter().all(|s| s["sample"].as_u64() >= Some(8)), "{samples:?}");
     assert!(o["message_stats"]["publish_details"]["samples"][0]["sample"].as_u64() >= Some(10));
     assert!(o["message_stats"]["publish_details"]["avg_rate"].as_f64().is_some());
+
+    // Once nothing moves, the queue says since when it is idle (RabbitMQ's format).
+    let q = wait_for(&format!("{api}/queues/%2F/counted"), "idle_since", |q| q["idle_since"].is_string()).await;
+    let since = q["idle_since"].as_str().unwrap();
+    assert_eq!((since.len(), &since[10..11], &since[23..]), (29, "T", "+00:00"), "{since}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

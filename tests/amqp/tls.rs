@@ -522,3 +522,39 @@ fn a_stalled_handshake_is_closed_by_the_handshake_timeout() {
     let mut ok = RawTls::connect(addr, &pki, None);
     assert_eq!(ok.mechanisms(), "PLAIN AMQPLAIN");
 }
+
+/// Issue 13: the management API over HTTPS with the AMQPS certificate, beside plain HTTP.
+#[test]
+fn management_api_over_https() {
+    let pki = Pki::new();
+    let broker = tls_broker_with(&pki, false, false, |c| {
+        c.management = Some("127.0.0.1:0".parse().unwrap());
+        c.management_tls = Some("127.0.0.1:0".parse().unwrap());
+    });
+    if broker.is_external() {
+        return;
+    }
+    let https = broker.handle().management_tls_addr().expect("HTTPS listener");
+    let mut raw = RawTls::connect(https, &pki, None);
+    raw.send(b"GET /api/overview HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nconnection: close\r\n\r\n");
+    let mut answer = String::new();
+    let _ = raw.s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let overview: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    let listeners: Vec<(String, u64)> = overview["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["protocol"].as_str().unwrap().to_string(), l["port"].as_u64().unwrap()))
+        .collect();
+    assert!(listeners.contains(&("https".to_string(), u64::from(https.port()))), "{listeners:?}");
+    assert!(broker.handle().management_addr().is_some(), "plain HTTP stays on beside HTTPS");
+    // Plain HTTP on the HTTPS port is refused by the handshake, nothing else.
+    let mut plain = TcpStream::connect(https).unwrap();
+    plain.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = plain.write_all(b"GET /api/overview HTTP/1.1\r\nhost: x\r\n\r\n");
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf);
+    assert!(!String::from_utf8_lossy(&buf).contains("HTTP/1.1 200"));
+}

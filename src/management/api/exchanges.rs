@@ -14,7 +14,7 @@ fn exchanges_of(v: &VHost) -> Vec<Value> {
     });
     std::iter::once(default)
         .chain(v.exchange_list().into_iter().map(|e| {
-            json!({
+            let mut x = json!({
                 "name": &*e.name,
                 "vhost": &*v.name,
                 "type": e.kind,
@@ -22,7 +22,12 @@ fn exchanges_of(v: &VHost) -> Vec<Value> {
                 "auto_delete": e.auto_delete,
                 "internal": e.internal,
                 "arguments": from_table(&e.arguments),
-            })
+            });
+            // As RabbitMQ: present only when a policy applies.
+            if let Some(p) = e.policy {
+                x["policy"] = Value::String(p);
+            }
+            x
         }))
         .collect()
 }

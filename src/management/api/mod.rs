@@ -21,6 +21,7 @@ pub mod overview;
 pub mod pagination;
 pub mod parameters;
 pub mod permissions;
+pub mod policies;
 pub mod queue_actions;
 pub mod queues;
 pub mod topic_permissions;
@@ -78,7 +79,7 @@ pub fn tags_field(body: &Map<String, Value>) -> Result<Option<Vec<String>>, Repl
 /// An administrative refusal as an HTTP reply.
 pub fn admin_error(e: AdminError) -> Reply {
     match e {
-        AdminError::NoSuchVHost(_) | AdminError::NoSuchUser(_) => Reply::not_found(),
+        AdminError::NoSuchVHost(_) | AdminError::NoSuchUser(_) | AdminError::NoSuchPolicy(_) => Reply::not_found(),
         AdminError::VHostExists(_) | AdminError::UserExists(_) | AdminError::Invalid(_) => {
             Reply::bad_request(e.to_string())
         }

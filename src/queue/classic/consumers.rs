@@ -31,7 +31,7 @@ impl ClassicQueue {
             let Some(this) = handle.as_ref() else {
                 return;
             };
-            if self.args.single_active_consumer {
+            if self.declared.single_active_consumer {
                 let Some(idx) = Self::sac_index(st) else {
                     return;
                 };

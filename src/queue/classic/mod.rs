@@ -30,14 +30,17 @@ use super::{
 };
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::{now_ms, Message, QueuedMessage};
+use crate::policy::Applied;
 use crate::store::{QueueId, StoreHandle, StoreOp};
 
 pub struct ClassicQueue {
     pub(in crate::queue) name: Arc<str>,
     pub(in crate::queue) vhost: Arc<str>,
     settings: QueueSettings,
-    /// The x-arguments it acts on (TTL, limits, dead-lettering, x-expires).
-    pub(in crate::queue) args: QueueArgs,
+    /// The x-arguments as declared. What policies cannot change (priority levels,
+    /// single active consumer, consumer timeout, deduplication) is read from here;
+    /// TTLs, limits, dead-lettering and x-expires from [`QueueState::args`].
+    pub(in crate::queue) declared: QueueArgs,
     /// Its vhost, for dead-lettering and x-expires.
     pub(in crate::queue) owner: Weak<dyn QueueHost>,
     /// Set for durable queues: where their persistent messages are recorded.
@@ -65,6 +68,12 @@ struct ConsumerSlot {
 }
 
 struct QueueState {
+    /// The arguments it acts on now: the declared ones under its policies. Replaced
+    /// whole when a policy changes (read under this lock, which every publish and
+    /// delivery holds anyway: no extra synchronisation on the hot path).
+    args: Arc<QueueArgs>,
+    /// The policies `args` were computed with.
+    policies: Applied,
     ready: ReadyList,
     next_seq: u64,
     /// Ordered by priority, highest first; registration order among equals.
@@ -116,7 +125,7 @@ impl ClassicQueue {
         let q = Arc::new_cyclic(|me| Self {
             name,
             vhost: owner.name().clone(),
-            args,
+            declared: args.clone(),
             settings,
             owner: Arc::downgrade(owner),
             store,
@@ -124,6 +133,8 @@ impl ClassicQueue {
             me: me.clone(),
             counters: QueueCounters::default(),
             state: Mutex::new(QueueState {
+                args: Arc::new(args),
+                policies: Applied::default(),
                 ready,
                 next_seq,
                 consumers: Vec::new(),
@@ -161,7 +172,7 @@ impl ClassicQueue {
     /// The earliest wall-clock deadline among the head messages (one head per
     /// priority level), and its level.
     fn head_expiry(&self, st: &mut QueueState) -> Option<(u64, usize)> {
-        let ttl = self.args.message_ttl;
+        let ttl = st.args.message_ttl;
         st.ready.min_front(|m| m.message.expires_at(ttl))
     }
 
@@ -197,7 +208,7 @@ impl ClassicQueue {
         if let Some(at) = st.timeout_check_at {
             next = Some(next.map_or(at, |n| n.min(at)));
         }
-        if let (Some(ms), true) = (self.args.expires, st.consumers.is_empty()) {
+        if let (Some(ms), true) = (st.args.expires, st.consumers.is_empty()) {
             let at = st.last_used + Duration::from_millis(u64::from(ms));
             next = Some(next.map_or(at, |n| n.min(at)));
         }
@@ -224,7 +235,7 @@ impl ClassicQueue {
             if st.timeout_check_at.is_some_and(|t| t <= Instant::now()) {
                 timed_out = self.sweep_consumer_timeouts(st);
             }
-            match self.args.expires {
+            match st.args.expires {
                 Some(ms) if st.consumers.is_empty() => {
                     st.last_used + Duration::from_millis(u64::from(ms)) <= Instant::now()
                 }
@@ -242,16 +253,16 @@ impl ClassicQueue {
 
     /// True when one more message of `body_len` bytes would exceed a length limit.
     fn full_for(&self, st: &QueueState, body_len: u64) -> bool {
-        self.args.max_length.is_some_and(|max| st.ready.len() as u64 >= max)
-            || self.args.max_length_bytes.is_some_and(|max| st.ready.bytes() + body_len > max)
+        st.args.max_length.is_some_and(|max| st.ready.len() as u64 >= max)
+            || st.args.max_length_bytes.is_some_and(|max| st.ready.bytes() + body_len > max)
     }
 
     /// x-overflow drop-head: drops (dead-letters, reason maxlen) from the head until
     /// the queue is within its limits.
     fn drop_over_limit(&self, st: &mut QueueState) {
         let over = |st: &QueueState| {
-            self.args.max_length.is_some_and(|max| st.ready.len() as u64 > max)
-                || self.args.max_length_bytes.is_some_and(|max| st.ready.bytes() > max)
+            st.args.max_length.is_some_and(|max| st.ready.len() as u64 > max)
+                || st.args.max_length_bytes.is_some_and(|max| st.ready.bytes() > max)
         };
         while over(st) {
             match st.ready.pop_front() {
@@ -278,6 +289,11 @@ impl ClassicQueue {
         }
     }
 
+    /// The arguments it acts on now (for dead-lettering, outside the lock).
+    pub(in crate::queue) fn current_args(&self) -> Arc<QueueArgs> {
+        self.lock().args.clone()
+    }
+
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -299,11 +315,12 @@ impl ClassicQueue {
             },
             None => None,
         };
-        let limited = self.args.max_length.is_some() || self.args.max_length_bytes.is_some();
-        if limited && self.args.overflow != Overflow::DropHead {
+        let limited = st.args.max_length.is_some() || st.args.max_length_bytes.is_some();
+        let overflow = st.args.overflow;
+        if limited && overflow != Overflow::DropHead {
             self.expire_head(st, false);
             if self.full_for(st, message.body.len() as u64) {
-                if self.args.overflow == Overflow::RejectPublishDlx {
+                if overflow == Overflow::RejectPublishDlx {
                     st.dead.push(Dead::Refused(message));
                 }
                 return Enqueued::Rejected;
@@ -321,7 +338,7 @@ impl ClassicQueue {
             store.send(StoreOp::Enqueue { queue: *queue, seq, message: id });
             outcome = Enqueued::Stored;
         }
-        let has_ttl = message.ttl.is_some() || self.args.message_ttl.is_some();
+        let has_ttl = message.ttl.is_some() || st.args.message_ttl.is_some();
         self.counters.publish.bump(1);
         st.ready.push_back(QueuedMessage::new(seq, false, message));
         if !st.consumers.is_empty() {
@@ -354,7 +371,7 @@ impl ClassicQueue {
             self.counters.returned.add(1);
             m.redelivered = true;
             m.requeues = m.requeues.saturating_add(1);
-            if self.args.delivery_limit.is_some_and(|limit| u64::from(m.requeues) > limit) {
+            if st.args.delivery_limit.is_some_and(|limit| u64::from(m.requeues) > limit) {
                 st.dead.push(Dead::Entry(m, Reason::DeliveryLimit));
                 continue;
             }
@@ -444,7 +461,7 @@ impl QueueType for ClassicQueue {
     fn remove_consumer(&self, tag: &str, channel: &dyn ConsumerSink) -> bool {
         self.with_state(|st| {
             let delete = self.remove_consumer_locked(st, tag, channel);
-            if self.args.single_active_consumer && !st.deleted {
+            if self.declared.single_active_consumer && !st.deleted {
                 // The next consumer in line takes over.
                 self.dispatch_locked(st);
             }
@@ -567,10 +584,42 @@ impl QueueType for ClassicQueue {
         (n, orphans)
     }
 
+    /// Recomputes the arguments it acts on and applies them at once: a lower length
+    /// limit drops (dead-letters) from the head under x-overflow drop-head, a new TTL
+    /// expires the head, a new x-expires re-arms the timer.
+    fn apply_policies(&self, applied: Applied) {
+        let args = QueueArgs::effective(
+            &self.settings.arguments,
+            &crate::policy::Definition::parse(&applied.effective_definition()),
+        );
+        self.with_state(|st| {
+            if st.deleted {
+                return;
+            }
+            if args.expires != st.args.expires {
+                st.last_used = Instant::now();
+            }
+            st.args = Arc::new(args);
+            st.policies = applied;
+            if st.args.overflow == Overflow::DropHead {
+                self.drop_over_limit(st);
+            }
+            self.expire_head(st, false);
+            // x-expires may be later or gone now: let the timer take the new deadline.
+            st.timer_at = None;
+        });
+    }
+
+    fn policies(&self) -> Applied {
+        self.lock().policies.clone()
+    }
+
     /// The queue was used (declared, basic.get): restarts its x-expires period.
     fn touch(&self) {
-        if self.args.expires.is_some() {
-            self.with_state(|st| st.last_used = Instant::now());
-        }
+        self.with_state(|st| {
+            if st.args.expires.is_some() {
+                st.last_used = Instant::now();
+            }
+        });
     }
 }
