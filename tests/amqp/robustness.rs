@@ -637,10 +637,16 @@ fn a_long_dead_letter_chain_does_not_overflow_the_stack() {
             ch.queue_declare(name(i).as_str().into(), Default::default(), args).await.expect("declare");
         }
         util::confirm_select(&ch).await;
-        util::publish_confirmed(&ch, "", &name(0), b"traveller", Default::default()).await;
         // 400 hops re-encode an x-death list that grows by one entry a hop (80,000
-        // entries in all): seconds in a debug build, more on a loaded machine.
+        // entries in all): seconds in a debug build, more on a loaded machine. The
+        // publisher's confirm comes once the whole chain has been walked.
         let deadline = Instant::now() + WAIT * 6;
+        let confirm = ch
+            .basic_publish("".into(), name(0).as_str().into(), Default::default(), b"traveller", Default::default())
+            .await
+            .expect("basic.publish");
+        let confirmed = tokio::time::timeout(WAIT * 6, confirm).await.expect("the confirm within a minute");
+        assert!(confirmed.expect("confirm").is_ack());
         while util::message_count(&ch, &name(HOPS - 1)).await != 1 {
             assert!(Instant::now() < deadline, "the message did not reach the end of the chain");
             tokio::time::sleep(Duration::from_millis(20)).await;
