@@ -144,6 +144,7 @@ static ROUTES: &[Route] = &[
         handler: api::policies::operator_policy,
     },
     Route { pattern: &["definitions"], methods: &["GET", "POST"], handler: api::definitions::definitions },
+    Route { pattern: &["definitions", "*"], methods: &["GET", "POST"], handler: api::definitions::definitions },
     Route { pattern: &["health", "checks", "alarms"], methods: GET, handler: api::health::alarms },
     Route { pattern: &["health", "checks", "local-alarms"], methods: GET, handler: api::health_checks::local_alarms },
     Route {

@@ -400,3 +400,29 @@ async fn aliveness_test_publishes_and_gets_a_message() {
         json!({"error": "not_authorised", "reason": "User not authorised to access virtual host"})
     );
 }
+
+#[tokio::test]
+async fn a_vhosts_definitions_move_to_another_vhost() {
+    let Some((broker, api)) = broker() else { return };
+    let (_conn, ch) = util::open(&broker).await;
+    util::declare_queue(&ch, "vq").await;
+    util::declare_exchange(&ch, "vx", lapin::ExchangeKind::Fanout).await;
+    util::bind(&ch, "vq", "vx", "").await;
+    let defs = http("GET", &format!("{api}/definitions/%2F"), GUEST, None).await.json();
+    let keys: Vec<&str> = defs.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["bindings", "exchanges", "parameters", "policies", "queues", "rabbit_version"]);
+    assert_eq!(defs["queues"][0]["name"], "vq");
+    assert!(defs["queues"][0].get("vhost").is_none(), "vhost-scoped items name no vhost: {defs}");
+    assert_eq!(defs["bindings"][0]["source"], "vx");
+
+    broker.admin().add_vhost("copy").unwrap();
+    let post = http("POST", &format!("{api}/definitions/copy"), GUEST, Some(defs.clone())).await;
+    assert_eq!(post.status, 204, "{}", post.text);
+    let q = http("GET", &format!("{api}/queues/copy/vq"), GUEST, None).await.json();
+    assert_eq!(q["vhost"], "copy");
+    let b = http("GET", &format!("{api}/exchanges/copy/vx/bindings/source"), GUEST, None).await.json();
+    assert_eq!(b[0]["destination"], "vq");
+    assert_eq!(http("GET", &format!("{api}/definitions/nope"), GUEST, None).await.status, 404);
+    let with_users = json!({"users": [{"name": "x", "password_hash": "", "tags": ""}], "queues": []});
+    assert_eq!(http("POST", &format!("{api}/definitions/copy"), GUEST, Some(with_users)).await.status, 400);
+}
