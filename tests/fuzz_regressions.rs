@@ -59,3 +59,8 @@ fn store_codec() {
 fn config() {
     replay("config", haremq::fuzzing::config);
 }
+
+#[test]
+fn stream_segment() {
+    replay("stream_segment", haremq::fuzzing::stream_segment);
+}

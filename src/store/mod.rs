@@ -15,6 +15,9 @@
 pub mod clean;
 pub mod codec;
 pub mod redb_store;
+// Stream queues do not use it yet (only the tests and the fuzz target do).
+#[allow(dead_code)]
+pub mod stream_log;
 mod writer;
 
 use std::collections::HashMap;
