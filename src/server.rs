@@ -160,6 +160,9 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
     let next_message = snapshot.max_message_id + 1;
     let next_queue = snapshot.queues.iter().map(|q| q.id).max().map_or(1, |q| q + 1);
     let store = StoreHandle::start(Box::new(store), next_message, next_queue)?;
+    let streams_dir = config.data_dir.join("streams");
+    sweep_streams(&streams_dir, &snapshot);
+    store.set_streams_dir(streams_dir);
     let config_threads = config.threads;
     let config_management = config.management;
     let config_management_tls = config.management_tls.zip(management_acceptor);
@@ -235,6 +238,30 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
 /// AMQPS certificates) and starts its accept loops and the rates ticker. A port that
 /// cannot be bound is logged and that listener skipped: messaging matters more than its
 /// administration, and several brokers on one host would otherwise all fight for 15672.
+/// Removes the logs of streams the store does not record: left by a crash after a
+/// stream's deletion was committed but before its log was removed, or before its
+/// declaration was committed (its publishes were never confirmed).
+fn sweep_streams(dir: &std::path::Path, snapshot: &crate::store::Snapshot) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let live: std::collections::HashSet<String> = snapshot
+        .queues
+        .iter()
+        .filter(|q| crate::queue::QueueKind::of(&q.arguments) == crate::queue::QueueKind::Stream)
+        .map(|q| q.id.to_string())
+        .collect();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.parse::<u64>().is_ok() && !live.contains(&name) {
+            log::info!("removing the log of a deleted stream ({})", e.path().display());
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                log::warn!("could not remove {}: {err}", e.path().display());
+            }
+        }
+    }
+}
+
 fn start_management(
     http: Option<SocketAddr>,
     https: Option<(SocketAddr, Arc<Acceptor>)>,

@@ -102,7 +102,7 @@ pub fn export(broker: &Arc<Broker>) -> Definitions {
                 durable: q.durable,
                 auto_delete: q.auto_delete,
                 arguments: from_table(&q.arguments),
-                queue_type: Some("classic".into()),
+                queue_type: Some(crate::queue::QueueKind::of(&q.arguments).declared().into()),
             });
         }
         for b in v.binding_list() {

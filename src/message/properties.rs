@@ -152,6 +152,38 @@ impl<'a> Properties<'a> {
     }
 }
 
+/// The properties with header `key` set to the long-long integer `value` (a stream's
+/// `x-stream-offset`, which RabbitMQ sends as type `l`). Without a header table, one is
+/// spliced in after the two short strings that precede it (no decoding); with one, the
+/// properties are decoded and written again, so a header of the same name the
+/// publisher set is replaced rather than duplicated. `None` if `raw` is malformed.
+pub fn with_long_header(raw: &[u8], key: &str, value: i64) -> Option<Vec<u8>> {
+    let (flags, rest) = raw.split_first_chunk::<2>()?;
+    let flags = u16::from_be_bytes(*flags);
+    if flags & HEADERS != 0 {
+        let props = crate::wire::nesting::parse_properties(raw)?;
+        let mut headers = props.headers().clone().unwrap_or_default();
+        headers.insert(crate::wire::shortstr::short(key), amq_protocol::types::AMQPValue::LongLongInt(value));
+        return Some(encode_properties(&props.with_headers(headers)));
+    }
+    let key = &key.as_bytes()[..key.len().min(crate::wire::shortstr::MAX_LEN)];
+    let mut r = Reader { rest, flags };
+    r.short_str(CONTENT_TYPE)?;
+    r.short_str(CONTENT_ENCODING)?;
+    let at = raw.len() - r.rest.len();
+    let entry = 1 + key.len() + 1 + 8;
+    let mut out = Vec::with_capacity(raw.len() + 4 + entry);
+    out.extend_from_slice(&(flags | HEADERS).to_be_bytes());
+    out.extend_from_slice(&raw[2..at]);
+    out.extend_from_slice(&(entry as u32).to_be_bytes());
+    out.push(key.len() as u8);
+    out.extend_from_slice(key);
+    out.push(b'l');
+    out.extend_from_slice(&value.to_be_bytes());
+    out.extend_from_slice(&raw[at..]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,5 +303,35 @@ mod tests {
         assert_eq!(p.delivery_mode, Some(2));
         assert_eq!(p.headers(), Some(Ok(t)));
         assert_eq!(Properties::parse(&encode(&BasicProperties::default())).map(|p| p.headers()), Some(None));
+    }
+
+    #[test]
+    fn a_long_header_is_added_or_replaced() {
+        let offset = |raw: &[u8]| {
+            let (_, p) = parse_properties(raw).expect("decodes");
+            (p.headers().clone().and_then(|h| h.inner().get("x-stream-offset").cloned()), p)
+        };
+        // No table: spliced in, every other field kept.
+        let plain = BasicProperties::default()
+            .with_content_type("text/plain".into())
+            .with_delivery_mode(2)
+            .with_message_id("m".into());
+        let raw = with_long_header(&encode(&plain), "x-stream-offset", 42).expect("spliced");
+        let (v, p) = offset(&raw);
+        assert_eq!(v, Some(AMQPValue::LongLongInt(42)));
+        assert_eq!(p.content_type().as_ref().map(|s| s.as_str()), Some("text/plain"));
+        assert_eq!(*p.delivery_mode(), Some(2));
+        assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some("m"));
+        let raw = with_long_header(&encode(&BasicProperties::default()), "x-stream-offset", 0).expect("spliced");
+        assert_eq!(offset(&raw).0, Some(AMQPValue::LongLongInt(0)));
+        // A table: the publisher's own value is replaced, its other headers kept.
+        let mut h = FieldTable::default();
+        h.insert("x-stream-offset".into(), AMQPValue::LongString("forged".into()));
+        h.insert("k".into(), AMQPValue::Boolean(true));
+        let raw = with_long_header(&encode(&plain.clone().with_headers(h)), "x-stream-offset", 7).expect("re-encoded");
+        let (v, p) = offset(&raw);
+        assert_eq!(v, Some(AMQPValue::LongLongInt(7)));
+        assert_eq!(p.headers().as_ref().and_then(|h| h.inner().get("k").cloned()), Some(AMQPValue::Boolean(true)));
+        assert_eq!(with_long_header(&[0x80], "x-stream-offset", 1), None);
     }
 }

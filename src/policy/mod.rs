@@ -60,9 +60,16 @@ impl ApplyTo {
         }
     }
 
-    /// Whether it applies to a classic queue (HareMQ's only queue type).
-    fn classic_queues(self) -> bool {
-        matches!(self, Self::Queues | Self::All | Self::ClassicQueues)
+    /// Whether it applies to a queue declared with `x-queue-type` `queue_type`
+    /// (`classic`, `quorum` or `stream`).
+    fn queues_of_type(self, queue_type: &str) -> bool {
+        match self {
+            Self::Queues | Self::All => true,
+            Self::ClassicQueues => queue_type == "classic",
+            Self::QuorumQueues => queue_type == "quorum",
+            Self::Streams => queue_type == "stream",
+            Self::Exchanges => false,
+        }
     }
 
     fn exchanges(self) -> bool {
@@ -228,12 +235,11 @@ impl PolicySet {
         best.cloned()
     }
 
-    /// The policy and operator policy of a (classic) queue.
-    pub fn for_queue(&self, name: &str) -> Applied {
-        Applied {
-            policy: self.best(Kind::Policy, ApplyTo::classic_queues, name),
-            operator: self.best(Kind::Operator, ApplyTo::classic_queues, name),
-        }
+    /// The policy and operator policy of a queue of type `queue_type` (as declared:
+    /// `classic`, `quorum` or `stream`).
+    pub fn for_queue(&self, name: &str, queue_type: &str) -> Applied {
+        let applies = |a: ApplyTo| a.queues_of_type(queue_type);
+        Applied { policy: self.best(Kind::Policy, applies, name), operator: self.best(Kind::Operator, applies, name) }
     }
 
     /// The policy of an exchange (operator policies set queue limits only).
@@ -273,23 +279,23 @@ mod tests {
             "x",
             json!({"pattern": ".*", "definition": {"alternate-exchange": "ae"}, "priority": 9, "apply-to": "exchanges"}),
         ));
-        assert_eq!(set.for_queue("q1").policy.unwrap().name, "high");
-        assert_eq!(set.for_queue("qq").policy.unwrap().name, "b-tie", "ties go to the first by name");
-        assert_eq!(set.for_queue("aq").policy.unwrap().name, "high", "unanchored");
-        assert!(set.for_queue("zzz").policy.is_none());
+        assert_eq!(set.for_queue("q1", "classic").policy.unwrap().name, "high");
+        assert_eq!(set.for_queue("qq", "classic").policy.unwrap().name, "b-tie", "ties go to the first by name");
+        assert_eq!(set.for_queue("aq", "classic").policy.unwrap().name, "high", "unanchored");
+        assert!(set.for_queue("zzz", "classic").policy.is_none());
         assert_eq!(set.for_exchange("q").unwrap().name, "x");
         assert_eq!(set.for_exchange("zzz").unwrap().name, "x");
-        assert!(set.for_queue("q1").operator.is_none());
+        assert!(set.for_queue("q1", "classic").operator.is_none());
         set.insert(policy(
             Kind::Operator,
             "op",
             json!({"pattern": "", "definition": {"max-length": 1}, "apply-to": "queues"}),
         ));
-        let a = set.for_queue("q1");
+        let a = set.for_queue("q1", "classic");
         assert_eq!(a.operator.as_ref().unwrap().name, "op");
         assert_eq!(a.effective_definition(), json!({"max-length": 1}).as_object().cloned().unwrap());
         set.remove(Kind::Policy, "high");
-        assert_eq!(set.for_queue("q1").policy.unwrap().name, "low");
+        assert_eq!(set.for_queue("q1", "classic").policy.unwrap().name, "low");
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub fn int_value(v: &AMQPValue) -> Option<i64> {
     })
 }
 
-fn string_value(v: &AMQPValue) -> Option<String> {
+pub(super) fn string_value(v: &AMQPValue) -> Option<String> {
     match v {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         _ => None,
@@ -96,7 +96,7 @@ fn string_value(v: &AMQPValue) -> Option<String> {
 /// A failed check, formatted like Erlang's `~p` of RabbitMQ's error term.
 type Check = Result<(), String>;
 
-fn unacceptable(v: &AMQPValue) -> String {
+pub(super) fn unacceptable(v: &AMQPValue) -> String {
     format!("{{unacceptable_type,{}}}", type_name(v))
 }
 
@@ -266,11 +266,51 @@ const SPECS: &[Spec] = &[
             }
         },
     },
+    // Streams (RabbitMQ 3.9+); a classic queue refuses them before their values are
+    // looked at (`kind::check_type`).
+    Spec {
+        key: "x-max-age",
+        check: |v, _| match string_value(v) {
+            None => Err(unacceptable(v)),
+            Some(s) if max_age_ms(&s).is_some() => Ok(()),
+            Some(_) => Err("invalid_max_age".into()),
+        },
+        apply: |_, _| {},
+    },
+    Spec { key: "x-stream-max-segment-size-bytes", check: |v, _| check_non_neg_int(v), apply: |_, _| {} },
+    // Replication settings: accepted, meaningless on one node.
+    Spec { key: "x-initial-cluster-size", check: |v, _| check_non_neg_int(v), apply: |_, _| {} },
+    Spec { key: "x-quorum-initial-group-size", check: |v, _| check_non_neg_int(v), apply: |_, _| {} },
+    Spec {
+        key: "x-queue-leader-locator",
+        check: |v, _| {
+            check_string_among(v, &["client-local", "balanced", "random", "least-leaders"], "invalid_leader_locator")
+        },
+        apply: |_, _| {},
+    },
 ];
+
+/// A stream's `x-max-age` (`7D`, `12h`, `30m`…: a positive integer and one of RabbitMQ's
+/// units Y, M, D, h, m, s) in ms; `None` if it is not one.
+pub fn max_age_ms(s: &str) -> Option<u64> {
+    let unit = s.chars().last()?;
+    let n: u64 = s[..s.len() - unit.len_utf8()].parse().ok().filter(|n| *n > 0)?;
+    let secs: u64 = match unit {
+        'Y' => 365 * 24 * 3600,
+        'M' => 30 * 24 * 3600,
+        'D' => 24 * 3600,
+        'h' => 3600,
+        'm' => 60,
+        's' => 1,
+        _ => return None,
+    };
+    n.checked_mul(secs)?.checked_mul(1000)
+}
 
 /// Validates queue.declare arguments as RabbitMQ 3.10 does (rabbit_channel's DLX type
 /// check, then each [`SPECS`] entry in order). The error is 406 with RabbitMQ's text.
 pub fn validate(queue: &str, vhost: &str, args: &FieldTable) -> AmqpResult<()> {
+    super::kind::check_type(queue, vhost, args)?;
     let table = args.inner();
     let rs = format!("queue '{queue}' in vhost '{vhost}'");
     if let Some(v) = table.get("x-dead-letter-exchange") {

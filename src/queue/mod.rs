@@ -10,8 +10,10 @@ pub mod args;
 pub mod classic;
 mod consumer;
 mod deadletter;
+pub mod kind;
 mod publish;
 pub mod stats;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ use haremq_routing::RouteRequest;
 
 pub use args::{Overflow, QueueArgs};
 pub use consumer::{ConsumerSink, DeliveryTag, Offer};
+pub use kind::QueueKind;
 pub use publish::{enqueue_routed, Enqueueing, QueueRef};
 pub use stats::{QueueCounters, QueueStats};
 
@@ -40,19 +43,29 @@ pub trait QueueType: Send + Sync {
     fn settings(&self) -> &QueueSettings;
     /// True for a durable queue on a broker with a store.
     fn is_durable(&self) -> bool;
+    /// What it is (listings report it).
+    fn kind(&self) -> QueueKind {
+        QueueKind::Classic
+    }
+    /// Whether a persistent message routed here needs a record in the store's message
+    /// table (a stream keeps messages in its own log).
+    fn needs_store_record(&self) -> bool {
+        self.is_durable()
+    }
+    /// 540 if this type does not support `op` (streams: RabbitMQ's texts); checked by
+    /// the channel before it acts.
+    fn refuse(&self, op: QueueOp) -> AmqpResult<()> {
+        let _ = op;
+        Ok(())
+    }
 
     /// Enqueues a routed message and delivers what it can.
     fn publish(&self, message: Arc<Message>) -> Enqueued;
 
     /// Attaches a consumer (its channel has already recorded it) and starts delivering.
-    /// 403 if exclusivity forbids it, 404 if the queue is gone.
-    fn add_consumer(
-        &self,
-        tag: Arc<str>,
-        sink: Arc<dyn ConsumerSink>,
-        exclusive: bool,
-        priority: i32,
-    ) -> AmqpResult<()>;
+    /// 403 if exclusivity forbids it, 404 if the queue is gone; a type may refuse a
+    /// consumer's settings or arguments (a stream: no prefetch, no-ack, a bad offset).
+    fn add_consumer(&self, consumer: NewConsumer<'_>) -> AmqpResult<()>;
     /// Detaches a consumer. True if the queue is auto-delete and this was its last
     /// consumer, so the caller must delete it.
     fn remove_consumer(&self, tag: &str, sink: &dyn ConsumerSink) -> bool;
@@ -129,6 +142,29 @@ pub trait QueueHost: Send + Sync {
     fn delete_queue(&self, queue: &Arc<Queue>) -> u32;
     /// The broker's store, where dead-lettered persistent messages are recorded.
     fn store(&self) -> &Option<StoreHandle>;
+}
+
+/// A consumer being attached (basic.consume).
+pub struct NewConsumer<'a> {
+    pub tag: Arc<str>,
+    pub sink: Arc<dyn ConsumerSink>,
+    pub exclusive: bool,
+    /// basic.consume's `x-priority`, checked.
+    pub priority: i32,
+    pub no_ack: bool,
+    /// The channel's per-consumer prefetch (0: unlimited).
+    pub prefetch: u16,
+    /// basic.consume's arguments (a stream reads `x-stream-offset`).
+    pub arguments: &'a FieldTable,
+}
+
+/// Operations a queue type may not support (see [`QueueType::refuse`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueOp {
+    Get,
+    Purge,
+    NackOrReject,
+    Recover,
 }
 
 /// Identifies a connection (for exclusive queues).

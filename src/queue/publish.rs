@@ -40,7 +40,7 @@ pub fn enqueue_routed(store: &Option<StoreHandle>, routed: &mut Vec<QueueRef>, m
     // front, so no queue ever sees a count that will still grow (a queue may page a
     // message out only while it is the sole reference).
     let durable_targets = match store {
-        Some(_) if message.persistent => routed.iter().filter(|q| q.0.is_durable()).count(),
+        Some(_) if message.persistent => routed.iter().filter(|q| q.0.needs_store_record()).count(),
         _ => 0,
     };
     let store_id = match store {
@@ -72,7 +72,7 @@ pub fn enqueue_routed(store: &Option<StoreHandle>, routed: &mut Vec<QueueRef>, m
                 }
                 // A durable queue deleted under us, or refusing it: release its
                 // reference (and the record, if the queues that took it are done).
-                if q.is_durable()
+                if q.needs_store_record()
                     && store_id.is_some()
                     && message.store.refs.fetch_sub(1, Ordering::AcqRel) == 1
                     && stored > 0

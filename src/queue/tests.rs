@@ -166,8 +166,8 @@ fn round_robin_between_consumers_with_credit() {
     let host = Host::new();
     let q = host.declare("q", &[]);
     let (a, b) = (Sink::new(10, true), Sink::new(10, true));
-    q.add_consumer("a".into(), a.clone(), false, 0).unwrap();
-    q.add_consumer("b".into(), b.clone(), false, 0).unwrap();
+    attach(&q, "a", a.clone(), false).unwrap();
+    attach(&q, "b", b.clone(), false).unwrap();
     publish(&q, &["1", "2", "3", "4"]);
     assert_eq!(a.bodies(), ["1", "3"]);
     assert_eq!(b.bodies(), ["2", "4"]);
@@ -179,7 +179,7 @@ fn messages_wait_for_credit_and_requeues_keep_their_place() {
     let host = Host::new();
     let q = host.declare("q", &[]);
     let c = Sink::new(2, false);
-    q.add_consumer("c".into(), c.clone(), false, 0).unwrap();
+    attach(&q, "c", c.clone(), false).unwrap();
     publish(&q, &["1", "2", "3"]);
     assert_eq!(c.bodies(), ["1", "2"]);
     assert_eq!(q.message_count(), 1, "the third waits for credit");
@@ -237,7 +237,7 @@ fn rejected_deliveries_are_dead_lettered() {
     let dead = host.declare("dead", &[]);
     let q = host.declare("q", &[("x-dead-letter-exchange", AMQPValue::LongString("dlx".into()))]);
     let c = Sink::new(1, false);
-    q.add_consumer("c".into(), c.clone(), false, 0).unwrap();
+    attach(&q, "c", c.clone(), false).unwrap();
     publish(&q, &["x"]);
     let (queue, m) = c.unacked.lock().unwrap().pop().expect("delivered");
     queue.reject(m);
@@ -255,8 +255,8 @@ fn single_active_consumer_delivers_to_one_until_it_leaves() {
     let host = Host::new();
     let q = host.declare("q", &[("x-single-active-consumer", AMQPValue::Boolean(true))]);
     let (a, b) = (Sink::new(10, true), Sink::new(10, true));
-    q.add_consumer("a".into(), a.clone(), false, 0).unwrap();
-    q.add_consumer("b".into(), b.clone(), false, 0).unwrap();
+    attach(&q, "a", a.clone(), false).unwrap();
+    attach(&q, "b", b.clone(), false).unwrap();
     publish(&q, &["1", "2"]);
     assert_eq!(a.bodies(), ["1", "2"]);
     assert!(b.bodies().is_empty());
@@ -269,8 +269,8 @@ fn single_active_consumer_delivers_to_one_until_it_leaves() {
 fn exclusive_consumers_exclude_others() {
     let host = Host::new();
     let q = host.declare("q", &[]);
-    q.add_consumer("a".into(), Sink::new(1, true), true, 0).unwrap();
-    let err = q.add_consumer("b".into(), Sink::new(1, true), false, 0).unwrap_err();
+    attach(&q, "a", Sink::new(1, true), true).unwrap();
+    let err = attach(&q, "b", Sink::new(1, true), false).unwrap_err();
     assert_eq!(err.reply_code(), 403);
 }
 
@@ -279,11 +279,25 @@ fn deleting_a_queue_hands_back_its_consumers() {
     let host = Host::new();
     let q = host.declare("q", &[]);
     let c = Sink::new(0, false);
-    q.add_consumer("c".into(), c.clone(), false, 0).unwrap();
+    attach(&q, "c", c.clone(), false).unwrap();
     publish(&q, &["1", "2"]);
     let (ready, orphans) = q.mark_deleted();
     assert_eq!(ready, 2);
     assert_eq!(orphans.iter().map(|o| o.tag.to_string()).collect::<Vec<_>>(), ["c"]);
     assert!(q.is_deleted());
     assert_eq!(q.publish(message("late")), Enqueued::No);
+}
+
+/// Attaches a consumer with no arguments (the channel's part done by hand).
+fn attach(q: &Arc<Queue>, tag: &str, sink: Arc<dyn ConsumerSink>, exclusive: bool) -> crate::error::AmqpResult<()> {
+    let args = FieldTable::default();
+    q.add_consumer(NewConsumer {
+        tag: tag.into(),
+        sink,
+        exclusive,
+        priority: 0,
+        no_ack: false,
+        prefetch: 0,
+        arguments: &args,
+    })
 }

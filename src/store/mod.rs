@@ -15,8 +15,6 @@
 pub mod clean;
 pub mod codec;
 pub mod redb_store;
-// Stream queues do not use it yet (only the tests and the fuzz target do).
-#[allow(dead_code)]
 pub mod stream_log;
 mod writer;
 
@@ -26,6 +24,7 @@ use std::sync::Arc;
 use amq_protocol::types::FieldTable;
 use serde::{Deserialize, Serialize};
 
+pub use stream_log::{LogReader, LogRecord, StreamLog, StreamLogConfig};
 pub use writer::{ConfirmSink, StoreHandle, COMMIT_BUCKETS};
 
 /// A durable queue's id in the store (names can be reused after a delete).
@@ -214,6 +213,31 @@ pub enum StoreOp {
         vhost: String,
         exchange: String,
     },
+    /// A message appended to a stream at `offset`: the writer writes it to the stream's
+    /// log and fsyncs the log with the batch, before the batch's confirms.
+    StreamAppend {
+        stream: Arc<dyn StreamTarget>,
+        offset: u64,
+        message: Arc<dyn StoredMessage>,
+    },
+    /// A deleted stream's log goes (after every append sent before it).
+    DeleteStream(Arc<dyn StreamTarget>),
+}
+
+impl StoreOp {
+    /// Ops the writer applies to stream logs itself, not to the [`Store`].
+    pub fn is_stream_op(&self) -> bool {
+        matches!(self, Self::StreamAppend { .. } | Self::DeleteStream(_))
+    }
+}
+
+/// A stream as the store writer sees it: its log, and who is told once appends are
+/// durable (the stream queue, which then delivers them: consumers never see an offset
+/// that a crash could take back).
+pub trait StreamTarget: Send + Sync {
+    fn log(&self) -> &Arc<StreamLog>;
+    /// Every offset below `committed` is on stable storage.
+    fn committed(&self, committed: u64);
 }
 
 /// Which rows of a range belong to a priority level's run: the store does not read

@@ -518,6 +518,8 @@ impl RedbStore {
                     StoreOp::DeletePolicy { vhost, operator, name } => {
                         policies.remove(policy_key(vhost, *operator, name).as_str())?;
                     }
+                    // The writer applies these to the streams' logs.
+                    StoreOp::StreamAppend { .. } | StoreOp::DeleteStream(_) => {}
                 }
             }
         }

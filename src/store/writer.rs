@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::{EntryRecord, MessageId, MessageReader, MessageRecord, QueueId, Store, StoreError, StoreOp};
 
+mod streams;
+use streams::StreamWrites;
+
 /// Who is told when the publishes it numbered are durable, or will never be: the
 /// publishing channel, which turns this into basic.ack / basic.nack.
 pub trait ConfirmSink: Send + Sync {
@@ -162,6 +165,8 @@ struct Inner {
     /// Of those, the bytes of records committed (or never written: consumed within
     /// their batch).
     done_bytes: AtomicU64,
+    /// Where stream queues keep their logs (one directory per queue id).
+    streams_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 /// The bytes a record adds to the store, roughly: its fields and keys (redb's page
@@ -173,6 +178,10 @@ fn record_bytes(op: &StoreOp) -> u64 {
             (64 + f.body.len() + f.raw_properties.len() + f.exchange.len() + f.routing_key.len()) as u64
         }
         StoreOp::PutDelayed(_, bytes) => bytes.len() as u64,
+        StoreOp::StreamAppend { message, .. } => {
+            let f = message.fields();
+            (32 + f.body.len() + f.raw_properties.len() + f.exchange.len() + f.routing_key.len()) as u64
+        }
         _ => 0,
     }
 }
@@ -206,6 +215,7 @@ impl StoreHandle {
             failed: AtomicBool::new(false),
             sent_bytes: AtomicU64::new(0),
             done_bytes: AtomicU64::new(0),
+            streams_dir: std::sync::OnceLock::new(),
         });
         let for_thread = inner.clone();
         let t = std::thread::Builder::new().name("haremq-store".into()).spawn(move || {
@@ -220,6 +230,16 @@ impl StoreHandle {
         })?;
         *inner.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
         Ok(Self { inner })
+    }
+
+    /// Sets the directory stream logs live under (once, at start).
+    pub fn set_streams_dir(&self, dir: std::path::PathBuf) {
+        let _ = self.inner.streams_dir.set(dir);
+    }
+
+    /// The directory of stream queue `queue`'s log (None: this store keeps no streams).
+    pub fn stream_dir(&self, queue: QueueId) -> Option<std::path::PathBuf> {
+        self.inner.streams_dir.get().map(|d| d.join(queue.to_string()))
     }
 
     pub fn next_message_id(&self) -> MessageId {
@@ -428,6 +448,7 @@ fn run(mut store: Box<dyn Store>, rx: smol::channel::Receiver<Command>, inner: &
     let mut tried = 0;
     let mut confirms: HashMap<*const (), (Arc<dyn ConfirmSink>, u64)> = HashMap::new();
     let mut scratch = Coalesce::default();
+    let mut streams = StreamWrites::default();
     let mut thens: Vec<Box<dyn FnOnce(bool) + Send>> = Vec::new();
     let mut enqueued: HashMap<QueueId, u64> = HashMap::new();
     // While failed: when to retry next, and the wait after that.
@@ -463,7 +484,7 @@ fn run(mut store: Box<dyn Store>, rx: smol::channel::Receiver<Command>, inner: &
         // refused at once (its ops join the retry).
         let due = retry.is_none_or(|(at, _)| Instant::now() >= at);
         let result = if due {
-            attempt(store.as_mut(), &mut ops, tried, retry.is_some(), &mut scratch, inner)
+            attempt(store.as_mut(), &mut ops, tried, retry.is_some(), &mut scratch, &mut streams, inner)
         } else {
             Err(None)
         };
@@ -494,6 +515,7 @@ fn run(mut store: Box<dyn Store>, rx: smol::channel::Receiver<Command>, inner: &
                         }
                     }
                 }
+                streams.committed();
                 for (_, (ch, seq)) in confirms.drain() {
                     ch.stored(seq);
                 }
@@ -529,7 +551,7 @@ fn run(mut store: Box<dyn Store>, rx: smol::channel::Receiver<Command>, inner: &
     }
     if retry.is_some() {
         // One last try, so a fault that has cleared loses nothing at shutdown.
-        if let Err(e) = attempt(store.as_mut(), &mut ops, tried, true, &mut scratch, inner) {
+        if let Err(e) = attempt(store.as_mut(), &mut ops, tried, true, &mut scratch, &mut streams, inner) {
             let e = e.map_or_else(String::new, |e| e.to_string());
             log::error!(
                 "store: {} ops could not be written before shutdown ({e}); the store keeps its last good commit",
@@ -548,13 +570,17 @@ fn run(mut store: Box<dyn Store>, rx: smol::channel::Receiver<Command>, inner: &
 }
 
 /// Commits `ops` (reopening the store first after a failure); counts the fresh ones.
+/// Stream appends are written and their logs synced first, then the rest is committed
+/// to the store (not at all when a batch holds only stream ops).
 /// `Err(None)` is never returned here; it stands for "not attempted" in [`run`].
+#[allow(clippy::too_many_arguments)]
 fn attempt(
     store: &mut dyn Store,
     ops: &mut Vec<StoreOp>,
     tried: usize,
     failed: bool,
     scratch: &mut Coalesce,
+    streams: &mut StreamWrites,
     inner: &Inner,
 ) -> Result<(), Option<StoreError>> {
     let started = Instant::now();
@@ -564,7 +590,11 @@ fn attempt(
     coalesce(ops, scratch, tried);
     let skipped = msgs - puts(&ops[tried..]);
     let result = if failed { store.recover() } else { Ok(()) };
-    let result = result.and_then(|()| if ops.is_empty() { Ok(()) } else { store.commit(ops) });
+    let result = result.and_then(|()| streams.apply(ops));
+    let result = result.and_then(|()| if ops.iter().all(StoreOp::is_stream_op) { Ok(()) } else { store.commit(ops) });
+    if result.is_err() {
+        streams.failed();
+    }
     if fresh > 0 {
         let c = &inner.counters;
         c.commits.fetch_add(1, Ordering::Relaxed);

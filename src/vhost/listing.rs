@@ -33,6 +33,8 @@ pub struct QueueInfo {
     pub stats: crate::queue::QueueStats,
     /// The policy and operator policy it acts under.
     pub policies: crate::policy::Applied,
+    /// What it is (`classic` or `stream`).
+    pub kind: crate::queue::QueueKind,
 }
 
 /// One binding; `to_queue` tells whether `destination` names a queue or an exchange.
@@ -91,6 +93,7 @@ impl VHost {
                     arguments: s.arguments.clone(),
                     stats: q.stats(),
                     policies: q.policies(),
+                    kind: q.kind(),
                 }
             })
             .collect();

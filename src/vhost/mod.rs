@@ -38,7 +38,8 @@ use crate::exchange::delayed::{DelayScheduler, DelayedMessage, DueRouter};
 use crate::exchange::ExchangeSettings;
 use crate::message::{Message, QueuedMessage};
 use crate::queue::classic::{ClassicQueue, Entry, Run};
-use crate::queue::{enqueue_routed, ConnectionId, Queue, QueueHost, QueueRef, QueueSettings};
+use crate::queue::stream::StreamQueue;
+use crate::queue::{enqueue_routed, ConnectionId, Queue, QueueHost, QueueKind, QueueRef, QueueSettings};
 use crate::store::codec::encode_delayed;
 use crate::store::{
     BindingRecord, DelayedRecord, ExchangeRecord, MessageId, QueueRecord, Recovered, Snapshot, StoreHandle, StoreOp,

@@ -30,7 +30,7 @@ impl VHost {
     pub fn reapply_policies(&self) {
         let set = self.policy_set();
         for q in self.queue_handles() {
-            let applied = set.for_queue(q.name());
+            let applied = set.for_queue(q.name(), QueueKind::of(&q.settings().arguments).declared());
             if !applied.same_as(&q.policies()) {
                 q.apply_policies(applied);
             }
@@ -55,7 +55,7 @@ impl VHost {
     pub(super) fn apply_policies_to_new(&self, q: &Arc<Queue>) {
         let set = self.policy_set();
         if !set.is_empty() {
-            q.apply_policies(set.for_queue(q.name()));
+            q.apply_policies(set.for_queue(q.name(), QueueKind::of(&q.settings().arguments).declared()));
         }
     }
 

@@ -115,27 +115,58 @@ impl VHost {
                 return Err(self.queue_limit_reached(name, max));
             }
         }
+        let kind = QueueKind::of(&settings.arguments);
+        crate::queue::kind::check_properties(kind, name, &self.name, &settings)?;
         let name: Arc<str> = name.into();
-        // Exclusive queues die with their connection, so they are never stored.
-        let store = match &self.store {
-            Some(store) if settings.durable && settings.exclusive_owner.is_none() => {
-                let id = store.next_queue_id();
-                store.send(StoreOp::PutQueue(QueueRecord {
-                    id,
-                    vhost: self.name.to_string(),
-                    name: name.to_string(),
-                    auto_delete: settings.auto_delete,
-                    arguments: settings.arguments.clone(),
-                }));
-                Some((store.clone(), id))
-            }
-            _ => None,
-        };
         let Some(me) = self.me.upgrade() else {
             return Err(AmqpError::InternalError("vhost is shutting down".into()));
         };
-        let host: Arc<dyn QueueHost> = me;
-        let q: Arc<Queue> = ClassicQueue::new(name.clone(), &host, settings, store);
+        // Exclusive queues die with their connection, so they are never stored.
+        let store = match &self.store {
+            Some(store) if settings.durable && settings.exclusive_owner.is_none() => {
+                Some((store.clone(), store.next_queue_id()))
+            }
+            _ => None,
+        };
+        let record = |id| {
+            StoreOp::PutQueue(QueueRecord {
+                id,
+                vhost: self.name.to_string(),
+                name: name.to_string(),
+                auto_delete: settings.auto_delete,
+                arguments: settings.arguments.clone(),
+            })
+        };
+        let q: Arc<Queue> = match (kind, store) {
+            (QueueKind::Stream, Some((store, id))) => {
+                let stream = StreamQueue::open(name.clone(), self.name.clone(), settings.clone(), store.clone(), id)
+                    .map_err(|e| {
+                        log::error!("cannot create the log of stream '{name}' in vhost '{}': {e}", self.name);
+                        AmqpError::InternalError(format!("cannot create the stream's log: {e}"))
+                    })?;
+                store.send(record(id));
+                stream
+            }
+            (QueueKind::Stream, None) => {
+                return Err(AmqpError::PreconditionFailed(format!(
+                    "queue '{name}' in vhost '{}': streams need a data directory",
+                    self.name
+                )))
+            }
+            (kind, store) => {
+                if kind == QueueKind::Quorum {
+                    log::info!(
+                        "queue '{name}' in vhost '{}' is declared as a quorum queue: HareMQ runs it as a classic durable queue (not replicated)",
+                        self.name
+                    );
+                }
+                if let Some((store, id)) = &store {
+                    store.send(record(*id));
+                }
+                let host: Arc<dyn QueueHost> = me;
+                ClassicQueue::new(name.clone(), &host, settings, store)
+            }
+        };
         self.apply_policies_to_new(&q);
         queues.insert(name, q.clone());
         drop(queues);

@@ -67,9 +67,18 @@ impl VHost {
                 arguments: q.arguments.clone(),
             };
             let Some(me) = self.me.upgrade() else { return };
-            let host: Arc<dyn QueueHost> = me;
-            let queue: Arc<Queue> =
-                ClassicQueue::restore(name.clone(), &host, settings, Some((store.clone(), q.id)), ready);
+            let queue: Arc<Queue> = if QueueKind::of(&q.arguments) == QueueKind::Stream {
+                match StreamQueue::open(name.clone(), self.name.clone(), settings, store.clone(), q.id) {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        log::error!("stream '{}' in vhost '{}' is not restored: {e}", q.name, self.name);
+                        continue;
+                    }
+                }
+            } else {
+                let host: Arc<dyn QueueHost> = me;
+                ClassicQueue::restore(name.clone(), &host, settings, Some((store.clone(), q.id)), ready)
+            };
             queues.insert(name, queue);
         }
         for b in snap.bindings.iter().filter(|b| *b.vhost == *self.name) {

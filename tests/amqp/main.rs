@@ -28,4 +28,5 @@ mod queues;
 mod reply_to;
 mod robustness;
 mod security;
+mod streams;
 mod tls;

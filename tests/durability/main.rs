@@ -15,6 +15,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 mod memory;
 mod storefault;
+mod streams;
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -10,7 +10,7 @@ use super::{access, ok, Channel, Context};
 use crate::amqp::delivery::{ConsumerState, Unacked};
 use crate::amqp::frame::{write_content, write_method};
 use crate::error::{AmqpError, AmqpResult};
-use crate::queue::Queue;
+use crate::queue::{NewConsumer, Queue, QueueOp};
 use crate::util::random_name;
 use crate::vhost::{VHost, REPLY_TO_QUEUE};
 use crate::wire::shortstr::short;
@@ -49,7 +49,16 @@ impl Channel {
                 },
             );
         }
-        if let Err(e) = q.add_consumer(tag.clone(), self.shared.clone(), c.exclusive, priority) {
+        let consumer = NewConsumer {
+            tag: tag.clone(),
+            sink: self.shared.clone(),
+            exclusive: c.exclusive,
+            priority,
+            no_ack: c.no_ack,
+            prefetch: self.consumer_prefetch,
+            arguments: &c.arguments,
+        };
+        if let Err(e) = q.add_consumer(consumer) {
             self.shared.lock().consumers.remove(&tag);
             return Err(e);
         }
@@ -117,6 +126,15 @@ impl Channel {
         }
     }
 
+    /// basic.recover on a channel consuming from a queue that cannot take deliveries
+    /// back (a stream): 540 (RabbitMQ 3.10 fails with 541 there).
+    pub(super) fn refuse_recover(&self) -> AmqpResult<()> {
+        for c in self.shared.lock().consumers.values() {
+            c.queue.refuse(QueueOp::Recover)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn recover(&mut self) {
         let mut taken = std::mem::take(&mut self.taken);
         {
@@ -153,6 +171,7 @@ impl Channel {
         let name = self.queue_name(g.queue.as_str())?;
         access::read_queue(ctx, &name)?;
         let q = self.resolve_queue(ctx, &name)?;
+        q.refuse(QueueOp::Get)?;
         let id = self.id();
         let shared = self.shared.clone();
         let got = q.get(g.no_ack, &mut |m, left| {

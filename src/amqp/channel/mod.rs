@@ -190,11 +190,13 @@ impl Channel {
                 // recover-ok must precede the redeliveries: clients (lapin) drop
                 // deliveries they had buffered for the consumer when it arrives.
                 // requeue=false is treated as requeue=true, as RabbitMQ does.
+                self.refuse_recover()?;
                 self.send(AMQPClass::Basic(B::RecoverOk(basic::RecoverOk {})));
                 self.recover();
                 Ok(None)
             }
             B::RecoverAsync(_) => {
+                self.refuse_recover()?;
                 self.recover();
                 Ok(None)
             }

@@ -95,6 +95,7 @@ impl Channel {
                 let name = self.queue_name(p.queue.as_str())?;
                 access::read_queue(ctx, &name)?;
                 let q = self.resolve_queue(ctx, &name)?;
+                q.refuse(crate::queue::QueueOp::Purge)?;
                 let n = q.purge();
                 (Q::PurgeOk(queue::PurgeOk { message_count: n }), p.nowait)
             }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::{Channel, Context};
 use crate::amqp::delivery::Unacked;
 use crate::error::{AmqpError, AmqpResult};
+use crate::queue::QueueOp;
 
 #[derive(Clone, Copy)]
 pub(super) enum Settle {
@@ -56,6 +57,15 @@ impl Channel {
             st.release(&taken);
             if let Settle::Ack = how {
                 self.shared.counts.acked(taken.len() as u64);
+            }
+        }
+        if !matches!(how, Settle::Ack) {
+            // A stream takes nothing back and dead-letters nothing: 540, which closes
+            // the connection; what was taken goes back as the teardown would put it.
+            if let Some(e) = taken.iter().find_map(|u| u.queue.refuse(QueueOp::NackOrReject).err()) {
+                requeue_all(&mut taken);
+                self.taken = taken;
+                return Err(e);
             }
         }
         match how {

@@ -115,6 +115,7 @@ pub fn contents(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let q = v.queue(name).ok_or_else(Reply::not_found)?;
     access::require(ctx, call, vhost, Access::Read, name)?;
     crate::vhost::check_exclusive(q.as_ref(), NO_CONNECTION).map_err(amqp_error)?;
+    q.refuse(crate::queue::QueueOp::Purge).map_err(amqp_error)?;
     q.purge();
     Ok(Reply::empty(204))
 }
@@ -177,6 +178,7 @@ pub fn get(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let not_found = || Reply::error(404, "not_found", &format!("NOT_FOUND - no queue '{name}' in vhost '{vhost}'"));
     let q = v.queue(name).ok_or_else(not_found)?;
     crate::vhost::check_exclusive(q.as_ref(), NO_CONNECTION).map_err(amqp_error)?;
+    q.refuse(crate::queue::QueueOp::Get).map_err(amqp_error)?;
     let got = v.get_direct(&q, usize::try_from(count.max(0)).unwrap_or(0), settle);
     let items: Vec<Value> = got
         .iter()

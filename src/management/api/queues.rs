@@ -21,7 +21,7 @@ pub fn queue_json(ctx: &Context, vhost: &str, q: &QueueInfo, node: &str) -> Valu
         "auto_delete": q.auto_delete,
         "exclusive": q.exclusive,
         "arguments": from_table(&q.arguments),
-        "type": "classic",
+        "type": q.kind.reported(),
         "state": "running",
         "node": node,
         "policy": q.policies.policy.as_ref().map(|p| &p.name),

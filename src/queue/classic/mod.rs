@@ -25,8 +25,8 @@ pub use ready::{Entry, Run};
 use super::consumer::same_sink;
 use super::deadletter::{Dead, Reason};
 use super::{
-    ConsumerSink, DeliveryTag, Enqueued, Offer, OrphanedConsumer, Overflow, Queue, QueueArgs, QueueCounters, QueueHost,
-    QueueSettings, QueueStats, QueueType,
+    ConsumerSink, DeliveryTag, Enqueued, NewConsumer, Offer, OrphanedConsumer, Overflow, Queue, QueueArgs,
+    QueueCounters, QueueHost, QueueSettings, QueueStats, QueueType,
 };
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::{now_ms, Message, QueuedMessage};
@@ -446,14 +446,8 @@ impl QueueType for ClassicQueue {
     }
 
     /// Attaches a consumer (the channel has already recorded it) and starts delivering.
-    fn add_consumer(
-        &self,
-        tag: Arc<str>,
-        channel: Arc<dyn ConsumerSink>,
-        exclusive: bool,
-        priority: i32,
-    ) -> AmqpResult<()> {
-        self.with_state(|st| self.add_consumer_locked(st, tag, channel, exclusive, priority))
+    fn add_consumer(&self, c: NewConsumer<'_>) -> AmqpResult<()> {
+        self.with_state(|st| self.add_consumer_locked(st, c.tag, c.sink, c.exclusive, c.priority))
     }
 
     /// Detaches a consumer. Returns true if the queue is auto-delete and this was its

@@ -587,6 +587,7 @@ impl StreamLog {
         self.shared().bytes
     }
 
+    #[cfg(test)]
     pub fn segment_count(&self) -> usize {
         self.shared().segments.len()
     }
