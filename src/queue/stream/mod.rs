@@ -20,6 +20,7 @@
 //! set a prefetch and acknowledge (an ack only returns credit); basic.get, purge,
 //! nack, reject and recover are refused with 540.
 
+mod filter;
 mod pump;
 pub mod start;
 
@@ -137,6 +138,8 @@ struct StreamConsumer {
     reader: Option<LogReader>,
     /// Its last offer found it without credit.
     busy: bool,
+    /// `x-stream-filter`: the messages it skips cost it nothing.
+    filter: Option<filter::Filter>,
 }
 
 impl StreamQueue {
@@ -307,6 +310,7 @@ impl QueueType for StreamQueue {
         }
         let start =
             start::parse(c.arguments.inner().get("x-stream-offset"), &self.name, &self.vhost, crate::util::now_ms())?;
+        let filter = filter::Filter::parse(c.arguments, &self.name, &self.vhost)?;
         {
             let mut st = self.lock();
             if st.deleted {
@@ -340,6 +344,7 @@ impl QueueType for StreamQueue {
                 buffered: VecDeque::new(),
                 reader: None,
                 busy: false,
+                filter,
             });
         }
         self.wake();

@@ -213,6 +213,11 @@ impl StreamQueue {
                 } else {
                     break;
                 };
+                if c.filter.as_ref().is_some_and(|f| !f.matches(&message)) {
+                    c.buffered.pop_front();
+                    c.position += 1;
+                    continue;
+                }
                 let qm = QueuedMessage::new(c.position, false, message);
                 match c.sink.offer(handle, &c.tag, &qm) {
                     Offer::Delivered { no_ack } => {
