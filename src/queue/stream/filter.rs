@@ -66,7 +66,7 @@ impl Filter {
             .and_then(Result::ok)
             .and_then(|h| h.inner().get(VALUE_HEADER).and_then(text));
         match value {
-            Some(v) => self.values.iter().any(|want| *want == v),
+            Some(v) => self.values.contains(&v),
             None => self.match_unfiltered,
         }
     }
