@@ -10,9 +10,10 @@
 //!             [-a|--autoack | -A|--multi-ack-every N]
 //!             [-e|--exchange NAME -t|--exchange-type direct|fanout|topic|headers] [-k|--routing-key KEY]
 //!             [-u|--queue NAME,... | --queues N] [--queue-prefix P] [--durable] [--auto-delete BOOL] [--purge]
-//!             [--queue-args k=v,...] [-r|--rate MSGS_PER_SEC] [--json]
-//!             [--threads N | --thread-per-conn]
-//!             [--scenario throughput|connections|queues|bind-churn] [--connections N] [--broker-pid PID]
+//!             [--queue-args k=v,...] [--queue-type classic|quorum|stream] [--consumer-args k=v,...]
+//!             [-r|--rate MSGS_PER_SEC] [--json] [--threads N | --thread-per-conn]
+//!             [--scenario throughput|connections|queues|bind-churn|delete-queues]
+//!             [--connections N] [--broker-pid PID]
 //!             [--tls-ca FILE | --tls-insecure]
 //! ```
 //!
@@ -33,6 +34,11 @@
 //! haremq-perf --confirm 256 --persistent --size 1024 --prefetch 256 --durable --time 5
 //! # fanout to 8 queues, one consumer each
 //! haremq-perf --exchange perf-fanout --exchange-type fanout --queues 8 --consumers 8 --time 5
+//! # a stream: fill it with 100,000 messages, then replay them from the start
+//! haremq-perf --queue-type stream --queue s --consumers 0 --size 1024 --confirm 256 --pmessages 100000
+//! haremq-perf --queue-type stream --queue s --publishers 0 --cmessages 100000 --prefetch 1000 \
+//!             --multi-ack-every 100 --consumer-args x-stream-offset=first
+//! haremq-perf --scenario delete-queues --queue s
 //! # 1000 idle connections held 10 s, with the broker's RSS
 //! haremq-perf --scenario connections --connections 1000 --time 10 --broker-pid 1234
 //! ```
@@ -48,6 +54,11 @@
 //! queue name). With `--exchange`, the exchange is declared and every queue is bound with
 //! the routing key (default `perf`); without `--queues`, each consumer gets its own queue
 //! (as RabbitMQ PerfTest does), else consumers are spread round-robin over the queues.
+//!
+//! `--queue-type quorum|stream` declares the queues with `x-queue-type`, durable and not
+//! auto-delete (as RabbitMQ requires for those types). Stream consumers need `--prefetch`
+//! and manual acks; `--consumer-args x-stream-offset=first|last|next|N` says where they
+//! start (basic.consume arguments, with `--queue-args`' value rules).
 //!
 //! Every run ends by itself (`--time`, default 10 s without a message count, or the
 //! counts); a broker error is printed and the exit status is 1.
@@ -69,6 +80,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use amq_protocol::types::{AMQPValue, FieldTable};
 use amq_protocol::uri::AMQPUri;
 use clap::{ArgAction, Parser, ValueEnum};
 use hdrhistogram::Histogram;
@@ -97,6 +109,24 @@ impl ExchangeType {
     }
 }
 
+/// `x-queue-type` of the declared queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum QueueType {
+    Classic,
+    Quorum,
+    Stream,
+}
+
+impl QueueType {
+    fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+            QueueType::Stream => "stream",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
     /// Publishers and consumers (the default).
@@ -107,6 +137,8 @@ pub enum Scenario {
     Queues,
     /// Bind and unbind a queue in a loop for --time seconds.
     BindChurn,
+    /// Delete the run's queues (--queue, or <prefix><i>) and exit: cleanup between runs.
+    DeleteQueues,
 }
 
 // The short options are RabbitMQ PerfTest's letters for the options both tools have
@@ -195,6 +227,13 @@ pub struct Opts {
     /// Queue x-arguments, key=value,... (integers are sent as long ints).
     #[arg(long)]
     pub queue_args: Option<String>,
+    /// Queue type (x-queue-type); quorum and stream queues are declared durable and not
+    /// auto-delete.
+    #[arg(long, value_enum)]
+    pub queue_type: Option<QueueType>,
+    /// basic.consume arguments, key=value,... as --queue-args (e.g. x-stream-offset=first).
+    #[arg(long)]
+    pub consumer_args: Option<String>,
     /// Publish rate per publisher (msgs/s), evenly paced.
     #[arg(short = 'r', long)]
     pub rate: Option<f64>,
@@ -313,6 +352,7 @@ fn main() {
         Scenario::Connections => scenarios::connections(&opts, uri),
         Scenario::Queues => scenarios::queues(&opts, uri),
         Scenario::BindChurn => scenarios::bind_churn(&opts, uri),
+        Scenario::DeleteQueues => scenarios::delete_queues(&opts, uri),
     };
     if let Err(e) = result {
         eprintln!("haremq-perf: error: {e}");
@@ -337,18 +377,32 @@ fn plan(opts: &Opts) -> Plan {
     Plan { queues, default_exchange, routing_key: opts.routing_key.clone().unwrap_or_else(|| "perf".into()) }
 }
 
+/// The queues' declare arguments, durable and auto-delete flags: `--queue-args`, plus
+/// `x-queue-type` with `--queue-type`; quorum and stream queues must be durable and may
+/// not be auto-delete.
+fn queue_declaration(opts: &Opts) -> Res<(FieldTable, bool, bool)> {
+    let mut args = match &opts.queue_args {
+        Some(spec) => topology::parse_args(spec)?,
+        None => FieldTable::default(),
+    };
+    let (mut durable, mut auto_delete) = (opts.durable, opts.auto_delete);
+    if let Some(t) = opts.queue_type {
+        args.insert("x-queue-type".into(), AMQPValue::LongString(t.as_str().into()));
+        if t != QueueType::Classic {
+            (durable, auto_delete) = (true, false);
+        }
+    }
+    Ok((args, durable, auto_delete))
+}
+
 async fn setup_topology(opts: &Opts, uri: &AMQPUri, plan: &Plan) -> Res<Conn> {
     let mut conn = Conn::open(uri).await?;
     conn.open_channel(1).await?;
     if !plan.default_exchange {
         topology::declare_exchange(&mut conn, &opts.exchange, opts.exchange_type.as_str(), opts.durable).await?;
     }
-    let args = match &opts.queue_args {
-        Some(spec) => topology::parse_args(spec)?,
-        None => Default::default(),
-    };
-    let spec =
-        topology::QueueSpec { durable: opts.durable, auto_delete: opts.auto_delete, exclusive: false, args: &args };
+    let (args, durable, auto_delete) = queue_declaration(opts)?;
+    let spec = topology::QueueSpec { durable, auto_delete, exclusive: false, args: &args };
     for q in &plan.queues {
         topology::declare_queue(&mut conn, q, &spec).await?;
         if opts.purge {
@@ -406,6 +460,16 @@ fn run_throughput(opts: &Opts, uri: AMQPUri) -> Res<()> {
             return Err(format!("--multi-ack-every {n} exceeds --prefetch {p}: consumers would stall"));
         }
     }
+    if opts.queue_type == Some(QueueType::Stream)
+        && opts.consumers > 0
+        && (opts.autoack || opts.prefetch.unwrap_or(0) == 0)
+    {
+        return Err("stream consumers need --prefetch > 0 and manual acks (no --autoack)".into());
+    }
+    let consume_args = match &opts.consumer_args {
+        Some(spec) => topology::parse_args(spec)?,
+        None => FieldTable::default(),
+    };
     let plan = plan(opts);
     let shared = Arc::new(Shared::new());
     let setup = smol::block_on(setup_topology(opts, &uri, &plan))?;
@@ -424,6 +488,7 @@ fn run_throughput(opts: &Opts, uri: AMQPUri) -> Res<()> {
             autoack: opts.autoack,
             multi_ack_every: opts.multi_ack_every,
             count: opts.cmessages,
+            arguments: consume_args.clone(),
         };
         let (uri, stats, shared2, ready) = (uri.clone(), stats.clone(), shared.clone(), ready.clone());
         let signal: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
@@ -646,9 +711,33 @@ mod tests {
         assert_eq!(o.rate, Some(500.0));
         assert_eq!(plan(&o).queues, ["qa", "qb"]);
         let o = parse_opts(["haremq-perf", "-A", "10"]).expect("-A");
+        assert_eq!(o.queue_type, None);
         assert_eq!(o.multi_ack_every, 10);
         assert!(!o.persistent);
         assert_eq!(plan(&o).queues, ["perf-q-0"]);
+    }
+
+    #[test]
+    fn stream_queue_type_and_consumer_args() {
+        let o = parse_opts(["haremq-perf", "--queue-type", "stream", "--queue-args", "x-max-length-bytes=1000000"])
+            .expect("--queue-type stream");
+        let (args, durable, auto_delete) = queue_declaration(&o).expect("declaration");
+        assert!(durable && !auto_delete, "streams are durable and not auto-delete");
+        assert_eq!(args.inner().get("x-queue-type"), Some(&AMQPValue::LongString("stream".into())));
+        assert_eq!(args.inner().get("x-max-length-bytes"), Some(&AMQPValue::LongLongInt(1_000_000)));
+        let o = parse_opts(["haremq-perf", "--queue-type", "classic"]).expect("classic");
+        let (_, durable, auto_delete) = queue_declaration(&o).expect("declaration");
+        assert!(!durable && auto_delete, "classic keeps --durable / --auto-delete");
+        let (args, durable, _) = queue_declaration(&parse_opts(["haremq-perf"]).expect("plain")).expect("plain");
+        assert!(args.inner().is_empty() && !durable);
+        let o = parse_opts(["haremq-perf", "--consumer-args", "x-stream-offset=first,x-priority=3"]).expect("args");
+        let args = topology::parse_args(o.consumer_args.as_deref().unwrap_or_default()).expect("parse");
+        assert_eq!(args.inner().get("x-stream-offset"), Some(&AMQPValue::LongString("first".into())));
+        assert_eq!(args.inner().get("x-priority"), Some(&AMQPValue::LongLongInt(3)));
+        let o = parse_opts(["haremq-perf", "--queue-type", "stream", "--autoack", "--prefetch", "10"]).expect("parse");
+        let uri: AMQPUri = "amqp://guest:guest@127.0.0.1:1/%2f".parse().expect("uri");
+        let e = run_throughput(&o, uri).expect_err("stream consumers need manual acks");
+        assert!(e.contains("--prefetch"), "{e}");
     }
 
     #[test]

@@ -304,6 +304,8 @@ pub struct ConConfig {
     pub autoack: bool,
     pub multi_ack_every: u64,
     pub count: Option<u64>,
+    /// basic.consume arguments (e.g. x-stream-offset).
+    pub arguments: FieldTable,
 }
 
 pub async fn consumer(
@@ -331,7 +333,7 @@ pub async fn consumer(
         no_ack: cfg.autoack,
         exclusive: false,
         nowait: false,
-        arguments: FieldTable::default(),
+        arguments: cfg.arguments,
     };
     match conn.rpc(1, AMQPClass::Basic(basic::AMQPMethod::Consume(consume))).await? {
         AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_)) => {}

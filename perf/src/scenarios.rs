@@ -1,4 +1,4 @@
-//! The non-throughput scenarios: idle connections, many queues, bind churn.
+//! The non-throughput scenarios: idle connections, many queues, bind churn, queue deletion.
 
 use std::time::{Duration, Instant};
 
@@ -314,4 +314,26 @@ pub fn bind_churn(opts: &Opts, uri: AMQPUri) -> Res<()> {
         conn.close().await;
         Ok(())
     })
+}
+
+/// Deletes the run's queues (`--queue NAME,...`, or `<prefix><i>` as a throughput run
+/// names them) and exits: cleanup between runs, e.g. of a stream's segment files.
+/// Bounded by `--time` (default 120 s).
+pub fn delete_queues(opts: &Opts, uri: AMQPUri) -> Res<()> {
+    let limit = Duration::from_secs_f64(opts.time.unwrap_or(120.0));
+    let names = crate::plan(opts).queues;
+    let work = async {
+        let mut conn = Conn::open(&uri).await?;
+        conn.open_channel(1).await?;
+        for q in &names {
+            let n = topology::delete_queue(&mut conn, q).await?;
+            println!("delete-queues: deleted {q} ({n} messages)");
+        }
+        conn.close().await;
+        Ok(())
+    };
+    smol::block_on(future::or(work, async {
+        Timer::after(limit).await;
+        Err(format!("delete-queues: not done within {:.0} s", limit.as_secs_f64()))
+    }))
 }

@@ -5,12 +5,12 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::client::{Conn, Res};
 
-/// Parses `key=value,key=value` x-arguments: integers become long-long ints, `true` /
+/// Parses `key=value,key=value` x-arguments (of a queue declare or a consume): integers become long-long ints, `true` /
 /// `false` booleans, anything else a long string.
 pub fn parse_args(spec: &str) -> Res<FieldTable> {
     let mut table = FieldTable::default();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').ok_or_else(|| format!("queue argument {part:?} is not key=value"))?;
+        let (k, v) = part.split_once('=').ok_or_else(|| format!("argument {part:?} is not key=value"))?;
         let value = if let Ok(i) = v.parse::<i64>() {
             AMQPValue::LongLongInt(i)
         } else if v == "true" || v == "false" {
@@ -72,6 +72,15 @@ pub async fn purge_queue(conn: &mut Conn, name: &str) -> Res<()> {
     match conn.rpc(1, AMQPClass::Queue(queue::AMQPMethod::Purge(purge))).await? {
         AMQPClass::Queue(queue::AMQPMethod::PurgeOk(_)) => Ok(()),
         other => Err(format!("expected queue.purge-ok, got {other:?}")),
+    }
+}
+
+/// Deletes a queue (even if used or not empty); returns the messages it held.
+pub async fn delete_queue(conn: &mut Conn, name: &str) -> Res<u32> {
+    let del = queue::Delete { queue: name.into(), if_unused: false, if_empty: false, nowait: false };
+    match conn.rpc(1, AMQPClass::Queue(queue::AMQPMethod::Delete(del))).await? {
+        AMQPClass::Queue(queue::AMQPMethod::DeleteOk(ok)) => Ok(ok.message_count),
+        other => Err(format!("expected queue.delete-ok, got {other:?}")),
     }
 }
 
