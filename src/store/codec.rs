@@ -54,6 +54,21 @@ fn text(input: &[u8]) -> IResult<&[u8], &str> {
 
 /// Decodes a message record; `None` if it is malformed.
 pub fn decode_message(input: &[u8]) -> Option<MessageRecord> {
+    let f = decode_fields(input)?;
+    Some(MessageRecord {
+        exchange: f.exchange.into(),
+        routing_key: f.routing_key.into(),
+        raw_properties: f.raw_properties.into(),
+        body: f.body.into(),
+        persistent: f.persistent,
+        published_ms: f.published_ms,
+        ttl: f.ttl,
+    })
+}
+
+/// Decodes a message record into fields borrowed from `input` (a stream's reader
+/// builds its message from them without an intermediate record).
+pub fn decode_fields(input: &[u8]) -> Option<MessageFields<'_>> {
     let (input, (version, persistent)) = run((be_u8, be_u8), input)?;
     let (input, (published_ms, ttl)) = match version {
         VERSION => {
@@ -63,16 +78,8 @@ pub fn decode_message(input: &[u8]) -> Option<MessageRecord> {
         VERSION_1 => (input, (now_ms(), None)),
         _ => return None,
     };
-    let (body, (exchange, routing_key, props)) = run((text, text, bytes), input)?;
-    Some(MessageRecord {
-        exchange: exchange.into(),
-        routing_key: routing_key.into(),
-        raw_properties: props.into(),
-        body: body.into(),
-        persistent: persistent != 0,
-        published_ms,
-        ttl,
-    })
+    let (body, (exchange, routing_key, raw_properties)) = run((text, text, bytes), input)?;
+    Some(MessageFields { exchange, routing_key, raw_properties, body, persistent: persistent != 0, published_ms, ttl })
 }
 
 const DELAYED_VERSION: u8 = 1;

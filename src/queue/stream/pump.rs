@@ -160,22 +160,30 @@ impl StreamQueue {
             return false;
         };
         r.first = first.offset;
+        // Most records of a batch name the same exchange: one shared name for them.
+        let mut exchange: Option<Arc<str>> = None;
         for (i, rec) in records.drain(..).enumerate() {
             // Offsets are consecutive from the first; a record that does not decode
             // (damaged on disk) is skipped with a log line.
             debug_assert_eq!(rec.offset, r.first + i as u64);
-            match codec::decode_message(&rec.payload) {
-                Some(m) => r.messages.push_back(Arc::new(Message {
-                    exchange: Arc::from(m.exchange),
-                    routing_key: m.routing_key,
-                    charge: MemoryCharge::content("", &m.raw_properties, &m.body),
-                    raw_properties: m.raw_properties,
-                    body: m.body,
-                    persistent: m.persistent,
-                    published_ms: m.published_ms,
-                    ttl: m.ttl,
-                    store: Default::default(),
-                })),
+            match codec::decode_fields(&rec.payload) {
+                Some(m) => {
+                    let name = match &exchange {
+                        Some(e) if **e == *m.exchange => e.clone(),
+                        _ => exchange.insert(Arc::from(m.exchange)).clone(),
+                    };
+                    r.messages.push_back(Arc::new(Message {
+                        exchange: name,
+                        routing_key: m.routing_key.into(),
+                        charge: MemoryCharge::content(m.routing_key, m.raw_properties, m.body),
+                        raw_properties: m.raw_properties.into(),
+                        body: m.body.into(),
+                        persistent: m.persistent,
+                        published_ms: m.published_ms,
+                        ttl: m.ttl,
+                        store: Default::default(),
+                    }))
+                }
                 None => {
                     log::error!("{}: the record at offset {} does not decode; skipped", self.rs(), rec.offset);
                     if r.messages.is_empty() {

@@ -458,11 +458,13 @@ impl StreamLog {
             let a = &mut w.active;
             a.file.write_all_at(&w.buf, a.len)?;
             a.file.sync_data()?;
-            // After the records are durable, so an index entry on disk always points at
-            // a whole record (recovery starts its scan there).
+            // Written after the records are durable, so an index entry on disk points at
+            // a whole record; not synced here (one fsync per commit, not two): the index
+            // is synced when its segment is sealed, and recovery validates the active
+            // segment's last entry by scanning from it (falling back to earlier ones) and
+            // rebuilds what a crash lost.
             if !w.index_buf.is_empty() {
                 a.index.write_all_at(&w.index_buf, a.index_len)?;
-                a.index.sync_data()?;
             }
             let added = w.buf.len() as u64;
             {
@@ -495,6 +497,9 @@ impl StreamLog {
 
     /// Starts a new active segment at the next offset (everything is synced).
     fn roll(&self, w: &mut Writer) -> io::Result<()> {
+        // The sealed segment's index is complete now: make it durable before the next
+        // segment exists (recovery trusts a sealed segment's index more).
+        w.active.index.sync_data()?;
         let first_offset = w.next_offset;
         let active = create_segment(&self.dir, first_offset)?;
         {

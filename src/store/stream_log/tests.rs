@@ -403,6 +403,28 @@ fn index_entries_past_the_truncation_are_dropped_and_missing_ones_rebuilt() {
     assert_records(&read_all(&log, 1234), 1234, 3000);
 }
 
+/// The active segment's index is not fsynced with each commit (only when the segment
+/// is sealed): after a crash its last entries may be lost or wrong. A last entry that
+/// points at the wrong place must not cost a single record.
+#[test]
+fn a_wrong_last_index_entry_loses_nothing() {
+    let dir = TempDir::new("index-wrong");
+    write(&open(&dir, 1 << 30), 0, 3000, 3000);
+    let idx = index_path(&dir.0, 0);
+    let mut index = fs::read(&idx).expect("index");
+    let n = index.len() / ENTRY_LEN;
+    assert!(n >= 3, "several entries");
+    // The last entry: a plausible offset and position, but not where that record starts.
+    let last = &mut index[(n - 1) * ENTRY_LEN..];
+    let position = u64::from_le_bytes(last[16..24].try_into().unwrap());
+    last[16..24].copy_from_slice(&(position + 13).to_le_bytes());
+    fs::write(&idx, &index).expect("rewrites the index");
+    let log = open(&dir, 1 << 30);
+    assert_eq!(log.committed(), 3000, "every record is kept");
+    assert_records(&read_all(&log, 0), 0, 3000);
+    assert_records(&read_all(&log, 2990), 2990, 3000);
+}
+
 #[test]
 fn reset_to_synced_then_retry_has_no_duplicates_or_gaps() {
     let dir = TempDir::new("reset");
