@@ -661,7 +661,8 @@ async fn redeclare_checks_exclusive_owner_strictly_and_compares_rabbitmqs_argume
     // Exclusive consumers: the second is refused.
     let ch = channel(&conn).await;
     let excl_consume = BasicConsumeOptions { exclusive: true, ..Default::default() };
-    within("basic.consume", ch.basic_consume(q.as_str().into(), "c1".into(), excl_consume, none()))
+    // Kept alive: lapin cancels a consumer when it is dropped, which would race c2.
+    let _c1 = within("basic.consume", ch.basic_consume(q.as_str().into(), "c1".into(), excl_consume, none()))
         .await
         .expect("exclusive consume");
     let res = within("basic.consume", ch.basic_consume(q.as_str().into(), "c2".into(), excl_consume, none())).await;
