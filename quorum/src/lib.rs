@@ -1,0 +1,79 @@
+//! The deterministic state machine of a HareMQ quorum queue.
+//!
+//! A quorum queue is replicated by Raft: the leader proposes [`Command`]s, and once a
+//! command is committed every replica [`QuorumQueue::apply`]s it, in log order, to its own
+//! copy of this machine. The machine is pure — no I/O, no clock, no threads, no
+//! randomness, no hash-map iteration — so the same log gives the same state, replies and
+//! effects on every replica, and a replica restored from a [`QuorumQueue::snapshot`]
+//! continues exactly like one that applied the whole log.
+//!
+//! # Effects are executed by the leader only
+//!
+//! `apply` returns a [`Reply`] (for the proposer: confirm or nack a publish, the message of
+//! a `basic.get`, …) and [`Effect`]s: deliver this message to that consumer, dead-letter
+//! that one. Every replica computes the effects, because computing them *is* the state
+//! change (a delivered message is checked out to its consumer on every replica), but only
+//! the leader sends them: consumers are attached to the leader's channels, and
+//! dead-lettering on every replica would publish each dead letter once per replica. When
+//! leadership moves, the new leader already knows which messages are checked out to whom
+//! and continues from there; deliveries the old leader decided but never sent are
+//! returned when their consumer's channel or node goes away (`Cancel`, `CancelNode`).
+//!
+//! # Assignment
+//!
+//! As in RabbitMQ's `rabbit_fifo`, consumers *check out* with a credit (their prefetch;
+//! 0 is unlimited) and the machine itself assigns messages when it applies a command, so
+//! deliveries are decided by the log. After every command the machine expires messages
+//! at the head whose TTL has passed, then hands ready messages out in FIFO order to
+//! consumers with free credit, round robin in checkout order (a cursor that is part of
+//! the state), or only to the active consumer when single active consumer is on (the
+//! first subscribed consumer in checkout order; changes are announced with
+//! [`Effect::ConsumerActive`]). Returned messages go back to the head of the queue in id
+//! order and count one failed delivery each; past the delivery limit they are
+//! dead-lettered instead.
+//!
+//! # Time
+//!
+//! The machine's "now" is the largest clock value seen in the log: [`Command::Tick`]s
+//! and the `enqueued_at_ms` of enqueued messages. The leader proposes ticks; expiry is
+//! checked at the head only, as in RabbitMQ.
+//!
+//! # Differences from `rabbit_fifo`
+//!
+//! - One ready queue: returned messages are put at its front (`rabbit_fifo` keeps a
+//!   separate returns queue served first; the delivery order is the same).
+//! - Every return counts as a failed delivery — explicit requeue, `Cancel` and
+//!   `CancelNode` alike (RabbitMQ 3.x; RabbitMQ 4 no longer counts returns caused by a
+//!   consumer going away). `Effect::Deliver::delivery_count` is that count and
+//!   `redelivered` is `delivery_count > 0`.
+//! - `Cancel` returns the consumer's messages at once; there is no "cancelled but still
+//!   holding" state. The broker should propose it when the channel closes, not on
+//!   `basic.cancel` while the consumer may still ack.
+//! - No consumer monitors or node-up handling: a node that goes away is reported once
+//!   with `CancelNode`; its consumers resubscribe with `Checkout`.
+//! - Reject-publish refuses a publish that would take the ready messages over
+//!   `max_length`/`max_length_bytes`; limits count ready messages only.
+//! - No in-memory limits, priorities, at-least-once dead-lettering or message release
+//!   cursors: bodies live in the state (shared by `Arc`) and in the snapshot.
+//! - Duplicate publishes are detected by (node, channel, seq) and answered
+//!   [`Reply::Duplicate`] without storing the message again.
+
+mod command;
+mod config;
+mod consumer;
+mod effect;
+mod error;
+mod machine;
+mod message;
+mod reply;
+mod stats;
+
+pub use command::{decode_command, encode_command, Command, Publisher, MAX_COMMAND_LEN};
+pub use config::{Overflow, QueueConfig};
+pub use consumer::ConsumerKey;
+pub use effect::{DeadLetterReason, Effect};
+pub use error::Error;
+pub use machine::QuorumQueue;
+pub use message::{Message, MsgId};
+pub use reply::Reply;
+pub use stats::Stats;
