@@ -339,6 +339,8 @@ impl QuorumQueue {
                 None => self.consumers.push(Consumer { key: consumer, credit: None, held: BTreeSet::from([id]) }),
             }
         }
+        // Expire what the taken message uncovered, so that `remaining` is accurate.
+        self.expire_head(fx);
         Reply::Message { id, msg, redelivered: delivery_count > 0, delivery_count, remaining: self.ready.len() as u64 }
     }
 
