@@ -1,6 +1,6 @@
 //! Properties over random command sequences: determinism (also across a snapshot),
 //! conservation of messages, no redelivery after settle, credit respected, delivery limit
-//! respected.
+//! respected, no message left waiting while a consumer has credit.
 
 use std::collections::BTreeSet;
 
@@ -224,6 +224,16 @@ proptest! {
             for id in &ledger.accepted {
                 let places = [ready.contains(id), checked_out.contains(id), ledger.settled.contains(id), ledger.gone.contains(id)];
                 prop_assert_eq!(places.iter().filter(|p| **p).count(), 1, "{:?} is in {:?}", id, places);
+            }
+            // Liveness of assignment: a ready message never waits while an eligible
+            // consumer has free credit.
+            if !ready.is_empty() {
+                for k in (0..4).map(consumer) {
+                    let eligible = !q.config().single_active_consumer || q.active_consumer() == Some(&k);
+                    if let (true, Some(credit)) = (eligible, q.credit(&k)) {
+                        prop_assert!(credit != 0 && q.held_by(&k).len() >= credit as usize, "{:?} idle with credit", k);
+                    }
+                }
             }
             let stats = q.stats();
             prop_assert_eq!(stats.ready as usize, ready.len());
