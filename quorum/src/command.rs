@@ -30,8 +30,15 @@ pub enum Command {
         consumer: ConsumerKey,
         credit: u32,
     },
-    /// Remove the consumer; every message it holds returns to the head of the queue.
+    /// Remove the consumer; every message it holds returns to the head of the queue
+    /// (its channel closed).
     Cancel {
+        consumer: ConsumerKey,
+    },
+    /// basic.cancel: stop assigning to the consumer but let it keep, settle and return
+    /// what it holds (AMQP lets a channel ack after cancelling). It disappears when it
+    /// holds nothing; `Cancel`/`CancelNode` still return what is left.
+    Detach {
         consumer: ConsumerKey,
     },
     /// Acknowledge.

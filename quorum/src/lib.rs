@@ -46,9 +46,10 @@
 //!   `CancelNode` alike (RabbitMQ 3.x; RabbitMQ 4 no longer counts returns caused by a
 //!   consumer going away). `Effect::Deliver::delivery_count` is that count and
 //!   `redelivered` is `delivery_count > 0`.
-//! - `Cancel` returns the consumer's messages at once; there is no "cancelled but still
-//!   holding" state. The broker should propose it when the channel closes, not on
-//!   `basic.cancel` while the consumer may still ack.
+//! - Two ways to stop a consumer: `Detach` (basic.cancel: no new messages, the held ones
+//!   stay with it until settled or returned, like `rabbit_fifo`'s cancelled status) and
+//!   `Cancel` (the channel closed: everything it holds returns at once). `basic.get`
+//!   holders are the same record as a detached consumer.
 //! - No consumer monitors or node-up handling: a node that goes away is reported once
 //!   with `CancelNode`; its consumers resubscribe with `Checkout`.
 //! - Reject-publish refuses a publish that would take the ready messages over

@@ -134,6 +134,15 @@ impl QuorumQueue {
                 }
                 Reply::Ok
             }
+            Command::Detach { consumer } => {
+                if let Some(i) = self.position(&consumer) {
+                    self.consumers[i].credit = None;
+                    if self.consumers[i].held.is_empty() {
+                        self.remove_consumer(i);
+                    }
+                }
+                Reply::Ok
+            }
             Command::Settle { consumer, ids } => self.settle(&consumer, ids, &mut fx, |q, id, _| {
                 q.messages.remove(&id);
                 q.total_acked += 1;

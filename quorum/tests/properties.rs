@@ -24,6 +24,7 @@ enum Op {
     Enqueue { size: u8, ttl: Option<u8>, advance: u8 },
     Checkout { c: u8, credit: u8 },
     Cancel { c: u8 },
+    Detach { c: u8 },
     Settle { c: u8, picks: Vec<u8> },
     Return { c: u8, picks: Vec<u8> },
     Discard { c: u8, picks: Vec<u8> },
@@ -40,6 +41,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0..8u8, proptest::option::of(0..50u8), 0..10u8).prop_map(|(size, ttl, advance)| Op::Enqueue { size, ttl, advance }),
         2 => (any::<u8>(), 0..4u8).prop_map(|(c, credit)| Op::Checkout { c, credit }),
         1 => any::<u8>().prop_map(|c| Op::Cancel { c }),
+        1 => any::<u8>().prop_map(|c| Op::Detach { c }),
         3 => (any::<u8>(), picks()).prop_map(|(c, picks)| Op::Settle { c, picks }),
         2 => (any::<u8>(), picks()).prop_map(|(c, picks)| Op::Return { c, picks }),
         1 => (any::<u8>(), picks()).prop_map(|(c, picks)| Op::Discard { c, picks }),
@@ -96,6 +98,7 @@ fn resolve(q: &QuorumQueue, op: &Op, clock: &mut u64, delivery_limit: Option<u32
         }
         Op::Checkout { c, credit } => Command::Checkout { consumer: consumer(*c), credit: u32::from(*credit) },
         Op::Cancel { c } => Command::Cancel { consumer: consumer(*c) },
+        Op::Detach { c } => Command::Detach { consumer: consumer(*c) },
         Op::Settle { c, picks } => Command::Settle { consumer: consumer(*c), ids: ids(&consumer(*c), picks) },
         Op::Return { c, picks } => {
             // Returns also come from basic.get holders.

@@ -437,3 +437,44 @@ fn commands_round_trip_and_bad_encodings_are_errors() {
     body.extend([0xff, 0xff, 0xff, 0xff, 0x0f]); // a 4 GiB body
     assert!(decode_command(&body).is_err());
 }
+
+#[test]
+fn detach_stops_deliveries_but_keeps_held_messages_settleable() {
+    let mut q = QuorumQueue::new(QueueConfig::default());
+    checkout(&mut q, "c", 2);
+    for b in ["a", "b", "c"] {
+        enqueue(&mut q, b);
+    }
+    let fx = q.apply(Command::Detach { consumer: key("c") }).1;
+    assert!(fx.is_empty());
+    assert_eq!(q.stats().consumers, 0);
+    assert_eq!(q.credit(&key("c")), None);
+    // Settling frees credit, but nothing more is delivered to a detached consumer.
+    let (reply, fx) = q.apply(Command::Settle { consumer: key("c"), ids: vec![MsgId(1)] });
+    assert_eq!(reply, Reply::Ok);
+    assert!(fx.is_empty());
+    assert_eq!(q.ready_ids().collect::<Vec<_>>(), vec![MsgId(3)]);
+    // What it still holds goes back when its channel closes.
+    q.apply(Command::Cancel { consumer: key("c") });
+    assert_eq!(q.ready_ids().collect::<Vec<_>>(), vec![MsgId(2), MsgId(3)]);
+    assert!(q.held_by(&key("c")).is_empty());
+}
+
+#[test]
+fn round_robin_continues_fairly_after_a_consumer_leaves() {
+    let mut q = QuorumQueue::new(QueueConfig::default());
+    for t in ["x", "y", "z"] {
+        checkout(&mut q, t, 0);
+    }
+    let mut tags = Vec::new();
+    for i in 0..2 {
+        tags.extend(deliveries(&enqueue(&mut q, &i.to_string()).1).into_iter().map(|d| d.0));
+    }
+    // x leaves holding message 1, which goes to the next in turn (z, after y got 2).
+    let fx = q.apply(Command::Cancel { consumer: key("x") }).1;
+    tags.extend(deliveries(&fx).into_iter().map(|d| d.0));
+    for i in 2..5 {
+        tags.extend(deliveries(&enqueue(&mut q, &i.to_string()).1).into_iter().map(|d| d.0));
+    }
+    assert_eq!(tags, ["x", "y", "z", "y", "z", "y"]);
+}
