@@ -56,7 +56,9 @@ pub enum Command {
         consumer: ConsumerKey,
         ids: Vec<MsgId>,
     },
-    /// basic.get. `settled` for no-ack.
+    /// basic.get. `settled` for no-ack. An unsettled get is held under `consumer` until
+    /// settled or returned; use a key no subscription uses (e.g. the channel with an empty
+    /// tag), since held gets would count against that subscription's credit.
     Dequeue {
         consumer: ConsumerKey,
         settled: bool,

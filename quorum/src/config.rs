@@ -18,7 +18,8 @@ pub enum Overflow {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueConfig {
     /// Returns after which a message is dead-lettered instead of requeued. `None` is
-    /// unlimited. RabbitMQ 4 defaults to 20.
+    /// unlimited. RabbitMQ 4 defaults to 20. Checked when a message is returned, so
+    /// lowering it leaves ready messages alone until their next return.
     pub delivery_limit: Option<u32>,
     /// Limits on the *ready* messages (checked-out ones do not count, as in RabbitMQ).
     pub max_length: Option<u64>,

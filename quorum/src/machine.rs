@@ -78,7 +78,7 @@ impl QuorumQueue {
         Stats {
             ready: self.ready.len() as u64,
             ready_bytes: self.ready_bytes,
-            checked_out: (self.messages.len() - self.ready.len()) as u64,
+            checked_out: self.messages.len().saturating_sub(self.ready.len()) as u64,
             consumers: self.consumers.iter().filter(|c| c.subscribed()).count() as u64,
             total_enqueued: self.total_enqueued,
             total_delivered: self.total_delivered,
