@@ -4,6 +4,10 @@
 //! Why one database: a node may run thousands of groups (one per quorum queue); one file
 //! keeps the number of open files and fsyncs independent of the number of groups.
 
+// openraft's storage traits fix the error type (`StorageError`, ~224 bytes); the helpers
+// here return the same type rather than boxing and unboxing at every trait boundary.
+#![allow(clippy::result_large_err)]
+
 mod log_store;
 mod state_machine;
 
