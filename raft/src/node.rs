@@ -289,9 +289,15 @@ impl Group {
             m.membership_config.membership().get_node(&target).and_then(|n| n.addr.parse::<SocketAddr>().ok())?
         };
         let mut forward = lock(&self.inner.forward);
-        let client =
-            forward.entry(target).or_insert_with(|| Arc::new(Client::new(self.shared.dialer.clone(), addr))).clone();
-        Some(client)
+        match forward.get(&target) {
+            // A node that restarted elsewhere gets a new client.
+            Some(client) if client.addr() == addr => Some(client.clone()),
+            _ => {
+                let client = Arc::new(Client::new(self.shared.dialer.clone(), addr));
+                forward.insert(target, client.clone());
+                Some(client)
+            }
+        }
     }
 
     async fn on_leader(&self, op: Op) -> Result<Vec<Vec<u8>>, WriteError> {
@@ -351,6 +357,7 @@ impl Group {
             Ok(_) => Err(Attempt::Fatal("unexpected response".into())),
             Err(CallError::Unreachable(_)) => Err(Attempt::Retry),
             Err(CallError::Timeout(_)) => Err(Attempt::Timeout),
+            Err(CallError::TooLarge) => Err(Attempt::Fatal("request exceeds the 64 MiB frame limit".into())),
         }
     }
 }

@@ -74,3 +74,41 @@ pub async fn handshake(stream: &mut TcpStream, secret: &[u8], node_id: u64, role
         .map_err(|_| AuthError::BadProof(peer.node_id))?;
     Ok(peer.node_id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair(
+        dialer_secret: &'static [u8],
+        listener_secret: &'static [u8],
+    ) -> (Result<u64, AuthError>, Result<u64, AuthError>) {
+        let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = smol::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            handshake(&mut s, listener_secret, 2, Role::Listener).await
+        });
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let client = handshake(&mut c, dialer_secret, 1, Role::Dialer).await;
+        (client, server.await)
+    }
+
+    #[test]
+    fn same_secret_authenticates_both_sides() {
+        smol::block_on(async {
+            let (c, s) = pair(b"secret", b"secret").await;
+            assert_eq!(c.unwrap(), 2);
+            assert_eq!(s.unwrap(), 1);
+        })
+    }
+
+    #[test]
+    fn different_secrets_fail_on_both_sides() {
+        smol::block_on(async {
+            let (c, s) = pair(b"secret", b"other").await;
+            assert!(matches!(c, Err(AuthError::BadProof(2))));
+            assert!(matches!(s, Err(AuthError::BadProof(1))));
+        })
+    }
+}

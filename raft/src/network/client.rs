@@ -1,10 +1,13 @@
 //! The dialing side: one authenticated connection per (group, target), one request in flight.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -14,7 +17,7 @@ use openraft::BasicNode;
 use smol::net::TcpStream;
 
 use super::auth::{handshake, Role};
-use super::frame::{read_frame, write_frame};
+use super::frame::{read_frame, write_frame, FrameError};
 use super::message::{RpcRequest, RpcResponse};
 use crate::types::TypeConfig;
 use crate::GroupId;
@@ -32,6 +35,9 @@ pub enum CallError {
     Unreachable(String),
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The request doesn't fit in a frame; nothing was sent.
+    #[error("request exceeds the frame size limit")]
+    TooLarge,
 }
 
 /// A connection to one peer, re-established on the next call after any error. Calls are
@@ -40,11 +46,19 @@ pub struct Client {
     dialer: Dialer,
     addr: SocketAddr,
     conn: smol::lock::Mutex<Option<TcpStream>>,
+    /// Set after a failed handshake, so a peer with the wrong secret is logged once rather
+    /// than on every reconnect attempt.
+    auth_failing: AtomicBool,
 }
 
 impl Client {
     pub fn new(dialer: Dialer, addr: SocketAddr) -> Client {
-        Client { dialer, addr, conn: smol::lock::Mutex::new(None) }
+        Client { dialer, addr, conn: smol::lock::Mutex::new(None), auth_failing: AtomicBool::new(false) }
+    }
+
+    /// The address this client dials.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Sends a request and waits for its response, within `timeout` (connect included).
@@ -56,14 +70,26 @@ impl Client {
                     TcpStream::connect(self.addr).await.map_err(|e| CallError::Unreachable(e.to_string()))?;
                 // Small RPCs (votes, heartbeats) must not wait for Nagle.
                 let _ = stream.set_nodelay(true);
-                handshake(&mut stream, &self.dialer.secret, self.dialer.node_id, Role::Dialer).await.map_err(|e| {
-                    log::warn!("raft: connection to {} failed: {e}", self.addr);
-                    CallError::Unreachable(e.to_string())
-                })?;
+                match handshake(&mut stream, &self.dialer.secret, self.dialer.node_id, Role::Dialer).await {
+                    Ok(_) => {
+                        if self.auth_failing.swap(false, Ordering::Relaxed) {
+                            log::info!("raft: handshake with {} succeeds again", self.addr);
+                        }
+                    }
+                    Err(e) => {
+                        if !self.auth_failing.swap(true, Ordering::Relaxed) {
+                            log::warn!("raft: handshake with {} failed: {e}", self.addr);
+                        }
+                        return Err(CallError::Unreachable(e.to_string()));
+                    }
+                }
                 *conn = Some(stream);
             }
             let Some(stream) = conn.as_mut() else { return Err(CallError::Unreachable("no connection".into())) };
-            write_frame(stream, req).await.map_err(|e| CallError::Unreachable(e.to_string()))?;
+            write_frame(stream, req).await.map_err(|e| match e {
+                FrameError::TooLarge(_) => CallError::TooLarge,
+                e => CallError::Unreachable(e.to_string()),
+            })?;
             read_frame::<RpcResponse>(stream).await.map_err(|e| CallError::Unreachable(e.to_string()))
         };
         let result = smol::future::or(attempt, async {
@@ -128,6 +154,7 @@ impl GroupNetwork {
             Ok(resp) => Ok(resp),
             Err(CallError::Unreachable(msg)) => Err(unreachable(msg)),
             Err(e @ CallError::Timeout(_)) => Err(RPCError::Network(NetworkError::new(&e))),
+            Err(e @ CallError::TooLarge) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }
 }
@@ -142,7 +169,15 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
-        match self.call(RpcRequest::AppendEntries(self.group, rpc), &option).await? {
+        let entries = rpc.entries.len() as u64;
+        let result = self.call(RpcRequest::AppendEntries(self.group, rpc), &option).await;
+        if let Err(RPCError::Network(e)) = &result {
+            if entries > 1 && e.to_string().contains("frame size limit") {
+                // Let openraft resend fewer entries per request.
+                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)));
+            }
+        }
+        match result? {
             RpcResponse::AppendEntries(r) => Ok(r),
             _ => Err(unexpected()),
         }

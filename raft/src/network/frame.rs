@@ -45,3 +45,31 @@ pub async fn write_frame<T: Serialize>(w: &mut (impl AsyncWriteExt + Unpin), msg
     w.flush().await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_length_is_rejected_before_allocating() {
+        smol::block_on(async {
+            let mut input = smol::io::Cursor::new(vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3]);
+            let r = read_frame::<Vec<u8>>(&mut input).await;
+            assert!(matches!(r, Err(FrameError::TooLarge(0xffff_ffff))), "{r:?}");
+        })
+    }
+
+    #[test]
+    fn frames_round_trip_and_garbage_is_malformed() {
+        smol::block_on(async {
+            let mut out = smol::io::Cursor::new(Vec::new());
+            write_frame(&mut out, &(7u64, "seven".to_string())).await.unwrap();
+            let mut input = smol::io::Cursor::new(out.into_inner());
+            let v: (u64, String) = read_frame(&mut input).await.unwrap();
+            assert_eq!(v, (7, "seven".to_string()));
+            let mut garbage = smol::io::Cursor::new(vec![0, 0, 0, 2, 0xff, 0xff]);
+            let r = read_frame::<(u64, String)>(&mut garbage).await;
+            assert!(matches!(r, Err(FrameError::Malformed(_))), "{r:?}");
+        })
+    }
+}
