@@ -309,12 +309,16 @@ fn snapshots_purge_the_log_and_a_lagging_node_catches_up() {
 #[test]
 fn membership_add_a_fourth_voter_and_remove_one() {
     smol::block_on(async {
-        let mut c = Cluster::start(&[1, 2, 3, 4], 10_000).await;
+        // Snapshots every 4 entries: the new voter starts from a snapshot, not the whole log.
+        let mut c = Cluster::start(&[1, 2, 3, 4], 4).await;
         c.open(G0, &[1, 2, 3]).await;
         let leader = c.leader(G0, &[1, 2, 3]).await;
         for i in 0..10 {
             c.group(leader, G0).write(cmd("x", i)).await.unwrap();
         }
+        // The start of the log is gone: node 4 can only catch up from a snapshot.
+        let leader_node = c.members[&leader].node.clone();
+        wait_for("leader's log purged", SECS10, || leader_node.stored_log_len(G0).is_ok_and(|n| n < 8)).await;
         // Node 4 has no state and isn't the lowest id: it waits to be contacted.
         let addrs = c.addrs(&[1, 2, 3, 4]);
         c.open_on(4, G0, addrs).await;
@@ -417,6 +421,32 @@ fn wrong_secret_and_garbage_are_rejected_without_harm() {
         c.group(1, G0).write(b"after".to_vec()).await.unwrap();
         wait_for("node 2 applied", SECS10, || c.applied(2, G0).len() == 2).await;
         bad.shutdown().await;
+        c.shutdown().await;
+    })
+}
+
+#[test]
+fn leadership_can_be_handed_to_another_voter() {
+    smol::block_on(async {
+        let mut c = Cluster::start(&[1, 2, 3], 10_000).await;
+        c.open(G0, &[1, 2, 3]).await;
+        let leader = c.leader(G0, &[1, 2, 3]).await;
+        c.group(leader, G0).write(cmd("t", 0)).await.unwrap();
+        let target = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+        let mut watch = c.group(target, G0).watch_leader();
+        let deadline = Instant::now() + SECS10;
+        // Best effort: the target campaigns; retry until it has won.
+        while c.group(target, G0).status().leader != Some(target) {
+            assert!(Instant::now() < deadline, "leadership not transferred to {target}");
+            c.group(leader, G0).transfer_leadership(target).await.unwrap();
+            let _ = smol::future::or(async { watch.changed().await.is_ok() }, async {
+                smol::Timer::after(Duration::from_millis(500)).await;
+                false
+            })
+            .await;
+        }
+        assert_eq!(*c.group(target, G0).watch_leader().borrow(), Some(target));
+        c.group(leader, G0).write(cmd("t", 1)).await.unwrap();
         c.shutdown().await;
     })
 }
