@@ -45,8 +45,10 @@
 //!
 //! Every second it prints `time: T s, sent: X msg/s, confirmed: Y msg/s, received: Z msg/s,
 //! latency p50/p99: A/B ms`; at the end `summary:` lines (totals, average rates, latency
-//! p50/p95/p99/max from a histogram of send timestamp → receive), and with `--json` one
-//! JSON line. The first 8 body bytes carry the send time (ns since the UNIX epoch), so
+//! p50/p95/p99/max from a histogram of send timestamp → receive; with `--confirm` also the
+//! confirm latency, publish → basic.ack of each acked message), and with `--json` one
+//! JSON line (`p50_us`... for the receive latency, `confirm_p50_us`... for the confirm
+//! latency). The first 8 body bytes carry the send time (ns since the UNIX epoch), so
 //! latency needs `--size` ≥ 8 and publishers and consumers on one clock.
 //!
 //! Topology: queues are `<prefix><i>` (`perf-q-0`, ...). With the default exchange there is
@@ -447,6 +449,17 @@ fn drain_hists(cons: &[Arc<ConStats>], into: &mut Histogram<u64>) {
     }
 }
 
+/// The publishers' confirm latencies (publish → basic.ack), merged.
+fn confirm_hist(pubs: &[Arc<PubStats>]) -> Histogram<u64> {
+    let mut all = new_hist();
+    for p in pubs {
+        if let Ok(h) = p.confirm_hist.lock() {
+            let _ = all.add(&*h);
+        }
+    }
+    all
+}
+
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
@@ -475,7 +488,7 @@ fn run_throughput(opts: &Opts, uri: AMQPUri) -> Res<()> {
     let setup = smol::block_on(setup_topology(opts, &uri, &plan))?;
     let mut rt = Runtime::new(opts);
 
-    let pubs: Vec<Arc<PubStats>> = (0..opts.publishers).map(|_| Arc::new(PubStats::default())).collect();
+    let pubs: Vec<Arc<PubStats>> = (0..opts.publishers).map(|_| Arc::new(PubStats::new())).collect();
     let cons: Vec<Arc<ConStats>> = (0..opts.consumers).map(|_| Arc::new(ConStats::new())).collect();
 
     // Consumers first, so that nothing published is missed.
@@ -636,9 +649,22 @@ fn run_throughput(opts: &Opts, uri: AMQPUri) -> Res<()> {
         ms(max),
         total_hist.len()
     );
+    let confirms = confirm_hist(&pubs);
+    let cq = |p: f64| if !confirms.is_empty() { confirms.value_at_quantile(p) } else { 0 };
+    let (c50, c95, c99, cmax) = (cq(0.5), cq(0.95), cq(0.99), confirms.max());
+    if opts.confirm.is_some() {
+        println!(
+            "summary: confirm latency ms: p50 {:.3}, p95 {:.3}, p99 {:.3}, max {:.3} ({} samples)",
+            ms(c50),
+            ms(c95),
+            ms(c99),
+            ms(cmax),
+            confirms.len()
+        );
+    }
     if opts.json {
         println!(
-            "{{\"send_rate\":{:.1},\"confirm_rate\":{:.1},\"receive_rate\":{:.1},\"p50_us\":{p50},\"p95_us\":{p95},\"p99_us\":{p99},\"max_us\":{max},\"sent\":{},\"received\":{},\"confirmed\":{},\"nacked\":{},\"duration_s\":{dur:.3}}}",
+            "{{\"send_rate\":{:.1},\"confirm_rate\":{:.1},\"receive_rate\":{:.1},\"p50_us\":{p50},\"p95_us\":{p95},\"p99_us\":{p99},\"max_us\":{max},\"confirm_p50_us\":{c50},\"confirm_p95_us\":{c95},\"confirm_p99_us\":{c99},\"confirm_max_us\":{cmax},\"sent\":{},\"received\":{},\"confirmed\":{},\"nacked\":{},\"duration_s\":{dur:.3}}}",
             t.sent as f64 / dur,
             t.confirmed as f64 / dur,
             t.received as f64 / dur,

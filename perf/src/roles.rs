@@ -1,7 +1,8 @@
 //! The publisher and consumer connections of a throughput/latency run.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use amq_protocol::protocol::{basic, confirm, connection, AMQPClass};
@@ -53,8 +54,9 @@ impl Tracker {
         Tracker { ring: vec![false; cap as usize], mask: cap - 1, low: 1, resolved: 0 }
     }
 
-    /// Returns how many tags this ack/nack newly resolved.
-    fn resolve(&mut self, tag: u64, multiple: bool) -> u64 {
+    /// Returns how many tags this ack/nack newly resolved; `each` is called with every
+    /// one of them.
+    fn resolve(&mut self, tag: u64, multiple: bool, mut each: impl FnMut(u64)) -> u64 {
         let before = self.resolved;
         if tag < self.low {
             return 0;
@@ -66,17 +68,20 @@ impl Tracker {
                     *slot = false;
                 } else {
                     self.resolved += 1;
+                    each(t);
                 }
             }
             self.low = tag + 1;
         } else if tag == self.low {
             self.resolved += 1;
             self.low += 1;
+            each(tag);
         } else {
             let slot = &mut self.ring[(tag & self.mask) as usize];
             if !*slot {
                 *slot = true;
                 self.resolved += 1;
+                each(tag);
             }
         }
         loop {
@@ -88,6 +93,33 @@ impl Tracker {
             self.low += 1;
         }
         self.resolved - before
+    }
+}
+
+/// When each batch of publishes was stamped, for confirm latency: the writer appends
+/// (first delivery tag of the batch, send time in ns since the epoch), the reader looks
+/// up the send time of every tag it sees acked and forgets batches below the lowest
+/// unconfirmed tag. One entry per batch, not per message: a batch shares one timestamp.
+#[derive(Default)]
+struct SendTimes {
+    batches: VecDeque<(u64, u64)>,
+}
+
+impl SendTimes {
+    fn push(&mut self, first_tag: u64, sent_ns: u64) {
+        self.batches.push_back((first_tag, sent_ns));
+    }
+
+    fn sent_at(&self, tag: u64) -> Option<u64> {
+        let after = self.batches.partition_point(|&(first, _)| first <= tag);
+        after.checked_sub(1).map(|i| self.batches[i].1)
+    }
+
+    /// Drops the batches that hold only tags below `low` (all resolved).
+    fn forget_below(&mut self, low: u64) {
+        while self.batches.len() >= 2 && self.batches[1].0 <= low {
+            self.batches.pop_front();
+        }
     }
 }
 
@@ -138,16 +170,22 @@ pub async fn publisher(uri: AMQPUri, cfg: PubConfig, stats: Arc<PubStats>, share
     // The ring must cover every tag between the lowest unconfirmed one and the newest.
     let ring_cap = window.map(|w| (w * 4).max(1024).next_power_of_two()).unwrap_or(1);
     let cs = Arc::new(ConfirmShared { resolved: AtomicU64::new(0), low: AtomicU64::new(1), event: Event::new() });
+    // Reader and writer run in one task (future::or), so this lock is never contended.
+    let send_times = Arc::new(Mutex::new(SendTimes::default()));
 
     let Conn { stream: mut wstream, mut reader, .. } = conn;
 
     let reader_fut = {
         let cs = cs.clone();
         let stats = stats.clone();
+        let send_times = send_times.clone();
         async move {
             let mut tracker = Tracker::new(ring_cap);
+            let mut acked_tags: Vec<u64> = Vec::with_capacity(1024);
+            let mut lats: Vec<u64> = Vec::with_capacity(1024);
             loop {
                 reader.fill().await?;
+                let now = now_ns();
                 let mut acked = 0u64;
                 let mut nacked = 0u64;
                 let mut closed_ok = false;
@@ -158,11 +196,10 @@ pub async fn publisher(uri: AMQPUri, cfg: PubConfig, stats: Arc<PubStats>, share
                     match proto::method_ids(f.payload) {
                         Some((60, 80)) | Some((60, 120)) => {
                             let (tag, multiple) = proto::ack_fields(f.payload).ok_or("malformed basic.ack/nack")?;
-                            let n = tracker.resolve(tag, multiple);
                             if proto::method_ids(f.payload) == Some((60, 80)) {
-                                acked += n;
+                                acked += tracker.resolve(tag, multiple, |t| acked_tags.push(t));
                             } else {
-                                nacked += n;
+                                nacked += tracker.resolve(tag, multiple, |_| {});
                             }
                             Ok(())
                         }
@@ -174,6 +211,21 @@ pub async fn publisher(uri: AMQPUri, cfg: PubConfig, stats: Arc<PubStats>, share
                     }
                 })?;
                 if acked + nacked > 0 {
+                    if let Ok(mut times) = send_times.lock() {
+                        for &t in &acked_tags {
+                            if let Some(sent) = times.sent_at(t) {
+                                lats.push(now.saturating_sub(sent) / 1000);
+                            }
+                        }
+                        times.forget_below(tracker.low);
+                    }
+                    if let Ok(mut h) = stats.confirm_hist.lock() {
+                        for &l in &lats {
+                            h.saturating_record(l);
+                        }
+                    }
+                    acked_tags.clear();
+                    lats.clear();
                     stats.confirmed.fetch_add(acked, Ordering::Relaxed);
                     stats.nacked.fetch_add(nacked, Ordering::Relaxed);
                     cs.low.store(tracker.low, Ordering::Release);
@@ -191,6 +243,7 @@ pub async fn publisher(uri: AMQPUri, cfg: PubConfig, stats: Arc<PubStats>, share
         let shared = shared.clone();
         let stats = stats.clone();
         let cs = cs.clone();
+        let send_times = send_times.clone();
         async move {
             let start = Instant::now();
             let mut buf: Vec<u8> = Vec::with_capacity(BATCH_BYTES + msg_len);
@@ -246,6 +299,11 @@ pub async fn publisher(uri: AMQPUri, cfg: PubConfig, stats: Arc<PubStats>, share
                 }
                 if nt > 0 {
                     let ts = now_ns();
+                    if window.is_some() {
+                        if let Ok(mut times) = send_times.lock() {
+                            times.push(seq + 1, ts);
+                        }
+                    }
                     for _ in 0..n {
                         templates[next_t].append(&mut buf, ts);
                         next_t += 1;
@@ -452,20 +510,40 @@ pub async fn consumer(
 
 #[cfg(test)]
 mod tests {
-    use super::Tracker;
+    use super::{SendTimes, Tracker};
 
     #[test]
     fn tracker_counts_out_of_order_and_multiple() {
         let mut t = Tracker::new(16);
-        assert_eq!(t.resolve(3, false), 1);
-        assert_eq!(t.resolve(2, false), 1);
+        let mut seen = Vec::new();
+        assert_eq!(t.resolve(3, false, |x| seen.push(x)), 1);
+        assert_eq!(t.resolve(2, false, |x| seen.push(x)), 1);
         assert_eq!(t.low, 1);
-        assert_eq!(t.resolve(1, false), 1);
+        assert_eq!(t.resolve(1, false, |x| seen.push(x)), 1);
         assert_eq!(t.low, 4);
-        assert_eq!(t.resolve(6, false), 1);
-        assert_eq!(t.resolve(7, true), 3); // 4, 5 and 7; 6 was already counted
+        assert_eq!(t.resolve(6, false, |x| seen.push(x)), 1);
+        assert_eq!(t.resolve(7, true, |x| seen.push(x)), 3); // 4, 5 and 7; 6 was already counted
         assert_eq!(t.low, 8);
-        assert_eq!(t.resolve(7, true), 0);
+        assert_eq!(t.resolve(7, true, |x| seen.push(x)), 0);
         assert_eq!(t.resolved, 7);
+        assert_eq!(seen, [3, 2, 1, 6, 4, 5, 7], "each newly resolved tag once");
+    }
+
+    #[test]
+    fn send_times_by_batch() {
+        let mut s = SendTimes::default();
+        s.push(1, 100); // tags 1..=4
+        s.push(5, 200); // tags 5..=9
+        s.push(10, 300);
+        assert_eq!(s.sent_at(0), None);
+        assert_eq!(
+            (s.sent_at(1), s.sent_at(4), s.sent_at(5), s.sent_at(9)),
+            (Some(100), Some(100), Some(200), Some(200))
+        );
+        assert_eq!(s.sent_at(42), Some(300));
+        s.forget_below(6); // tag 5 may still be unconfirmed: its batch stays
+        assert_eq!((s.sent_at(5), s.batches.len()), (Some(200), 2));
+        s.forget_below(10);
+        assert_eq!((s.sent_at(10), s.batches.len()), (Some(300), 1));
     }
 }

@@ -1,4 +1,5 @@
-//! Shared run state: stop flag, first error, per-role counters and latency histograms.
+//! Shared run state: stop flag, first error, per-role counters and latency histograms
+//! (send → receive at consumers, publish → confirm at publishers).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -28,12 +29,25 @@ pub fn now_ns() -> u64 {
     }
 }
 
-#[derive(Default)]
 pub struct PubStats {
     pub sent: AtomicU64,
     pub confirmed: AtomicU64,
     pub nacked: AtomicU64,
     pub done: AtomicBool,
+    /// Confirm latencies (µs, publish → basic.ack) of acked messages, for the summary.
+    pub confirm_hist: Mutex<Histogram<u64>>,
+}
+
+impl PubStats {
+    pub fn new() -> PubStats {
+        PubStats {
+            sent: AtomicU64::new(0),
+            confirmed: AtomicU64::new(0),
+            nacked: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+            confirm_hist: Mutex::new(new_hist()),
+        }
+    }
 }
 
 pub struct ConStats {
