@@ -48,6 +48,8 @@ pub struct Broker {
     global_parameters: Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
     /// Administrative changes (`crate::admin`) are made one at a time.
     pub admin_lock: Mutex<()>,
+    /// The cluster this node is part of (set once at start; unset on a single node).
+    cluster: std::sync::OnceLock<Arc<dyn crate::membership::ClusterView>>,
 }
 
 impl Broker {
@@ -73,6 +75,7 @@ impl Broker {
             admin_lock: Mutex::new(()),
             global_parameters: Mutex::default(),
             retired: Arc::default(),
+            cluster: std::sync::OnceLock::new(),
         });
         match snapshot {
             None => {
@@ -84,6 +87,24 @@ impl Broker {
             Some(snap) => broker.restore(snap),
         }
         broker
+    }
+
+    /// The cluster this node is part of; None on a single node.
+    pub fn cluster(&self) -> Option<&Arc<dyn crate::membership::ClusterView>> {
+        self.cluster.get()
+    }
+
+    /// Joins the broker to its cluster (once, at start).
+    pub fn set_cluster(&self, cluster: Arc<dyn crate::membership::ClusterView>) {
+        if self.cluster.set(cluster).is_err() {
+            log::error!("the cluster was set twice; the first stays");
+        }
+    }
+
+    /// This node's RabbitMQ-style name: `haremq@HOST` alone, `haremq-N@HOST` as node N
+    /// of a cluster (several nodes may share a host).
+    pub fn node_name(&self) -> String {
+        node_name(self.config.cluster.as_ref().map(|c| c.node_id))
     }
 
     fn persist(&self, op: StoreOp) {
@@ -375,5 +396,23 @@ impl Broker {
         for c in conns {
             c.force_close("broker shutdown");
         }
+    }
+}
+
+/// The node name of node `id` of a cluster on this host (`None`: a single node).
+pub fn node_name(id: Option<u64>) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it
+    // or truncates, and the last byte stays 0.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".to_string()
+    };
+    match id {
+        None => format!("haremq@{host}"),
+        Some(id) => format!("haremq-{id}@{host}"),
     }
 }

@@ -86,6 +86,83 @@ pub struct Config {
     /// With `ssl_cert_login_from = "subject_alternative_name"`: which SAN of that kind,
     /// counting from 0 (RabbitMQ's `ssl_cert_login_san_index`).
     pub ssl_cert_login_san_index: usize,
+    /// The `[cluster]` table: this node's part in a cluster of HareMQ nodes. Without it
+    /// the broker is a single node, exactly as before clustering existed.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The `[cluster]` table (`--node-id`, `--cluster-listen`, `--peer`,
+/// `--cluster-secret`): who this node is, where the other nodes reach it, and whom it
+/// starts with. Nodes added later join through `haremqctl cluster add` (or the API);
+/// `peers` is only the membership a brand-new cluster starts from.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id, unique and stable across restarts (its Raft identity).
+    pub node_id: u64,
+    /// Address and port of the cluster link (node-to-node Raft traffic).
+    pub listen: SocketAddr,
+    /// The address other nodes dial for this node; default `listen` (set it when
+    /// `listen` is a wildcard address).
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// The other founding nodes, as `"N@ADDR:PORT"` (this node may be listed too).
+    #[serde(default, deserialize_with = "peer_list")]
+    pub peers: Vec<Peer>,
+    /// The secret every node of the cluster shares; nodes prove they know it to each
+    /// other (HMAC challenge) before any Raft message is accepted.
+    pub cluster_secret: String,
+}
+
+/// A node of the cluster: its id and cluster-link address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub id: u64,
+    pub addr: SocketAddr,
+}
+
+impl std::str::FromStr for Peer {
+    type Err = String;
+
+    /// `N@ADDR:PORT`, e.g. `2@10.0.0.2:25672`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (id, addr) = s.split_once('@').ok_or_else(|| format!("peer '{s}' is not N@ADDR:PORT"))?;
+        let id = id.trim().parse().map_err(|e| format!("peer '{s}': bad node id: {e}"))?;
+        let addr = addr.trim().parse().map_err(|e| format!("peer '{s}': bad address: {e}"))?;
+        Ok(Peer { id, addr })
+    }
+}
+
+fn peer_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Peer>, D::Error> {
+    Vec::<String>::deserialize(d)?.iter().map(|s| s.parse().map_err(serde::de::Error::custom)).collect()
+}
+
+impl ClusterConfig {
+    /// The address peers dial for this node.
+    pub fn advertised(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.listen)
+    }
+
+    /// The founding members: the peers and this node, by id. Errors on an empty
+    /// secret, a node id listed with two addresses, or this node listed elsewhere.
+    pub fn founders(&self) -> Result<std::collections::BTreeMap<u64, SocketAddr>, String> {
+        if self.cluster_secret.trim().is_empty() {
+            return Err("cluster: cluster_secret must not be empty".into());
+        }
+        let mut members = std::collections::BTreeMap::new();
+        members.insert(self.node_id, self.advertised());
+        for p in &self.peers {
+            if p.id == self.node_id {
+                continue;
+            }
+            if let Some(other) = members.insert(p.id, p.addr) {
+                if other != p.addr {
+                    return Err(format!("cluster: node {} is listed at {other} and at {}", p.id, p.addr));
+                }
+            }
+        }
+        Ok(members)
+    }
 }
 
 /// The `[tls]` table: a second listener that speaks AMQP over TLS 1.2 or 1.3 (RabbitMQ's
@@ -206,6 +283,7 @@ impl Default for Config {
             ssl_cert_login_from: CertLoginFrom::default(),
             ssl_cert_login_san_type: SanType::default(),
             ssl_cert_login_san_index: 0,
+            cluster: None,
         }
     }
 }
@@ -253,5 +331,35 @@ mod tests {
         assert!(toml::from_str::<Config>("[tls]\ncert = \"a\"\nkey = \"b\"\nverify = true").is_err());
         assert!(toml::from_str::<Config>("[tls]\ncert = \"a\"").is_err());
         assert!(toml::from_str::<Config>("ssl_cert_login_from = \"nickname\"").is_err());
+    }
+
+    #[test]
+    fn cluster_table() {
+        let c: Config = toml::from_str(
+            r#"
+            [cluster]
+            node_id = 1
+            listen = "127.0.0.1:25672"
+            peers = ["2@127.0.0.1:25673", "3@127.0.0.1:25674"]
+            cluster_secret = "s3cret"
+            "#,
+        )
+        .unwrap();
+        let cluster = c.cluster.unwrap();
+        let founders = cluster.founders().unwrap();
+        assert_eq!(founders.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(founders[&3], "127.0.0.1:25674".parse().unwrap());
+        assert!(toml::from_str::<Config>(
+            "[cluster]\nnode_id = 1\nlisten = \"127.0.0.1:1\"\npeers = [\"x\"]\ncluster_secret = \"s\""
+        )
+        .is_err());
+        let bad = ClusterConfig { cluster_secret: " ".into(), ..cluster.clone() };
+        assert!(bad.founders().is_err());
+        let twice = ClusterConfig {
+            peers: vec!["2@127.0.0.1:1".parse().unwrap(), "2@127.0.0.1:2".parse().unwrap()],
+            ..cluster
+        };
+        assert!(twice.founders().unwrap_err().contains("node 2"));
+        assert!("2@nowhere".parse::<Peer>().is_err());
     }
 }

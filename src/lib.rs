@@ -12,6 +12,8 @@ mod amqp;
 mod auth;
 mod broker;
 mod clients;
+mod cluster;
+
 mod config;
 mod definitions;
 mod disk;
@@ -20,6 +22,7 @@ mod exchange;
 #[doc(hidden)]
 pub mod fuzzing;
 mod management;
+mod membership;
 mod memory;
 mod message;
 mod policy;
@@ -32,5 +35,5 @@ mod util;
 mod vhost;
 mod wire;
 
-pub use config::{CertLoginFrom, Config, SanType, TlsConfig, UserConfig};
+pub use config::{CertLoginFrom, ClusterConfig, Config, Peer, SanType, TlsConfig, UserConfig};
 pub use server::{start, BrokerHandle};

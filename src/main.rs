@@ -48,6 +48,19 @@ struct Args {
     /// A RabbitMQ definitions.json to import at start (as RabbitMQ's load_definitions)
     #[arg(long, value_name = "FILE")]
     definitions: Option<PathBuf>,
+    /// This node's id in a cluster (with --cluster-listen and --cluster-secret; the
+    /// config file's [cluster] table otherwise)
+    #[arg(long, value_name = "N")]
+    node_id: Option<u64>,
+    /// Address and port of the cluster link (node-to-node traffic)
+    #[arg(long, value_name = "ADDR:PORT")]
+    cluster_listen: Option<SocketAddr>,
+    /// A founding node of the cluster, as N@ADDR:PORT (repeat for each)
+    #[arg(long = "peer", value_name = "N@ADDR:PORT")]
+    peers: Vec<haremq::Peer>,
+    /// The secret all nodes of the cluster share [env: HAREMQ_CLUSTER_SECRET]
+    #[arg(long, value_name = "SECRET", env = "HAREMQ_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
 }
 
 fn load_config(args: &Args) -> Result<haremq::Config, String> {
@@ -93,7 +106,49 @@ fn load_config(args: &Args) -> Result<haremq::Config, String> {
     if let Some(path) = &args.definitions {
         config.definitions = Some(path.clone());
     }
+    cluster_flags(args, &mut config)?;
     Ok(config)
+}
+
+/// The cluster flags over the `[cluster]` table: `--node-id` and `--cluster-listen`
+/// make a table when the file has none (then `--cluster-secret` is needed too);
+/// `--peer`s replace the file's peers.
+fn cluster_flags(args: &Args, config: &mut haremq::Config) -> Result<(), String> {
+    let any = args.node_id.is_some() || args.cluster_listen.is_some() || !args.peers.is_empty();
+    if !any {
+        if let (Some(cluster), Some(secret)) = (config.cluster.as_mut(), &args.cluster_secret) {
+            cluster.cluster_secret = secret.clone();
+        }
+        return Ok(());
+    }
+    let cluster = match config.cluster.take() {
+        Some(c) => c,
+        None => haremq::ClusterConfig {
+            node_id: args.node_id.ok_or("--node-id is needed to join a cluster")?,
+            listen: args.cluster_listen.ok_or("--cluster-listen is needed to join a cluster")?,
+            advertise: None,
+            peers: Vec::new(),
+            cluster_secret: args
+                .cluster_secret
+                .clone()
+                .ok_or("--cluster-secret (or HAREMQ_CLUSTER_SECRET) is needed to join a cluster")?,
+        },
+    };
+    let mut cluster = cluster;
+    if let Some(id) = args.node_id {
+        cluster.node_id = id;
+    }
+    if let Some(listen) = args.cluster_listen {
+        cluster.listen = listen;
+    }
+    if !args.peers.is_empty() {
+        cluster.peers = args.peers.clone();
+    }
+    if let Some(secret) = &args.cluster_secret {
+        cluster.cluster_secret = secret.clone();
+    }
+    config.cluster = Some(cluster);
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -33,6 +33,8 @@ pub struct BrokerHandle {
     management_tls_addr: Option<SocketAddr>,
     prometheus_addr: Option<SocketAddr>,
     broker: Arc<Broker>,
+    /// This node's part in its cluster (None: a single node).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     stop: Option<smol::channel::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -88,6 +90,11 @@ impl BrokerHandle {
         self.prometheus_addr
     }
 
+    /// The cluster link's address, when the broker is a node of a cluster.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster.as_ref().map(|c| c.local_addr())
+    }
+
     /// Stops accepting, closes client connections with 320 CONNECTION_FORCED and waits
     /// for the broker's threads to finish.
     pub fn shutdown(mut self) {
@@ -107,6 +114,9 @@ impl BrokerHandle {
         drop(stop);
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.shutdown();
         }
         // Connections are gone: commit what they sent and stop the writer.
         if let Some(store) = &self.broker.store {
@@ -204,6 +214,15 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
     let (management_addr, management_tls_addr) =
         start_management(config_management, config_management_tls, &broker, &ex, &stop_rx, plain_addr, tls_addr);
     let prometheus_addr = config_prometheus.and_then(|addr| start_prometheus(addr, &broker, &ex, &stop_rx));
+    let cluster = match &broker.config.cluster {
+        Some(config) => {
+            let listeners = crate::cluster::Listeners { amqp: plain_addr.or(tls_addr), management: management_addr };
+            let cluster = crate::cluster::Cluster::start(config, &broker.config.data_dir, listeners, &broker)?;
+            broker.set_cluster(cluster.clone());
+            Some(cluster)
+        }
+        None => None,
+    };
     if let Some((listener, addr)) = plain {
         let (b, e) = (broker.clone(), ex.clone());
         let serve = move |stream, peer| {
@@ -229,6 +248,7 @@ pub fn start(config: Config) -> io::Result<BrokerHandle> {
         management_tls_addr,
         prometheus_addr,
         broker,
+        cluster,
         stop: Some(stop_tx),
         threads,
     })

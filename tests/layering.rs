@@ -8,6 +8,9 @@
 //! - The store names nothing of the broker above it (only the leaf `util`).
 //! - The management HTTP API sits beside the AMQP layer: it calls the core and never
 //!   names `amqp`; neither the core nor `amqp` names it.
+//! - The cluster layer (Raft) implements the core's seams (`membership::ClusterView`,
+//!   `queue::quorum::ReplicaLog`): the core never names it, and it names neither the
+//!   AMQP layer nor the management API.
 //!
 //! `cargo test --test layering -- --nocapture` prints the graph.
 
@@ -16,7 +19,19 @@ use std::path::{Path, PathBuf};
 
 /// Modules of the core: they must not depend on the AMQP layer.
 const CORE: &[&str] = &[
-    "admin", "auth", "broker", "clients", "vhost", "exchange", "queue", "message", "memory", "disk", "stats", "policy",
+    "admin",
+    "auth",
+    "broker",
+    "clients",
+    "membership",
+    "vhost",
+    "exchange",
+    "queue",
+    "message",
+    "memory",
+    "disk",
+    "stats",
+    "policy",
 ];
 /// What the store may use.
 const STORE_MAY_USE: &[&str] = &["util"];
@@ -145,6 +160,17 @@ fn core_does_not_know_the_amqp_layer() {
         assert!(!deps.contains("amqp"), "{m} imports from amqp: {deps:?}");
         assert!(!deps.contains("server"), "{m} imports from server: {deps:?}");
         assert!(!deps.contains("management"), "{m} imports from management: {deps:?}");
+        assert!(!deps.contains("cluster"), "{m} imports from cluster: {deps:?}");
+    }
+}
+
+#[test]
+fn the_cluster_layer_plugs_into_the_core_seams() {
+    let g = graph();
+    let deps = g.get("cluster").expect("module cluster exists");
+    assert!(deps.contains("membership"), "cluster implements the core's ClusterView: {deps:?}");
+    for above in ["amqp", "management", "server"] {
+        assert!(!deps.contains(above), "cluster imports from {above}: {deps:?}");
     }
 }
 

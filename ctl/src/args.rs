@@ -91,6 +91,37 @@ pub enum Command {
     /// Import definitions from a file (all or nothing).
     #[command(subcommand)]
     Import(Import),
+    /// The cluster this node belongs to: its members, and adding or removing one.
+    #[command(subcommand)]
+    Cluster(Cluster),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cluster {
+    /// This node's view: its id, the leader, whether it has a majority, the members.
+    Status,
+    /// Add a node (started with --node-id and --peer pointing at this cluster): it
+    /// receives the log, then becomes a voter. Waits until the change is committed.
+    Add(ClusterAdd),
+    /// Remove a node from the cluster's voters.
+    Remove(ClusterRemove),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterAdd {
+    /// The new node's id (its --node-id).
+    #[arg(long)]
+    pub id: u64,
+    /// The new node's cluster address (its --cluster-listen), HOST:PORT.
+    #[arg(long)]
+    pub address: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterRemove {
+    /// The id of the node to remove.
+    #[arg(long)]
+    pub id: u64,
 }
 
 /// Which vhosts a listing covers.

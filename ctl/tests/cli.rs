@@ -499,3 +499,30 @@ fn publish_get_and_purge() {
     let run = broker.ctl(&["publish", "message", "--exchange", "nowhere", "--payload", "x"]).fails(CLIENT);
     assert!(run.stderr.contains("no exchange 'nowhere' in vhost '/'"), "{run:?}");
 }
+
+#[test]
+fn cluster_status_of_a_one_node_cluster_and_of_a_single_node() {
+    let single = Broker::start();
+    let run = single.ctl(&["cluster", "status"]).fails(CLIENT);
+    assert!(run.stderr.contains("this node is not part of a cluster"), "{run:?}");
+
+    let node = Broker::start_with(|c| {
+        c.cluster = Some(haremq::ClusterConfig {
+            node_id: 7,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise: None,
+            peers: Vec::new(),
+            cluster_secret: "ctl-test".into(),
+        })
+    });
+    // A cluster of one elects itself.
+    wait_until("the node to lead its cluster of one", || node.json(&["cluster", "status"])["leader"] == json!(7));
+    let status = node.json(&["cluster", "status"]);
+    assert_eq!(status["has_quorum"], true, "{status}");
+    assert_eq!(status["nodes"][0]["id"], 7, "{status}");
+    let table = node.ctl(&["cluster", "status"]).ok();
+    assert!(table.stdout.starts_with("id  name"), "{table:?}");
+    assert!(table.stdout.contains("haremq-7@"), "{table:?}");
+    let run = node.ctl(&["cluster", "remove", "--id", "9"]).fails(NOT_FOUND);
+    assert!(run.stderr.contains("404"), "{run:?}");
+}

@@ -106,6 +106,13 @@ impl QuorumQueue {
         self.consumer(consumer).and_then(|c| c.credit)
     }
 
+    /// The node keys of every consumer (and `basic.get` holder), ascending, each once:
+    /// what the leader checks for consumers of nodes that are gone.
+    pub fn consumer_nodes(&self) -> impl Iterator<Item = u64> {
+        let nodes: std::collections::BTreeSet<u64> = self.consumers.iter().map(|c| c.key.node).collect();
+        nodes.into_iter()
+    }
+
     /// Single active consumer: who is active.
     pub fn active_consumer(&self) -> Option<&ConsumerKey> {
         self.active.as_ref()

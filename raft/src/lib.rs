@@ -40,7 +40,7 @@ pub mod runtime;
 mod storage;
 mod types;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -75,6 +75,9 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// How long a write or membership change may wait for a leader and its commit.
     pub write_timeout_ms: u64,
+    /// How this node reaches some peers, overriding the address in the membership
+    /// (a NAT, a proxy, or a test cutting links one direction at a time).
+    pub routes: BTreeMap<NodeId, SocketAddr>,
 }
 
 impl NodeConfig {
@@ -91,6 +94,7 @@ impl NodeConfig {
             election_timeout_ms: (400, 800),
             snapshot_every: 10_000,
             write_timeout_ms: 5_000,
+            routes: BTreeMap::new(),
         }
     }
 }
@@ -110,6 +114,12 @@ pub struct GroupStatus {
     /// Leader: a quorum acknowledged it within the max election timeout. Follower: it knows
     /// a leader (it forgets it when the leader's heartbeats stop and it starts an election).
     pub has_quorum: bool,
+    /// The members' addresses, as the membership records them.
+    pub addresses: BTreeMap<NodeId, SocketAddr>,
+    /// Whether this node heard from each member (an answered request, or a request from
+    /// it) within twice the maximum election timeout; only members this node has talked
+    /// to since it started are listed.
+    pub reachable: BTreeMap<NodeId, bool>,
 }
 
 /// Starting a node or opening a group failed.

@@ -57,7 +57,12 @@ impl RaftNode {
         let local_addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = smol::channel::bounded(1);
         let shared = Arc::new(Shared {
-            dialer: Dialer { node_id: config.node_id, secret: config.secret.as_bytes().into() },
+            dialer: Dialer {
+                node_id: config.node_id,
+                secret: config.secret.as_bytes().into(),
+                routes: Arc::new(config.routes.clone()),
+                contacts: Arc::default(),
+            },
             config,
             raft_config: Arc::new(raft_config),
             db: Mutex::new(Some(db)),
@@ -269,7 +274,12 @@ impl Group {
     /// A point-in-time view of the group from this node.
     pub fn status(&self) -> GroupStatus {
         let m = self.inner.raft.metrics().borrow().clone();
-        status_of(&m, self.shared.config.election_timeout_ms.1)
+        let mut status = status_of(&m, self.shared.config.election_timeout_ms.1);
+        let window = Duration::from_millis(2 * self.shared.config.election_timeout_ms.1);
+        let mut reachable = self.shared.dialer.contacts.reachable(window);
+        reachable.retain(|id, _| status.addresses.contains_key(id));
+        status.reachable = reachable;
+        status
     }
 
     /// The leader as this node sees it; changes whenever it does (`None` while electing).
@@ -288,6 +298,7 @@ impl Group {
             let m = m.borrow();
             m.membership_config.membership().get_node(&target).and_then(|n| n.addr.parse::<SocketAddr>().ok())?
         };
+        let addr = self.shared.dialer.route(target, addr);
         let mut forward = lock(&self.inner.forward);
         match forward.get(&target) {
             // A node that restarted elsewhere gets a new client.
@@ -451,6 +462,8 @@ fn status_of(m: &RaftMetrics<u64, BasicNode>, election_timeout_max: u64) -> Grou
         last_applied: m.last_applied.map(|l| l.index),
         millis_since_quorum_ack: m.millis_since_quorum_ack,
         has_quorum,
+        addresses: membership.nodes().filter_map(|(id, n)| Some((*id, n.addr.parse().ok()?))).collect(),
+        reachable: BTreeMap::new(),
     }
 }
 

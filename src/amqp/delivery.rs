@@ -233,13 +233,17 @@ struct ConfirmTracker {
     nacks: VecDeque<u64>,
     /// Everything up to here has been acked or nacked to the client.
     sent: u64,
+    /// Publishes queues still hold (replicated queues not yet committed): how many
+    /// queues each waits for.
+    held: std::collections::BTreeMap<u64, u32>,
 }
 
 impl ConfirmTracker {
     /// Acks may cover everything below the first publish still waiting for the store
-    /// and below the first one to nack.
+    /// or a queue's hold, and below the first one to nack.
     fn watermark(&self) -> u64 {
         let w = self.waiting.front().map_or(self.published, |s| s - 1);
+        let w = self.held.first_key_value().map_or(w, |(s, _)| w.min(s - 1));
         self.nacks.front().map_or(w, |n| w.min(n - 1))
     }
 }
@@ -414,6 +418,34 @@ impl ConfirmSink for ChannelShared {
             c.sent = seq;
         }
         self.flush_locked(&mut c);
+    }
+}
+
+impl crate::queue::ConfirmHolder for ChannelShared {
+    fn hold(&self, seq: u64) {
+        *self.confirms().held.entry(seq).or_insert(0) += 1;
+    }
+
+    fn release(&self, seq: u64, stored: bool) {
+        let mut c = self.confirms();
+        if let std::collections::btree_map::Entry::Occupied(mut e) = c.held.entry(seq) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        if !stored && seq > c.sent {
+            // Nacked alone, in order (as a refused publish).
+            let at = c.nacks.partition_point(|&n| n < seq);
+            if c.nacks.get(at) != Some(&seq) {
+                c.nacks.insert(at, seq);
+            }
+        }
+        // A release may come before the channel numbered the publish (a fast
+        // commit): the flush then covers only what the channel has numbered.
+        if seq <= c.published {
+            self.flush_locked(&mut c);
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
-use super::api::overview::{node_name, RABBITMQ_API_VERSION};
+use super::api::overview::RABBITMQ_API_VERSION;
 use crate::broker::Broker;
 use crate::clients::ConnectionInfo;
 use crate::stats::MessageStats;
@@ -99,7 +99,7 @@ struct QueueRow {
 /// Everything a scrape reports, rendered.
 pub fn render(broker: &Broker, per_object: bool) -> String {
     let mut x = Exposition(String::with_capacity(16 << 10));
-    let node = node_name();
+    let node = broker.node_name();
     let mut queues = Vec::new();
     for name in broker.vhost_names() {
         if let Some(v) = broker.vhost(&name) {

@@ -127,6 +127,9 @@ static ROUTES: &[Route] = &[
     Route { pattern: &["nodes"], methods: GET, handler: api::nodes::list },
     Route { pattern: &["nodes", "*"], methods: GET, handler: api::nodes::one },
     Route { pattern: &["extensions"], methods: GET, handler: api::nodes::extensions },
+    Route { pattern: &["cluster"], methods: GET, handler: api::cluster::status },
+    Route { pattern: &["cluster", "nodes"], methods: POST, handler: api::cluster::add },
+    Route { pattern: &["cluster", "nodes", "*"], methods: DELETE, handler: api::cluster::remove },
     Route { pattern: &["parameters"], methods: GET, handler: api::parameters::list },
     Route { pattern: &["parameters", "*"], methods: GET, handler: api::parameters::list },
     Route { pattern: &["parameters", "*", "*"], methods: GET, handler: api::parameters::list },
@@ -161,7 +164,7 @@ static ROUTES: &[Route] = &[
     Route {
         pattern: &["health", "checks", "node-is-quorum-critical"],
         methods: GET,
-        handler: api::health_checks::single_node,
+        handler: api::health_checks::quorum_critical,
     },
     Route {
         pattern: &["health", "checks", "node-is-mirror-sync-critical"],

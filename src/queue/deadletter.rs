@@ -289,93 +289,96 @@ impl ClassicQueue {
             match d {
                 Dead::Entry(m, reason) => {
                     if let Some(vh) = &vhost {
-                        self.republish(vh, &args, &m.message, reason);
+                        republish(vh, &self.name, &args, &m.message, reason);
                     }
                     // After the new entries: the store never lacks both.
                     self.forget(&m);
                 }
                 Dead::Refused(message) => {
                     if let Some(vh) = &vhost {
-                        self.republish(vh, &args, &message, Reason::Maxlen);
+                        republish(vh, &self.name, &args, &message, Reason::Maxlen);
                     }
                 }
             }
         }
     }
+}
 
-    fn republish(&self, vh: &Arc<dyn QueueHost>, args: &QueueArgs, m: &Message, reason: Reason) {
-        let Some(dlx) = args.dead_letter_exchange.as_deref() else {
-            return;
-        };
-        let props = match crate::wire::nesting::parse_properties(&m.raw_properties) {
-            Some(p) => p,
-            None => {
-                log::warn!("queue '{}': cannot parse a message's properties; not dead-lettered", self.name);
-                return;
-            }
-        };
-        let mut headers = props.headers().clone().unwrap_or_default();
-        let deaths = record_death(&mut headers, &self.name, reason, m, props.expiration().as_ref());
-        let routing_key: Box<str> = match &args.dead_letter_routing_key {
-            Some(rk) => {
-                // As RabbitMQ: with an explicit key, CC no longer applies.
-                let mut t = FieldTable::default();
-                for (k, v) in headers.inner() {
-                    if k.as_str() != "CC" {
-                        t.insert(k.clone(), v.clone());
-                    }
-                }
-                headers = t;
-                rk.clone()
-            }
-            None => m.routing_key.clone(),
-        };
-        let props = without_expiration(&props).with_headers(headers.clone());
-        let mut routed = Vec::new();
-        let req = RouteRequest {
-            routing_key: &routing_key,
-            extra_keys: &[],
-            headers: Some(&headers),
-            message_id: props.message_id().as_ref().map(|s| s.as_str()),
-            correlation_id: props.correlation_id().as_ref().map(|s| s.as_str()),
-            timestamp: *props.timestamp(),
-        };
-        let exchange = match vh.route_dead_letter(dlx, &req, &mut routed) {
-            Ok(name) => name,
-            Err(e) => {
-                log::debug!("queue '{}': dead-letter exchange unusable ({e}); message dropped", self.name);
-                return;
-            }
-        };
-        if reason != Reason::Rejected {
-            routed.retain(|QueueRef(q)| {
-                let cycle = is_cycle(q.name(), &deaths);
-                if cycle {
-                    log::debug!("dead-letter cycle through queue '{}'; message dropped", q.name());
-                }
-                !cycle
-            });
-        }
-        if routed.is_empty() {
+/// Republishes message `m`, which died in queue `queue` for `reason`, to the queue's
+/// DLX with RabbitMQ's x-death bookkeeping (no DLX: nothing happens). Shared by the
+/// queue types.
+pub(super) fn republish(vh: &Arc<dyn QueueHost>, queue: &str, args: &QueueArgs, m: &Message, reason: Reason) {
+    let Some(dlx) = args.dead_letter_exchange.as_deref() else {
+        return;
+    };
+    let props = match crate::wire::nesting::parse_properties(&m.raw_properties) {
+        Some(p) => p,
+        None => {
+            log::warn!("queue '{}': cannot parse a message's properties; not dead-lettered", queue);
             return;
         }
-        let store = vh.store();
-        // The per-message TTL is not carried over (its `expiration` was removed above).
-        let raw_properties = encode_properties(&props).into_boxed_slice();
-        let charge = crate::memory::MemoryCharge::content(&routing_key, &raw_properties, &m.body);
-        let message = crate::message::Message {
-            exchange,
-            routing_key,
-            raw_properties,
-            body: m.body.clone(),
-            persistent: m.persistent,
-            published_ms: now_ms(),
-            ttl: None,
-            store: Default::default(),
-            charge,
-        };
-        enqueue_routed(store, &mut routed, message);
+    };
+    let mut headers = props.headers().clone().unwrap_or_default();
+    let deaths = record_death(&mut headers, queue, reason, m, props.expiration().as_ref());
+    let routing_key: Box<str> = match &args.dead_letter_routing_key {
+        Some(rk) => {
+            // As RabbitMQ: with an explicit key, CC no longer applies.
+            let mut t = FieldTable::default();
+            for (k, v) in headers.inner() {
+                if k.as_str() != "CC" {
+                    t.insert(k.clone(), v.clone());
+                }
+            }
+            headers = t;
+            rk.clone()
+        }
+        None => m.routing_key.clone(),
+    };
+    let props = without_expiration(&props).with_headers(headers.clone());
+    let mut routed = Vec::new();
+    let req = RouteRequest {
+        routing_key: &routing_key,
+        extra_keys: &[],
+        headers: Some(&headers),
+        message_id: props.message_id().as_ref().map(|s| s.as_str()),
+        correlation_id: props.correlation_id().as_ref().map(|s| s.as_str()),
+        timestamp: *props.timestamp(),
+    };
+    let exchange = match vh.route_dead_letter(dlx, &req, &mut routed) {
+        Ok(name) => name,
+        Err(e) => {
+            log::debug!("queue '{}': dead-letter exchange unusable ({e}); message dropped", queue);
+            return;
+        }
+    };
+    if reason != Reason::Rejected {
+        routed.retain(|QueueRef(q)| {
+            let cycle = is_cycle(q.name(), &deaths);
+            if cycle {
+                log::debug!("dead-letter cycle through queue '{}'; message dropped", q.name());
+            }
+            !cycle
+        });
     }
+    if routed.is_empty() {
+        return;
+    }
+    let store = vh.store();
+    // The per-message TTL is not carried over (its `expiration` was removed above).
+    let raw_properties = encode_properties(&props).into_boxed_slice();
+    let charge = crate::memory::MemoryCharge::content(&routing_key, &raw_properties, &m.body);
+    let message = crate::message::Message {
+        exchange,
+        routing_key,
+        raw_properties,
+        body: m.body.clone(),
+        persistent: m.persistent,
+        published_ms: now_ms(),
+        ttl: None,
+        store: Default::default(),
+        charge,
+    };
+    enqueue_routed(store, &mut routed, message, None);
 }
 
 #[cfg(test)]

@@ -123,12 +123,10 @@ impl QueueKind {
         }
     }
 
-    /// The type a listing reports: what the queue really is.
+    /// The type a listing reports: what the queue really is (of a queue's `kind()`: a
+    /// queue declared as quorum on a single node is a classic queue and says so).
     pub fn reported(self) -> &'static str {
-        match self {
-            Self::Classic | Self::Quorum => "classic",
-            Self::Stream => "stream",
-        }
+        self.declared()
     }
 
     /// RabbitMQ's module name, which its error texts use.

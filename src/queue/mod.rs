@@ -12,6 +12,7 @@ mod consumer;
 mod deadletter;
 pub mod kind;
 mod publish;
+pub mod quorum;
 pub mod stats;
 pub mod stream;
 
@@ -61,6 +62,13 @@ pub trait QueueType: Send + Sync {
 
     /// Enqueues a routed message and delivers what it can.
     fn publish(&self, message: Arc<Message>) -> Enqueued;
+    /// [`publish`](Self::publish) for a publisher waiting for a confirm: a queue that
+    /// stores the message only later (a replicated queue, once a majority has it)
+    /// holds the confirm through `confirm` and answers [`Enqueued::Replicating`].
+    fn publish_confirmed(&self, message: Arc<Message>, confirm: Option<ConfirmRef<'_>>) -> Enqueued {
+        let _ = confirm;
+        self.publish(message)
+    }
 
     /// Attaches a consumer (its channel has already recorded it) and starts delivering.
     /// 403 if exclusivity forbids it, 404 if the queue is gone; a type may refuse a
@@ -113,6 +121,12 @@ pub trait QueueType: Send + Sync {
     fn apply_policies(&self, applied: Applied);
     /// The policies it acts under (for listings).
     fn policies(&self) -> Applied;
+
+    /// A replicated queue's leader (node id, if one is known) and members; None for a
+    /// queue that lives on one node.
+    fn replication(&self) -> Option<(Option<u64>, Vec<u64>)> {
+        None
+    }
 
     /// RabbitMQ's text for a missing queue.
     fn no_queue_text(&self) -> String {
@@ -179,6 +193,24 @@ pub struct QueueSettings {
     pub arguments: FieldTable,
 }
 
+/// What a publisher's channel offers the queues a publish goes to: it holds the
+/// publish's confirm until every queue that took it has it safe (the channel's
+/// confirm tracker implements it; the core never sees frames).
+pub trait ConfirmHolder: Send + Sync {
+    /// Publish `seq` waits for one more queue.
+    fn hold(&self, seq: u64);
+    /// A queue that held publish `seq` is done: it stored the message (`true`) or
+    /// could not (`false`: the publisher gets a nack).
+    fn release(&self, seq: u64, stored: bool);
+}
+
+/// A publish's place in its channel's confirms (see [`QueueType::publish_confirmed`]).
+#[derive(Clone, Copy)]
+pub struct ConfirmRef<'a> {
+    pub holder: &'a Arc<dyn ConfirmHolder>,
+    pub seq: u64,
+}
+
 /// What [`QueueType::publish`] did with a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Enqueued {
@@ -191,6 +223,8 @@ pub enum Enqueued {
     Rejected,
     /// Dropped as a duplicate (x-message-deduplication): routed, confirmed, not kept.
     Duplicate,
+    /// Handed to replication; the publisher's confirm is held until it is committed.
+    Replicating,
 }
 
 /// A consumer that was attached when the queue was deleted; its channel must be told.

@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use super::{Enqueued, Queue};
+use super::{ConfirmRef, Enqueued, Queue};
 use crate::message::{Message, StoredMeta};
 use crate::store::{StoreHandle, StoreOp};
 
@@ -34,7 +34,14 @@ impl Hash for QueueRef {
 /// store record a persistent message bound for a durable queue gets is written before
 /// any queue entry that points at it. Returns the message and how many queues took it
 /// and how many of those stored it. Used by publishes and by delayed messages when due.
-pub fn enqueue_routed(store: &Option<StoreHandle>, routed: &mut Vec<QueueRef>, mut message: Message) -> Enqueueing {
+/// `confirm`: the publish's place in its channel's confirms, for queues that store it
+/// later (None: nobody waits for a confirm).
+pub fn enqueue_routed(
+    store: &Option<StoreHandle>,
+    routed: &mut Vec<QueueRef>,
+    mut message: Message,
+    confirm: Option<ConfirmRef<'_>>,
+) -> Enqueueing {
     // A persistent message bound for at least one durable queue gets one store record,
     // written before any queue entry that points at it. Its reference count is set up
     // front, so no queue ever sees a count that will still grow (a queue may page a
@@ -57,7 +64,7 @@ pub fn enqueue_routed(store: &Option<StoreHandle>, routed: &mut Vec<QueueRef>, m
     let mut stored = 0;
     let mut rejected = false;
     for QueueRef(q) in routed.drain(..) {
-        let outcome = q.publish(message.clone());
+        let outcome = q.publish_confirmed(message.clone(), confirm);
         match outcome {
             Enqueued::No | Enqueued::Rejected | Enqueued::Duplicate => {
                 if outcome == Enqueued::Duplicate {
@@ -82,7 +89,7 @@ pub fn enqueue_routed(store: &Option<StoreHandle>, routed: &mut Vec<QueueRef>, m
                     }
                 }
             }
-            Enqueued::InMemory => delivered += 1,
+            Enqueued::InMemory | Enqueued::Replicating => delivered += 1,
             Enqueued::Stored => {
                 delivered += 1;
                 stored += 1;

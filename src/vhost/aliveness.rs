@@ -31,7 +31,7 @@ impl VHost {
             store: Default::default(),
             charge,
         };
-        enqueue_routed(&self.store, &mut vec![QueueRef(q.clone())], message);
+        enqueue_routed(&self.store, &mut vec![QueueRef(q.clone())], message, None);
         // Earlier runs' messages may still be there if a get failed: take all of them.
         let mut got = false;
         while q.get(true, &mut |m, _left| {

@@ -125,6 +125,7 @@ impl VHost {
                 store: Default::default(),
                 charge,
             },
+            None,
         );
         Ok(outcome.delivered > 0)
     }

@@ -33,8 +33,10 @@ pub struct QueueInfo {
     pub stats: crate::queue::QueueStats,
     /// The policy and operator policy it acts under.
     pub policies: crate::policy::Applied,
-    /// What it is (`classic` or `stream`).
+    /// What it is (`classic`, `quorum` or `stream`).
     pub kind: crate::queue::QueueKind,
+    /// A replicated queue's leader and members (node ids).
+    pub replication: Option<(Option<u64>, Vec<u64>)>,
 }
 
 /// One binding; `to_queue` tells whether `destination` names a queue or an exchange.
@@ -94,6 +96,7 @@ impl VHost {
                     stats: q.stats(),
                     policies: q.policies(),
                     kind: q.kind(),
+                    replication: q.replication(),
                 }
             })
             .collect();

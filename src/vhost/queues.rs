@@ -175,6 +175,19 @@ impl VHost {
         Ok((q, true))
     }
 
+    /// Adds a queue whose existence was decided elsewhere (a quorum queue whose
+    /// replicated declaration this node applied). False, and nothing changes, if the
+    /// vhost already has a queue of that name or is being deleted.
+    pub fn insert_replicated_queue(&self, q: Arc<Queue>) -> bool {
+        let mut queues = self.change_queues();
+        if self.is_deleted() || queues.contains_key(q.name()) {
+            return false;
+        }
+        self.apply_policies_to_new(&q);
+        queues.insert(q.name().clone(), q);
+        true
+    }
+
     /// RabbitMQ's equivalence check for a redeclare (after the owner check): durable,
     /// auto_delete, then the arguments it compares for classic queues, in its order.
     /// Other arguments (its quorum/stream ones, HareMQ's extensions, unknown ones) are

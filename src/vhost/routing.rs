@@ -145,6 +145,7 @@ impl VHost {
                 store: Default::default(),
                 charge,
             },
+            None,
         );
         // After the queue entries it became: the store applies ops in order.
         forget(m.store_id);

@@ -1,6 +1,7 @@
 //! One file per verb; each turns its arguments into API requests and prints the result.
 
 mod close;
+mod cluster;
 mod declare;
 mod definitions;
 mod delete;
@@ -37,6 +38,7 @@ pub fn run(cli: &Cli) -> Result<(), CtlError> {
         Command::Close(what) => close::run(&ctx, what),
         Command::Export(what) => definitions::export(&ctx, what),
         Command::Import(what) => definitions::import(&ctx, what),
+        Command::Cluster(what) => cluster::run(&ctx, what),
     }
 }
 

@@ -76,6 +76,16 @@ pub const USERS: &[Column] = &[("name", "name"), ("tags", "tags")];
 pub const PERMISSIONS: &[Column] =
     &[("user", "user"), ("vhost", "vhost"), ("configure", "configure"), ("write", "write"), ("read", "read")];
 
+pub const CLUSTER_NODES: &[Column] = &[
+    ("id", "id"),
+    ("name", "name"),
+    ("cluster_address", "cluster_addr"),
+    ("voter", "voter"),
+    ("reachable", "reachable"),
+    ("amqp", "amqp"),
+    ("leader", "leader"),
+];
+
 pub const ALARMS: &[Column] = &[("node", "node"), ("resource", "resource")];
 
 pub const HEALTH: &[Column] = &[("check", "check"), ("status", "status"), ("reason", "reason")];

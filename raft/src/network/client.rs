@@ -1,9 +1,10 @@
 //! The dialing side: one authenticated connection per (group, target), one request in flight.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
@@ -27,6 +28,35 @@ use crate::GroupId;
 pub struct Dialer {
     pub node_id: u64,
     pub secret: Arc<[u8]>,
+    /// Addresses that override the membership's (see `NodeConfig::routes`).
+    pub routes: Arc<BTreeMap<u64, SocketAddr>>,
+    /// When each peer was last heard from.
+    pub contacts: Arc<Contacts>,
+}
+
+impl Dialer {
+    /// The address to dial for `target`, whose membership address is `recorded`.
+    pub fn route(&self, target: u64, recorded: SocketAddr) -> SocketAddr {
+        self.routes.get(&target).copied().unwrap_or(recorded)
+    }
+}
+
+/// When each peer was last heard from: a request it answered, or one it sent. Shared by
+/// every group of the node, so a peer's reachability is known from any group's traffic.
+#[derive(Default)]
+pub struct Contacts(std::sync::Mutex<HashMap<u64, Instant>>);
+
+impl Contacts {
+    pub fn heard_from(&self, peer: u64) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, Instant::now());
+    }
+
+    /// Whether each peer heard from since start was heard from within `window`.
+    pub fn reachable(&self, window: Duration) -> BTreeMap<u64, bool> {
+        let now = Instant::now();
+        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.iter().map(|(peer, at)| (*peer, now.duration_since(*at) <= window)).collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +145,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = GroupNetwork;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> GroupNetwork {
-        let addr = node.addr.parse::<SocketAddr>();
+        let addr = node.addr.parse::<SocketAddr>().map(|a| self.dialer.route(target, a));
         if addr.is_err() {
             log::error!("raft: node {target} has an invalid address {:?}", node.addr);
         }
@@ -149,7 +179,11 @@ impl GroupNetwork {
         option: &RPCOption,
     ) -> Result<RpcResponse, RPCError<u64, BasicNode, E>> {
         let Some(client) = &self.client else { return Err(unreachable("invalid address")) };
-        match client.call(&req, option.hard_ttl()).await {
+        let result = client.call(&req, option.hard_ttl()).await;
+        if result.is_ok() {
+            client.dialer.contacts.heard_from(self.target);
+        }
+        match result {
             Ok(RpcResponse::Failed(msg)) => Err(unreachable(format!("node {}: {msg}", self.target))),
             Ok(resp) => Ok(resp),
             Err(CallError::Unreachable(msg)) => Err(unreachable(msg)),

@@ -73,6 +73,7 @@ async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
                 return;
             }
         };
+        shared.dialer.contacts.heard_from(peer);
         let resp = shared.handle(req).await;
         if let Err(e) = write_frame(&mut stream, &resp).await {
             log::debug!("raft: connection from node {peer} closed: {e}");

@@ -104,9 +104,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// Persisted so that a restarted node re-applies the committed log after its snapshot
-    /// (the applied state itself lives only in memory).
+    /// (the applied state itself lives only in memory). Written without an fsync of its
+    /// own: it is on the path of every commit, and a value lost in a crash only means the
+    /// node re-applies less at start and learns the rest from the leader (a committed
+    /// index may lag, never lead).
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
-        self.db.write_meta(self.group, KEY_COMMITTED, &committed).await
+        self.db.write_meta_lazily(self.group, KEY_COMMITTED, &committed).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {

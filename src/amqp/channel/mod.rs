@@ -45,6 +45,8 @@ pub struct Context<'a> {
     /// The wall clock (ms since the UNIX epoch) when this batch of frames was read:
     /// messages published in it count their TTLs from here.
     pub now_ms: u64,
+    /// The cluster this node is part of (quorum queues are declared through it).
+    pub cluster: Option<&'a Arc<dyn crate::membership::ClusterView>>,
 }
 
 pub struct Channel {
@@ -55,6 +57,11 @@ pub struct Channel {
     confirm: bool,
     /// A publish was confirmed without the store; flush after this read.
     confirms_due: bool,
+    /// The number of the last publish in confirm mode (the channel numbers them in
+    /// the order it handles them; the shared tracker keeps the same count).
+    confirm_seq: u64,
+    /// The channel's confirm tracker as queues that hold a confirm see it.
+    confirm_holder: Arc<dyn crate::queue::ConfirmHolder>,
     /// basic.qos global=false: the prefetch given to consumers created afterwards.
     consumer_prefetch: u16,
     /// The last queue declared on this channel (AMQP's "current queue", for empty names).
@@ -79,8 +86,11 @@ pub(super) fn ok(method: AMQPClass) -> AmqpResult<Option<AMQPClass>> {
 
 impl Channel {
     pub fn new(id: ChannelId, outbox: Arc<Outbox>) -> Self {
+        let shared = ChannelShared::new(id, outbox);
         Self {
-            shared: ChannelShared::new(id, outbox),
+            shared: shared.clone(),
+            confirm_seq: 0,
+            confirm_holder: shared,
             closing: false,
             pending: None,
             confirm: false,

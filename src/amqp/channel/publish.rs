@@ -16,7 +16,7 @@ use crate::exchange::delayed::DelayedMessage;
 use crate::memory::MemoryCharge;
 use crate::message::properties::{encode_properties, Properties};
 use crate::message::{Message, QueuedMessage, StoredMeta};
-use crate::queue::{enqueue_routed, Enqueueing};
+use crate::queue::{enqueue_routed, ConfirmRef, Enqueueing};
 use crate::vhost::{Routed, REPLY_TO_PREFIX, REPLY_TO_QUEUE};
 use crate::wire::shortstr::short;
 
@@ -243,11 +243,12 @@ impl Channel {
         }
         let routed = self.route_publish(ctx, p)?;
         if self.confirm && routed.rejected {
-            self.shared.next_publish_rejected();
+            self.confirm_seq = self.shared.next_publish_rejected();
             self.confirms_due = true;
         } else if self.confirm {
             let durable = routed.stored > 0;
             let seq = self.shared.next_publish_seq(durable);
+            self.confirm_seq = seq;
             match (&ctx.store, durable) {
                 (Some(store), true) => store.confirm_after_commit(self.shared.clone(), seq),
                 _ => self.confirms_due = true,
@@ -316,6 +317,9 @@ impl Channel {
             return Ok(PublishOutcome { stored: usize::from(persisted), rejected: false });
         }
         let charge = MemoryCharge::content(&routing_key, &h.raw_properties, &body);
+        // The number this publish's confirm will get (publishes are numbered in the
+        // order the channel handles them), for queues that hold the confirm.
+        let confirm = self.confirm.then(|| ConfirmRef { holder: &self.confirm_holder, seq: self.confirm_seq + 1 });
         let Enqueueing { message, mut delivered, stored, rejected } = enqueue_routed(
             ctx.store,
             &mut self.routed,
@@ -330,6 +334,7 @@ impl Channel {
                 store: StoredMeta::default(),
                 charge,
             },
+            confirm,
         );
         if delivered == 0 && message.exchange.is_empty() && message.routing_key.starts_with(REPLY_TO_PREFIX) {
             if let Some(ch) = ctx.vhost.reply_consumer(&message.routing_key) {

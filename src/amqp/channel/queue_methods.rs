@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
+use amq_protocol::protocol::queue::AMQPMethod as Q;
 use amq_protocol::protocol::{queue, AMQPClass};
 
 use super::{access, Channel, Context};
 use crate::auth::access::ResourceKind;
 use crate::error::{AmqpError, AmqpResult};
-use crate::queue::{Queue, QueueSettings};
+use crate::queue::{Queue, QueueKind, QueueSettings};
 use crate::util::random_name;
 use crate::wire::shortstr::short;
 
@@ -30,7 +31,6 @@ impl Channel {
     }
 
     pub(super) fn queue(&mut self, ctx: &Context<'_>, m: queue::AMQPMethod) -> AmqpResult<Option<AMQPClass>> {
-        use queue::AMQPMethod as Q;
         let (reply, nowait) = match m {
             Q::Declare(d) => {
                 let name = if d.queue.as_str().is_empty() {
@@ -56,6 +56,13 @@ impl Channel {
                     auto_delete: d.auto_delete,
                     arguments: d.arguments,
                 };
+                if let Some(cluster) =
+                    ctx.cluster.filter(|_| !d.passive && QueueKind::of(&settings.arguments) == QueueKind::Quorum)
+                {
+                    if ctx.vhost.queue(&name).is_none() {
+                        return self.declare_replicated(ctx, cluster, name, settings, d.nowait);
+                    }
+                }
                 let (q, created) = ctx.vhost.declare_queue(&name, d.passive, settings, ctx.conn_id)?;
                 if !created {
                     // A redeclare restarts the x-expires period.
@@ -120,6 +127,9 @@ impl Channel {
                                 ctx.vhost.name
                             )));
                         }
+                        if let Some(cluster) = ctx.cluster.filter(|_| q.kind() == QueueKind::Quorum) {
+                            return self.delete_replicated(ctx, cluster, &q, d.nowait);
+                        }
                         ctx.vhost.delete_queue(&q)
                     }
                 };
@@ -133,5 +143,84 @@ impl Channel {
             }
         };
         Ok(if nowait { None } else { Some(AMQPClass::Queue(reply)) })
+    }
+
+    /// queue.declare of a new quorum queue on a node of a cluster: the declaration is
+    /// replicated first, and declare-ok follows once it is committed and the queue
+    /// exists here (the channel handles its next frames meanwhile, as for tx.commit;
+    /// clients wait for declare-ok before using the queue).
+    fn declare_replicated(
+        &mut self,
+        ctx: &Context<'_>,
+        cluster: &Arc<dyn crate::membership::ClusterView>,
+        name: String,
+        settings: QueueSettings,
+        nowait: bool,
+    ) -> AmqpResult<Option<AMQPClass>> {
+        crate::queue::kind::check_properties(QueueKind::Quorum, &name, &ctx.vhost.name, &settings)?;
+        self.last_queue = Some(name.as_str().into());
+        let shared = self.shared.clone();
+        let vhost = ctx.vhost.name.clone();
+        let queue = name.clone();
+        cluster.declare_quorum_queue(
+            &ctx.vhost.name,
+            &name,
+            &settings.arguments,
+            Box::new(move |r| match r {
+                Ok(()) if nowait => {}
+                Ok(()) => {
+                    let ok = queue::DeclareOk { queue: short(&queue), message_count: 0, consumer_count: 0 };
+                    crate::amqp::frame::write_method(
+                        shared.outbox.lock().buf(),
+                        shared.id,
+                        AMQPClass::Queue(Q::DeclareOk(ok)),
+                    );
+                }
+                Err(e) => {
+                    log::warn!("declaring quorum queue '{queue}' in vhost '{vhost}' failed: {e}");
+                    let err = AmqpError::InternalError(format!(
+                        "cannot declare quorum queue '{queue}' in vhost '{vhost}': {e}"
+                    ));
+                    shared.close_from_outside(&err, (50, 10));
+                }
+            }),
+        );
+        Ok(None)
+    }
+
+    /// queue.delete of a quorum queue on a node of a cluster: delete-ok once every
+    /// node has been told (through the replicated definitions).
+    fn delete_replicated(
+        &mut self,
+        ctx: &Context<'_>,
+        cluster: &Arc<dyn crate::membership::ClusterView>,
+        q: &Arc<Queue>,
+        nowait: bool,
+    ) -> AmqpResult<Option<AMQPClass>> {
+        let shared = self.shared.clone();
+        let count = q.message_count();
+        let (vhost, queue) = (ctx.vhost.name.clone(), q.name().clone());
+        cluster.delete_quorum_queue(
+            &ctx.vhost.name,
+            q.name(),
+            Box::new(move |r| match r {
+                Ok(()) if nowait => {}
+                Ok(()) => {
+                    let ok = queue::DeleteOk { message_count: count };
+                    crate::amqp::frame::write_method(
+                        shared.outbox.lock().buf(),
+                        shared.id,
+                        AMQPClass::Queue(Q::DeleteOk(ok)),
+                    );
+                }
+                Err(e) => {
+                    let err = AmqpError::InternalError(format!(
+                        "cannot delete quorum queue '{queue}' in vhost '{vhost}': {e}"
+                    ));
+                    shared.close_from_outside(&err, (50, 40));
+                }
+            }),
+        );
+        Ok(None)
     }
 }

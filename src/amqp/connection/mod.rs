@@ -576,6 +576,7 @@ impl Connection {
             access,
             impersonator: self.impersonator,
             now_ms: self.read_at_ms,
+            cluster: self.broker.cluster(),
         };
         if matches!(
             frame,

@@ -6,7 +6,6 @@ use serde_json::{json, Value};
 
 use super::connections::visible;
 use super::message_stats::{message_stats, Keys};
-use super::overview::node_name;
 use super::{existing_vhost, Call, Context, Reply};
 use crate::clients::{ChannelInfo, ConnectionInfo};
 
@@ -37,7 +36,7 @@ fn channel_json(ctx: &Context, c: &ConnectionInfo, ch: &ChannelInfo, node: &str)
 }
 
 fn all_channels(ctx: &Context, connections: &[ConnectionInfo]) -> Vec<Value> {
-    let node = node_name();
+    let node = ctx.broker.node_name();
     connections.iter().flat_map(|c| c.channels.iter().map(|ch| channel_json(ctx, c, ch, &node))).collect()
 }
 
@@ -58,7 +57,7 @@ pub fn of_connection(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
 
 pub fn one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let name = call.params[0];
-    let node = node_name();
+    let node = ctx.broker.node_name();
     visible(ctx, call, None)
         .iter()
         .find_map(|c| {

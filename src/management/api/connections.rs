@@ -4,7 +4,6 @@
 
 use serde_json::{json, Value};
 
-use super::overview::node_name;
 use super::{existing_vhost, Call, Context, Reply};
 use crate::clients::ConnectionInfo;
 use crate::definitions::arguments::from_table;
@@ -64,7 +63,7 @@ pub fn list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
         Some(v) => Some(existing_vhost(ctx, v)?.name.to_string()),
         None => None,
     };
-    let node = node_name();
+    let node = ctx.broker.node_name();
     let all: Vec<Value> = visible(ctx, call, vhost.as_deref()).iter().map(|c| connection_json(ctx, c, &node)).collect();
     super::pagination::reply(call, all)
 }
@@ -78,5 +77,5 @@ pub fn one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
         ctx.broker.close_connection(c.id, reason);
         return Ok(Reply::empty(204));
     }
-    Ok(Reply::json(connection_json(ctx, &c, &node_name())))
+    Ok(Reply::json(connection_json(ctx, &c, &ctx.broker.node_name())))
 }

@@ -4,7 +4,6 @@ use serde_json::json;
 
 use super::channels::channel_name;
 use super::connections::visible;
-use super::overview::node_name;
 use super::{existing_vhost, Call, Context, Reply};
 use crate::definitions::arguments::from_table;
 
@@ -13,7 +12,7 @@ pub fn list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
         Some(v) => Some(existing_vhost(ctx, v)?.name.to_string()),
         None => None,
     };
-    let node = node_name();
+    let node = ctx.broker.node_name();
     let mut out = Vec::new();
     for c in visible(ctx, call, vhost.as_deref()) {
         for ch in &c.channels {

@@ -3,11 +3,11 @@
 
 use serde_json::json;
 
-use super::overview::node_name;
 use super::{Call, Context, Reply};
 
-pub fn alarms(ctx: &Context, _call: &Call) -> Result<Reply, Reply> {
-    let node = node_name();
+/// The alarms raised on this node, in RabbitMQ's shape.
+pub fn raised(ctx: &Context) -> Vec<serde_json::Value> {
+    let node = ctx.broker.node_name();
     let mut alarms = Vec::new();
     if ctx.broker.memory.is_raised() {
         alarms.push(json!({"node": node, "resource": "memory"}));
@@ -15,6 +15,16 @@ pub fn alarms(ctx: &Context, _call: &Call) -> Result<Reply, Reply> {
     if ctx.broker.disk.is_raised() {
         alarms.push(json!({"node": node, "resource": "disk"}));
     }
+    // HareMQ's addition: a clustered node cut off from the majority commits nothing
+    // replicated, and says so here.
+    if ctx.broker.cluster().is_some_and(|c| !c.status().has_quorum) {
+        alarms.push(json!({"node": node, "resource": "cluster_majority"}));
+    }
+    alarms
+}
+
+pub fn alarms(ctx: &Context, _call: &Call) -> Result<Reply, Reply> {
+    let alarms = raised(ctx);
     if alarms.is_empty() {
         return Ok(Reply::json(json!({"status": "ok"})));
     }

@@ -7,7 +7,6 @@
 
 use serde_json::{json, Value};
 
-use super::overview::node_name;
 use super::{Call, Context, Reply};
 
 fn failed(body: Value) -> Result<Reply, Reply> {
@@ -16,16 +15,9 @@ fn failed(body: Value) -> Result<Reply, Reply> {
     Ok(reply)
 }
 
-/// `local-alarms`: the alarms of this node (the only one).
+/// `local-alarms`: the alarms of this node.
 pub fn local_alarms(ctx: &Context, _call: &Call) -> Result<Reply, Reply> {
-    let node = node_name();
-    let mut alarms = Vec::new();
-    if ctx.broker.memory.is_raised() {
-        alarms.push(json!({"node": node, "resource": "memory"}));
-    }
-    if ctx.broker.disk.is_raised() {
-        alarms.push(json!({"node": node, "resource": "disk"}));
-    }
+    let alarms = super::health::raised(ctx);
     if alarms.is_empty() {
         return Ok(Reply::json(json!({"status": "ok"})));
     }
@@ -70,7 +62,28 @@ pub fn virtual_hosts(_ctx: &Context, _call: &Call) -> Result<Reply, Reply> {
     Ok(Reply::json(json!({"status": "ok"})))
 }
 
-/// `node-is-quorum-critical` and `node-is-mirror-sync-critical`.
+/// `node-is-quorum-critical`: 503 when stopping this node would leave the cluster's
+/// voters without a majority (RabbitMQ asks the same of each quorum queue; every
+/// replicated write here needs the metadata group's majority first). A single node is
+/// never critical.
+pub fn quorum_critical(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
+    let Some(cluster) = ctx.broker.cluster() else {
+        return single_node(ctx, call);
+    };
+    let status = cluster.status();
+    if !status.is_quorum_critical() {
+        return Ok(Reply::json(json!({"status": "ok"})));
+    }
+    failed(json!({
+        "status": "failed",
+        "reason": "There are quorum queues that would lose their quorum if the target node is shut down",
+        "queues": [],
+        "groups": [{"name": "metadata", "voters": status.voters(), "reachable": status.reachable_voters()}],
+    }))
+}
+
+/// `node-is-mirror-sync-critical` (and `node-is-quorum-critical` alone): HareMQ has no
+/// mirrored queues.
 pub fn single_node(_ctx: &Context, _call: &Call) -> Result<Reply, Reply> {
     Ok(Reply::json(json!({"status": "ok", "reason": "single node cluster"})))
 }

@@ -5,6 +5,7 @@ pub mod access;
 pub mod binding_actions;
 pub mod bindings;
 pub mod channels;
+pub mod cluster;
 pub mod connections;
 pub mod consumers;
 pub mod definitions;

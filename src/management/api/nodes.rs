@@ -1,8 +1,8 @@
 //! `GET /api/nodes` and `/api/nodes/{name}` (monitoring users and administrators, as
 //! RabbitMQ: 401 `Not monitor user` otherwise), and `GET /api/extensions`.
 //!
-//! HareMQ is one node. Its fields are RabbitMQ 3.10's, filled only where HareMQ
-//! has the number: memory is the process's resident set (RabbitMQ's `rss` strategy)
+//! This node's fields are RabbitMQ 3.10's, filled only where HareMQ has the number
+//! (the other members of a cluster show what this node knows of them): memory is the process's resident set (RabbitMQ's `rss` strategy)
 //! against the memory alarm's limit, disk is the data directory's filesystem, file
 //! descriptors come from `/proc/self/fd` and `RLIMIT_NOFILE`, `sockets_used` is the
 //! open AMQP connections. Erlang-only fields (processes, GC, Mnesia, I/O counters,
@@ -10,7 +10,6 @@
 
 use serde_json::{json, Value};
 
-use super::overview::node_name;
 use super::{Call, Context, Reply};
 
 fn require_monitor(call: &Call) -> Result<(), Reply> {
@@ -81,12 +80,12 @@ fn node(ctx: &Context) -> Value {
         .listeners
         .iter()
         .map(|(protocol, addr)| {
-            json!({"node": node_name(), "protocol": protocol, "ip_address": addr.ip().to_string(), "port": addr.port()})
+            json!({"node": ctx.broker.node_name(), "protocol": protocol, "ip_address": addr.ip().to_string(), "port": addr.port()})
         })
         .collect();
     let processors = std::thread::available_parallelism().map_or(1, |n| n.get());
     json!({
-        "name": node_name(),
+        "name": ctx.broker.node_name(),
         "type": "disc",
         "running": true,
         "os_pid": std::process::id().to_string(),
@@ -119,18 +118,49 @@ fn node(ctx: &Context) -> Value {
     })
 }
 
-pub fn list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
-    require_monitor(call)?;
-    super::pagination::reply(call, vec![node(ctx)])
+/// Every node: this one in full, the other members of its cluster with what this
+/// node knows of them (name, whether it reaches them, their listeners).
+fn all_nodes(ctx: &Context) -> Vec<Value> {
+    let mut me = node(ctx);
+    let Some(cluster) = ctx.broker.cluster() else {
+        return vec![me];
+    };
+    let status = cluster.status();
+    let unreachable: Vec<&str> =
+        status.nodes.iter().filter(|n| n.reachable == Some(false)).map(|n| n.name.as_str()).collect();
+    me["partitions"] = json!(unreachable);
+    me["cluster_node_id"] = json!(status.node_id);
+    me["cluster_leader"] = json!(status.leader);
+    me["cluster_has_quorum"] = json!(status.has_quorum);
+    let mut nodes = vec![me];
+    for n in status.nodes.iter().filter(|n| n.id != status.node_id) {
+        let listener = |protocol: &str, a: std::net::SocketAddr| json!({"node": n.name, "protocol": protocol, "ip_address": a.ip().to_string(), "port": a.port()});
+        let listeners: Vec<Value> = [n.amqp.map(|a| listener("amqp", a)), n.management.map(|a| listener("http", a))]
+            .into_iter()
+            .flatten()
+            .collect();
+        nodes.push(json!({
+            "name": n.name,
+            "type": "disc",
+            "running": n.reachable,
+            "cluster_node_id": n.id,
+            "cluster_address": n.cluster_addr.to_string(),
+            "cluster_voter": n.voter,
+            "listeners": listeners,
+        }));
+    }
+    nodes
 }
 
-/// `GET /api/nodes/{name}`: 404 for any other node name.
+pub fn list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
+    require_monitor(call)?;
+    super::pagination::reply(call, all_nodes(ctx))
+}
+
+/// `GET /api/nodes/{name}`: 404 for a name that is not a node of the cluster.
 pub fn one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     require_monitor(call)?;
-    if call.params[0] != node_name() {
-        return Err(Reply::not_found());
-    }
-    Ok(Reply::json(node(ctx)))
+    all_nodes(ctx).into_iter().find(|n| n["name"] == call.params[0]).map(Reply::json).ok_or_else(Reply::not_found)
 }
 
 /// `GET /api/extensions`: the web UI's plugin scripts. HareMQ serves no UI, so none.

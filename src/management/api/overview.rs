@@ -8,21 +8,6 @@ use super::{listed_vhosts, Call, Context, Reply};
 /// The RabbitMQ version whose management API this one follows.
 pub const RABBITMQ_API_VERSION: &str = "3.10.0";
 
-/// The node name in RabbitMQ's `name@host` form.
-pub fn node_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it
-    // or truncates, and the last byte stays 0.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
-    let host = if rc == 0 {
-        let end = buf.iter().position(|b| *b == 0).unwrap_or(0);
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        "localhost".to_string()
-    };
-    format!("haremq@{host}")
-}
-
 pub fn overview(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let vhosts = listed_vhosts(ctx, call)?;
     let (mut exchanges, mut queues, mut consumers) = (0usize, 0usize, 0u64);
@@ -37,7 +22,7 @@ pub fn overview(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
             unacked += q.stats.messages_unacknowledged;
         }
     }
-    let node = node_name();
+    let node = ctx.broker.node_name();
     let listeners: Vec<Value> = ctx
         .listeners
         .iter()

@@ -4,7 +4,6 @@
 use serde_json::{json, Value};
 
 use super::message_stats::{details, message_stats, Keys, READY, TOTAL, UNACKED};
-use super::overview::node_name;
 use super::{listed_vhosts, Call, Context, Reply};
 use crate::definitions::arguments::from_table;
 use crate::vhost::{QueueInfo, VHost};
@@ -14,7 +13,7 @@ pub fn queue_json(ctx: &Context, vhost: &str, q: &QueueInfo, node: &str) -> Valu
     let rates = ctx.rates.lock();
     let track = rates.queues.get(&(vhost.to_string(), q.name.to_string()));
     let s = &q.stats;
-    json!({
+    let mut queue = json!({
         "name": &*q.name,
         "vhost": vhost,
         "durable": q.durable,
@@ -39,7 +38,18 @@ pub fn queue_json(ctx: &Context, vhost: &str, q: &QueueInfo, node: &str) -> Valu
         // Not measured (RabbitMQ's is the share of time consumers could take more).
         "consumer_utilisation": null,
         "message_stats": message_stats(&s.messages, track, Keys::NonZero),
-    })
+    });
+    // A quorum queue's Raft group, as RabbitMQ shows it: the leader's node (also as
+    // `node`) and its members.
+    if let Some((leader, members)) = &q.replication {
+        let name = |id: u64| crate::broker::node_name(Some(id));
+        queue["leader"] = json!(leader.map(name));
+        queue["members"] = json!(members.iter().map(|id| name(*id)).collect::<Vec<_>>());
+        if let Some(l) = leader {
+            queue["node"] = json!(name(*l));
+        }
+    }
+    queue
 }
 
 fn queues_of(ctx: &Context, v: &VHost, node: &str) -> Vec<Value> {
@@ -47,7 +57,7 @@ fn queues_of(ctx: &Context, v: &VHost, node: &str) -> Vec<Value> {
 }
 
 pub fn list(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
-    let node = node_name();
+    let node = ctx.broker.node_name();
     let all: Vec<Value> = listed_vhosts(ctx, call)?.iter().flat_map(|v| queues_of(ctx, v, &node)).collect();
     super::pagination::reply(call, all)
 }
@@ -56,5 +66,5 @@ pub fn one(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let v = listed_vhosts(ctx, call)?.pop().ok_or_else(Reply::not_found)?;
     let name = call.params[1];
     let q = v.queue_list().into_iter().find(|q| &*q.name == name).ok_or_else(Reply::not_found)?;
-    Ok(Reply::json(queue_json(ctx, &v.name, &q, &node_name())))
+    Ok(Reply::json(queue_json(ctx, &v.name, &q, &ctx.broker.node_name())))
 }

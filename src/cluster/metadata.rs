@@ -1,0 +1,222 @@
+//! The metadata group's state machine: what every node of the cluster agrees on,
+//! applied in the same order everywhere.
+//!
+//! It holds the member registry (each node's announced AMQP and management
+//! listeners, so any node can tell clients and operators where the others are). It is
+//! the group that replicated definitions (vhosts, users, permissions, exchanges,
+//! bindings, queue definitions and the placement of quorum queues) go through; see
+//! ARCHITECTURE.md, "Cluster", for what is replicated today.
+//!
+//! Commands are JSON: they are rare (administrative changes), and a log that a person
+//! can read when something goes wrong is worth the bytes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use amq_protocol::types::FieldTable;
+use serde::{Deserialize, Serialize};
+
+/// A replicated metadata change.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum MetadataCommand {
+    /// A node says where clients and operators reach it, and which run of it this is
+    /// (at every start).
+    Announce { node: u64, amqp: Option<SocketAddr>, management: Option<SocketAddr>, incarnation: u32 },
+    /// A node left the cluster: its announcement goes.
+    Forget { node: u64 },
+    /// A quorum queue is declared, replicated on `members`; its group's id is this
+    /// entry's log index. A queue that exists already is left as it is.
+    DeclareQuorumQueue { vhost: String, name: String, arguments: FieldTable, members: BTreeMap<u64, SocketAddr> },
+    /// A quorum queue is deleted (on every node; its group's log is dropped).
+    DeleteQuorumQueue { vhost: String, name: String },
+}
+
+/// What a node announced of itself.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Announced {
+    pub amqp: Option<SocketAddr>,
+    pub management: Option<SocketAddr>,
+    /// Which run of the node (consumers of earlier runs are gone).
+    #[serde(default)]
+    pub incarnation: u32,
+}
+
+/// A quorum queue as the cluster knows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct QueueDef {
+    /// Its Raft group.
+    pub group: u64,
+    pub arguments: FieldTable,
+    /// The group's founding members and their cluster addresses.
+    pub members: BTreeMap<u64, SocketAddr>,
+}
+
+/// The replicated state (what a snapshot holds).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct MetadataState {
+    pub nodes: BTreeMap<u64, Announced>,
+    /// Quorum queues by vhost, then name.
+    #[serde(default)]
+    pub queues: BTreeMap<String, BTreeMap<String, QueueDef>>,
+}
+
+/// What applying a command changed that the node must act on (open or drop a queue's
+/// group), sent to the cluster's task that does it (applying must not wait on I/O).
+#[derive(Debug)]
+pub enum Change {
+    QueueDeclared {
+        vhost: String,
+        name: String,
+        def: QueueDef,
+    },
+    QueueDeleted {
+        vhost: String,
+        name: String,
+    },
+    /// The whole state was replaced (a snapshot): bring the node's queues in line.
+    Resync(MetadataState),
+}
+
+impl MetadataState {
+    /// Applies the command at log `index`. Deterministic: the same commands in the same
+    /// order give the same state on every node. Returns what the node must act on.
+    pub fn apply(&mut self, index: u64, command: MetadataCommand) -> Option<Change> {
+        match command {
+            MetadataCommand::Announce { node, amqp, management, incarnation } => {
+                self.nodes.insert(node, Announced { amqp, management, incarnation });
+                None
+            }
+            MetadataCommand::Forget { node } => {
+                self.nodes.remove(&node);
+                None
+            }
+            MetadataCommand::DeclareQuorumQueue { vhost, name, arguments, members } => {
+                let queues = self.queues.entry(vhost.clone()).or_default();
+                if queues.contains_key(&name) {
+                    return None;
+                }
+                let def = QueueDef { group: index, arguments, members };
+                queues.insert(name.clone(), def.clone());
+                Some(Change::QueueDeclared { vhost, name, def })
+            }
+            MetadataCommand::DeleteQuorumQueue { vhost, name } => {
+                let queues = self.queues.get_mut(&vhost)?;
+                queues.remove(&name)?;
+                if queues.is_empty() {
+                    self.queues.remove(&vhost);
+                }
+                Some(Change::QueueDeleted { vhost, name })
+            }
+        }
+    }
+}
+
+/// The state machine Raft drives, sharing its state with the rest of the node
+/// (readers take the lock briefly; Raft applies one command at a time).
+pub struct MetadataMachine {
+    pub state: Arc<Mutex<MetadataState>>,
+    /// Where changes the node must act on go.
+    pub changes: smol::channel::Sender<Change>,
+}
+
+/// What `apply` answers: `ok`, or why a command was not understood (a newer node's
+/// command on an older node; it changes nothing).
+const OK: &[u8] = b"ok";
+
+impl haremq_raft::StateMachine for MetadataMachine {
+    fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8> {
+        match serde_json::from_slice::<MetadataCommand>(command) {
+            Ok(cmd) => {
+                let change = self.state.lock().unwrap_or_else(|e| e.into_inner()).apply(index, cmd);
+                if let Some(change) = change {
+                    let _ = self.changes.try_send(change);
+                }
+                OK.to_vec()
+            }
+            Err(e) => {
+                log::error!("cluster: metadata log entry {index} is not a command this node knows ({e}); skipped");
+                format!("unknown command: {e}").into_bytes()
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        serde_json::to_vec(&*state).unwrap_or_default()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) {
+        match serde_json::from_slice::<MetadataState>(snapshot) {
+            Ok(s) => {
+                *self.state.lock().unwrap_or_else(|e| e.into_inner()) = s.clone();
+                let _ = self.changes.try_send(Change::Resync(s));
+            }
+            Err(e) => log::error!("cluster: the metadata snapshot cannot be read ({e}); keeping the current state"),
+        }
+    }
+}
+
+/// A command's log bytes.
+pub fn encode(command: &MetadataCommand) -> Vec<u8> {
+    serde_json::to_vec(command).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use haremq_raft::StateMachine;
+
+    #[test]
+    fn announcements_replace_and_forget_and_survive_a_snapshot() {
+        let (tx, rx) = smol::channel::unbounded();
+        let mut m = MetadataMachine { state: Arc::default(), changes: tx.clone() };
+        let a: SocketAddr = "127.0.0.1:5672".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:5673".parse().unwrap();
+        assert_eq!(
+            m.apply(
+                1,
+                &encode(&MetadataCommand::Announce { node: 1, amqp: Some(a), management: None, incarnation: 1 })
+            ),
+            OK
+        );
+        m.apply(2, &encode(&MetadataCommand::Announce { node: 2, amqp: Some(a), management: None, incarnation: 1 }));
+        m.apply(3, &encode(&MetadataCommand::Announce { node: 1, amqp: Some(b), management: Some(a), incarnation: 2 }));
+        m.apply(4, &encode(&MetadataCommand::Forget { node: 2 }));
+        assert_ne!(m.apply(5, b"{\"Unheard\":{}}"), OK, "an unknown command is answered, not applied");
+        let snap = m.snapshot();
+        let mut other = MetadataMachine { state: Arc::default(), changes: tx };
+        other.restore(&snap);
+        let state = other.state.lock().unwrap().clone();
+        assert_eq!(state.nodes.len(), 1);
+        assert_eq!(state.nodes[&1], Announced { amqp: Some(b), management: Some(a), incarnation: 2 });
+        other.restore(b"garbage");
+        assert_eq!(other.state.lock().unwrap().nodes.len(), 1, "a bad snapshot changes nothing");
+        assert!(matches!(rx.try_recv(), Ok(Change::Resync(_))), "a restore resyncs the node's queues");
+    }
+
+    #[test]
+    fn quorum_queues_are_declared_once_and_deleted() {
+        let mut state = MetadataState::default();
+        let members: BTreeMap<u64, SocketAddr> = [(1, "127.0.0.1:1".parse().unwrap())].into();
+        let declare = |args: FieldTable| MetadataCommand::DeclareQuorumQueue {
+            vhost: "/".into(),
+            name: "q".into(),
+            arguments: args,
+            members: members.clone(),
+        };
+        assert!(
+            matches!(state.apply(7, declare(FieldTable::default())), Some(Change::QueueDeclared { def, .. }) if def.group == 7)
+        );
+        let mut other_args = FieldTable::default();
+        other_args.insert("x-max-length".into(), amq_protocol::types::AMQPValue::LongInt(3));
+        assert!(state.apply(8, declare(other_args)).is_none(), "the first declaration stays");
+        assert_eq!(state.queues["/"]["q"].group, 7);
+        let snapshot = serde_json::to_vec(&state).unwrap();
+        assert_eq!(serde_json::from_slice::<MetadataState>(&snapshot).unwrap(), state);
+        let delete = || MetadataCommand::DeleteQuorumQueue { vhost: "/".into(), name: "q".into() };
+        assert!(matches!(state.apply(9, delete()), Some(Change::QueueDeleted { .. })));
+        assert!(state.apply(10, delete()).is_none());
+        assert!(state.queues.is_empty());
+    }
+}

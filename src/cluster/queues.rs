@@ -1,0 +1,232 @@
+//! Quorum queues on this node: each one the cluster's definitions hold becomes a
+//! [`QuorumQueue`] in its vhost, and on its members a Raft group of its own whose state
+//! machine is that queue.
+//!
+//! Applying the metadata log only records what changed ([`Change`]); this task acts on
+//! it — opening a group waits on disk and network, which applying must not.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use haremq_raft::{Group, GroupId, RaftNode};
+
+use super::metadata::{Change, MetadataState, QueueDef};
+use crate::broker::Broker;
+use crate::queue::quorum::{QuorumQueue, ReplicaLog};
+use crate::queue::{Queue, QueueHost, QueueSettings};
+
+/// How often a queue's leader does its periodic duties (TTL ticks, stale consumers).
+const LEADER_TICK: Duration = Duration::from_secs(1);
+/// A node unreachable this long has its consumers' messages returned.
+const NODE_DOWN_AFTER: Duration = Duration::from_secs(3);
+
+/// A quorum queue open on this node.
+struct Open {
+    queue: Arc<QuorumQueue>,
+    group: Option<(GroupId, Group)>,
+}
+
+pub struct Replicas {
+    pub broker: Weak<Broker>,
+    pub node: Arc<RaftNode>,
+    pub node_id: u64,
+    /// This run's key in consumer keys (see [`node_key`]).
+    pub node_key: u64,
+    open: Mutex<HashMap<(String, String), Open>>,
+}
+
+/// A consumer key's node part: the node id and this run of it, so consumers of an
+/// earlier run (after a crash) are told apart from the current ones.
+pub fn node_key(node_id: u64, incarnation: u32) -> u64 {
+    (node_id << 32) | u64::from(incarnation)
+}
+
+/// The group's log as a quorum queue uses it.
+struct GroupLog {
+    group: Group,
+    node_id: u64,
+}
+
+impl ReplicaLog for GroupLog {
+    fn propose(&self, entry: Vec<u8>, done: Box<dyn FnOnce(Result<Vec<u8>, String>) + Send>) {
+        let group = self.group.clone();
+        smol::spawn(async move {
+            done(group.write(entry).await.map_err(|e| e.to_string()));
+        })
+        .detach();
+    }
+
+    fn is_leader(&self) -> bool {
+        self.group.status().leader == Some(self.node_id)
+    }
+
+    fn leader_and_members(&self) -> (Option<u64>, Vec<u64>) {
+        let s = self.group.status();
+        (s.leader, s.voters.into_iter().collect())
+    }
+}
+
+/// The queue as its group's state machine.
+struct QueueMachine {
+    queue: Arc<QuorumQueue>,
+}
+
+impl haremq_raft::StateMachine for QueueMachine {
+    fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8> {
+        self.queue.apply_entry(index, command)
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.queue.snapshot()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) {
+        self.queue.restore(snapshot);
+    }
+}
+
+impl Replicas {
+    pub fn new(broker: Weak<Broker>, node: Arc<RaftNode>, node_id: u64, node_key: u64) -> Arc<Replicas> {
+        Arc::new(Replicas { broker, node, node_id, node_key, open: Mutex::default() })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Open>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Acts on the metadata log's changes, in order, until the cluster stops.
+    pub async fn run(self: Arc<Self>, changes: smol::channel::Receiver<Change>) {
+        while let Ok(change) = changes.recv().await {
+            match change {
+                Change::QueueDeclared { vhost, name, def } => self.declared(vhost, name, def).await,
+                Change::QueueDeleted { vhost, name } => self.deleted(&vhost, &name).await,
+                Change::Resync(state) => self.resync(state).await,
+            }
+        }
+    }
+
+    async fn declared(&self, vhost: String, name: String, def: QueueDef) {
+        let key = (vhost.clone(), name.clone());
+        if self.lock().contains_key(&key) {
+            return;
+        }
+        let Some(broker) = self.broker.upgrade() else { return };
+        let Some(vh) = broker.vhost(&vhost) else {
+            log::warn!("cluster: quorum queue '{name}': vhost '{vhost}' does not exist on this node; not created here");
+            return;
+        };
+        if !def.members.contains_key(&self.node_id) {
+            // Not served here (yet): a client must use one of its members.
+            log::warn!(
+                "cluster: quorum queue '{name}' in vhost '{vhost}' is replicated on nodes {:?}, not on node {}: clients must use one of those for it",
+                def.members.keys().collect::<Vec<_>>(),
+                self.node_id
+            );
+            return;
+        }
+        let settings = QueueSettings {
+            durable: true,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: def.arguments.clone(),
+        };
+        let host: Arc<dyn QueueHost> = vh.clone();
+        let queue = QuorumQueue::new(name.as_str().into(), &host, settings, self.node_key);
+        if !vh.insert_replicated_queue(queue.clone() as Arc<Queue>) {
+            log::warn!("cluster: quorum queue '{name}' in vhost '{vhost}': a queue of that name exists on this node; it stays, the replicated one is not served here");
+            return;
+        }
+        let mut group = None;
+        let machine = Box::new(QueueMachine { queue: queue.clone() });
+        match self.node.open_group(GroupId(def.group), def.members.clone(), machine).await {
+            Ok(g) => {
+                queue.attach_log(Arc::new(GroupLog { group: g.clone(), node_id: self.node_id }));
+                group = Some((GroupId(def.group), g));
+            }
+            Err(e) => log::error!("cluster: cannot open the log of quorum queue '{name}' in vhost '{vhost}': {e}"),
+        }
+        log::info!("cluster: quorum queue '{name}' in vhost '{vhost}' is served here (group {})", def.group);
+        self.lock().insert(key, Open { queue, group });
+    }
+
+    async fn deleted(&self, vhost: &str, name: &str) {
+        let Some(open) = self.lock().remove(&(vhost.to_string(), name.to_string())) else { return };
+        if let Some(vh) = self.broker.upgrade().and_then(|b| b.vhost(vhost)) {
+            vh.delete_queue(&(open.queue.clone() as Arc<Queue>));
+        }
+        if let Some((id, _)) = open.group {
+            self.node.close_group(id, true).await;
+        }
+        log::info!("cluster: quorum queue '{name}' in vhost '{vhost}' deleted");
+    }
+
+    async fn resync(&self, state: MetadataState) {
+        let wanted: BTreeMap<(String, String), QueueDef> = state
+            .queues
+            .into_iter()
+            .flat_map(|(vhost, queues)| queues.into_iter().map(move |(name, def)| ((vhost.clone(), name), def)))
+            .collect();
+        let gone: Vec<(String, String)> = self.lock().keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
+        for (vhost, name) in gone {
+            self.deleted(&vhost, &name).await;
+        }
+        for ((vhost, name), def) in wanted {
+            self.declared(vhost, name, def).await;
+        }
+    }
+
+    /// Whether quorum queue `name` exists on this node (its declaration applied here).
+    pub fn has(&self, vhost: &str, name: &str) -> bool {
+        self.lock().contains_key(&(vhost.to_string(), name.to_string()))
+    }
+
+    /// The queues' leaders' periodic duties, until the cluster stops.
+    pub async fn leader_ticks(self: Arc<Self>, state: Arc<Mutex<MetadataState>>, cluster: Weak<super::Cluster>) {
+        let mut down_since: HashMap<u64, Instant> = HashMap::new();
+        loop {
+            smol::Timer::after(LEADER_TICK).await;
+            let Some(cluster) = cluster.upgrade() else { return };
+            if cluster.is_stopping() {
+                return;
+            }
+            let status = crate::membership::ClusterView::status(&*cluster);
+            let now = Instant::now();
+            for n in &status.nodes {
+                if n.reachable == Some(false) {
+                    down_since.entry(n.id).or_insert(now);
+                } else {
+                    down_since.remove(&n.id);
+                }
+            }
+            let nodes = state.lock().unwrap_or_else(|e| e.into_inner()).nodes.clone();
+            let members: Vec<u64> = status.nodes.iter().map(|n| n.id).collect();
+            let stale = |key: u64| {
+                let (id, incarnation) = (key >> 32, (key & 0xffff_ffff) as u32);
+                let restarted = nodes.get(&id).is_some_and(|a| a.incarnation != 0 && a.incarnation != incarnation);
+                let down = down_since.get(&id).is_some_and(|t| now.duration_since(*t) > NODE_DOWN_AFTER);
+                restarted || down || !members.contains(&id)
+            };
+            let now_ms = crate::message::now_ms();
+            let queues: Vec<Arc<QuorumQueue>> = self.lock().values().map(|o| o.queue.clone()).collect();
+            for q in queues {
+                q.leader_tick(now_ms, &stale);
+            }
+        }
+    }
+
+    /// The members a new quorum queue is replicated on: `size` voters (3 when unset, as
+    /// RabbitMQ; at most all of them), starting at a place that depends on the queue's name so that groups
+    /// spread over the nodes.
+    pub fn choose_members(
+        voters: &BTreeMap<u64, SocketAddr>,
+        size: Option<u64>,
+        name: &str,
+    ) -> BTreeMap<u64, SocketAddr> {
+        let n = voters.len();
+        let size = (size.unwrap_or(3) as usize).clamp(1, n.max(1));
+        let start = name.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % n.max(1);
+        voters.iter().cycle().skip(start).take(size).map(|(id, addr)| (*id, *addr)).collect()
+    }
+}

@@ -1,0 +1,605 @@
+//! The quorum queue (`x-queue-type: quorum` on a node of a cluster): a queue whose
+//! every change is an entry in its own Raft log, replicated to a majority of its
+//! members before it takes effect.
+//!
+//! The queue's state is `haremq_quorum`'s deterministic machine. Each member holds a
+//! copy and applies every committed entry to it ([`QuorumQueue::apply_entry`], called by
+//! the cluster layer's state machine), so all copies agree on which message is ready,
+//! which is checked out to which consumer, and how often each was delivered. What this
+//! node does with an entry's effects:
+//!
+//! - a delivery to a consumer attached *here* is offered to that consumer's channel
+//!   (every member computes every delivery; each delivers to its own consumers, so a
+//!   delivery never crosses the cluster twice);
+//! - dead-lettering is done by the group's leader only (once, not once per member).
+//!
+//! Everything the queue is asked to do (publish, consume, ack, requeue, get, purge)
+//! becomes a command proposed through [`Proposer`], which batches commands into
+//! entries. A publisher's confirm is held until its entry is committed (a majority has
+//! it on disk) and the machine accepted it; a follower's proposals are forwarded to the
+//! leader by the log ([`ReplicaLog`], implemented by the cluster layer).
+//!
+//! The core defines [`ReplicaLog`]; the cluster layer (Raft) implements it, so nothing
+//! here names Raft or the network.
+
+pub mod codec;
+mod proposer;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
+
+use amq_protocol::types::FieldTable;
+use haremq_quorum::{Command, ConsumerKey, DeadLetterReason, Effect, MsgId, QueueConfig, Reply};
+
+use super::consumer::same_sink;
+use super::deadletter::{republish, Reason};
+use super::kind::QueueKind;
+use super::{
+    ConfirmRef, ConsumerSink, Enqueued, NewConsumer, Offer, OrphanedConsumer, Queue, QueueArgs, QueueCounters,
+    QueueHost, QueueSettings, QueueStats, QueueType,
+};
+use crate::error::{AmqpError, AmqpResult};
+use crate::memory::MemoryCharge;
+use crate::message::{Message, QueuedMessage};
+use crate::policy::Applied;
+pub use proposer::Proposer;
+
+/// A quorum queue's replicated log, as the queue sees it (the cluster layer
+/// implements it over Raft).
+pub trait ReplicaLog: Send + Sync {
+    /// Proposes one entry; `done` gets the answer of the state machine on the leader
+    /// once a majority has stored and the leader applied it, or why that failed (no
+    /// majority, the leader unreachable). Proposals from a follower are forwarded.
+    fn propose(&self, entry: Vec<u8>, done: Box<dyn FnOnce(Result<Vec<u8>, String>) + Send>);
+    /// Whether this node leads the queue's group now.
+    fn is_leader(&self) -> bool;
+    /// The group's leader (node id), if known here, and its voters.
+    fn leader_and_members(&self) -> (Option<u64>, Vec<u64>);
+}
+
+/// How long a synchronous operation (basic.get, purge) waits for its entry.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The tag of the pseudo-consumer that basic.get checks messages out to.
+const GET_TAG: &str = "basic.get";
+
+pub struct QuorumQueue {
+    name: Arc<str>,
+    vhost: Arc<str>,
+    settings: QueueSettings,
+    args: QueueArgs,
+    owner: Weak<dyn QueueHost>,
+    me: Weak<QuorumQueue>,
+    /// This node's key in consumer keys: consumers attached here carry it, so a
+    /// delivery is executed where its consumer is, and a restarted node's old consumers
+    /// (another key) can be told apart and cancelled.
+    node: u64,
+    proposer: Arc<Proposer>,
+    log: OnceLock<Arc<dyn ReplicaLog>>,
+    state: Mutex<State>,
+    /// Messages checked out to this node's consumers (and gets), by id: whom an ack
+    /// settles for. Its own lock, never held while calling out: a channel settles
+    /// (`forget`) while holding its own lock, and the state's lock is held while
+    /// offering to channels.
+    delivered: Mutex<HashMap<u64, ConsumerKey>>,
+    counters: QueueCounters,
+    deleted: AtomicBool,
+    next_channel: AtomicU64,
+}
+
+struct State {
+    machine: haremq_quorum::QuorumQueue,
+    /// Consumers attached on this node.
+    consumers: HashMap<ConsumerKey, LocalConsumer>,
+    policies: Applied,
+}
+
+struct LocalConsumer {
+    tag: Arc<str>,
+    sink: Arc<dyn ConsumerSink>,
+    /// Deliveries the machine assigned while the channel could take no more (its
+    /// client congested): offered again on `dispatch`.
+    waiting: VecDeque<QueuedMessage>,
+}
+
+/// The machine's configuration from the queue's x-arguments (the same on every member:
+/// the arguments are replicated with the declaration).
+pub fn config_of(arguments: &FieldTable) -> QueueConfig {
+    let args = QueueArgs::parse(arguments);
+    let overflow = match args.overflow {
+        super::Overflow::DropHead => haremq_quorum::Overflow::DropHead,
+        _ => haremq_quorum::Overflow::RejectPublish,
+    };
+    let delivery_limit = match arguments.inner().get("x-delivery-limit") {
+        Some(v) => super::args::int_value(v).map(|n| n.clamp(0, u32::MAX as i64) as u32),
+        None => QueueConfig::default().delivery_limit,
+    };
+    QueueConfig {
+        delivery_limit,
+        max_length: args.max_length,
+        max_length_bytes: args.max_length_bytes,
+        overflow,
+        message_ttl_ms: args.message_ttl.map(u64::from),
+        dead_letter: args.dead_letter_exchange.is_some(),
+        single_active_consumer: args.single_active_consumer,
+    }
+}
+
+impl QuorumQueue {
+    /// A member's copy of the queue (its log attaches later, once its group is open).
+    pub fn new(name: Arc<str>, host: &Arc<dyn QueueHost>, settings: QueueSettings, node: u64) -> Arc<QuorumQueue> {
+        let machine = haremq_quorum::QuorumQueue::new(config_of(&settings.arguments));
+        Arc::new_cyclic(|me| QuorumQueue {
+            name,
+            vhost: host.name().clone(),
+            args: QueueArgs::parse(&settings.arguments),
+            settings,
+            owner: Arc::downgrade(host),
+            me: me.clone(),
+            node,
+            proposer: Arc::default(),
+            log: OnceLock::new(),
+            state: Mutex::new(State { machine, consumers: HashMap::new(), policies: Applied::default() }),
+            delivered: Mutex::default(),
+            counters: QueueCounters::default(),
+            deleted: AtomicBool::new(false),
+            next_channel: AtomicU64::new(1),
+        })
+    }
+
+    /// The queue's log is open on this node: proposals flow.
+    pub fn attach_log(&self, log: Arc<dyn ReplicaLog>) {
+        if self.log.set(log.clone()).is_ok() {
+            self.proposer.attach(log);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn delivered(&self) -> MutexGuard<'_, HashMap<u64, ConsumerKey>> {
+        self.delivered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn handle(&self) -> Option<Arc<Queue>> {
+        self.me.upgrade().map(|q| q as Arc<Queue>)
+    }
+
+    fn is_leader(&self) -> bool {
+        self.log.get().is_some_and(|l| l.is_leader())
+    }
+
+    fn submit(&self, command: Command) {
+        let name = self.name.clone();
+        self.proposer.submit(
+            &command,
+            Box::new(move |r| {
+                if let Err(e) = r {
+                    log::warn!("quorum queue '{name}': a command was not committed: {e}");
+                }
+            }),
+        );
+    }
+
+    /// Proposes `command` and waits for its reply (basic.get, purge: the AMQP method
+    /// answers with what the log decided). Blocks the calling thread for one round
+    /// through the log, bounded by [`SYNC_TIMEOUT`].
+    fn submit_and_wait(&self, command: Command) -> Result<Reply, String> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.proposer.submit(
+            &command,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv_timeout(SYNC_TIMEOUT).map_err(|_| "no answer from the queue's log in time".to_string())?
+    }
+
+    fn get_key(&self) -> ConsumerKey {
+        ConsumerKey { node: self.node, channel: 0, tag: GET_TAG.into() }
+    }
+
+    /// The broker message a logged one stands for.
+    fn message_of(&self, logged: &haremq_quorum::Message) -> Option<Arc<Message>> {
+        let m = codec::decode_message(&logged.body)?;
+        Some(Arc::new(Message {
+            exchange: m.exchange.into(),
+            routing_key: m.routing_key.into(),
+            raw_properties: m.raw_properties.into(),
+            body: m.body.into(),
+            persistent: m.persistent,
+            published_ms: logged.enqueued_at_ms,
+            ttl: None,
+            store: Default::default(),
+            charge: MemoryCharge::content(m.routing_key, m.raw_properties, m.body),
+        }))
+    }
+
+    /// Applies one committed entry of the queue's log to this node's copy, executes
+    /// what is this node's to execute, and answers the entry's replies (joined). Called
+    /// by the cluster layer, in log order, on every member.
+    pub fn apply_entry(&self, index: u64, entry: &[u8]) -> Vec<u8> {
+        let Some(parts) = codec::split(entry) else {
+            log::error!("quorum queue '{}': log entry {index} is damaged; skipped", self.name);
+            return Vec::new();
+        };
+        let handle = self.handle();
+        let leader = self.is_leader();
+        let mut replies = Vec::with_capacity(parts.len());
+        let mut settle_now = Vec::new();
+        let mut gone = Vec::new();
+        let mut dead = Vec::new();
+        {
+            let mut st = self.lock();
+            for part in parts {
+                let command = match haremq_quorum::decode_command(part) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        log::error!("quorum queue '{}': a command in entry {index} is unreadable ({e})", self.name);
+                        replies.push(codec::encode_reply(&Reply::Rejected));
+                        continue;
+                    }
+                };
+                if matches!(command, Command::Enqueue { .. }) {
+                    self.counters.publish.bump(1);
+                }
+                let (reply, effects) = st.machine.apply(command);
+                for effect in effects {
+                    match effect {
+                        Effect::Deliver { consumer, id, msg, redelivered, delivery_count } => {
+                            if consumer.node != self.node {
+                                continue;
+                            }
+                            let (Some(q), Some(message)) = (&handle, self.message_of(&msg)) else {
+                                continue;
+                            };
+                            let mut qm = QueuedMessage::new(id.0, redelivered, message);
+                            qm.requeues = delivery_count.min(u32::from(u16::MAX)) as u16;
+                            let Some(c) = st.consumers.get_mut(&consumer) else {
+                                // A consumer of this node that is gone (closed before
+                                // the entry applied, or of an earlier run): its
+                                // messages go back.
+                                gone.push(consumer);
+                                continue;
+                            };
+                            if !c.waiting.is_empty() {
+                                c.waiting.push_back(qm);
+                                continue;
+                            }
+                            match c.sink.offer(q, &c.tag, &qm) {
+                                Offer::Delivered { no_ack } => {
+                                    self.counters.delivered(true, no_ack, redelivered);
+                                    if no_ack {
+                                        settle_now.push((consumer, id));
+                                    } else {
+                                        self.delivered().insert(id.0, consumer);
+                                    }
+                                }
+                                Offer::Busy => c.waiting.push_back(qm),
+                                Offer::Gone => gone.push(consumer),
+                            }
+                        }
+                        Effect::DeadLetter { msg, reason, .. } => {
+                            if leader {
+                                dead.push((msg, reason));
+                            }
+                        }
+                        Effect::Dropped { .. } | Effect::ConsumerActive { .. } => {}
+                    }
+                }
+                replies.push(codec::encode_reply(&reply));
+            }
+        }
+        for (consumer, id) in settle_now {
+            self.submit(Command::Settle { consumer, ids: vec![id] });
+        }
+        gone.sort();
+        gone.dedup();
+        for consumer in gone {
+            self.lock().consumers.remove(&consumer);
+            self.submit(Command::Cancel { consumer });
+        }
+        if !dead.is_empty() {
+            self.dead_letter(dead);
+        }
+        codec::join(&replies)
+    }
+
+    /// Republishes messages the machine dead-lettered to the queue's DLX (the leader
+    /// does it, once; at most once, as RabbitMQ's default for quorum queues).
+    fn dead_letter(&self, dead: Vec<(haremq_quorum::Message, DeadLetterReason)>) {
+        let Some(vh) = self.owner.upgrade() else { return };
+        for (logged, reason) in dead {
+            let Some(m) = self.message_of(&logged) else { continue };
+            let reason = match reason {
+                DeadLetterReason::Expired => Reason::Expired,
+                DeadLetterReason::Rejected => Reason::Rejected,
+                DeadLetterReason::DeliveryLimit => Reason::DeliveryLimit,
+                DeadLetterReason::MaxLen => Reason::Maxlen,
+            };
+            republish(&vh, &self.name, &self.args, &m, reason);
+        }
+    }
+
+    /// The whole state, for a snapshot of the queue's log.
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.lock().machine.snapshot()
+    }
+
+    /// Replaces the state with a snapshot's (a member that was behind, or a restart).
+    pub fn restore(&self, snapshot: &[u8]) {
+        match haremq_quorum::QuorumQueue::restore(snapshot) {
+            Ok(machine) => self.lock().machine = machine,
+            Err(e) => log::error!("quorum queue '{}': its snapshot cannot be read ({e})", self.name),
+        }
+    }
+
+    /// The leader's periodic duties: time for TTLs (the machine's clock is the log's),
+    /// and cancelling consumers whose node key `stale` says are of a node that is gone
+    /// or restarted.
+    pub fn leader_tick(&self, now_ms: u64, stale: &dyn Fn(u64) -> bool) {
+        if !self.is_leader() || self.deleted.load(Ordering::Relaxed) {
+            return;
+        }
+        let (ready, nodes) = {
+            let st = self.lock();
+            (st.machine.stats().ready, st.machine.consumer_nodes().collect::<Vec<u64>>())
+        };
+        if ready > 0 && self.proposer.backlog() == 0 {
+            self.submit(Command::Tick { now_ms });
+        }
+        for node in nodes.into_iter().filter(|n| stale(*n)) {
+            log::info!("quorum queue '{}': returning the messages of consumers on a node that is gone", self.name);
+            self.submit(Command::CancelNode { node });
+        }
+    }
+
+    fn settle(&self, m: &QueuedMessage, how: fn(ConsumerKey, Vec<MsgId>) -> Command) {
+        let key = self.delivered().remove(&m.seq);
+        if let Some(consumer) = key {
+            self.submit(how(consumer, vec![MsgId(m.seq)]));
+        }
+    }
+}
+
+impl QueueType for QuorumQueue {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn vhost(&self) -> &Arc<str> {
+        &self.vhost
+    }
+
+    fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn kind(&self) -> QueueKind {
+        QueueKind::Quorum
+    }
+
+    /// The log holds the messages, not the store's message table.
+    fn needs_store_record(&self) -> bool {
+        false
+    }
+
+    fn publish(&self, message: Arc<Message>) -> Enqueued {
+        self.publish_confirmed(message, None)
+    }
+
+    fn publish_confirmed(&self, message: Arc<Message>, confirm: Option<ConfirmRef<'_>>) -> Enqueued {
+        if self.deleted.load(Ordering::Relaxed) {
+            return Enqueued::No;
+        }
+        let mut logged = haremq_quorum::Message::new(codec::encode_message(&message), message.published_ms);
+        logged.expires_at_ms = message.ttl.map(|ttl| message.published_ms + u64::from(ttl));
+        let command = Command::Enqueue { msg: logged, publisher: None };
+        match confirm {
+            Some(c) => {
+                let (holder, seq) = (c.holder.clone(), c.seq);
+                holder.hold(seq);
+                self.proposer.submit(
+                    &command,
+                    Box::new(move |r| {
+                        let stored = matches!(r, Ok(Reply::Accepted { .. } | Reply::Duplicate));
+                        holder.release(seq, stored);
+                    }),
+                );
+                Enqueued::Replicating
+            }
+            None => {
+                self.submit(command);
+                Enqueued::InMemory
+            }
+        }
+    }
+
+    fn add_consumer(&self, c: NewConsumer<'_>) -> AmqpResult<()> {
+        if self.deleted.load(Ordering::Relaxed) {
+            return Err(AmqpError::NotFound(self.no_queue_text()));
+        }
+        let key = ConsumerKey {
+            node: self.node,
+            channel: self.next_channel.fetch_add(1, Ordering::Relaxed),
+            tag: c.tag.to_string(),
+        };
+        {
+            let mut st = self.lock();
+            if c.exclusive && st.machine.stats().consumers > 0 {
+                return Err(AmqpError::AccessRefused(format!(
+                    "queue '{}' in vhost '{}' in exclusive use",
+                    self.name, self.vhost
+                )));
+            }
+            st.consumers.insert(key.clone(), LocalConsumer { tag: c.tag, sink: c.sink, waiting: VecDeque::new() });
+        }
+        let credit = if c.no_ack { 0 } else { u32::from(c.prefetch) };
+        self.submit(Command::Checkout { consumer: key, credit });
+        Ok(())
+    }
+
+    fn remove_consumer(&self, tag: &str, sink: &dyn ConsumerSink) -> bool {
+        let key = {
+            let mut st = self.lock();
+            let key =
+                st.consumers.iter().find(|(_, c)| &*c.tag == tag && same_sink(&*c.sink, sink)).map(|(k, _)| k.clone());
+            if let Some(k) = &key {
+                st.consumers.remove(k);
+            }
+            key
+        };
+        if let Some(consumer) = key {
+            // It may still settle what it holds (basic.cancel leaves the channel's
+            // unacked deliveries to it); the channel returns what it never acks.
+            self.submit(Command::Detach { consumer });
+        }
+        false
+    }
+
+    fn dispatch(&self) {
+        let Some(q) = self.handle() else { return };
+        let mut settle_now = Vec::new();
+        {
+            let mut st = self.lock();
+            for (key, c) in st.consumers.iter_mut() {
+                while let Some(qm) = c.waiting.front() {
+                    match c.sink.offer(&q, &c.tag, qm) {
+                        Offer::Delivered { no_ack } => {
+                            self.counters.delivered(true, no_ack, qm.redelivered);
+                            if no_ack {
+                                settle_now.push((key.clone(), MsgId(qm.seq)));
+                            } else {
+                                self.delivered().insert(qm.seq, key.clone());
+                            }
+                            c.waiting.pop_front();
+                        }
+                        Offer::Busy | Offer::Gone => break,
+                    }
+                }
+            }
+        }
+        for (consumer, id) in settle_now {
+            self.submit(Command::Settle { consumer, ids: vec![id] });
+        }
+    }
+
+    fn get(&self, no_ack: bool, f: &mut dyn FnMut(QueuedMessage, u32)) -> bool {
+        match self.submit_and_wait(Command::Dequeue { consumer: self.get_key(), settled: no_ack }) {
+            Ok(Reply::Message { id, msg, redelivered, delivery_count, remaining }) => {
+                let Some(message) = self.message_of(&msg) else { return false };
+                let mut qm = QueuedMessage::new(id.0, redelivered, message);
+                qm.requeues = delivery_count.min(u32::from(u16::MAX)) as u16;
+                if !no_ack {
+                    self.delivered().insert(id.0, self.get_key());
+                }
+                self.counters.delivered(false, no_ack, redelivered);
+                // Not under the queue's lock: the channel settles a no-ack get at once
+                // (forget), which takes it.
+                f(qm, remaining.min(u64::from(u32::MAX)) as u32);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                log::warn!("quorum queue '{}': basic.get failed: {e}", self.name);
+                false
+            }
+        }
+    }
+
+    fn mark_delivered(&self, _m: &QueuedMessage) {}
+
+    fn forget(&self, m: &QueuedMessage) {
+        self.settle(m, |consumer, ids| Command::Settle { consumer, ids });
+    }
+
+    fn requeue(&self, messages: &mut dyn Iterator<Item = QueuedMessage>) {
+        for m in messages {
+            self.counters.returned.add(1);
+            self.settle(&m, |consumer, ids| Command::Return { consumer, ids });
+        }
+    }
+
+    fn reject(&self, m: QueuedMessage) {
+        self.counters.rejected.add(1);
+        self.settle(&m, |consumer, ids| Command::Discard { consumer, ids });
+    }
+
+    fn purge(&self) -> u32 {
+        match self.submit_and_wait(Command::Purge) {
+            Ok(Reply::Purged { count }) => count.min(u64::from(u32::MAX)) as u32,
+            Ok(_) => 0,
+            Err(e) => {
+                log::warn!("quorum queue '{}': purge failed: {e}", self.name);
+                0
+            }
+        }
+    }
+
+    fn mark_deleted(&self) -> (u32, Vec<OrphanedConsumer>) {
+        self.deleted.store(true, Ordering::Relaxed);
+        let mut st = self.lock();
+        let count = st.machine.stats().ready.min(u64::from(u32::MAX)) as u32;
+        let orphans = st.consumers.drain().map(|(_, c)| OrphanedConsumer { tag: c.tag, channel: c.sink }).collect();
+        (count, orphans)
+    }
+
+    fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Relaxed)
+    }
+
+    fn touch(&self) {}
+
+    fn message_count(&self) -> u32 {
+        self.lock().machine.stats().ready.min(u64::from(u32::MAX)) as u32
+    }
+
+    fn consumer_count(&self) -> u32 {
+        self.lock().machine.stats().consumers.min(u64::from(u32::MAX)) as u32
+    }
+
+    fn counters(&self) -> &QueueCounters {
+        &self.counters
+    }
+
+    fn stats(&self) -> QueueStats {
+        let s = self.lock().machine.stats();
+        QueueStats {
+            messages_ready: s.ready,
+            messages_unacknowledged: s.checked_out,
+            message_bytes_ready: s.ready_bytes,
+            consumers: s.consumers.min(u64::from(u32::MAX)) as u32,
+            messages: self.counters.message_stats(),
+        }
+    }
+
+    /// Policies are recorded (listings show them) but do not change a quorum queue's
+    /// limits yet: its configuration is part of the replicated state.
+    fn apply_policies(&self, applied: Applied) {
+        self.lock().policies = applied;
+    }
+
+    fn policies(&self) -> Applied {
+        self.lock().policies.clone()
+    }
+
+    fn replication(&self) -> Option<(Option<u64>, Vec<u64>)> {
+        Some(self.log.get().map_or((None, Vec::new()), |l| l.leader_and_members()))
+    }
+}
+
+/// The x-arguments a quorum queue's declaration carries as given (used by the cluster
+/// layer to size the group).
+pub fn initial_group_size(arguments: &FieldTable) -> Option<u64> {
+    arguments.inner().get("x-quorum-initial-group-size").and_then(super::args::int_value).and_then(|n| {
+        let n: Option<u64> = u64::try_from(n).ok();
+        n.filter(|n| *n > 0)
+    })
+}

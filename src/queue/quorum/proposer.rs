@@ -1,0 +1,113 @@
+//! Batches a quorum queue's commands into log entries: while an entry is in flight,
+//! new commands wait and leave together in the next one, so under load one Raft
+//! append (and one fsync on each replica) carries hundreds of publishes and acks.
+//!
+//! One entry is in flight at a time: a follower forwards its entries to the leader,
+//! and entries proposed concurrently could reach the log in another order than the
+//! commands were given (a publisher's messages would be reordered). Inside Raft the
+//! replication of that entry is pipelined as usual.
+
+use std::sync::{Arc, Mutex};
+
+use haremq_quorum::{encode_command, Command, Reply};
+
+use super::codec;
+use super::ReplicaLog;
+
+/// What the proposer of a command is told: the state machine's reply once the entry
+/// is committed and applied, or why it was not.
+pub type Done = Box<dyn FnOnce(Result<Reply, String>) + Send>;
+
+/// Entries in flight at once (see the module doc for why one).
+const MAX_IN_FLIGHT: usize = 1;
+/// An entry carries at most this many bytes of commands (one is always taken).
+const MAX_ENTRY_BYTES: usize = 4 << 20;
+
+#[derive(Default)]
+pub struct Proposer {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    waiting: Vec<(Vec<u8>, Done)>,
+    waiting_bytes: usize,
+    in_flight: usize,
+    log: Option<Arc<dyn ReplicaLog>>,
+}
+
+impl Proposer {
+    /// The queue's log is open: what waited for it goes.
+    pub fn attach(self: &Arc<Self>, log: Arc<dyn ReplicaLog>) {
+        self.lock().log = Some(log);
+        self.send_next();
+    }
+
+    /// Proposes `command`; `done` runs once it is applied (or failed).
+    pub fn submit(self: &Arc<Self>, command: &Command, done: Done) {
+        let bytes = encode_command(command);
+        {
+            let mut st = self.lock();
+            st.waiting_bytes += bytes.len();
+            st.waiting.push((bytes, done));
+        }
+        self.send_next();
+    }
+
+    /// Commands waiting for an entry.
+    pub fn backlog(&self) -> usize {
+        self.lock().waiting.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send_next(self: &Arc<Self>) {
+        let (log, batch) = {
+            let mut st = self.lock();
+            let Some(log) = st.log.clone() else { return };
+            if st.in_flight >= MAX_IN_FLIGHT || st.waiting.is_empty() {
+                return;
+            }
+            let mut bytes = 0;
+            let take = st
+                .waiting
+                .iter()
+                .position(|(b, _)| {
+                    bytes += b.len() + 4;
+                    bytes > MAX_ENTRY_BYTES
+                })
+                .unwrap_or(st.waiting.len())
+                .max(1);
+            let batch: Vec<(Vec<u8>, Done)> = st.waiting.drain(..take).collect();
+            st.waiting_bytes -= batch.iter().map(|(b, _)| b.len()).sum::<usize>();
+            st.in_flight += 1;
+            (log, batch)
+        };
+        let (commands, dones): (Vec<Vec<u8>>, Vec<Done>) = batch.into_iter().unzip();
+        let me = self.clone();
+        log.propose(
+            codec::join(&commands),
+            Box::new(move |result| {
+                match result {
+                    Ok(answer) => {
+                        let replies = codec::split(&answer).unwrap_or_default();
+                        let mut replies = replies.into_iter();
+                        for done in dones {
+                            let reply = replies.next().and_then(codec::decode_reply);
+                            done(reply.ok_or_else(|| "the queue's log gave no reply".to_string()));
+                        }
+                    }
+                    Err(e) => {
+                        for done in dones {
+                            done(Err(e.clone()));
+                        }
+                    }
+                }
+                me.lock().in_flight -= 1;
+                me.send_next();
+            }),
+        );
+    }
+}
