@@ -7,17 +7,18 @@
 //! effects on every replica, and a replica restored from a [`QuorumQueue::snapshot`]
 //! continues exactly like one that applied the whole log.
 //!
-//! # Effects are executed by the leader only
+//! # Who executes the effects
 //!
 //! `apply` returns a [`Reply`] (for the proposer: confirm or nack a publish, the message of
 //! a `basic.get`, …) and [`Effect`]s: deliver this message to that consumer, dead-letter
 //! that one. Every replica computes the effects, because computing them *is* the state
-//! change (a delivered message is checked out to its consumer on every replica), but only
-//! the leader sends them: consumers are attached to the leader's channels, and
-//! dead-lettering on every replica would publish each dead letter once per replica. When
-//! leadership moves, the new leader already knows which messages are checked out to whom
-//! and continues from there; deliveries the old leader decided but never sent are
-//! returned when their consumer's channel or node goes away (`Cancel`, `CancelNode`).
+//! change (a delivered message is checked out to its consumer on every replica). The
+//! broker executes a `Deliver` on the node its consumer is attached to (every member
+//! applies every entry, so no delivery crosses the cluster after its commit), and
+//! dead-lettering on the leader only (once, not once per replica). When leadership
+//! moves, the new leader already knows which messages are checked out to whom and
+//! continues from there; deliveries to consumers that are gone are returned when their
+//! channel or node goes away (`Cancel`, `CancelNode`).
 //!
 //! # Assignment
 //!

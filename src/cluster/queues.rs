@@ -68,6 +68,36 @@ impl ReplicaLog for GroupLog {
     }
 }
 
+/// Which member should lead a queue's group: spread over the members by group id
+/// (ids are metadata log indexes, so successive queues take successive members). The
+/// lowest member id starts every group (and so would lead them all); the preferred
+/// one takes over once the group runs.
+fn preferred_leader(def: &QueueDef) -> Option<u64> {
+    let n = def.members.len() as u64;
+    def.members.keys().nth((def.group % n.max(1)) as usize).copied()
+}
+
+/// Makes this node the group's leader once the group has one (best effort: the
+/// leader it displaces may win the election instead).
+async fn take_leadership(group: Group, me: u64, name: String) {
+    for _ in 0..50 {
+        let status = group.status();
+        match status.leader {
+            Some(l) if l == me => return,
+            Some(_) if status.has_quorum => {
+                match group.transfer_leadership(me).await {
+                    Ok(()) => log::info!("cluster: node {me} takes the lead of quorum queue '{name}'"),
+                    Err(e) => log::debug!("cluster: node {me} could not take the lead of '{name}': {e}"),
+                }
+                return;
+            }
+            _ => {
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// The queue as its group's state machine.
 struct QueueMachine {
     queue: Arc<QuorumQueue>,
@@ -143,6 +173,9 @@ impl Replicas {
         match self.node.open_group(GroupId(def.group), def.members.clone(), machine).await {
             Ok(g) => {
                 queue.attach_log(Arc::new(GroupLog { group: g.clone(), node_id: self.node_id }));
+                if preferred_leader(&def) == Some(self.node_id) {
+                    smol::spawn(take_leadership(g.clone(), self.node_id, name.clone())).detach();
+                }
                 group = Some((GroupId(def.group), g));
             }
             Err(e) => log::error!("cluster: cannot open the log of quorum queue '{name}' in vhost '{vhost}': {e}"),
