@@ -128,6 +128,12 @@ impl Cluster {
         self.node.local_addr()
     }
 
+    /// Whether this node heard from each peer lately (any group's traffic), as the
+    /// Raft endpoint saw it.
+    fn peer_contacts(&self) -> BTreeMap<u64, bool> {
+        self.metadata.status().reachable
+    }
+
     fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
     }
@@ -201,7 +207,9 @@ impl ClusterView for Cluster {
             .map(|(id, (cluster_addr, voter))| {
                 let reachable = if id == self.node_id {
                     Some(true)
-                } else if let Some(r) = s.reachable.get(&id) {
+                } else if let Some(r) = s.reachable.get(&id).filter(|_| s.is_leader) {
+                    // Only the leader talks to every member all the time; a follower's
+                    // last contact with another follower says nothing.
                     Some(*r)
                 } else if Some(id) == s.leader {
                     Some(s.has_quorum)

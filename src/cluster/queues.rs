@@ -226,11 +226,13 @@ impl Replicas {
             }
             let status = crate::membership::ClusterView::status(&*cluster);
             let now = Instant::now();
-            for n in &status.nodes {
-                if n.reachable == Some(false) {
-                    down_since.entry(n.id).or_insert(now);
+            // A queue's leader heartbeats every member of its group, so its node's
+            // contacts with the members are fresh (consumers are only on members).
+            for (id, reachable) in cluster.peer_contacts() {
+                if reachable {
+                    down_since.remove(&id);
                 } else {
-                    down_since.remove(&n.id);
+                    down_since.entry(id).or_insert(now);
                 }
             }
             let nodes = state.lock().unwrap_or_else(|e| e.into_inner()).nodes.clone();

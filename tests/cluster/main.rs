@@ -309,18 +309,19 @@ fn killing_the_leader_elects_another_within_two_seconds() {
     let failover = killed.elapsed();
     eprintln!("FAILOVER: node {old} killed, node {new} leads after {} ms", failover.as_millis());
     assert!(failover < Duration::from_secs(5), "failover took {failover:?}");
-    // Two of three voters up: stopping either would cost the majority (once the
-    // survivor notices the dead node is silent).
-    let body = wait_for("node-is-quorum-critical to fail on a survivor", || {
-        let (code, body) = c.node(survivors[0]).get("health/checks/node-is-quorum-critical");
+    // Two of three voters up: stopping either would cost the majority (the leader,
+    // which hears from every member, notices the dead one is silent).
+    let body = wait_for("node-is-quorum-critical to fail on the new leader", || {
+        let (code, body) = c.node(new).get("health/checks/node-is-quorum-critical");
         (code == 503).then_some(body)
     });
     assert_eq!(body["status"], "failed");
     // The killed node comes back and catches up.
     c.node_mut(old).start();
     c.wait_formed(&[1, 2, 3]);
-    let (code, _) = c.node(survivors[0]).get("health/checks/node-is-quorum-critical");
-    assert_eq!(code, 200);
+    wait_for("node-is-quorum-critical to pass again", || {
+        (c.node(new).get("health/checks/node-is-quorum-critical").0 == 200).then_some(())
+    });
 }
 
 #[test]
