@@ -348,3 +348,69 @@ async fn a_restarted_cluster_keeps_its_quorum_queues_and_their_messages() {
     assert_eq!(got, (100..300).collect::<Vec<_>>());
     assert!(next_delivery(&mut consumer, Duration::from_millis(500)).await.is_none(), "no acked message came back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queue_limits_ttl_and_delivery_limit_work_through_the_log() {
+    let c = TestCluster::start(3);
+    let (_c1, ch1) = connect(&c.node(1).url()).await;
+    // x-max-length with reject-publish: the publish over the limit is nacked.
+    let mut args = quorum_args();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(2));
+    args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    ch1.queue_declare("limited".into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
+        .await
+        .expect("declare");
+    ch1.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        let conf = ch1
+            .basic_publish(
+                "".into(),
+                "limited".into(),
+                BasicPublishOptions::default(),
+                format!("m-{i}").as_bytes(),
+                persistent(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        answers.push(conf.is_ack());
+    }
+    assert_eq!(answers, [true, true, false], "the third publish is refused");
+
+    // x-message-ttl: the leader's clock ticks through the log and expires the head.
+    let mut args = quorum_args();
+    args.insert("x-message-ttl".into(), AMQPValue::LongInt(200));
+    ch1.queue_declare("short-lived".into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
+        .await
+        .expect("declare");
+    let (ok, _) = publish_confirmed(&ch1, "short-lived", 0..5, 5).await;
+    assert_eq!(ok.len(), 5);
+    wait_for("the messages to expire on every node", || {
+        (1..=3).all(|id| c.node(id).get("queues/%2F/short-lived").1["messages"] == 0).then_some(())
+    });
+
+    // x-delivery-limit: a message rejected with requeue past the limit is dropped (no
+    // DLX here), its deliveries counted up to the limit.
+    let mut args = quorum_args();
+    args.insert("x-delivery-limit".into(), AMQPValue::LongInt(2));
+    ch1.queue_declare("poison".into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
+        .await
+        .expect("declare");
+    let (ok, _) = publish_confirmed(&ch1, "poison", 0..1, 1).await;
+    assert_eq!(ok.len(), 1);
+    let (_c2, ch2) = connect(&c.node(2).url()).await;
+    ch2.basic_qos(1, BasicQosOptions::default()).await.expect("qos");
+    let mut consumer = ch2
+        .basic_consume("poison".into(), "p".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("consume");
+    let mut deliveries = Vec::new();
+    while let Some(d) = next_delivery(&mut consumer, Duration::from_secs(3)).await {
+        deliveries.push(d.redelivered);
+        d.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.expect("nack");
+    }
+    assert_eq!(deliveries, [false, true, true], "delivered once, then redelivered up to the limit");
+    wait_for("the poison message to be gone", || (c.node(2).get("queues/%2F/poison").1["messages"] == 0).then_some(()));
+}
