@@ -96,6 +96,11 @@ struct QueueState {
     timer_at: Option<Instant>,
     /// Last use for x-expires (declare, basic.get, consumer activity).
     last_used: Instant,
+    /// While a message with a TTL of 0 is being published: its deadline (its publish
+    /// time), which the dispatch right after may still deliver however many
+    /// milliseconds passed since its frames were read (RabbitMQ hands a TTL-0 message
+    /// to a waiting consumer, else drops it).
+    zero_ttl_deadline: Option<u64>,
 }
 
 impl ClassicQueue {
@@ -148,6 +153,7 @@ impl ClassicQueue {
                 dead: Vec::new(),
                 timer_at: None,
                 last_used: Instant::now(),
+                zero_ttl_deadline: None,
             }),
         });
         // Arms the timer for recovered messages' TTLs and for x-expires.
@@ -184,7 +190,7 @@ impl ClassicQueue {
         let mut now = None;
         while let Some((t, level)) = self.head_expiry(st) {
             let now = *now.get_or_insert_with(now_ms);
-            if t > now || (strict && t == now) {
+            if t > now || (strict && (t == now || st.zero_ttl_deadline == Some(t))) {
                 break;
             }
             match st.ready.pop_level(level) {
@@ -339,10 +345,17 @@ impl ClassicQueue {
             outcome = Enqueued::Stored;
         }
         let has_ttl = message.ttl.is_some() || st.args.message_ttl.is_some();
+        let (message_ttl, published_ms) = (message.ttl, message.published_ms);
         self.counters.publish.bump(1);
         st.ready.push_back(QueuedMessage::new(seq, false, message));
         if !st.consumers.is_empty() {
+            let ttl = match (message_ttl, st.args.message_ttl) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            st.zero_ttl_deadline = (ttl == Some(0)).then_some(published_ms);
             self.dispatch_locked(st);
+            st.zero_ttl_deadline = None;
         }
         if limited {
             self.drop_over_limit(st);
