@@ -58,8 +58,10 @@ impl ReplicaLog for GroupLog {
         .detach();
     }
 
+    /// Read on every applied entry: the leader watch, not a whole status (which copies
+    /// the group's metrics and membership).
     fn is_leader(&self) -> bool {
-        self.group.status().leader == Some(self.node_id)
+        *self.group.watch_leader().borrow() == Some(self.node_id)
     }
 
     fn leader_and_members(&self) -> (Option<u64>, Vec<u64>) {

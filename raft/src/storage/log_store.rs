@@ -96,7 +96,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
-        self.db.write_meta(self.group, KEY_VOTE, vote).await
+        self.db.write_meta(self.group, KEY_VOTE, vote, redb::Durability::Immediate).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
@@ -109,7 +109,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// node re-applies less at start and learns the rest from the leader (a committed
     /// index may lag, never lead).
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
-        self.db.write_meta_lazily(self.group, KEY_COMMITTED, &committed).await
+        self.db.write_meta(self.group, KEY_COMMITTED, &committed, redb::Durability::None).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {

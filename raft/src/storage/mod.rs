@@ -99,39 +99,21 @@ impl RaftDb {
         }
     }
 
-    /// Writes one metadata value without an fsync: durable with the next durable commit
-    /// (for values that may lag after a crash, such as the committed index).
-    async fn write_meta_lazily<T: serde::Serialize>(
-        &self,
-        group: u64,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), StorageError<u64>> {
-        let bytes = postcard::to_stdvec(value).map_err(io_err)?;
-        let db = self.db.clone();
-        smol::unblock(move || -> Result<(), redb::Error> {
-            let mut tx = db.begin_write()?;
-            tx.set_durability(redb::Durability::None)?;
-            tx.open_table(META)?.insert((group, key), bytes.as_slice())?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-        .map_err(io_err)
-    }
-
-    /// Writes one metadata value durably (fsync before returning: votes must survive a crash).
+    /// Writes one metadata value. `durability`: `Immediate` fsyncs before returning (votes
+    /// must survive a crash); `None` becomes durable with the next durable commit (for
+    /// values that may lag after a crash, such as the committed index).
     async fn write_meta<T: serde::Serialize>(
         &self,
         group: u64,
         key: &'static str,
         value: &T,
+        durability: redb::Durability,
     ) -> Result<(), StorageError<u64>> {
         let bytes = postcard::to_stdvec(value).map_err(io_err)?;
         let db = self.db.clone();
         smol::unblock(move || -> Result<(), redb::Error> {
             let mut tx = db.begin_write()?;
-            tx.set_durability(redb::Durability::Immediate)?;
+            tx.set_durability(durability)?;
             tx.open_table(META)?.insert((group, key), bytes.as_slice())?;
             tx.commit()?;
             Ok(())

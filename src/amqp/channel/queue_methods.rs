@@ -159,32 +159,10 @@ impl Channel {
     ) -> AmqpResult<Option<AMQPClass>> {
         crate::queue::kind::check_properties(QueueKind::Quorum, &name, &ctx.vhost.name, &settings)?;
         self.last_queue = Some(name.as_str().into());
-        let shared = self.shared.clone();
-        let vhost = ctx.vhost.name.clone();
-        let queue = name.clone();
-        cluster.declare_quorum_queue(
-            &ctx.vhost.name,
-            &name,
-            &settings.arguments,
-            Box::new(move |r| match r {
-                Ok(()) if nowait => {}
-                Ok(()) => {
-                    let ok = queue::DeclareOk { queue: short(&queue), message_count: 0, consumer_count: 0 };
-                    crate::amqp::frame::write_method(
-                        shared.outbox.lock().buf(),
-                        shared.id,
-                        AMQPClass::Queue(Q::DeclareOk(ok)),
-                    );
-                }
-                Err(e) => {
-                    log::warn!("declaring quorum queue '{queue}' in vhost '{vhost}' failed: {e}");
-                    let err = AmqpError::InternalError(format!(
-                        "cannot declare quorum queue '{queue}' in vhost '{vhost}': {e}"
-                    ));
-                    shared.close_from_outside(&err, (50, 10));
-                }
-            }),
-        );
+        let ok = queue::DeclareOk { queue: short(&name), message_count: 0, consumer_count: 0 };
+        let failed = format!("cannot declare quorum queue '{name}' in vhost '{}'", ctx.vhost.name);
+        let done = self.reply_when_applied((!nowait).then_some(Q::DeclareOk(ok)), failed, (50, 10));
+        cluster.declare_quorum_queue(&ctx.vhost.name, &name, &settings.arguments, done);
         Ok(None)
     }
 
@@ -197,30 +175,27 @@ impl Channel {
         q: &Arc<Queue>,
         nowait: bool,
     ) -> AmqpResult<Option<AMQPClass>> {
-        let shared = self.shared.clone();
-        let count = q.message_count();
-        let (vhost, queue) = (ctx.vhost.name.clone(), q.name().clone());
-        cluster.delete_quorum_queue(
-            &ctx.vhost.name,
-            q.name(),
-            Box::new(move |r| match r {
-                Ok(()) if nowait => {}
-                Ok(()) => {
-                    let ok = queue::DeleteOk { message_count: count };
-                    crate::amqp::frame::write_method(
-                        shared.outbox.lock().buf(),
-                        shared.id,
-                        AMQPClass::Queue(Q::DeleteOk(ok)),
-                    );
-                }
-                Err(e) => {
-                    let err = AmqpError::InternalError(format!(
-                        "cannot delete quorum queue '{queue}' in vhost '{vhost}': {e}"
-                    ));
-                    shared.close_from_outside(&err, (50, 40));
-                }
-            }),
-        );
+        let ok = queue::DeleteOk { message_count: q.message_count() };
+        let failed = format!("cannot delete quorum queue '{}' in vhost '{}'", q.name(), ctx.vhost.name);
+        let done = self.reply_when_applied((!nowait).then_some(Q::DeleteOk(ok)), failed, (50, 40));
+        cluster.delete_quorum_queue(&ctx.vhost.name, q.name(), done);
         Ok(None)
+    }
+
+    /// The callback for a replicated change: `reply` (none with nowait) once it is
+    /// applied, or the channel closed with 541 and why (`failed` says what was asked).
+    fn reply_when_applied(&self, reply: Option<Q>, failed: String, method: (u16, u16)) -> crate::membership::Applied {
+        let shared = self.shared.clone();
+        Box::new(move |r| match r {
+            Ok(()) => {
+                if let Some(reply) = reply {
+                    crate::amqp::frame::write_method(shared.outbox.lock().buf(), shared.id, AMQPClass::Queue(reply));
+                }
+            }
+            Err(e) => {
+                log::warn!("{failed}: {e}");
+                shared.close_from_outside(&AmqpError::InternalError(format!("{failed}: {e}")), method);
+            }
+        })
     }
 }
