@@ -15,6 +15,8 @@
 
 mod global_parameters;
 mod policies;
+pub mod replicated;
+pub mod topology;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +53,9 @@ pub enum AdminError {
     /// Applied in memory, but the store's commit failed (it is retried; see the log).
     #[error("the change was applied but the store could not record it yet: {0}")]
     NotDurable(String),
+    /// On a node of a cluster: the cluster did not commit the change (no majority).
+    #[error("the cluster did not commit the change: {0}")]
+    NotReplicated(String),
 }
 
 /// A vhost as listed.
@@ -91,6 +96,8 @@ const COMMIT_WAIT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct Admin {
     broker: Arc<Broker>,
+    /// Applying a change from the cluster's log: change this node only.
+    here: bool,
 }
 
 /// A password hash in RabbitMQ's form ("" for none), checked.
@@ -109,6 +116,19 @@ pub(crate) fn parse_hash(
     }
 }
 
+/// A password hash as a replicated change carries it: RabbitMQ's base64 form and
+/// algorithm name ("" for no password).
+fn hash_parts(hash: Option<&PasswordHash>) -> (String, String) {
+    match hash {
+        Some(h) => (h.to_base64(), h.algorithm.name().to_string()),
+        None => (String::new(), HashingAlgorithm::Sha256.name().to_string()),
+    }
+}
+
+fn owned(strs: &[&str]) -> Vec<String> {
+    strs.iter().map(|s| s.to_string()).collect()
+}
+
 fn check_name(what: &str, name: &str) -> Result<(), AdminError> {
     if name.is_empty() || name.len() > 255 {
         return Err(AdminError::Invalid(format!("a {what} name must be 1 to 255 bytes long")));
@@ -118,7 +138,12 @@ fn check_name(what: &str, name: &str) -> Result<(), AdminError> {
 
 impl Admin {
     pub(crate) fn new(broker: Arc<Broker>) -> Self {
-        Self { broker }
+        Self { broker, here: false }
+    }
+
+    /// The administration of this node alone, for changes the cluster's log applies.
+    pub(crate) fn here(broker: Arc<Broker>) -> Self {
+        Self { broker, here: true }
     }
 
     fn persist(&self, op: StoreOp) {
@@ -156,6 +181,16 @@ impl Admin {
 
     /// Creates a vhost with a description and tags (RabbitMQ's vhost metadata).
     pub fn add_vhost_with(&self, name: &str, description: &str, tags: &[&str]) -> Result<(), AdminError> {
+        if let Some(cluster) = self.cluster() {
+            return self.replicate(
+                &cluster,
+                crate::membership::DefinitionChange::AddVHost {
+                    name: name.into(),
+                    description: description.into(),
+                    tags: owned(tags),
+                },
+            );
+        }
         check_name("vhost", name)?;
         let _one = self.serialised();
         if self.broker.vhost(name).is_some() {
@@ -172,6 +207,9 @@ impl Admin {
     /// Deletes a vhost: its connections are closed (320 CONNECTION_FORCED), and its
     /// queues (with their messages), exchanges, bindings and permissions are deleted.
     pub fn delete_vhost(&self, name: &str) -> Result<(), AdminError> {
+        if let Some(cluster) = self.cluster() {
+            return self.replicate(&cluster, crate::membership::DefinitionChange::DeleteVHost { name: name.into() });
+        }
         let _one = self.serialised();
         let Some(v) = self.broker.take_vhost(name) else {
             return Err(AdminError::NoSuchVHost(name.into()));
@@ -210,6 +248,16 @@ impl Admin {
         description: Option<&str>,
         tags: Option<&[&str]>,
     ) -> Result<(), AdminError> {
+        if let Some(cluster) = self.cluster() {
+            return self.replicate(
+                &cluster,
+                crate::membership::DefinitionChange::SetVHostMetadata {
+                    name: name.into(),
+                    description: description.map(Into::into),
+                    tags: tags.map(owned),
+                },
+            );
+        }
         let _one = self.serialised();
         let v = self.broker.vhost(name).ok_or_else(|| AdminError::NoSuchVHost(name.into()))?;
         let mut meta = v.meta();
@@ -227,6 +275,16 @@ impl Admin {
     /// Sets a vhost's limits (`None` clears one). Existing connections and queues
     /// stay; the limits apply to new ones.
     pub fn set_vhost_limits(&self, name: &str, limits: VHostLimits) -> Result<(), AdminError> {
+        if let Some(cluster) = self.cluster() {
+            return self.replicate(
+                &cluster,
+                crate::membership::DefinitionChange::SetVHostLimits {
+                    name: name.into(),
+                    max_connections: limits.max_connections,
+                    max_queues: limits.max_queues,
+                },
+            );
+        }
         let _one = self.serialised();
         let v = self.broker.vhost(name).ok_or_else(|| AdminError::NoSuchVHost(name.into()))?;
         v.set_limits(limits);
@@ -259,6 +317,16 @@ impl Admin {
 
     fn insert_user(&self, name: &str, password: Option<PasswordHash>, tags: &[&str]) -> Result<(), AdminError> {
         check_name("user", name)?;
+        if let Some(cluster) = self.cluster() {
+            let (password_hash, hashing_algorithm) = hash_parts(password.as_ref());
+            let change = crate::membership::DefinitionChange::AddUser {
+                name: name.into(),
+                password_hash,
+                hashing_algorithm,
+                tags: owned(tags),
+            };
+            return self.replicate(&cluster, change);
+        }
         let _one = self.serialised();
         let user = User {
             name: name.into(),
@@ -296,6 +364,15 @@ impl Admin {
     /// Sets a new password, or removes it (`None`).
     pub fn change_password(&self, name: &str, password: Option<&str>) -> Result<(), AdminError> {
         let hash = password.map(|p| PasswordHash::new(p, HashingAlgorithm::Sha256));
+        if let Some(cluster) = self.cluster() {
+            let (password_hash, hashing_algorithm) = hash_parts(hash.as_ref());
+            let change = crate::membership::DefinitionChange::SetPasswordHash {
+                name: name.into(),
+                password_hash,
+                hashing_algorithm,
+            };
+            return self.replicate(&cluster, change);
+        }
         self.update_user(name, |u| u.password = hash)
     }
 
@@ -308,23 +385,50 @@ impl Admin {
         hashing_algorithm: &str,
     ) -> Result<(), AdminError> {
         let hash = parse_hash(name, password_hash, hashing_algorithm)?;
+        if let Some(cluster) = self.cluster() {
+            let change = crate::membership::DefinitionChange::SetPasswordHash {
+                name: name.into(),
+                password_hash: password_hash.into(),
+                hashing_algorithm: hashing_algorithm.into(),
+            };
+            return self.replicate(&cluster, change);
+        }
         self.update_user(name, |u| u.password = hash)
     }
 
     /// Replaces a user's tags (any strings; RabbitMQ's are `administrator`,
     /// `monitoring`, `policymaker`, `management` and `impersonator`).
     pub fn set_user_tags(&self, name: &str, tags: &[&str]) -> Result<(), AdminError> {
+        if let Some(cluster) = self.cluster() {
+            return self.replicate(
+                &cluster,
+                crate::membership::DefinitionChange::SetUserTags { name: name.into(), tags: owned(tags) },
+            );
+        }
         self.update_user(name, |u| u.tags = tags.iter().map(|t| t.to_string()).collect())
     }
 
     /// Sets a user's limits (`None` clears one); they apply to new connections and
     /// channels.
     pub fn set_user_limits(&self, name: &str, limits: UserLimits) -> Result<(), AdminError> {
+        if let Some(cluster) = self.cluster() {
+            return self.replicate(
+                &cluster,
+                crate::membership::DefinitionChange::SetUserLimits {
+                    name: name.into(),
+                    max_connections: limits.max_connections,
+                    max_channels: limits.max_channels,
+                },
+            );
+        }
         self.update_user(name, |u| u.limits = limits)
     }
 
     /// Deletes a user with its permissions; its connections are closed (320).
     pub fn delete_user(&self, name: &str) -> Result<(), AdminError> {
+        if let Some(cluster) = self.cluster() {
+            return self.replicate(&cluster, crate::membership::DefinitionChange::DeleteUser { name: name.into() });
+        }
         let _one = self.serialised();
         self.broker.users.users.change(|t| {
             t.remove(name).ok_or_else(|| AdminError::NoSuchUser(name.into()))?;
@@ -373,6 +477,18 @@ impl Admin {
         read: &str,
     ) -> Result<(), AdminError> {
         let perm = Permission::new(configure, write, read).map_err(AdminError::Invalid)?;
+        if let Some(cluster) = self.cluster() {
+            return self.replicate(
+                &cluster,
+                crate::membership::DefinitionChange::SetPermissions {
+                    user: user.into(),
+                    vhost: vhost.into(),
+                    configure: configure.into(),
+                    write: write.into(),
+                    read: read.into(),
+                },
+            );
+        }
         let _one = self.serialised();
         self.require(user, vhost)?;
         self.broker.users.grants.change(|t| {
@@ -391,6 +507,12 @@ impl Admin {
     /// Removes `user`'s permissions in `vhost` (its open connections there can do
     /// nothing more; new ones are refused).
     pub fn clear_permissions(&self, user: &str, vhost: &str) -> Result<(), AdminError> {
+        if let Some(cluster) = self.cluster() {
+            return self.replicate(
+                &cluster,
+                crate::membership::DefinitionChange::ClearPermissions { user: user.into(), vhost: vhost.into() },
+            );
+        }
         let _one = self.serialised();
         self.broker.users.grants.change(|t| {
             self.persist(StoreOp::DeletePermission { user: user.into(), vhost: vhost.into() });
@@ -429,6 +551,18 @@ impl Admin {
     ) -> Result<(), AdminError> {
         let tp = TopicPermission { exchange: exchange.into(), write: write.into(), read: read.into() };
         tp.validate().map_err(AdminError::Invalid)?;
+        if let Some(cluster) = self.cluster() {
+            return self.replicate(
+                &cluster,
+                crate::membership::DefinitionChange::SetTopicPermissions {
+                    user: user.into(),
+                    vhost: vhost.into(),
+                    exchange: exchange.into(),
+                    write: write.into(),
+                    read: read.into(),
+                },
+            );
+        }
         let _one = self.serialised();
         self.require(user, vhost)?;
         self.broker.users.grants.change(|t| {
@@ -449,6 +583,16 @@ impl Admin {
     /// Removes `user`'s topic permission on `exchange` in `vhost`, or all of them there
     /// (`None`).
     pub fn clear_topic_permissions(&self, user: &str, vhost: &str, exchange: Option<&str>) -> Result<(), AdminError> {
+        if let Some(cluster) = self.cluster() {
+            return self.replicate(
+                &cluster,
+                crate::membership::DefinitionChange::ClearTopicPermissions {
+                    user: user.into(),
+                    vhost: vhost.into(),
+                    exchange: exchange.map(Into::into),
+                },
+            );
+        }
         let _one = self.serialised();
         self.broker.users.grants.change(|t| {
             let key = (user.to_string(), vhost.to_string());

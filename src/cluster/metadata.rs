@@ -17,6 +17,9 @@ use std::sync::{Arc, Mutex};
 use amq_protocol::types::FieldTable;
 use serde::{Deserialize, Serialize};
 
+use crate::membership::definition::{self, DefinitionChange, Retained};
+use crate::membership::Replicated;
+
 /// A replicated metadata change.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum MetadataCommand {
@@ -30,6 +33,9 @@ pub enum MetadataCommand {
     DeclareQuorumQueue { vhost: String, name: String, arguments: FieldTable, members: BTreeMap<u64, SocketAddr> },
     /// A quorum queue is deleted (on every node; its group's log is dropped).
     DeleteQuorumQueue { vhost: String, name: String },
+    /// A definition change (vhosts, users, permissions, exchanges, bindings), applied
+    /// on every node by the core.
+    Definition(Replicated),
 }
 
 /// What a node announced of itself.
@@ -59,6 +65,13 @@ pub struct MetadataState {
     /// Quorum queues by vhost, then name.
     #[serde(default)]
     pub queues: BTreeMap<String, BTreeMap<String, QueueDef>>,
+    /// The definition changes that still matter, by log index (see
+    /// `membership::definition::retain`).
+    #[serde(default)]
+    pub definitions: Retained,
+    /// The last log index applied (a snapshot's definitions are complete up to it).
+    #[serde(default)]
+    pub applied: u64,
 }
 
 /// What applying a command changed that the node must act on (open or drop a queue's
@@ -74,41 +87,63 @@ pub enum Change {
         vhost: String,
         name: String,
     },
-    /// The whole state was replaced (a snapshot): bring the node's queues in line.
+    /// A definition change to apply on this node, at log `index`.
+    Definition {
+        index: u64,
+        replicated: Replicated,
+    },
+    /// The whole state was replaced (a snapshot): bring the node's queues and
+    /// definitions in line.
     Resync(MetadataState),
 }
 
 impl MetadataState {
     /// Applies the command at log `index`. Deterministic: the same commands in the same
     /// order give the same state on every node. Returns what the node must act on.
-    pub fn apply(&mut self, index: u64, command: MetadataCommand) -> Option<Change> {
+    pub fn apply(&mut self, index: u64, command: MetadataCommand) -> Vec<Change> {
+        self.applied = index;
         match command {
             MetadataCommand::Announce { node, amqp, management, incarnation } => {
                 self.nodes.insert(node, Announced { amqp, management, incarnation });
-                None
+                vec![]
             }
             MetadataCommand::Forget { node } => {
                 self.nodes.remove(&node);
-                None
+                vec![]
             }
             MetadataCommand::DeclareQuorumQueue { vhost, name, arguments, members } => {
                 let queues = self.queues.entry(vhost.clone()).or_default();
                 if queues.contains_key(&name) {
-                    return None;
+                    return vec![];
                 }
                 let def = QueueDef { group: index, arguments, members };
                 queues.insert(name.clone(), def.clone());
-                Some(Change::QueueDeclared { vhost, name, def })
+                vec![Change::QueueDeclared { vhost, name, def }]
             }
-            MetadataCommand::DeleteQuorumQueue { vhost, name } => {
-                let queues = self.queues.get_mut(&vhost)?;
-                queues.remove(&name)?;
-                if queues.is_empty() {
-                    self.queues.remove(&vhost);
+            MetadataCommand::DeleteQuorumQueue { vhost, name } => self.delete_queue(vhost, name).into_iter().collect(),
+            MetadataCommand::Definition(replicated) => {
+                let mut changes = vec![];
+                if let DefinitionChange::DeleteVHost { name } = &replicated.change {
+                    // Its quorum queues go with it, on every node.
+                    let names: Vec<String> =
+                        self.queues.get(name).map(|q| q.keys().cloned().collect()).unwrap_or_default();
+                    changes.extend(names.into_iter().filter_map(|q| self.delete_queue(name.clone(), q)));
                 }
-                Some(Change::QueueDeleted { vhost, name })
+                definition::retain(&mut self.definitions, index, replicated.change.clone());
+                changes.push(Change::Definition { index, replicated });
+                changes
             }
         }
+    }
+
+    fn delete_queue(&mut self, vhost: String, name: String) -> Option<Change> {
+        let queues = self.queues.get_mut(&vhost)?;
+        queues.remove(&name)?;
+        if queues.is_empty() {
+            self.queues.remove(&vhost);
+        }
+        definition::forget_queue(&mut self.definitions, &vhost, &name);
+        Some(Change::QueueDeleted { vhost, name })
     }
 }
 
@@ -120,19 +155,23 @@ pub struct MetadataMachine {
     pub changes: smol::channel::Sender<Change>,
 }
 
-/// What `apply` answers: `ok`, or why a command was not understood (a newer node's
-/// command on an older node; it changes nothing).
-const OK: &[u8] = b"ok";
+/// What `apply` answers: the entry's log index (8 bytes), or why a command was not
+/// understood (a newer node's command on an older node; it changes nothing).
+pub fn applied_index(reply: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(reply.try_into().ok()?))
+}
 
 impl haremq_raft::StateMachine for MetadataMachine {
     fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8> {
         match serde_json::from_slice::<MetadataCommand>(command) {
             Ok(cmd) => {
-                let change = self.state.lock().unwrap_or_else(|e| e.into_inner()).apply(index, cmd);
-                if let Some(change) = change {
+                let changes = self.state.lock().unwrap_or_else(|e| e.into_inner()).apply(index, cmd);
+                for change in changes {
                     let _ = self.changes.try_send(change);
                 }
-                OK.to_vec()
+                // The index tells a definition change's origin when its node has
+                // applied it (see `Cluster::replicate`).
+                index.to_le_bytes().to_vec()
             }
             Err(e) => {
                 log::error!("cluster: metadata log entry {index} is not a command this node knows ({e}); skipped");
@@ -174,16 +213,20 @@ mod tests {
         let a: SocketAddr = "127.0.0.1:5672".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:5673".parse().unwrap();
         assert_eq!(
-            m.apply(
+            applied_index(&m.apply(
                 1,
                 &encode(&MetadataCommand::Announce { node: 1, amqp: Some(a), management: None, incarnation: 1 })
-            ),
-            OK
+            )),
+            Some(1)
         );
         m.apply(2, &encode(&MetadataCommand::Announce { node: 2, amqp: Some(a), management: None, incarnation: 1 }));
         m.apply(3, &encode(&MetadataCommand::Announce { node: 1, amqp: Some(b), management: Some(a), incarnation: 2 }));
         m.apply(4, &encode(&MetadataCommand::Forget { node: 2 }));
-        assert_ne!(m.apply(5, b"{\"Unheard\":{}}"), OK, "an unknown command is answered, not applied");
+        assert_eq!(
+            applied_index(&m.apply(5, b"{\"Unheard\":{}}")),
+            None,
+            "an unknown command is answered, not applied"
+        );
         let snap = m.snapshot();
         let mut other = MetadataMachine { state: Arc::default(), changes: tx };
         other.restore(&snap);
@@ -206,17 +249,46 @@ mod tests {
             members: members.clone(),
         };
         assert!(
-            matches!(state.apply(7, declare(FieldTable::default())), Some(Change::QueueDeclared { def, .. }) if def.group == 7)
+            matches!(&state.apply(7, declare(FieldTable::default()))[..], [Change::QueueDeclared { def, .. }] if def.group == 7)
         );
         let mut other_args = FieldTable::default();
         other_args.insert("x-max-length".into(), amq_protocol::types::AMQPValue::LongInt(3));
-        assert!(state.apply(8, declare(other_args)).is_none(), "the first declaration stays");
+        assert!(state.apply(8, declare(other_args)).is_empty(), "the first declaration stays");
         assert_eq!(state.queues["/"]["q"].group, 7);
         let snapshot = serde_json::to_vec(&state).unwrap();
         assert_eq!(serde_json::from_slice::<MetadataState>(&snapshot).unwrap(), state);
         let delete = || MetadataCommand::DeleteQuorumQueue { vhost: "/".into(), name: "q".into() };
-        assert!(matches!(state.apply(9, delete()), Some(Change::QueueDeleted { .. })));
-        assert!(state.apply(10, delete()).is_none());
+        assert!(matches!(&state.apply(9, delete())[..], [Change::QueueDeleted { .. }]));
+        assert!(state.apply(10, delete()).is_empty());
         assert!(state.queues.is_empty());
+    }
+
+    #[test]
+    fn definitions_are_retained_in_snapshots_and_a_vhost_takes_its_quorum_queues_along() {
+        let mut state = MetadataState::default();
+        let def = |change| MetadataCommand::Definition(Replicated { id: 1, change });
+        let changes = state
+            .apply(1, def(DefinitionChange::AddVHost { name: "v".into(), description: String::new(), tags: vec![] }));
+        assert!(matches!(&changes[..], [Change::Definition { index: 1, .. }]));
+        state.apply(
+            2,
+            MetadataCommand::DeclareQuorumQueue {
+                vhost: "v".into(),
+                name: "q".into(),
+                arguments: FieldTable::default(),
+                members: BTreeMap::new(),
+            },
+        );
+        state.apply(3, def(DefinitionChange::DeleteExchange { vhost: "v".into(), name: "x".into(), if_unused: false }));
+        let snapshot: MetadataState = serde_json::from_slice(&serde_json::to_vec(&state).unwrap()).unwrap();
+        assert_eq!(snapshot, state);
+        assert_eq!(snapshot.applied, 3);
+        assert_eq!(snapshot.definitions.len(), 1, "the vhost; deleting a missing exchange leaves nothing");
+        let changes = state.apply(4, def(DefinitionChange::DeleteVHost { name: "v".into() }));
+        assert!(
+            matches!(&changes[..], [Change::QueueDeleted { vhost, name }, Change::Definition { index: 4, .. }] if vhost == "v" && name == "q"),
+            "{changes:?}"
+        );
+        assert!(state.queues.is_empty() && state.definitions.is_empty());
     }
 }

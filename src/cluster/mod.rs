@@ -73,7 +73,8 @@ impl Cluster {
         let dir = data_dir.join("cluster");
         std::fs::create_dir_all(&dir)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display())))?;
-        let mut node_config = NodeConfig::new(config.node_id, config.listen, config.cluster_secret.clone(), dir);
+        let mut node_config =
+            NodeConfig::new(config.node_id, config.listen, config.cluster_secret.clone(), dir.clone());
         node_config.advertise = config.advertise;
         // The configured peers are how this node reaches them, whatever address the
         // membership recorded (another node may reach them differently).
@@ -106,6 +107,7 @@ impl Cluster {
             node.clone(),
             config.node_id,
             queues::node_key(config.node_id, incarnation),
+            &dir,
         );
         smol::spawn(replicas.clone().run(changes)).detach();
         let cluster =
@@ -243,13 +245,36 @@ impl ClusterView for Cluster {
             arguments: arguments.clone(),
             members,
         });
-        self.replicate(command, vhost.to_string(), name.to_string(), true, done);
+        self.replicate_queue(command, vhost.to_string(), name.to_string(), true, done);
     }
 
     fn delete_quorum_queue(&self, vhost: &str, name: &str, done: Applied) {
         let command =
             metadata::encode(&MetadataCommand::DeleteQuorumQueue { vhost: vhost.to_string(), name: name.to_string() });
-        self.replicate(command, vhost.to_string(), name.to_string(), false, done);
+        self.replicate_queue(command, vhost.to_string(), name.to_string(), false, done);
+    }
+
+    fn replicate(&self, change: crate::membership::Replicated, done: Applied) {
+        let command = metadata::encode(&MetadataCommand::Definition(change));
+        let (group, replicas) = (self.metadata.clone(), self.replicas.clone());
+        smol::spawn(async move {
+            let reply = match with_timeout(group.write(command)).await {
+                Ok(reply) => reply,
+                Err(e) => return done(Err(e)),
+            };
+            let Some(index) = metadata::applied_index(&reply) else {
+                return done(Err(format!("the leader did not apply it: {}", String::from_utf8_lossy(&reply))));
+            };
+            let deadline = std::time::Instant::now() + APPLY_WAIT;
+            while replicas.definitions_applied() < index {
+                if std::time::Instant::now() > deadline {
+                    return done(Err("committed, but not applied on this node in time".into()));
+                }
+                smol::Timer::after(Duration::from_millis(2)).await;
+            }
+            done(Ok(()))
+        })
+        .detach();
     }
 
     fn add_node(&self, id: u64, addr: SocketAddr) -> Result<(), String> {
@@ -273,7 +298,7 @@ impl ClusterView for Cluster {
 impl Cluster {
     /// Writes a queue's definition change to the metadata log, then waits until this
     /// node has acted on it (the queue exists here, or no longer does) before `done`.
-    fn replicate(&self, command: Vec<u8>, vhost: String, name: String, exists: bool, done: Applied) {
+    fn replicate_queue(&self, command: Vec<u8>, vhost: String, name: String, exists: bool, done: Applied) {
         let (group, replicas, state, me) =
             (self.metadata.clone(), self.replicas.clone(), self.state.clone(), self.node_id);
         smol::spawn(async move {

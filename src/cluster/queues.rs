@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,14 @@ pub struct Replicas {
     /// This run's key in consumer keys (see [`node_key`]).
     pub node_key: u64,
     open: Mutex<HashMap<(String, String), Open>>,
+    /// The metadata log index up to which definition changes are applied here.
+    definitions_applied: AtomicU64,
+    /// Where that index is kept across restarts, and its value at this start: a
+    /// restarting node replays its metadata log from its last snapshot, and must not
+    /// apply again what it applied before (a vhost deleted and created again since
+    /// would lose its classic queues).
+    applied_file: std::path::PathBuf,
+    applied_before: u64,
 }
 
 /// A consumer key's node part: the node id and this run of it, so consumers of an
@@ -120,8 +129,26 @@ impl haremq_raft::StateMachine for QueueMachine {
 }
 
 impl Replicas {
-    pub fn new(broker: Weak<Broker>, node: Arc<RaftNode>, node_id: u64, node_key: u64) -> Arc<Replicas> {
-        Arc::new(Replicas { broker, node, node_id, node_key, open: Mutex::default() })
+    pub fn new(
+        broker: Weak<Broker>,
+        node: Arc<RaftNode>,
+        node_id: u64,
+        node_key: u64,
+        dir: &std::path::Path,
+    ) -> Arc<Replicas> {
+        let applied_file = dir.join("definitions-applied");
+        let applied_before =
+            std::fs::read_to_string(&applied_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        Arc::new(Replicas {
+            broker,
+            node,
+            node_id,
+            node_key,
+            open: Mutex::default(),
+            definitions_applied: AtomicU64::new(applied_before),
+            applied_file,
+            applied_before,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Open>> {
@@ -130,13 +157,48 @@ impl Replicas {
 
     /// Acts on the metadata log's changes, in order, until the cluster stops.
     pub async fn run(self: Arc<Self>, changes: smol::channel::Receiver<Change>) {
+        // At a start, the log replays from the last snapshot. What this node applied
+        // before is collected up to where it stopped and only what still matters is
+        // applied again (as from a snapshot): replaying a vhost's deletion would take
+        // the classic queues of a vhost created again since with it.
+        let mut replayed = crate::membership::definition::Retained::new();
         while let Ok(change) = changes.recv().await {
             match change {
                 Change::QueueDeclared { vhost, name, def } => self.declared(vhost, name, def).await,
                 Change::QueueDeleted { vhost, name } => self.deleted(&vhost, &name).await,
-                Change::Resync(state) => self.resync(state).await,
+                Change::Definition { index, replicated } if index <= self.applied_before => {
+                    crate::membership::definition::retain(&mut replayed, index, replicated.change);
+                    if index == self.applied_before {
+                        self.apply_retained(std::mem::take(&mut replayed).into_values().collect()).await;
+                    }
+                }
+                Change::Definition { index, replicated } => {
+                    if let Some(broker) = self.broker.upgrade() {
+                        // Applying may wait for the store's commit: not on the executor.
+                        let file = self.applied_file.clone();
+                        smol::unblock(move || {
+                            crate::admin::replicated::apply(&broker, replicated);
+                            // Lost in a crash, the change is applied again at the next
+                            // start: changes are idempotent where they meet what exists.
+                            if let Err(e) = std::fs::write(&file, index.to_string()) {
+                                log::warn!("cluster: cannot record the applied definitions in {}: {e}", file.display());
+                            }
+                        })
+                        .await;
+                    }
+                    self.definitions_applied.fetch_max(index, Ordering::AcqRel);
+                }
+                Change::Resync(state) => {
+                    replayed.clear();
+                    self.resync(state).await
+                }
             }
         }
+    }
+
+    /// The metadata log index up to which definition changes are applied here.
+    pub fn definitions_applied(&self) -> u64 {
+        self.definitions_applied.load(Ordering::Acquire)
     }
 
     async fn declared(&self, vhost: String, name: String, def: QueueDef) {
@@ -197,7 +259,16 @@ impl Replicas {
         log::info!("cluster: quorum queue '{name}' in vhost '{vhost}' deleted");
     }
 
+    /// Brings this node in line with a snapshot of the metadata: the definitions it
+    /// holds (creations and settings; what a deletion removed before the snapshot and
+    /// this node still has stays), then the quorum queues, then their bindings.
     async fn resync(&self, state: MetadataState) {
+        let (queue_bindings, others): (Vec<_>, Vec<_>) = state
+            .definitions
+            .values()
+            .cloned()
+            .partition(|c| matches!(c, crate::membership::DefinitionChange::BindQueue { .. }));
+        self.apply_retained(others).await;
         let wanted: BTreeMap<(String, String), QueueDef> = state
             .queues
             .into_iter()
@@ -210,6 +281,18 @@ impl Replicas {
         for ((vhost, name), def) in wanted {
             self.declared(vhost, name, def).await;
         }
+        self.apply_retained(queue_bindings).await;
+        self.definitions_applied.fetch_max(state.applied, Ordering::AcqRel);
+    }
+
+    async fn apply_retained(&self, changes: Vec<crate::membership::DefinitionChange>) {
+        let Some(broker) = self.broker.upgrade() else { return };
+        smol::unblock(move || {
+            for change in &changes {
+                crate::admin::replicated::apply_retained(&broker, change);
+            }
+        })
+        .await;
     }
 
     /// Whether quorum queue `name` exists on this node (its declaration applied here).

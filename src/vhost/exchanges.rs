@@ -20,6 +20,43 @@ pub struct ExchangeDeclare<'a> {
 }
 
 impl VHost {
+    /// What exchange.declare would do, without doing it: Ok(true) if it would create
+    /// the exchange, Ok(false) if it would succeed without a change (passive, or an
+    /// equivalent redeclare), or the refusal it would give. A node of a cluster asks
+    /// before replicating a declaration, so that only creations go to the log.
+    pub fn would_create_exchange(&self, d: &ExchangeDeclare<'_>) -> AmqpResult<bool> {
+        if d.name.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        if !d.passive {
+            crate::exchange::check_type(d.kind)?;
+        }
+        let topo = read(&self.topology);
+        match topo.exchanges.get(d.name) {
+            Some(existing) if !d.passive => self.check_exchange_equivalent(existing, d).map(|()| false),
+            Some(_) => Ok(false),
+            None if d.passive => Err(self.no_exchange(d.name)),
+            None => self.new_exchange_settings(d).map(|_| true),
+        }
+    }
+
+    /// The checks of a declaration that creates an exchange, and its settings.
+    fn new_exchange_settings(&self, d: &ExchangeDeclare<'_>) -> AmqpResult<ExchangeSettings> {
+        // As RabbitMQ: the reserved prefix only stops creating new exchanges, so an
+        // equivalent redeclare of amq.direct and friends succeeds.
+        if d.name.starts_with("amq.") {
+            return Err(AmqpError::AccessRefused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                d.name
+            )));
+        }
+        if self.is_deleted() {
+            return Err(self.deleted_error());
+        }
+        // Arguments are validated only when the exchange is created, as RabbitMQ does.
+        crate::exchange::settings(d.kind, d.arguments, d.name, &self.name)
+    }
+
     pub fn declare_exchange(&self, d: &ExchangeDeclare<'_>) -> AmqpResult<()> {
         if d.name.is_empty() {
             return Err(Self::default_exchange_refused());
@@ -35,19 +72,7 @@ impl VHost {
         if let Some(existing) = topo.exchanges.get(d.name) {
             return self.check_exchange_equivalent(existing, d);
         }
-        // As RabbitMQ: the reserved prefix only stops creating new exchanges, so an
-        // equivalent redeclare of amq.direct and friends succeeds.
-        if d.name.starts_with("amq.") {
-            return Err(AmqpError::AccessRefused(format!(
-                "exchange name '{}' contains reserved prefix 'amq.*'",
-                d.name
-            )));
-        }
-        if self.is_deleted() {
-            return Err(self.deleted_error());
-        }
-        // Arguments are validated only when the exchange is created, as RabbitMQ does.
-        let settings = crate::exchange::settings(d.kind, d.arguments, d.name, &self.name)?;
+        let settings = self.new_exchange_settings(d)?;
         let name: Arc<str> = d.name.into();
         if d.durable {
             self.persist(StoreOp::PutExchange(ExchangeRecord {

@@ -3,6 +3,7 @@
 use amq_protocol::protocol::{exchange, AMQPClass};
 
 use super::{access, Channel, Context};
+use crate::admin::topology;
 use crate::auth::access::ResourceKind;
 use crate::error::{AmqpError, AmqpResult};
 use crate::vhost::ExchangeDeclare;
@@ -15,7 +16,7 @@ impl Channel {
                 if !d.passive {
                     access::declare_exchange(ctx, d.exchange.as_str(), d.kind.as_str(), &d.arguments)?;
                 }
-                ctx.vhost.declare_exchange(&ExchangeDeclare {
+                let declare = ExchangeDeclare {
                     name: d.exchange.as_str(),
                     kind: d.kind.as_str(),
                     passive: d.passive,
@@ -23,12 +24,26 @@ impl Channel {
                     auto_delete: d.auto_delete,
                     internal: d.internal,
                     arguments: &d.arguments,
-                })?;
+                };
+                if let Some(cluster) = ctx.cluster {
+                    if let Some(change) = topology::exchange_declared(ctx.vhost, &declare)? {
+                        let reply = (!d.nowait).then_some(AMQPClass::Exchange(E::DeclareOk(exchange::DeclareOk {})));
+                        return self.replicate_definition(cluster, change, reply, (40, 10));
+                    }
+                }
+                ctx.vhost.declare_exchange(&declare)?;
                 (E::DeclareOk(exchange::DeclareOk {}), d.nowait)
             }
             E::Delete(d) => {
                 access::delete_exchange(ctx, d.exchange.as_str())?;
-                ctx.vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
+                let name = d.exchange.as_str();
+                if let Some((cluster, change)) =
+                    ctx.cluster.zip(topology::exchange_deleted(ctx.vhost, name, d.if_unused))
+                {
+                    let reply = (!d.nowait).then_some(AMQPClass::Exchange(E::DeleteOk(exchange::DeleteOk {})));
+                    return self.replicate_definition(cluster, change, reply, (40, 20));
+                }
+                ctx.vhost.delete_exchange(name, d.if_unused)?;
                 (E::DeleteOk(exchange::DeleteOk {}), d.nowait)
             }
             E::Bind(b) => {
@@ -39,6 +54,18 @@ impl Channel {
                     b.source.as_str(),
                     b.routing_key.as_str(),
                 )?;
+                let change = topology::exchanges_bound(
+                    ctx.vhost,
+                    b.destination.as_str(),
+                    b.source.as_str(),
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                    true,
+                );
+                if let Some((cluster, change)) = ctx.cluster.zip(change) {
+                    let reply = (!b.nowait).then_some(AMQPClass::Exchange(E::BindOk(exchange::BindOk {})));
+                    return self.replicate_definition(cluster, change, reply, (40, 30));
+                }
                 ctx.vhost.bind_exchange(
                     b.destination.as_str(),
                     b.source.as_str(),
@@ -55,6 +82,18 @@ impl Channel {
                     u.source.as_str(),
                     u.routing_key.as_str(),
                 )?;
+                let change = topology::exchanges_bound(
+                    ctx.vhost,
+                    u.destination.as_str(),
+                    u.source.as_str(),
+                    u.routing_key.as_str(),
+                    &u.arguments,
+                    false,
+                );
+                if let Some((cluster, change)) = ctx.cluster.zip(change) {
+                    let reply = (!u.nowait).then_some(AMQPClass::Exchange(E::UnbindOk(exchange::UnbindOk {})));
+                    return self.replicate_definition(cluster, change, reply, (40, 40));
+                }
                 ctx.vhost.unbind_exchange(
                     u.destination.as_str(),
                     u.source.as_str(),

@@ -10,6 +10,7 @@ mod consume;
 mod exchange_methods;
 mod publish;
 mod queue_methods;
+mod replicated;
 mod settle;
 mod transaction;
 

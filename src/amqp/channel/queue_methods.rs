@@ -7,6 +7,7 @@ use amq_protocol::protocol::queue::AMQPMethod as Q;
 use amq_protocol::protocol::{queue, AMQPClass};
 
 use super::{access, Channel, Context};
+use crate::admin::topology;
 use crate::auth::access::ResourceKind;
 use crate::error::{AmqpError, AmqpResult};
 use crate::queue::{Queue, QueueKind, QueueSettings};
@@ -82,6 +83,18 @@ impl Channel {
                 let name = self.queue_name(b.queue.as_str())?;
                 access::binding(ctx, ResourceKind::Queue, &name, b.exchange.as_str(), b.routing_key.as_str())?;
                 let q = self.resolve_queue(ctx, &name)?;
+                let change = topology::queue_bound(
+                    ctx.vhost,
+                    &q,
+                    b.exchange.as_str(),
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                    true,
+                );
+                if let Some((cluster, change)) = ctx.cluster.zip(change) {
+                    let reply = (!b.nowait).then_some(AMQPClass::Queue(Q::BindOk(queue::BindOk {})));
+                    return self.replicate_definition(cluster, change, reply, (50, 20));
+                }
                 ctx.vhost.bind_queue(&q, b.exchange.as_str(), b.routing_key.as_str(), &b.arguments)?;
                 (Q::BindOk(queue::BindOk {}), b.nowait)
             }
@@ -89,6 +102,20 @@ impl Channel {
                 // The name only: unbinding a missing queue succeeds, as in RabbitMQ.
                 let name = self.queue_name(u.queue.as_str())?;
                 access::binding(ctx, ResourceKind::Queue, &name, u.exchange.as_str(), u.routing_key.as_str())?;
+                let change = ctx.vhost.queue(&name).and_then(|q| {
+                    topology::queue_bound(
+                        ctx.vhost,
+                        &q,
+                        u.exchange.as_str(),
+                        u.routing_key.as_str(),
+                        &u.arguments,
+                        false,
+                    )
+                });
+                if let Some((cluster, change)) = ctx.cluster.zip(change) {
+                    let reply = Some(AMQPClass::Queue(Q::UnbindOk(queue::UnbindOk {})));
+                    return self.replicate_definition(cluster, change, reply, (50, 50));
+                }
                 ctx.vhost.unbind_queue(
                     &name,
                     u.exchange.as_str(),

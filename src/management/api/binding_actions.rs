@@ -123,9 +123,11 @@ fn create(ctx: &Context, call: &Call, t: &Target) -> Result<Reply, Reply> {
             Reply::error(404, "not_found", &format!("no queue '{}' in vhost '{}'", t.destination, t.vhost))
         })?;
         crate::vhost::check_exclusive(q.as_ref(), NO_CONNECTION).map_err(amqp_error)?;
-        v.bind_queue(&q, t.source, &routing_key, &arguments).map_err(amqp_error)?;
+        super::admin(ctx).bind_queue(&v, &q, t.source, &routing_key, &arguments, true).map_err(amqp_error)?;
     } else {
-        v.bind_exchange(t.destination, t.source, &routing_key, &arguments).map_err(amqp_error)?;
+        super::admin(ctx)
+            .bind_exchange(&v, t.destination, t.source, &routing_key, &arguments, true)
+            .map_err(amqp_error)?;
     }
     let mut reply = Reply::empty(201);
     let key = properties_key(&routing_key, &arguments);
@@ -170,10 +172,13 @@ fn one(ctx: &Context, call: &Call, t: Target) -> Result<Reply, Reply> {
                 && properties_key(key, &b.arguments) == props
         })
         .map_or(arguments, |b| b.arguments);
-    if t.to_queue {
-        v.unbind_queue(t.destination, t.source, key, &arguments, NO_CONNECTION).map_err(amqp_error)?;
-    } else {
-        v.unbind_exchange(t.destination, t.source, key, &arguments).map_err(amqp_error)?;
+    let admin = super::admin(ctx);
+    match v.queue(t.destination).filter(|_| t.to_queue) {
+        Some(q) => admin.bind_queue(&v, &q, t.source, key, &arguments, false).map_err(amqp_error)?,
+        None if t.to_queue => {
+            v.unbind_queue(t.destination, t.source, key, &arguments, NO_CONNECTION).map_err(amqp_error)?
+        }
+        None => admin.bind_exchange(&v, t.destination, t.source, key, &arguments, false).map_err(amqp_error)?,
     }
     Ok(Reply::empty(204))
 }

@@ -41,16 +41,20 @@ fn declare(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let kind = string_field(&body, "type")?.unwrap_or("direct");
     let arguments = arguments_field(&body)?;
     let existed = v.has_exchange(name);
-    v.declare_exchange(&ExchangeDeclare {
-        name,
-        kind,
-        passive: false,
-        durable: bool_field(&body, "durable")?,
-        auto_delete: bool_field(&body, "auto_delete")?,
-        internal: bool_field(&body, "internal")?,
-        arguments: &arguments,
-    })
-    .map_err(amqp_error)?;
+    super::admin(ctx)
+        .declare_exchange(
+            &v,
+            &ExchangeDeclare {
+                name,
+                kind,
+                passive: false,
+                durable: bool_field(&body, "durable")?,
+                auto_delete: bool_field(&body, "auto_delete")?,
+                internal: bool_field(&body, "internal")?,
+                arguments: &arguments,
+            },
+        )
+        .map_err(amqp_error)?;
     Ok(Reply::empty(if existed { 204 } else { 201 }))
 }
 
@@ -62,7 +66,7 @@ fn delete(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
         return Err(Reply::not_found());
     }
     access::require(ctx, call, vhost, Access::Configure, name)?;
-    v.delete_exchange(name, call.query_flag("if-unused")).map_err(amqp_error)?;
+    super::admin(ctx).delete_exchange(&v, name, call.query_flag("if-unused")).map_err(amqp_error)?;
     Ok(Reply::empty(204))
 }
 

@@ -88,6 +88,7 @@ pub fn admin_error(e: AdminError) -> Reply {
             Reply::bad_request(e.to_string())
         }
         AdminError::NotDurable(_) => Reply::error(500, "internal_server_error", &e.to_string()),
+        AdminError::NotReplicated(_) => Reply::error(503, "service_unavailable", &e.to_string()),
     }
 }
 

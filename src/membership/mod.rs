@@ -5,9 +5,13 @@
 //! cluster's state without naming Raft. A single node has no `ClusterView`: everything
 //! that reads one treats `None` as "a cluster of one".
 
+pub mod definition;
+
 use std::net::SocketAddr;
 
 use serde::Serialize;
+
+pub use definition::{DefinitionChange, Replicated};
 
 /// The cluster as this node sees it now.
 #[derive(Clone, Debug, Serialize)]
@@ -87,6 +91,11 @@ pub trait ClusterView: Send + Sync {
     /// Replicates a quorum queue's deletion (its consumers everywhere are cancelled, its
     /// log dropped).
     fn delete_quorum_queue(&self, vhost: &str, name: &str, done: Applied);
+    /// Replicates a definition change: `done` runs with Ok once the majority has
+    /// committed it and this node has applied it (the outcome of applying it goes to
+    /// whoever waits on its id, see `admin::replicated`), or with why it was not
+    /// committed.
+    fn replicate(&self, change: Replicated, done: Applied);
     /// Adds a node: it first receives the log as a learner, then becomes a voter.
     fn add_node(&self, id: u64, addr: SocketAddr) -> Result<(), String>;
     /// Removes a node from the voters (it stops receiving the log).

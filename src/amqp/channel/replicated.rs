@@ -1,0 +1,51 @@
+//! Definition changes a channel makes on a node of a cluster: exchanges, bindings
+//! between exchanges, and bindings of replicated (quorum) queues go through the
+//! cluster's metadata log, so every node routes the same way. The channel checks
+//! what it can first (a refusal needs no log entry), then submits the change and goes
+//! on with its next frames; the reply follows once this node has applied the change.
+
+use std::sync::Arc;
+
+use amq_protocol::protocol::AMQPClass;
+
+use super::Channel;
+use crate::admin::replicated::ChangeError;
+use crate::error::{AmqpError, AmqpResult};
+use crate::membership::{ClusterView, DefinitionChange};
+
+impl Channel {
+    /// Submits `change`; `reply` (None with nowait) is sent once this node has applied
+    /// it. A refusal there closes the channel as a single node would (its code and
+    /// text); a change the cluster did not commit closes it with 541.
+    pub(super) fn replicate_definition(
+        &self,
+        cluster: &Arc<dyn ClusterView>,
+        change: DefinitionChange,
+        reply: Option<AMQPClass>,
+        method: (u16, u16),
+    ) -> AmqpResult<Option<AMQPClass>> {
+        let shared = self.shared.clone();
+        crate::admin::replicated::submit(
+            cluster,
+            change,
+            Box::new(move |r| {
+                let err = match r {
+                    Ok(()) => {
+                        if let Some(reply) = reply {
+                            crate::amqp::frame::write_method(shared.outbox.lock().buf(), shared.id, reply);
+                        }
+                        return;
+                    }
+                    Err(ChangeError::Amqp(e)) => e,
+                    Err(ChangeError::Admin(e)) => AmqpError::InternalError(e.to_string()),
+                    Err(ChangeError::NotReplicated(why)) => {
+                        log::warn!("channel {}: a definition change was not replicated: {why}", shared.id);
+                        AmqpError::InternalError(format!("the cluster did not commit the change: {why}"))
+                    }
+                };
+                shared.close_from_outside(&err, method);
+            }),
+        );
+        Ok(None)
+    }
+}

@@ -1,0 +1,158 @@
+//! Replicated definitions: vhosts, users and permissions made through one node's
+//! management API, exchanges and bindings made through another node's AMQP, hold on
+//! every node; a node that was down catches up when it comes back.
+
+use std::time::Duration;
+
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::json;
+
+use super::{http, TestCluster, WAIT};
+
+async fn connect(url: &str) -> Option<(Connection, lapin::Channel)> {
+    let conn =
+        tokio::time::timeout(WAIT, Connection::connect(url, ConnectionProperties::default())).await.ok()?.ok()?;
+    let ch = conn.create_channel().await.ok()?;
+    Some((conn, ch))
+}
+
+/// Retries `f` every 50 ms until it gives Some (the change reached that node), or
+/// panics after [`WAIT`].
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether exchange `name` exists on the node at `url` (a passive declare).
+async fn has_exchange(url: &str, name: &str) -> bool {
+    let (_conn, ch) = connect(url).await.expect("connect");
+    let passive = ExchangeDeclareOptions { passive: true, ..Default::default() };
+    ch.exchange_declare(name.into(), ExchangeKind::Direct, passive, FieldTable::default()).await.is_ok()
+}
+
+/// Publishes `body` to `exchange` with `key` through `url` and waits for its confirm.
+async fn publish(url: &str, exchange: &str, key: &str, body: &[u8]) {
+    let (_conn, ch) = connect(url).await.expect("connect");
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+    let props = BasicProperties::default().with_delivery_mode(2);
+    let confirm = ch
+        .basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), body, props)
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(confirm.is_ack(), "publish to '{exchange}' with '{key}' confirmed");
+}
+
+/// The next message of `queue` through `url`, waiting for one to arrive.
+async fn get(url: &str, queue: &str) -> Vec<u8> {
+    let (_conn, ch) = connect(url).await.expect("connect");
+    eventually(&format!("a message in '{queue}'"), || {
+        let ch = ch.clone();
+        async move {
+            let m = ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.ok()??;
+            Some(m.delivery.data)
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_made_through_any_node_hold_on_every_node() {
+    let mut c = TestCluster::start(3);
+    let urls: Vec<String> = (1..=3).map(|id| c.node(id).url()).collect();
+
+    // A vhost, a user and its permissions, each through another node's API.
+    assert_eq!(http("PUT", &c.node(1).api("vhosts/team"), Some(json!({}))).0, 201);
+    assert_eq!(http("PUT", &c.node(2).api("users/alice"), Some(json!({"password": "s3cret", "tags": ""}))).0, 201);
+    let all = json!({"configure": ".*", "write": ".*", "read": ".*"});
+    assert!(http("PUT", &c.node(3).api("permissions/team/alice"), Some(all)).0 < 300);
+    for id in 1..=3 {
+        let alice = format!("amqp://alice:s3cret@{}/team", c.node(id).amqp.expect("running"));
+        eventually(&format!("alice to log in to 'team' on node {id}"), || connect(&alice)).await;
+    }
+
+    // Exchanges and a quorum queue's binding through node 2's AMQP.
+    {
+        let (_conn, ch) = connect(&urls[1]).await.expect("connect to node 2");
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        ch.exchange_declare("orders".into(), ExchangeKind::Topic, durable, FieldTable::default())
+            .await
+            .expect("declare topic exchange");
+        ch.exchange_declare("all".into(), ExchangeKind::Fanout, durable, FieldTable::default())
+            .await
+            .expect("declare fanout exchange");
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        ch.queue_declare("orders-q".into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
+            .await
+            .expect("declare quorum queue");
+        ch.queue_bind(
+            "orders-q".into(),
+            "orders".into(),
+            "eu.*".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind the quorum queue");
+        ch.exchange_bind(
+            "orders".into(),
+            "all".into(),
+            "".into(),
+            ExchangeBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind exchange to exchange");
+        // An inequivalent redeclare is refused as on a single node.
+        let err = ch
+            .exchange_declare("orders".into(), ExchangeKind::Fanout, durable, FieldTable::default())
+            .await
+            .expect_err("inequivalent redeclare");
+        assert!(err.to_string().contains("inequivalent arg 'type'"), "{err}");
+    }
+    for url in &urls {
+        eventually("the exchanges on every node", || async {
+            (has_exchange(url, "orders").await && has_exchange(url, "all").await).then_some(())
+        })
+        .await;
+    }
+    // Routed the same way everywhere: published through node 3, read through node 1.
+    publish(&urls[2], "orders", "eu.de", b"via topic").await;
+    assert_eq!(get(&urls[0], "orders-q").await, b"via topic");
+    publish(&urls[0], "all", "eu.fr", b"via fanout").await;
+    assert_eq!(get(&urls[1], "orders-q").await, b"via fanout");
+
+    // Node 3 misses changes while it is down and catches up when it is back.
+    c.node_mut(3).kill9();
+    {
+        let (_conn, ch) = connect(&urls[0]).await.expect("connect to node 1");
+        ch.exchange_declare(
+            "late".into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare while node 3 is down");
+        ch.exchange_delete("all".into(), ExchangeDeleteOptions::default()).await.expect("delete 'all'");
+    }
+    assert!(http("DELETE", &c.node(2).api("users/alice"), None).0 < 300);
+    c.node_mut(3).start();
+    let url3 = c.node(3).url();
+    eventually("node 3 to learn of 'late'", || async { has_exchange(&url3, "late").await.then_some(()) }).await;
+    eventually("node 3 to forget 'all'", || async { (!has_exchange(&url3, "all").await).then_some(()) }).await;
+    let alice3 = format!("amqp://alice:s3cret@{}/team", c.node(3).amqp.expect("running"));
+    eventually("alice to be refused on node 3", || async { connect(&alice3).await.is_none().then_some(()) }).await;
+    publish(&url3, "orders", "eu.it", b"after the restart").await;
+    assert_eq!(get(&urls[1], "orders-q").await, b"after the restart");
+}
