@@ -30,12 +30,18 @@
 //! - **Forwarding.** [`Group::write`] and the membership calls on a follower are forwarded to
 //!   the leader (one hop only: the receiver must be the leader), retried while a leader is
 //!   being elected, up to `write_timeout_ms`.
+//! - **Pipelined, ordered writes.** [`Group::submit`] keeps several commands in flight
+//!   while they enter the log in submission order: one driver task per group submits them
+//!   to the local Raft, or over one pipelined connection (commands tagged with sequence
+//!   numbers, submitted by the leader in arrival order, answered out of order) to the
+//!   leader; a refused command is retried only when that cannot reorder it.
 //! - **Authentication.** Mutual challenge-response with the shared cluster secret (HMAC-SHA256
 //!   over the peer's fresh nonce, one's node id and role, checked in constant time); a node
 //!   with a wrong secret can't exchange a single Raft message.
 
 mod network;
 mod node;
+mod pipeline;
 pub mod runtime;
 mod storage;
 mod types;

@@ -131,7 +131,14 @@ impl RaftNode {
             }
         })
         .detach();
-        let inner = Arc::new(GroupInner { id: group, raft, leader_rx, forward: Mutex::new(HashMap::new()) });
+        let pipeline = crate::pipeline::start(
+            raft.clone(),
+            group,
+            node_id,
+            shared.dialer.clone(),
+            Duration::from_millis(shared.config.write_timeout_ms),
+        );
+        let inner = Arc::new(GroupInner { id: group, raft, leader_rx, forward: Mutex::new(HashMap::new()), pipeline });
         lock(&shared.groups).insert(group, inner.clone());
         Ok(Group { inner, shared: shared.clone() })
     }
@@ -197,6 +204,8 @@ pub(crate) struct GroupInner {
     leader_rx: watch::Receiver<Option<NodeId>>,
     /// Connections for forwarding to the leader, per target node.
     forward: Mutex<HashMap<NodeId, Arc<Client>>>,
+    /// The group's ordered pipeline of writes ([`Group::submit`]).
+    pipeline: smol::channel::Sender<crate::pipeline::Job>,
 }
 
 /// A handle on one open group (cheap to clone).
@@ -236,6 +245,30 @@ impl Group {
     pub async fn write(&self, command: Vec<u8>) -> Result<Vec<u8>, WriteError> {
         let mut out = self.write_many(vec![command]).await?;
         out.pop().ok_or_else(|| WriteError::Fatal("no response".into()))
+    }
+
+    /// Proposes a command *in order*: commands submitted through this node's handle on the
+    /// group enter the log in the order of the `submit` calls (the order is fixed when
+    /// `submit` returns, not when the future is first polled), while several are in flight
+    /// at once (see the `pipeline` module). Answers may complete in any order.
+    ///
+    /// Errors: `NoQuorum`, the command is not in the log (no leader within the write
+    /// timeout, or the leader refused it and a later command was already appended, so a
+    /// retry would reorder them); `Timeout`, its fate is unknown (it may commit); `Fatal`.
+    /// A command the leader refused is retried, in order, when that keeps the order.
+    pub fn submit(
+        &self,
+        command: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, WriteError>> + Send + 'static {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let deadline = Instant::now() + self.write_timeout();
+        let sent = self.inner.pipeline.try_send(crate::pipeline::Job { command, reply, deadline });
+        async move {
+            if sent.is_err() {
+                return Err(WriteError::Fatal("the group is closed".into()));
+            }
+            answer.await.unwrap_or_else(|_| Err(WriteError::Fatal("the group is closed".into())))
+        }
     }
 
     /// Many commands in one call: all are handed to openraft before any is awaited, so they
@@ -468,6 +501,15 @@ fn status_of(m: &RaftMetrics<u64, BasicNode>, election_timeout_max: u64) -> Grou
 }
 
 impl Shared {
+    /// The Raft instance of a group open here.
+    pub(crate) fn raft_of(&self, group: GroupId) -> Option<Raft> {
+        lock(&self.groups).get(&group).map(|g| g.raft.clone())
+    }
+
+    pub(crate) fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.write_timeout_ms)
+    }
+
     /// Serves one request from a peer. Unknown groups get an error reply: a node may hear of
     /// a group before it has opened it, and openraft retries.
     pub(crate) async fn handle(self: &Arc<Self>, req: RpcRequest) -> RpcResponse {
@@ -478,7 +520,8 @@ impl Shared {
             | RpcRequest::ClientWrite(g, _)
             | RpcRequest::AddVoter(g, _, _)
             | RpcRequest::RemoveVoter(g, _)
-            | RpcRequest::Elect(g) => *g,
+            | RpcRequest::Elect(g)
+            | RpcRequest::OpenPipeline(g) => *g,
         };
         let Some(inner) = lock(&self.groups).get(&group).cloned() else {
             return RpcResponse::Failed(format!("group {} is not open here", group.0));
@@ -508,6 +551,8 @@ impl Shared {
             RpcRequest::RemoveVoter(_, id) => {
                 RpcResponse::Done(inner.served(Op::RemoveVoter(id), timeout).await.map(|_| ()))
             }
+            // Handled by the connection (it switches to the pipelined protocol).
+            RpcRequest::OpenPipeline(_) => RpcResponse::Failed("not a request".into()),
             RpcRequest::Elect(_) => {
                 RpcResponse::Done(raft.trigger().elect().await.map_err(|e| RemoteWriteError::Fatal(e.to_string())))
             }

@@ -450,3 +450,94 @@ fn leadership_can_be_handed_to_another_voter() {
         c.shutdown().await;
     })
 }
+
+/// The numbers of the commands with `prefix` in an applied log, in log order.
+fn numbers(applied: &[Vec<u8>], prefix: &str) -> Vec<usize> {
+    let prefix = format!("{prefix}-");
+    applied.iter().filter_map(|c| std::str::from_utf8(c).ok()?.strip_prefix(&prefix)?.parse().ok()).collect()
+}
+
+#[test]
+fn pipelined_writes_from_a_follower_apply_in_submission_order() {
+    smol::block_on(async {
+        let mut c = Cluster::start(&[1, 2, 3], 10_000).await;
+        c.open(G0, &[1, 2, 3]).await;
+        let leader = c.leader(G0, &[1, 2, 3]).await;
+        let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+        // Warm up the forwarding path, so the burst below is all in flight at once.
+        c.group(follower, G0).write(cmd("w", 0)).await.unwrap();
+        for (via, prefix) in [(follower, "f"), (leader, "l")] {
+            let g = c.group(via, G0).clone();
+            // All submitted before any is awaited: many in flight together.
+            let answers: Vec<_> = (0..300).map(|i| g.submit(cmd(prefix, i))).collect();
+            let mut last = 0;
+            for (i, answer) in answers.into_iter().enumerate() {
+                let resp = answer.await.unwrap_or_else(|e| panic!("{prefix}-{i}: {e}"));
+                // The response is the leader's count of applied commands: its position.
+                let position = u64::from_be_bytes(resp.try_into().unwrap());
+                assert!(position > last, "{prefix}-{i} applied at {position}, after {last}");
+                last = position;
+            }
+        }
+        let expected: Vec<usize> = (0..300).collect();
+        for id in [1, 2, 3] {
+            wait_for("all applied", SECS10, || c.applied(id, G0).len() == 601).await;
+            let applied = c.applied(id, G0);
+            assert_eq!(numbers(&applied, "f"), expected, "node {id}: the follower's commands in submission order");
+            assert_eq!(numbers(&applied, "l"), expected, "node {id}: the leader's commands in submission order");
+        }
+        c.shutdown().await;
+    })
+}
+
+#[test]
+fn pipelined_writes_keep_their_order_across_a_leader_change() {
+    smol::block_on(async {
+        let mut c = Cluster::start(&[1, 2, 3], 10_000).await;
+        c.open(G0, &[1, 2, 3]).await;
+        let leader = c.leader(G0, &[1, 2, 3]).await;
+        let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+        let survivors: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+        let g = c.group(follower, G0).clone();
+        const N: usize = 600;
+        let submitter = smol::spawn(async move {
+            let mut results = Vec::new();
+            let mut in_flight = std::collections::VecDeque::new();
+            for i in 0..N {
+                in_flight.push_back((i, g.submit(cmd("p", i))));
+                if in_flight.len() >= 16 {
+                    let (i, answer) = in_flight.pop_front().unwrap();
+                    results.push((i, answer.await));
+                }
+            }
+            for (i, answer) in in_flight {
+                results.push((i, answer.await));
+            }
+            results
+        });
+        // Stop the leader while the stream is in full flow.
+        wait_for("some applied", SECS10, || c.applied(follower, G0).len() >= 100).await;
+        c.stop(leader).await;
+        let results = submitter.await;
+        let ok: Vec<usize> = results.iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| *i).collect();
+        let failed: Vec<String> =
+            results.iter().filter_map(|(i, r)| r.as_ref().err().map(|e| format!("{i}: {e}"))).collect();
+        println!("leader change: {} of {N} succeeded; failed: {failed:?}", ok.len());
+        assert!(ok.len() > 100, "writes continued after the leader change: {} of {N} succeeded", ok.len());
+        assert!(ok.contains(&(N - 1)), "the last write succeeded");
+        for id in &survivors {
+            wait_for("every acknowledged write applied", SECS10, || {
+                let applied = numbers(&c.applied(*id, G0), "p");
+                ok.iter().all(|i| applied.contains(i))
+            })
+            .await;
+            let applied = numbers(&c.applied(*id, G0), "p");
+            assert!(
+                applied.windows(2).all(|w| w[0] < w[1]),
+                "node {id}: applied out of submission order or twice: {applied:?}"
+            );
+        }
+        wait_for("survivors agree", SECS10, || c.applied(survivors[0], G0) == c.applied(survivors[1], G0)).await;
+        c.shutdown().await;
+    })
+}

@@ -22,6 +22,9 @@ pub enum RpcRequest {
     RemoveVoter(GroupId, u64),
     /// Asks the receiver to start an election (best-effort leadership transfer).
     Elect(GroupId),
+    /// The connection carries the group's pipelined writes from now on (see the
+    /// `pipeline` module); sent once, first, by a follower's pipeline driver.
+    OpenPipeline(GroupId),
 }
 
 #[derive(Serialize, Deserialize)]

@@ -74,6 +74,9 @@ async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
             }
         };
         shared.dialer.contacts.heard_from(peer);
+        if let RpcRequest::OpenPipeline(group) = req {
+            return crate::pipeline::serve(stream, shared, peer, group).await;
+        }
         let resp = shared.handle(req).await;
         if let Err(e) = write_frame(&mut stream, &resp).await {
             log::debug!("raft: connection from node {peer} closed: {e}");

@@ -52,6 +52,8 @@ pub trait ReplicaLog: Send + Sync {
     /// Proposes one entry; `done` gets the answer of the state machine on the leader
     /// once a majority has stored and the leader applied it, or why that failed (no
     /// majority, the leader unreachable). Proposals from a follower are forwarded.
+    /// Entries enter the log in the order of the calls, however many are in flight;
+    /// `done` never runs inside the call.
     fn propose(&self, entry: Vec<u8>, done: Box<dyn FnOnce(Result<Vec<u8>, String>) + Send>);
     /// Whether this node leads the queue's group now.
     fn is_leader(&self) -> bool;
