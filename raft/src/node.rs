@@ -219,6 +219,7 @@ pub struct Group {
 enum Op {
     Write(Vec<Vec<u8>>),
     AddVoter(NodeId, String),
+    AddLearner(NodeId, String),
     RemoveVoter(NodeId),
 }
 
@@ -281,6 +282,36 @@ impl Group {
     /// Runs on the leader (forwarded if this node isn't).
     pub async fn add_voter(&self, id: NodeId, addr: SocketAddr) -> Result<(), WriteError> {
         self.on_leader(Op::AddVoter(id, addr.to_string())).await.map(|_| ())
+    }
+
+    /// Adds a learner: it receives the log (and applies it) but never votes, so it
+    /// does not count toward the majority. Returns once the membership change is
+    /// committed; the learner catches up in the background. Runs on the leader.
+    pub async fn add_learner(&self, id: NodeId, addr: SocketAddr) -> Result<(), WriteError> {
+        self.on_leader(Op::AddLearner(id, addr.to_string())).await.map(|_| ())
+    }
+
+    /// Asks `via` (a member of the group, reached at `via_addr` unless a route says
+    /// otherwise) to add `id` as a learner. For a node outside the group: it hears of
+    /// no leader until it is in the membership. `NoQuorum` if `via` does not lead (ask
+    /// another member).
+    pub async fn add_learner_via(
+        &self,
+        via: NodeId,
+        via_addr: SocketAddr,
+        id: NodeId,
+        addr: SocketAddr,
+    ) -> Result<(), WriteError> {
+        let client = Client::new(self.shared.dialer.clone(), self.shared.dialer.route(via, via_addr));
+        let request = RpcRequest::AddLearner(self.inner.id, id, addr.to_string());
+        match client.call(&request, self.write_timeout()).await {
+            Ok(RpcResponse::Done(Ok(()))) => Ok(()),
+            Ok(RpcResponse::Done(Err(RemoteWriteError::Timeout))) | Err(CallError::Timeout(_)) => {
+                Err(WriteError::Timeout)
+            }
+            Ok(RpcResponse::Done(Err(RemoteWriteError::Fatal(e)))) => Err(WriteError::Fatal(e)),
+            _ => Err(WriteError::NoQuorum),
+        }
     }
 
     /// Removes a voter (it is dropped from the membership entirely, not kept as a learner).
@@ -387,6 +418,7 @@ impl Group {
         let req = match op {
             Op::Write(commands) => RpcRequest::ClientWrite(group, commands.clone()),
             Op::AddVoter(id, addr) => RpcRequest::AddVoter(group, *id, addr.clone()),
+            Op::AddLearner(id, addr) => RpcRequest::AddLearner(group, *id, addr.clone()),
             Op::RemoveVoter(id) => RpcRequest::RemoveVoter(group, *id),
         };
         let remote = |e: RemoteWriteError| match e {
@@ -419,6 +451,10 @@ impl GroupInner {
                         .change_membership(ChangeMembers::AddVoterIds(ids), false)
                         .await
                         .map_err(membership_err)?;
+                    Ok(Vec::new())
+                }
+                Op::AddLearner(id, addr) => {
+                    self.raft.add_learner(*id, BasicNode::new(addr.clone()), false).await.map_err(membership_err)?;
                     Ok(Vec::new())
                 }
                 Op::RemoveVoter(id) => {
@@ -519,6 +555,7 @@ impl Shared {
             | RpcRequest::InstallSnapshot(g, _)
             | RpcRequest::ClientWrite(g, _)
             | RpcRequest::AddVoter(g, _, _)
+            | RpcRequest::AddLearner(g, _, _)
             | RpcRequest::RemoveVoter(g, _)
             | RpcRequest::Elect(g)
             | RpcRequest::OpenPipeline(g) => *g,
@@ -547,6 +584,9 @@ impl Shared {
             }
             RpcRequest::AddVoter(_, id, addr) => {
                 RpcResponse::Done(inner.served(Op::AddVoter(id, addr), timeout).await.map(|_| ()))
+            }
+            RpcRequest::AddLearner(_, id, addr) => {
+                RpcResponse::Done(inner.served(Op::AddLearner(id, addr), timeout).await.map(|_| ()))
             }
             RpcRequest::RemoveVoter(_, id) => {
                 RpcResponse::Done(inner.served(Op::RemoveVoter(id), timeout).await.map(|_| ()))

@@ -299,18 +299,10 @@ impl Cluster {
     /// Writes a queue's definition change to the metadata log, then waits until this
     /// node has acted on it (the queue exists here, or no longer does) before `done`.
     fn replicate_queue(&self, command: Vec<u8>, vhost: String, name: String, exists: bool, done: Applied) {
-        let (group, replicas, state, me) =
-            (self.metadata.clone(), self.replicas.clone(), self.state.clone(), self.node_id);
+        let (group, replicas) = (self.metadata.clone(), self.replicas.clone());
         smol::spawn(async move {
             if let Err(e) = with_timeout(group.write(command)).await {
                 return done(Err(e));
-            }
-            let members = {
-                let st = state.lock().unwrap_or_else(|e| e.into_inner());
-                st.queues.get(&vhost).and_then(|q| q.get(&name)).map(|d| d.members.keys().copied().collect::<Vec<_>>())
-            };
-            if let Some(members) = members.filter(|m| exists && !m.contains(&me)) {
-                return done(Err(format!("it is replicated on nodes {members:?}; connect to one of them")));
             }
             let deadline = std::time::Instant::now() + APPLY_WAIT;
             while replicas.has(&vhost, &name) != exists {

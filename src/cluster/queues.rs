@@ -112,6 +112,31 @@ async fn take_leadership(group: Group, me: u64, name: String) {
     }
 }
 
+/// Asks the queue's members, one after the other, to add this node as a learner,
+/// until the leader among them has (the group may have no leader yet). Gives up after
+/// a few minutes: the node then serves the queue once it restarts and asks again.
+async fn join_as_learner(group: Group, me: u64, addr: SocketAddr, members: BTreeMap<u64, SocketAddr>, name: String) {
+    for round in 0..300u32 {
+        let status = group.status();
+        if status.learners.contains(&me) || status.voters.contains(&me) {
+            return;
+        }
+        for (id, member) in &members {
+            match group.add_learner_via(*id, *member, me, addr).await {
+                Ok(()) => {
+                    log::info!("cluster: node {me} follows quorum queue '{name}' as a learner");
+                    return;
+                }
+                Err(e) if round % 25 == 24 => {
+                    log::info!("cluster: node {me} cannot follow quorum queue '{name}' through node {id} yet ({e})")
+                }
+                Err(_) => {}
+            }
+        }
+        smol::Timer::after(Duration::from_millis(500)).await;
+    }
+}
+
 /// The queue as its group's state machine.
 struct QueueMachine {
     queue: Arc<QuorumQueue>,
@@ -214,15 +239,9 @@ impl Replicas {
             log::warn!("cluster: quorum queue '{name}': vhost '{vhost}' does not exist on this node; not created here");
             return;
         };
-        if !def.members.contains_key(&self.node_id) {
-            // Not served here (yet): a client must use one of its members.
-            log::warn!(
-                "cluster: quorum queue '{name}' in vhost '{vhost}' is replicated on nodes {:?}, not on node {}: clients must use one of those for it",
-                def.members.keys().collect::<Vec<_>>(),
-                self.node_id
-            );
-            return;
-        }
+        // A node that is not one of its members follows the queue's log as a learner
+        // (it never votes), so clients can use the queue through any node.
+        let learner = !def.members.contains_key(&self.node_id);
         let settings = QueueSettings {
             durable: true,
             exclusive_owner: None,
@@ -242,6 +261,10 @@ impl Replicas {
                 queue.attach_log(Arc::new(GroupLog { group: g.clone(), node_id: self.node_id }));
                 if preferred_leader(&def) == Some(self.node_id) {
                     smol::spawn(take_leadership(g.clone(), self.node_id, name.clone())).detach();
+                }
+                if learner {
+                    let (me, addr) = (self.node_id, self.node.advertise_addr());
+                    smol::spawn(join_as_learner(g.clone(), me, addr, def.members.clone(), name.clone())).detach();
                 }
                 group = Some((GroupId(def.group), g));
             }

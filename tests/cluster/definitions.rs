@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{http, TestCluster, WAIT};
 
-async fn connect(url: &str) -> Option<(Connection, lapin::Channel)> {
+pub(super) async fn connect(url: &str) -> Option<(Connection, lapin::Channel)> {
     let conn =
         tokio::time::timeout(WAIT, Connection::connect(url, ConnectionProperties::default())).await.ok()?.ok()?;
     let ch = conn.create_channel().await.ok()?;
@@ -20,7 +20,10 @@ async fn connect(url: &str) -> Option<(Connection, lapin::Channel)> {
 
 /// Retries `f` every 50 ms until it gives Some (the change reached that node), or
 /// panics after [`WAIT`].
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
+pub(super) async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Some(v) = f().await {
@@ -39,7 +42,7 @@ async fn has_exchange(url: &str, name: &str) -> bool {
 }
 
 /// Publishes `body` to `exchange` with `key` through `url` and waits for its confirm.
-async fn publish(url: &str, exchange: &str, key: &str, body: &[u8]) {
+pub(super) async fn publish(url: &str, exchange: &str, key: &str, body: &[u8]) {
     let (_conn, ch) = connect(url).await.expect("connect");
     ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
     let props = BasicProperties::default().with_delivery_mode(2);
@@ -53,7 +56,7 @@ async fn publish(url: &str, exchange: &str, key: &str, body: &[u8]) {
 }
 
 /// The next message of `queue` through `url`, waiting for one to arrive.
-async fn get(url: &str, queue: &str) -> Vec<u8> {
+pub(super) async fn get(url: &str, queue: &str) -> Vec<u8> {
     let (_conn, ch) = connect(url).await.expect("connect");
     eventually(&format!("a message in '{queue}'"), || {
         let ch = ch.clone();

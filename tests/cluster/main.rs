@@ -5,6 +5,7 @@
 //! conditions (with deadlines), never on sleeps alone.
 
 mod definitions;
+mod learners;
 mod proxy;
 mod quorum;
 

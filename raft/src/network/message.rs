@@ -25,6 +25,8 @@ pub enum RpcRequest {
     /// The connection carries the group's pipelined writes from now on (see the
     /// `pipeline` module); sent once, first, by a follower's pipeline driver.
     OpenPipeline(GroupId),
+    /// A learner forwarded to the leader (it receives the log, never votes).
+    AddLearner(GroupId, u64, String),
 }
 
 #[derive(Serialize, Deserialize)]
