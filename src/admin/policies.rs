@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{Admin, AdminError};
+use crate::membership::DefinitionChange;
 use crate::policy::{record, Kind, Policy, PolicyError};
 use crate::store::StoreOp;
 
@@ -21,6 +22,19 @@ impl Admin {
     /// the policies that match it now.
     pub fn set_policy(&self, policy: Policy) -> Result<(), AdminError> {
         super::check_name("policy", &policy.name)?;
+        if let Some(cluster) = self.cluster() {
+            let r = record(&policy);
+            let change = DefinitionChange::SetPolicy {
+                vhost: r.vhost,
+                name: r.name,
+                operator: r.operator,
+                pattern: r.pattern,
+                apply_to: r.apply_to,
+                priority: r.priority,
+                definition: r.definition,
+            };
+            return self.replicate(&cluster, change);
+        }
         let _one = self.serialised();
         let v = self.broker.vhost(&policy.vhost).ok_or_else(|| AdminError::NoSuchVHost(policy.vhost.clone()))?;
         self.persist(StoreOp::PutPolicy(record(&policy)));
@@ -33,6 +47,14 @@ impl Admin {
     /// Clears a policy; the queues and exchanges it applied to fall back to the next
     /// matching one, or their own arguments.
     pub fn clear_policy(&self, kind: Kind, vhost: &str, name: &str) -> Result<(), AdminError> {
+        if let Some(cluster) = self.cluster() {
+            let change = DefinitionChange::ClearPolicy {
+                vhost: vhost.into(),
+                name: name.into(),
+                operator: kind == Kind::Operator,
+            };
+            return self.replicate(&cluster, change);
+        }
         let _one = self.serialised();
         let v = self.broker.vhost(vhost).ok_or_else(|| AdminError::NoSuchVHost(vhost.into()))?;
         if v.policy_set().get(kind, name).is_none() {

@@ -138,6 +138,25 @@ fn apply_change(broker: &Arc<Broker>, change: &DefinitionChange) -> Result<(), C
         C::ClearTopicPermissions { user, vhost, exchange } => {
             admin.clear_topic_permissions(user, vhost, exchange.as_deref())
         }
+        C::SetPolicy { vhost, name, operator, pattern, apply_to, priority, definition } => {
+            let record = crate::store::PolicyRecord {
+                vhost: vhost.clone(),
+                name: name.clone(),
+                operator: *operator,
+                pattern: pattern.clone(),
+                apply_to: apply_to.clone(),
+                priority: *priority,
+                definition: definition.clone(),
+            };
+            match crate::policy::from_record(&record) {
+                Some(policy) => admin.set_policy(policy),
+                None => Err(AdminError::Invalid(format!("policy '{name}' of vhost '{vhost}' is not valid here"))),
+            }
+        }
+        C::ClearPolicy { vhost, name, operator } => {
+            let kind = if *operator { crate::policy::Kind::Operator } else { crate::policy::Kind::Policy };
+            admin.clear_policy(kind, vhost, name)
+        }
         topology => return apply_topology(broker, topology).map_err(ChangeError::Amqp),
     };
     admin_result.map_err(ChangeError::Admin)

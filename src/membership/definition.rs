@@ -91,6 +91,22 @@ pub enum DefinitionChange {
         vhost: String,
         exchange: Option<String>,
     },
+    /// A policy (`operator`: an operator policy) in its stored form: the definition
+    /// is JSON text, validated again where it is applied.
+    SetPolicy {
+        vhost: String,
+        name: String,
+        operator: bool,
+        pattern: String,
+        apply_to: String,
+        priority: i64,
+        definition: String,
+    },
+    ClearPolicy {
+        vhost: String,
+        name: String,
+        operator: bool,
+    },
     DeclareExchange {
         vhost: String,
         name: String,
@@ -189,6 +205,8 @@ impl DefinitionChange {
                 p.extend(exchange.clone());
                 (p, Delete, vec![])
             }
+            C::SetPolicy { vhost, name, operator, .. } => (policy_path(vhost, name, *operator), Set, vec![]),
+            C::ClearPolicy { vhost, name, operator } => (policy_path(vhost, name, *operator), Delete, vec![]),
             C::DeclareExchange { vhost, name, .. } => (path(&["v", vhost, "e", name]), Create, vec![]),
             C::DeleteExchange { vhost, name, .. } => (path(&["v", vhost, "e", name]), Delete, vec![]),
             C::BindExchange { vhost, destination, source, routing_key, arguments } => (
@@ -209,6 +227,10 @@ impl DefinitionChange {
             }
         }
     }
+}
+
+fn policy_path(vhost: &str, name: &str, operator: bool) -> Path {
+    path(&["v", vhost, if operator { "operator-policy" } else { "policy" }, name])
 }
 
 /// A replicated queue's path (its bindings depend on it).

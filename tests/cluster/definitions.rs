@@ -135,6 +135,27 @@ async fn definitions_made_through_any_node_hold_on_every_node() {
     publish(&urls[0], "all", "eu.fr", b"via fanout").await;
     assert_eq!(get(&urls[1], "orders-q").await, b"via fanout");
 
+    // A policy and a quorum queue through the HTTP API of other nodes.
+    let policy = json!({"pattern": "^orders", "definition": {"max-length": 100}, "apply-to": "queues"});
+    assert!(http("PUT", &c.node(1).api("policies/%2F/cap"), Some(policy)).0 < 300);
+    let queue = json!({"durable": true, "arguments": {"x-queue-type": "quorum"}});
+    assert_eq!(http("PUT", &c.node(2).api("queues/%2F/http-qq"), Some(queue)).0, 201);
+    super::wait_for("the policy and the queue on every node", || {
+        (1..=3)
+            .all(|id| {
+                let (code, q) = c.node(id).get("queues/%2F/http-qq");
+                code == 200 && q["type"] == "quorum" && c.node(id).get("policies/%2F/cap").0 == 200
+            })
+            .then_some(())
+    });
+    assert!(http("DELETE", &c.node(3).api("queues/%2F/http-qq"), None).0 < 300);
+    assert!(http("DELETE", &c.node(3).api("policies/%2F/cap"), None).0 < 300);
+    super::wait_for("the queue and the policy gone everywhere", || {
+        (1..=3)
+            .all(|id| c.node(id).get("queues/%2F/http-qq").0 == 404 && c.node(id).get("policies/%2F/cap").0 == 404)
+            .then_some(())
+    });
+
     // Node 3 misses changes while it is down and catches up when it is back.
     c.node_mut(3).kill9();
     {

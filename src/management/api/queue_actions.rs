@@ -81,6 +81,16 @@ fn declare(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
         auto_delete: bool_field(&body, "auto_delete")?,
         arguments,
     };
+    if let Some(cluster) = ctx.broker.cluster().filter(|_| v.queue(name).is_none()) {
+        if crate::queue::QueueKind::of(&settings.arguments) == crate::queue::QueueKind::Quorum {
+            // Replicated: created on every node once the cluster has committed it.
+            crate::queue::kind::check_properties(crate::queue::QueueKind::Quorum, name, vhost, &settings)
+                .map_err(amqp_error)?;
+            let args = settings.arguments.clone();
+            replicated(|done| cluster.declare_quorum_queue(vhost, name, &args, done))?;
+            return Ok(Reply::empty(201));
+        }
+    }
     let (q, created) = v.declare_queue(name, false, settings, NO_CONNECTION).map_err(amqp_error)?;
     if !created {
         q.touch();
@@ -102,8 +112,27 @@ fn delete(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     if call.query_flag("if-empty") && q.message_count() > 0 {
         return Err(Reply::bad_request(format!("queue '{name}' in vhost '{vhost}' not empty")));
     }
-    v.delete_queue(&q);
+    match ctx.broker.cluster().filter(|_| q.kind() == crate::queue::QueueKind::Quorum) {
+        Some(cluster) => replicated(|done| cluster.delete_quorum_queue(vhost, name, done))?,
+        None => {
+            v.delete_queue(&q);
+        }
+    }
     Ok(Reply::empty(204))
+}
+
+/// Runs a replicated change and waits until this node has applied it (the API runs
+/// on the blocking pool); 503 if the cluster did not commit it.
+fn replicated(change: impl FnOnce(crate::membership::Applied)) -> Result<(), Reply> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    change(Box::new(move |r| {
+        let _ = tx.send(r);
+    }));
+    match rx.recv() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(why)) => Err(Reply::error(503, "service_unavailable", &why)),
+        Err(_) => Err(Reply::error(503, "service_unavailable", "the cluster stopped")),
+    }
 }
 
 /// `DELETE /api/queues/{vhost}/{name}/contents`: purges the ready messages.
