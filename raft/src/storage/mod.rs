@@ -41,10 +41,16 @@ pub(crate) fn io_err(e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::write(AnyError::error(e.to_string())).into()
 }
 
+/// The database's page cache.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 impl RaftDb {
     /// Opens (or creates) the database and its tables.
     pub fn open(path: &std::path::Path) -> Result<RaftDb, redb::Error> {
-        let db = Database::create(path)?;
+        // redb caches up to 1 GiB by default, and every byte of every group's log
+        // passes through its cache: a node's memory would grow by what was replicated
+        // until that cap. Recent entries (what replication reads back) fit in far less.
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
         let tx = db.begin_write()?;
         tx.open_table(LOG)?;
         tx.open_table(META)?;
