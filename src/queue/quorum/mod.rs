@@ -69,7 +69,6 @@ pub struct QuorumQueue {
     name: Arc<str>,
     vhost: Arc<str>,
     settings: QueueSettings,
-    args: QueueArgs,
     owner: Weak<dyn QueueHost>,
     me: Weak<QuorumQueue>,
     /// This node's key in consumer keys: consumers attached here carry it, so a
@@ -87,6 +86,9 @@ pub struct QuorumQueue {
     counters: QueueCounters,
     deleted: AtomicBool,
     next_channel: AtomicU64,
+    /// A `SetConfig` this node proposed is not applied yet (so the leader's tick does
+    /// not propose the same change again while it is in flight).
+    config_proposed: Arc<AtomicBool>,
 }
 
 struct State {
@@ -94,6 +96,14 @@ struct State {
     /// Consumers attached on this node.
     consumers: HashMap<ConsumerKey, LocalConsumer>,
     policies: Applied,
+    /// The arguments the queue acts on: the declared ones under this node's policies
+    /// (the dead-letter exchange and routing key are read from here when this node,
+    /// as leader, dead-letters).
+    args: Arc<QueueArgs>,
+    /// The machine configuration those arguments ask for. The machine's own
+    /// configuration changes only through the log (`SetConfig`), so every member
+    /// switches at the same entry; the leader proposes it when the two differ.
+    wanted: QueueConfig,
 }
 
 struct LocalConsumer {
@@ -104,16 +114,18 @@ struct LocalConsumer {
     waiting: VecDeque<QueuedMessage>,
 }
 
-/// The machine's configuration from the queue's x-arguments (the same on every member:
-/// the arguments are replicated with the declaration).
-pub fn config_of(arguments: &FieldTable) -> QueueConfig {
-    let args = QueueArgs::parse(arguments);
+/// The machine's configuration for the arguments a queue acts on: the declared ones
+/// (replicated with the declaration, so every member starts alike), or those under
+/// policies. As RabbitMQ 3.10's quorum queues: `reject-publish-dlx` is not a quorum
+/// queue strategy, and asking for it leaves the default (drop-head); an absent
+/// delivery limit is HareMQ's default (see `QueueConfig`).
+pub fn config_from(args: &QueueArgs) -> QueueConfig {
     let overflow = match args.overflow {
-        super::Overflow::DropHead => haremq_quorum::Overflow::DropHead,
-        _ => haremq_quorum::Overflow::RejectPublish,
+        super::Overflow::RejectPublish => haremq_quorum::Overflow::RejectPublish,
+        super::Overflow::DropHead | super::Overflow::RejectPublishDlx => haremq_quorum::Overflow::DropHead,
     };
-    let delivery_limit = match arguments.inner().get("x-delivery-limit") {
-        Some(v) => super::args::int_value(v).map(|n| n.clamp(0, u32::MAX as i64) as u32),
+    let delivery_limit = match args.delivery_limit {
+        Some(n) => Some(n.min(u64::from(u32::MAX)) as u32),
         None => QueueConfig::default().delivery_limit,
     };
     QueueConfig {
@@ -130,22 +142,30 @@ pub fn config_of(arguments: &FieldTable) -> QueueConfig {
 impl QuorumQueue {
     /// A member's copy of the queue (its log attaches later, once its group is open).
     pub fn new(name: Arc<str>, host: &Arc<dyn QueueHost>, settings: QueueSettings, node: u64) -> Arc<QuorumQueue> {
-        let machine = haremq_quorum::QuorumQueue::new(config_of(&settings.arguments));
+        let args = QueueArgs::parse(&settings.arguments);
+        let wanted = config_from(&args);
+        let machine = haremq_quorum::QuorumQueue::new(wanted.clone());
         Arc::new_cyclic(|me| QuorumQueue {
             name,
             vhost: host.name().clone(),
-            args: QueueArgs::parse(&settings.arguments),
             settings,
             owner: Arc::downgrade(host),
             me: me.clone(),
             node,
             proposer: Arc::default(),
             log: OnceLock::new(),
-            state: Mutex::new(State { machine, consumers: HashMap::new(), policies: Applied::default() }),
+            state: Mutex::new(State {
+                machine,
+                consumers: HashMap::new(),
+                policies: Applied::default(),
+                args: Arc::new(args),
+                wanted,
+            }),
             delivered: Mutex::default(),
             counters: QueueCounters::default(),
             deleted: AtomicBool::new(false),
             next_channel: AtomicU64::new(1),
+            config_proposed: Arc::default(),
         })
     }
 
@@ -312,6 +332,7 @@ impl QuorumQueue {
     /// does it, once; at most once, as RabbitMQ's default for quorum queues).
     fn dead_letter(&self, dead: Vec<(haremq_quorum::Message, DeadLetterReason)>) {
         let Some(vh) = self.owner.upgrade() else { return };
+        let args = self.lock().args.clone();
         for (logged, reason) in dead {
             let Some(m) = self.message_of(&logged) else { continue };
             let reason = match reason {
@@ -320,7 +341,7 @@ impl QuorumQueue {
                 DeadLetterReason::DeliveryLimit => Reason::DeliveryLimit,
                 DeadLetterReason::MaxLen => Reason::Maxlen,
             };
-            republish(&vh, &self.name, &self.args, &m, reason);
+            republish(&vh, &self.name, &args, &m, reason);
         }
     }
 
@@ -348,6 +369,9 @@ impl QuorumQueue {
             let st = self.lock();
             (st.machine.stats().ready, st.machine.consumer_nodes().collect::<Vec<u64>>())
         };
+        // A policy change seen while this node did not lead (or before the log was
+        // open), or a leader whose policies differ from its predecessor's.
+        self.propose_config();
         if ready > 0 && self.proposer.backlog() == 0 {
             self.submit(Command::Tick { now_ms });
         }
@@ -355,6 +379,36 @@ impl QuorumQueue {
             log::info!("quorum queue '{}': returning the messages of consumers on a node that is gone", self.name);
             self.submit(Command::CancelNode { node });
         }
+    }
+
+    /// On the leader: proposes the configuration this node's policies ask for, if the
+    /// machine's differs and no earlier proposal is still in flight. Only the leader
+    /// proposes, so that members whose (per-node) policies differ do not undo each
+    /// other: the leader's policies decide.
+    fn propose_config(&self) {
+        if !self.is_leader() || self.deleted.load(Ordering::Relaxed) {
+            return;
+        }
+        let wanted = {
+            let st = self.lock();
+            if st.wanted == *st.machine.config() {
+                return;
+            }
+            st.wanted.clone()
+        };
+        if self.config_proposed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (name, proposed) = (self.name.clone(), self.config_proposed.clone());
+        self.proposer.submit(
+            &Command::SetConfig(wanted),
+            Box::new(move |r| {
+                proposed.store(false, Ordering::Release);
+                if let Err(e) = r {
+                    log::warn!("quorum queue '{name}': a configuration change was not committed: {e}");
+                }
+            }),
+        );
     }
 
     fn settle(&self, m: &QueuedMessage, how: fn(ConsumerKey, Vec<MsgId>) -> Command) {
@@ -580,10 +634,23 @@ impl QueueType for QuorumQueue {
         }
     }
 
-    /// Policies are recorded (listings show them) but do not change a quorum queue's
-    /// limits yet: its configuration is part of the replicated state.
+    /// Recomputes the arguments the queue acts on (as a classic queue does) and, on
+    /// the leader, proposes the machine configuration they ask for through the log
+    /// (`SetConfig`): a lower length limit then trims the head on every member at the
+    /// same entry, a TTL expires it. A follower only records them; the leader's tick
+    /// reconciles (see [`QuorumQueue::propose_config`]).
     fn apply_policies(&self, applied: Applied) {
-        self.lock().policies = applied;
+        let args = QueueArgs::effective(
+            &self.settings.arguments,
+            &crate::policy::Definition::parse(&applied.effective_definition()),
+        );
+        {
+            let mut st = self.lock();
+            st.wanted = config_from(&args);
+            st.args = Arc::new(args);
+            st.policies = applied;
+        }
+        self.propose_config();
     }
 
     fn policies(&self) -> Applied {
@@ -602,4 +669,34 @@ pub fn initial_group_size(arguments: &FieldTable) -> Option<u64> {
         let n: Option<u64> = u64::try_from(n).ok();
         n.filter(|n| *n > 0)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use amq_protocol::types::AMQPValue;
+
+    use super::*;
+
+    #[test]
+    fn policies_give_the_machine_lower_limits_a_dlx_and_never_reject_publish_dlx() {
+        let mut declared = FieldTable::default();
+        declared.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        declared.insert("x-max-length".into(), AMQPValue::LongInt(10));
+        let at_declaration = config_from(&QueueArgs::parse(&declared));
+        assert_eq!((at_declaration.max_length, at_declaration.dead_letter), (Some(10), false));
+        assert_eq!(at_declaration.delivery_limit, QueueConfig::default().delivery_limit);
+        let policy: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
+            "max-length": 2, "delivery-limit": 3, "message-ttl": 500,
+            "dead-letter-exchange": "dlx", "overflow": "reject-publish-dlx"
+        }))
+        .unwrap();
+        let c = config_from(&QueueArgs::effective(&declared, &crate::policy::Definition::parse(&policy)));
+        assert_eq!(c.max_length, Some(2), "the lower of argument and policy");
+        assert_eq!((c.delivery_limit, c.message_ttl_ms, c.dead_letter), (Some(3), Some(500), true));
+        assert_eq!(c.overflow, haremq_quorum::Overflow::DropHead, "RabbitMQ 3.10 ignores reject-publish-dlx here");
+        // The argument wins over a higher policy limit.
+        let policy = serde_json::from_value(serde_json::json!({"max-length": 50})).unwrap();
+        let c = config_from(&QueueArgs::effective(&declared, &crate::policy::Definition::parse(&policy)));
+        assert_eq!(c.max_length, Some(10));
+    }
 }
