@@ -202,6 +202,13 @@ pub trait ConfirmHolder: Send + Sync {
     /// A queue that held publish `seq` is done: it stored the message (`true`) or
     /// could not (`false`: the publisher gets a nack).
     fn release(&self, seq: u64, stored: bool);
+    /// A queue that held publish `seq` refused it by its own rule (x-overflow
+    /// reject-publish): a publisher waiting for a confirm gets a nack, as for a
+    /// message that could not be stored; a transaction does not fail for it (RabbitMQ
+    /// commits a transaction whose publish a queue refused).
+    fn refused(&self, seq: u64) {
+        self.release(seq, false);
+    }
 }
 
 /// A publish's place in its channel's confirms (see [`QueueType::publish_confirmed`]).

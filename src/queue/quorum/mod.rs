@@ -462,9 +462,9 @@ impl QueueType for QuorumQueue {
                 holder.hold(seq);
                 self.proposer.submit(
                     &command,
-                    Box::new(move |r| {
-                        let stored = matches!(r, Ok(Reply::Accepted { .. } | Reply::Duplicate));
-                        holder.release(seq, stored);
+                    Box::new(move |r| match r {
+                        Ok(Reply::Rejected) => holder.refused(seq),
+                        r => holder.release(seq, matches!(r, Ok(Reply::Accepted { .. } | Reply::Duplicate))),
                     }),
                 );
                 Enqueued::Replicating
