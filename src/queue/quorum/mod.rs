@@ -11,7 +11,8 @@
 //! - a delivery to a consumer attached *here* is offered to that consumer's channel
 //!   (every member computes every delivery; each delivers to its own consumers, so a
 //!   delivery never crosses the cluster twice);
-//! - dead-lettering is done by the group's leader only (once, not once per member).
+//! - dead-lettering is done once, not once per member: by the node that proposed the
+//!   command that caused it (every command is stamped with its proposer's key).
 //!
 //! Everything the queue is asked to do (publish, consume, ack, requeue, get, purge)
 //! becomes a command proposed through [`Proposer`], which batches commands into
@@ -97,8 +98,8 @@ struct State {
     consumers: HashMap<ConsumerKey, LocalConsumer>,
     policies: Applied,
     /// The arguments the queue acts on: the declared ones under this node's policies
-    /// (the dead-letter exchange and routing key are read from here when this node,
-    /// as leader, dead-letters).
+    /// (the dead-letter exchange and routing key are read from here when this node
+    /// dead-letters).
     args: Arc<QueueArgs>,
     /// The machine configuration those arguments ask for. The machine's own
     /// configuration changes only through the log (`SetConfig`), so every member
@@ -192,10 +193,16 @@ impl QuorumQueue {
         self.log.get().is_some_and(|l| l.is_leader())
     }
 
+    /// `command` stamped with this node's key: whoever proposes a command executes the
+    /// dead-lettering it causes (see [`QuorumQueue::apply_entry`]).
+    fn stamped(&self, command: Command) -> Command {
+        Command::Origin { node: self.node, command: Box::new(command) }
+    }
+
     fn submit(&self, command: Command) {
         let name = self.name.clone();
         self.proposer.submit(
-            &command,
+            &self.stamped(command),
             Box::new(move |r| {
                 if let Err(e) = r {
                     log::warn!("quorum queue '{name}': a command was not committed: {e}");
@@ -210,7 +217,7 @@ impl QuorumQueue {
     fn submit_and_wait(&self, command: Command) -> Result<Reply, String> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.proposer.submit(
-            &command,
+            &self.stamped(command),
             Box::new(move |r| {
                 let _ = tx.send(r);
             }),
@@ -255,8 +262,9 @@ impl QuorumQueue {
         {
             let mut st = self.lock();
             for part in parts {
-                let command = match haremq_quorum::decode_command(part) {
-                    Ok(c) => c,
+                let (origin, command) = match haremq_quorum::decode_command(part) {
+                    Ok(Command::Origin { node, command }) => (Some(node), *command),
+                    Ok(c) => (None, c),
                     Err(e) => {
                         log::error!("quorum queue '{}': a command in entry {index} is unreadable ({e})", self.name);
                         replies.push(codec::encode_reply(&Reply::Rejected));
@@ -303,7 +311,14 @@ impl QuorumQueue {
                             }
                         }
                         Effect::DeadLetter { msg, reason, .. } => {
-                            if leader {
+                            // The proposer of the command does it: one node, fixed by
+                            // the log. (The leader is not: while leadership moves, the
+                            // old and the new leader may both, or neither, believe they
+                            // lead when they apply the same entry.) The key carries this
+                            // run's incarnation, so entries replayed after a restart
+                            // are not dead-lettered again. Entries without a stamp
+                            // (written before stamps existed): the leader.
+                            if origin.map_or(leader, |node| node == self.node) {
                                 dead.push((msg, reason));
                             }
                         }
@@ -328,8 +343,9 @@ impl QuorumQueue {
         codec::join(&replies)
     }
 
-    /// Republishes messages the machine dead-lettered to the queue's DLX (the leader
-    /// does it, once; at most once, as RabbitMQ's default for quorum queues).
+    /// Republishes messages the machine dead-lettered to the queue's DLX, through this
+    /// node's exchanges (the proposer of the command does it, once; at most once, as
+    /// RabbitMQ's default for quorum queues: lost if this node stops first).
     fn dead_letter(&self, dead: Vec<(haremq_quorum::Message, DeadLetterReason)>) {
         let Some(vh) = self.owner.upgrade() else { return };
         let args = self.lock().args.clone();
@@ -401,7 +417,7 @@ impl QuorumQueue {
         }
         let (name, proposed) = (self.name.clone(), self.config_proposed.clone());
         self.proposer.submit(
-            &Command::SetConfig(wanted),
+            &self.stamped(Command::SetConfig(wanted)),
             Box::new(move |r| {
                 proposed.store(false, Ordering::Release);
                 if let Err(e) = r {
@@ -461,7 +477,7 @@ impl QueueType for QuorumQueue {
                 let (holder, seq) = (c.holder.clone(), c.seq);
                 holder.hold(seq);
                 self.proposer.submit(
-                    &command,
+                    &self.stamped(command),
                     Box::new(move |r| match r {
                         Ok(Reply::Rejected) => holder.refused(seq),
                         r => holder.release(seq, matches!(r, Ok(Reply::Accepted { .. } | Reply::Duplicate))),
