@@ -297,17 +297,25 @@ impl QuorumQueue {
                                 c.waiting.push_back(qm);
                                 continue;
                             }
+                            // Recorded before the offer: the client may ack or reject the
+                            // delivery (on another thread) as soon as it is written.
+                            self.delivered().insert(id.0, consumer.clone());
                             match c.sink.offer(q, &c.tag, &qm) {
                                 Offer::Delivered { no_ack } => {
                                     self.counters.delivered(true, no_ack, redelivered);
                                     if no_ack {
+                                        self.delivered().remove(&id.0);
                                         settle_now.push((consumer, id));
-                                    } else {
-                                        self.delivered().insert(id.0, consumer);
                                     }
                                 }
-                                Offer::Busy => c.waiting.push_back(qm),
-                                Offer::Gone => gone.push(consumer),
+                                Offer::Busy => {
+                                    self.delivered().remove(&id.0);
+                                    c.waiting.push_back(qm)
+                                }
+                                Offer::Gone => {
+                                    self.delivered().remove(&id.0);
+                                    gone.push(consumer)
+                                }
                             }
                         }
                         Effect::DeadLetter { msg, reason, .. } => {
@@ -541,17 +549,21 @@ impl QueueType for QuorumQueue {
             let mut st = self.lock();
             for (key, c) in st.consumers.iter_mut() {
                 while let Some(qm) = c.waiting.front() {
+                    // Recorded before the offer (see `apply_entry`).
+                    self.delivered().insert(qm.seq, key.clone());
                     match c.sink.offer(&q, &c.tag, qm) {
                         Offer::Delivered { no_ack } => {
                             self.counters.delivered(true, no_ack, qm.redelivered);
                             if no_ack {
+                                self.delivered().remove(&qm.seq);
                                 settle_now.push((key.clone(), MsgId(qm.seq)));
-                            } else {
-                                self.delivered().insert(qm.seq, key.clone());
                             }
                             c.waiting.pop_front();
                         }
-                        Offer::Busy | Offer::Gone => break,
+                        Offer::Busy | Offer::Gone => {
+                            self.delivered().remove(&qm.seq);
+                            break;
+                        }
                     }
                 }
             }
