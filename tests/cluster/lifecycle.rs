@@ -269,6 +269,21 @@ async fn dead_letters_rejected_and_dropped_messages(t: &Target<'_>) {
     let left: Vec<u32> = take(&t.urls[1], &work, 2).await.iter().map(|d| id_of(&d.data)).collect();
     assert_eq!(left, [2, 3]);
     assert_eq!(ready(&t.urls[0], &dead).await, 0, "each message dead-lettered once");
+
+    // x-max-length-bytes counts bodies (as RabbitMQ): three 4-byte bodies in a queue of
+    // at most 10 bytes leave the newest two.
+    let bytes = t.name("bytes");
+    let args =
+        quorum_with(&[("x-dead-letter-exchange", longstr(&dlx)), ("x-max-length-bytes", AMQPValue::LongInt(10))]);
+    declare(&ch1, &bytes, args).await;
+    let (ok, _) = publish_confirmed(&ch2, &bytes, 10..13, 3).await;
+    assert_eq!(ok.len(), 3);
+    let got = take(&t.urls[0], &dead, 1).await;
+    assert_eq!(id_of(&got[0].data), 10);
+    assert_died(&got[0], &bytes, "maxlen");
+    wait_ready(&t.urls[2], &bytes, 2).await;
+    let left: Vec<u32> = take(&t.urls[2], &bytes, 2).await.iter().map(|d| id_of(&d.data)).collect();
+    assert_eq!(left, [11, 12]);
 }
 
 /// A message whose `expiration` passes in the queue is dead-lettered with reason
@@ -354,6 +369,24 @@ async fn single_active_consumer_moves_on_cancel_and_close(t: &Target<'_>) {
         .await
         .expect("consume on node 3");
     assert!(next_delivery(&mut third, Duration::from_millis(300)).await.is_none(), "the third is not active");
+    // Three consumers, one active: declare-ok counts the active one only, as RabbitMQ
+    // 3.10 (checked; its management API lists all, the waiting ones as "waiting").
+    // HareMQ's consume-ok does not wait for the log: wait until node 3 lists both.
+    if let Some(c) = t.cluster {
+        wait_for("node 3 to list both consumers", || {
+            (c.node(3).get(&format!("queues/%2F/{sac}")).1["consumers"] == 2).then_some(())
+        });
+    }
+    let (_c, ch) = connect(&t.urls[2]).await;
+    let q = ch
+        .queue_declare(
+            sac.as_str().into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("passive declare");
+    assert_eq!(q.consumer_count(), 1, "declare-ok counts the active consumer");
     c2.close(200, "bye".into()).await.expect("close");
     let mut back = Vec::new();
     for _ in 0..3 {

@@ -478,6 +478,9 @@ impl QueueType for QuorumQueue {
             return Enqueued::No;
         }
         let mut logged = haremq_quorum::Message::new(codec::encode_message(&message), message.published_ms);
+        // x-max-length-bytes (and message_bytes_ready) count bodies, as RabbitMQ's;
+        // the logged bytes also carry the exchange, routing key and properties.
+        logged.size = message.body.len() as u64;
         logged.expires_at_ms = message.ttl.map(|ttl| message.published_ms + u64::from(ttl));
         let command = Command::Enqueue { msg: logged, publisher: None };
         match confirm {
@@ -643,8 +646,15 @@ impl QueueType for QuorumQueue {
         self.lock().machine.stats().ready.min(u64::from(u32::MAX)) as u32
     }
 
+    /// With single active consumer, only the active one (RabbitMQ 3.10's declare-ok
+    /// counts the waiting ones out; checked): 1 while any is subscribed, as the first
+    /// subscribed is active. Listings count every consumer (`stats`).
     fn consumer_count(&self) -> u32 {
-        self.lock().machine.stats().consumers.min(u64::from(u32::MAX)) as u32
+        let st = self.lock();
+        if st.machine.config().single_active_consumer {
+            return u32::from(st.machine.active_consumer().is_some());
+        }
+        st.machine.stats().consumers.min(u64::from(u32::MAX)) as u32
     }
 
     fn counters(&self) -> &QueueCounters {
