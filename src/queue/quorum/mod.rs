@@ -211,6 +211,35 @@ impl QuorumQueue {
         );
     }
 
+    /// Proposes `command`; `then` runs once it is applied, or failed, or after
+    /// [`SYNC_TIMEOUT`] without an answer (a consume-ok waits on it: the client is not
+    /// left waiting on a log that cannot commit; its consumer gets messages once the
+    /// log has it).
+    fn submit_then(&self, command: Command, then: Box<dyn FnOnce() + Send>) {
+        let once = Arc::new(Mutex::new(Some(then)));
+        let run = |once: &Mutex<Option<Box<dyn FnOnce() + Send>>>| {
+            let f = once.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(f) = f {
+                f();
+            }
+        };
+        let (name, on_reply) = (self.name.clone(), once.clone());
+        self.proposer.submit(
+            &self.stamped(command),
+            Box::new(move |r| {
+                if let Err(e) = r {
+                    log::warn!("quorum queue '{name}': a command was not committed: {e}");
+                }
+                run(&on_reply);
+            }),
+        );
+        smol::spawn(async move {
+            smol::Timer::after(SYNC_TIMEOUT).await;
+            run(&once);
+        })
+        .detach();
+    }
+
     /// Proposes `command` and waits for its reply (basic.get, purge: the AMQP method
     /// answers with what the log decided). Blocks the calling thread for one round
     /// through the log, bounded by [`SYNC_TIMEOUT`].
@@ -523,8 +552,16 @@ impl QueueType for QuorumQueue {
             st.consumers.insert(key.clone(), LocalConsumer { tag: c.tag, sink: c.sink, waiting: VecDeque::new() });
         }
         let credit = if c.no_ack { 0 } else { u32::from(c.prefetch) };
-        self.submit(Command::Checkout { consumer: key, credit });
+        let command = Command::Checkout { consumer: key, credit };
+        match c.registered {
+            Some(registered) => self.submit_then(command, registered),
+            None => self.submit(command),
+        }
         Ok(())
+    }
+
+    fn defers_consume_ok(&self) -> bool {
+        true
     }
 
     fn remove_consumer(&self, tag: &str, sink: &dyn ConsumerSink) -> bool {
