@@ -75,6 +75,14 @@ pub enum Command {
         node: u64,
     },
     SetConfig(QueueConfig),
+    /// `command`, as proposed by `node` (an opaque key the broker chooses). The machine
+    /// applies `command` alone; the broker reads the stamp to decide who executes the
+    /// entry's queue-wide effects (dead-lettering): the proposer, which is one node
+    /// for each command whatever the leadership does meanwhile (see the crate doc).
+    Origin {
+        node: u64,
+        command: Box<Command>,
+    },
 }
 
 /// The largest encoded command accepted: RabbitMQ's largest configurable message
@@ -87,9 +95,25 @@ pub fn encode_command(cmd: &Command) -> Vec<u8> {
     postcard::to_stdvec(cmd).unwrap_or_default()
 }
 
-/// Decodes one command, rejecting oversized input, corrupt input and trailing bytes.
+/// Decodes one command, rejecting oversized input, corrupt input, trailing bytes and
+/// an `Origin` inside an `Origin` (the only recursive command: a long chain of them
+/// would exhaust the stack while decoding).
 pub fn decode_command(bytes: &[u8]) -> Result<Command, Error> {
+    if nested_origin(bytes) {
+        return Err(Error::Malformed("an origin inside an origin".into()));
+    }
     decode_exact(bytes, MAX_COMMAND_LEN)
+}
+
+/// Postcard's tag of `Command::Origin` (its variant index, one varint byte).
+const ORIGIN_TAG: u8 = 12;
+
+/// Whether `bytes` start with an `Origin` whose command is an `Origin` again: the tag,
+/// the node (a varint: bytes with the high bit set, then one without), the tag again.
+fn nested_origin(bytes: &[u8]) -> bool {
+    let Some((&ORIGIN_TAG, rest)) = bytes.split_first() else { return false };
+    let Some(end) = rest.iter().position(|b| b & 0x80 == 0) else { return false };
+    rest.get(end + 1) == Some(&ORIGIN_TAG)
 }
 
 /// Decodes a whole `T` from `bytes`: no more than `max` bytes, nothing left over.
@@ -102,4 +126,32 @@ pub(crate) fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8], max: usize) 
         return Err(Error::Malformed(format!("{} trailing bytes", rest.len())));
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_origin_decodes_and_nested_ones_are_refused() {
+        let inner = Command::Purge;
+        let one = Command::Origin { node: u64::MAX, command: Box::new(inner) };
+        let bytes = encode_command(&one);
+        assert_eq!(bytes[0], ORIGIN_TAG);
+        assert_eq!(decode_command(&bytes).unwrap(), one);
+        for node in [0, 300, u64::MAX] {
+            let two = Command::Origin {
+                node,
+                command: Box::new(Command::Origin { node, command: Box::new(Command::Purge) }),
+            };
+            assert!(decode_command(&encode_command(&two)).is_err(), "node {node}");
+        }
+        // A chain too deep to decode recursively is refused before decoding.
+        let mut chain = Vec::new();
+        for _ in 0..1_000_000 {
+            chain.extend_from_slice(&[ORIGIN_TAG, 1]);
+        }
+        chain.push(9);
+        assert!(decode_command(&chain).is_err());
+    }
 }

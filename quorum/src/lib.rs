@@ -15,7 +15,10 @@
 //! change (a delivered message is checked out to its consumer on every replica). The
 //! broker executes a `Deliver` on the node its consumer is attached to (every member
 //! applies every entry, so no delivery crosses the cluster after its commit), and
-//! dead-lettering on the leader only (once, not once per replica). When leadership
+//! dead-lettering once, not once per replica: on the node that proposed the command
+//! (`Command::Origin` carries it). "The leader" would be a view that changes while
+//! entries are applied — during a leadership change the old and the new leader can
+//! both, or neither, consider themselves leader for the same entry. When leadership
 //! moves, the new leader already knows which messages are checked out to whom and
 //! continues from there; deliveries to consumers that are gone are returned when their
 //! channel or node goes away (`Cancel`, `CancelNode`).

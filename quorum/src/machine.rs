@@ -192,6 +192,8 @@ impl QuorumQueue {
                 self.drop_head_over_limit(&mut fx);
                 Reply::Ok
             }
+            // Decoded commands nest no deeper than one stamp (`decode_command`).
+            Command::Origin { command, .. } => return self.apply(*command),
         };
         // Every command ends the same way: expire the head, then hand out what can be
         // handed out. Doing it unconditionally keeps the invariant "ready messages exist

@@ -478,3 +478,21 @@ fn round_robin_continues_fairly_after_a_consumer_leaves() {
     }
     assert_eq!(tags, ["x", "y", "z", "y", "z", "y"]);
 }
+
+#[test]
+fn an_origin_stamp_changes_nothing_the_machine_does() {
+    let (mut plain, mut stamped) = (QuorumQueue::new(dlx_config()), QuorumQueue::new(dlx_config()));
+    let commands = [
+        Command::Enqueue { msg: msg("a"), publisher: None },
+        Command::Enqueue { msg: msg("b"), publisher: None },
+        Command::Checkout { consumer: key("c"), credit: 1 },
+        Command::Discard { consumer: key("c"), ids: vec![MsgId(1)] },
+        Command::SetConfig(QueueConfig { max_length: Some(0), ..dlx_config() }),
+    ];
+    for c in commands {
+        let want = plain.apply(c.clone());
+        let got = stamped.apply(Command::Origin { node: 7, command: Box::new(c) });
+        assert_eq!(got, want);
+    }
+    assert_eq!(stamped.snapshot(), plain.snapshot());
+}

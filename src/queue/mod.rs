@@ -74,6 +74,13 @@ pub trait QueueType: Send + Sync {
     /// 403 if exclusivity forbids it, 404 if the queue is gone; a type may refuse a
     /// consumer's settings or arguments (a stream: no prefetch, no-ack, a bad offset).
     fn add_consumer(&self, consumer: NewConsumer<'_>) -> AmqpResult<()>;
+    /// Whether basic.consume-ok waits until the queue has registered the consumer where
+    /// its deliveries are decided (a replicated queue: its log), as RabbitMQ's quorum
+    /// queues do; such a queue calls [`NewConsumer::registered`]. It orders consumers
+    /// as their consume-oks are, which single active consumer depends on.
+    fn defers_consume_ok(&self) -> bool {
+        false
+    }
     /// Detaches a consumer. True if the queue is auto-delete and this was its last
     /// consumer, so the caller must delete it.
     fn remove_consumer(&self, tag: &str, sink: &dyn ConsumerSink) -> bool;
@@ -170,7 +177,14 @@ pub struct NewConsumer<'a> {
     pub prefetch: u16,
     /// basic.consume's arguments (a stream reads `x-stream-offset`).
     pub arguments: &'a FieldTable,
+    /// For a queue that [defers consume-ok](QueueType::defers_consume_ok): called once
+    /// the consumer is registered (the channel then replies consume-ok and lets
+    /// deliveries flow). None: the channel replied already (or no-wait).
+    pub registered: Option<Registered>,
 }
+
+/// See [`NewConsumer::registered`].
+pub type Registered = Box<dyn FnOnce() + Send>;
 
 /// Operations a queue type may not support (see [`QueueType::refuse`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,6 +216,13 @@ pub trait ConfirmHolder: Send + Sync {
     /// A queue that held publish `seq` is done: it stored the message (`true`) or
     /// could not (`false`: the publisher gets a nack).
     fn release(&self, seq: u64, stored: bool);
+    /// A queue that held publish `seq` refused it by its own rule (x-overflow
+    /// reject-publish): a publisher waiting for a confirm gets a nack, as for a
+    /// message that could not be stored; a transaction does not fail for it (RabbitMQ
+    /// commits a transaction whose publish a queue refused).
+    fn refused(&self, seq: u64) {
+        self.release(seq, false);
+    }
 }
 
 /// A publish's place in its channel's confirms (see [`QueueType::publish_confirmed`]).

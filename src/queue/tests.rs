@@ -298,6 +298,7 @@ fn attach(q: &Arc<Queue>, tag: &str, sink: Arc<dyn ConsumerSink>, exclusive: boo
         priority: 0,
         no_ack: false,
         prefetch: 0,
+        registered: None,
         arguments: &args,
     })
 }

@@ -6,6 +6,7 @@
 
 mod definitions;
 mod learners;
+mod lifecycle;
 mod proxy;
 mod quorum;
 
@@ -22,8 +23,25 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(30);
 const SECRET: &str = "test-cluster-secret";
 
+/// A port for a node's listener, which the node binds later. Taken below the
+/// kernel's ephemeral range (32768+ on Linux): a port asked of the kernel (bind to 0)
+/// and released could be handed to the next bind-to-0 — a proxy or a client of another
+/// test running in parallel — before the node binds it ("address already in use").
+/// Ports here are never handed out by the kernel; each is checked free and given once
+/// per process, starting at a place that depends on the process id.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "no free port left below the ephemeral range");
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn temp_dir(name: &str) -> PathBuf {

@@ -13,14 +13,14 @@ use smol::stream::StreamExt;
 use super::{wait_for, TestCluster, WAIT};
 
 /// The next delivery, or None after `timeout`.
-async fn next_delivery(c: &mut lapin::Consumer, timeout: Duration) -> Option<lapin::message::Delivery> {
+pub(super) async fn next_delivery(c: &mut lapin::Consumer, timeout: Duration) -> Option<lapin::message::Delivery> {
     match tokio::time::timeout(timeout, c.next()).await {
         Ok(Some(Ok(d))) => Some(d),
         _ => None,
     }
 }
 
-async fn connect(url: &str) -> (Connection, Channel) {
+pub(super) async fn connect(url: &str) -> (Connection, Channel) {
     let conn = tokio::time::timeout(WAIT, Connection::connect(url, ConnectionProperties::default()))
         .await
         .expect("connect in time")
@@ -29,7 +29,7 @@ async fn connect(url: &str) -> (Connection, Channel) {
     (conn, ch)
 }
 
-fn quorum_args() -> FieldTable {
+pub(super) fn quorum_args() -> FieldTable {
     let mut t = FieldTable::default();
     t.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
     t
@@ -41,13 +41,13 @@ async fn declare_quorum(ch: &Channel, name: &str) {
         .expect("declare quorum queue");
 }
 
-fn persistent() -> BasicProperties {
+pub(super) fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
 }
 
 /// Publishes `ids` as bodies "m-<id>" with confirms, a window at a time; returns the
 /// ids confirmed (acked) before the first error.
-async fn publish_confirmed(
+pub(super) async fn publish_confirmed(
     ch: &Channel,
     queue: &str,
     ids: impl Iterator<Item = u32>,
@@ -100,12 +100,12 @@ async fn publish_counted(
     (confirmed, true, sent)
 }
 
-fn id_of(body: &[u8]) -> u32 {
+pub(super) fn id_of(body: &[u8]) -> u32 {
     std::str::from_utf8(body).ok().and_then(|s| s.strip_prefix("m-")).and_then(|s| s.parse().ok()).expect("m-<id> body")
 }
 
 /// The queue's leader node id, from a node's management API.
-fn queue_leader(c: &TestCluster, via: u64, queue: &str) -> Option<u64> {
+pub(super) fn queue_leader(c: &TestCluster, via: u64, queue: &str) -> Option<u64> {
     let (code, q) = c.node(via).get(&format!("queues/%2F/{queue}"));
     if code != 200 {
         return None;

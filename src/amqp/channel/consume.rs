@@ -49,6 +49,25 @@ impl Channel {
                 },
             );
         }
+        // A replicated queue registers the consumer through its log: consume-ok (and
+        // with it the consumer's credit) waits for that, so consumers are ordered as
+        // their consume-oks are (RabbitMQ's quorum queues do the same).
+        let deferred = !c.nowait && q.defers_consume_ok();
+        let registered = deferred.then(|| {
+            let (shared, tag, q, prefetch) = (self.shared.clone(), tag.clone(), q.clone(), self.consumer_prefetch);
+            Box::new(move || {
+                if shared.lock().closed {
+                    return;
+                }
+                let ok = AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: short(&tag) }));
+                write_method(shared.outbox.lock().buf(), shared.id, ok);
+                if let Some(cs) = shared.lock().consumers.get_mut(&tag) {
+                    cs.prefetch = prefetch;
+                    cs.active = true;
+                }
+                q.dispatch();
+            }) as crate::queue::Registered
+        });
         let consumer = NewConsumer {
             tag: tag.clone(),
             sink: self.shared.clone(),
@@ -57,10 +76,14 @@ impl Channel {
             no_ack: c.no_ack,
             prefetch: self.consumer_prefetch,
             arguments: &c.arguments,
+            registered,
         };
         if let Err(e) = q.add_consumer(consumer) {
             self.shared.lock().consumers.remove(&tag);
             return Err(e);
+        }
+        if deferred {
+            return Ok(None);
         }
         if !c.nowait {
             self.send(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: short(&tag) })));

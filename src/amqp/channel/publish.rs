@@ -16,7 +16,7 @@ use crate::exchange::delayed::DelayedMessage;
 use crate::memory::MemoryCharge;
 use crate::message::properties::{encode_properties, Properties};
 use crate::message::{Message, QueuedMessage, StoredMeta};
-use crate::queue::{enqueue_routed, ConfirmRef, Enqueueing};
+use crate::queue::{enqueue_routed, ConfirmHolder, ConfirmRef, Enqueueing};
 use crate::vhost::{Routed, REPLY_TO_PREFIX, REPLY_TO_QUEUE};
 use crate::wire::shortstr::short;
 
@@ -260,6 +260,18 @@ impl Channel {
     /// Routes and enqueues a complete publish and handles mandatory. Returns how many
     /// durable queues stored it and whether a queue refused it (x-overflow).
     pub(super) fn route_publish(&mut self, ctx: &Context<'_>, p: Pending) -> AmqpResult<PublishOutcome> {
+        self.route_publish_held(ctx, p, None)
+    }
+
+    /// [`route_publish`](Self::route_publish) for a tx.commit: `tx` (when given) holds
+    /// the commit for the queues that store the message later (quorum queues), instead
+    /// of the channel's confirm tracker.
+    pub(super) fn route_publish_held(
+        &mut self,
+        ctx: &Context<'_>,
+        p: Pending,
+        tx: Option<&Arc<dyn ConfirmHolder>>,
+    ) -> AmqpResult<PublishOutcome> {
         let Pending { exchange, routing_key, mandatory, header: Some(h), body, charge: _pending } = p else {
             return Ok(PublishOutcome::default());
         };
@@ -319,7 +331,10 @@ impl Channel {
         let charge = MemoryCharge::content(&routing_key, &h.raw_properties, &body);
         // The number this publish's confirm will get (publishes are numbered in the
         // order the channel handles them), for queues that hold the confirm.
-        let confirm = self.confirm.then(|| ConfirmRef { holder: &self.confirm_holder, seq: self.confirm_seq + 1 });
+        let confirm = match tx {
+            Some(holder) => Some(ConfirmRef { holder, seq: 0 }),
+            None => self.confirm.then(|| ConfirmRef { holder: &self.confirm_holder, seq: self.confirm_seq + 1 }),
+        };
         let Enqueueing { message, mut delivered, stored, rejected } = enqueue_routed(
             ctx.store,
             &mut self.routed,

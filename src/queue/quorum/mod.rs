@@ -11,7 +11,8 @@
 //! - a delivery to a consumer attached *here* is offered to that consumer's channel
 //!   (every member computes every delivery; each delivers to its own consumers, so a
 //!   delivery never crosses the cluster twice);
-//! - dead-lettering is done by the group's leader only (once, not once per member).
+//! - dead-lettering is done once, not once per member: by the node that proposed the
+//!   command that caused it (every command is stamped with its proposer's key).
 //!
 //! Everything the queue is asked to do (publish, consume, ack, requeue, get, purge)
 //! becomes a command proposed through [`Proposer`], which batches commands into
@@ -71,7 +72,6 @@ pub struct QuorumQueue {
     name: Arc<str>,
     vhost: Arc<str>,
     settings: QueueSettings,
-    args: QueueArgs,
     owner: Weak<dyn QueueHost>,
     me: Weak<QuorumQueue>,
     /// This node's key in consumer keys: consumers attached here carry it, so a
@@ -89,6 +89,9 @@ pub struct QuorumQueue {
     counters: QueueCounters,
     deleted: AtomicBool,
     next_channel: AtomicU64,
+    /// A `SetConfig` this node proposed is not applied yet (so the leader's tick does
+    /// not propose the same change again while it is in flight).
+    config_proposed: Arc<AtomicBool>,
 }
 
 struct State {
@@ -96,6 +99,14 @@ struct State {
     /// Consumers attached on this node.
     consumers: HashMap<ConsumerKey, LocalConsumer>,
     policies: Applied,
+    /// The arguments the queue acts on: the declared ones under this node's policies
+    /// (the dead-letter exchange and routing key are read from here when this node
+    /// dead-letters).
+    args: Arc<QueueArgs>,
+    /// The machine configuration those arguments ask for. The machine's own
+    /// configuration changes only through the log (`SetConfig`), so every member
+    /// switches at the same entry; the leader proposes it when the two differ.
+    wanted: QueueConfig,
 }
 
 struct LocalConsumer {
@@ -106,16 +117,18 @@ struct LocalConsumer {
     waiting: VecDeque<QueuedMessage>,
 }
 
-/// The machine's configuration from the queue's x-arguments (the same on every member:
-/// the arguments are replicated with the declaration).
-pub fn config_of(arguments: &FieldTable) -> QueueConfig {
-    let args = QueueArgs::parse(arguments);
+/// The machine's configuration for the arguments a queue acts on: the declared ones
+/// (replicated with the declaration, so every member starts alike), or those under
+/// policies. As RabbitMQ 3.10's quorum queues: `reject-publish-dlx` is not a quorum
+/// queue strategy, and asking for it leaves the default (drop-head); an absent
+/// delivery limit is HareMQ's default (see `QueueConfig`).
+pub fn config_from(args: &QueueArgs) -> QueueConfig {
     let overflow = match args.overflow {
-        super::Overflow::DropHead => haremq_quorum::Overflow::DropHead,
-        _ => haremq_quorum::Overflow::RejectPublish,
+        super::Overflow::RejectPublish => haremq_quorum::Overflow::RejectPublish,
+        super::Overflow::DropHead | super::Overflow::RejectPublishDlx => haremq_quorum::Overflow::DropHead,
     };
-    let delivery_limit = match arguments.inner().get("x-delivery-limit") {
-        Some(v) => super::args::int_value(v).map(|n| n.clamp(0, u32::MAX as i64) as u32),
+    let delivery_limit = match args.delivery_limit {
+        Some(n) => Some(n.min(u64::from(u32::MAX)) as u32),
         None => QueueConfig::default().delivery_limit,
     };
     QueueConfig {
@@ -132,22 +145,30 @@ pub fn config_of(arguments: &FieldTable) -> QueueConfig {
 impl QuorumQueue {
     /// A member's copy of the queue (its log attaches later, once its group is open).
     pub fn new(name: Arc<str>, host: &Arc<dyn QueueHost>, settings: QueueSettings, node: u64) -> Arc<QuorumQueue> {
-        let machine = haremq_quorum::QuorumQueue::new(config_of(&settings.arguments));
+        let args = QueueArgs::parse(&settings.arguments);
+        let wanted = config_from(&args);
+        let machine = haremq_quorum::QuorumQueue::new(wanted.clone());
         Arc::new_cyclic(|me| QuorumQueue {
             name,
             vhost: host.name().clone(),
-            args: QueueArgs::parse(&settings.arguments),
             settings,
             owner: Arc::downgrade(host),
             me: me.clone(),
             node,
             proposer: Arc::default(),
             log: OnceLock::new(),
-            state: Mutex::new(State { machine, consumers: HashMap::new(), policies: Applied::default() }),
+            state: Mutex::new(State {
+                machine,
+                consumers: HashMap::new(),
+                policies: Applied::default(),
+                args: Arc::new(args),
+                wanted,
+            }),
             delivered: Mutex::default(),
             counters: QueueCounters::default(),
             deleted: AtomicBool::new(false),
             next_channel: AtomicU64::new(1),
+            config_proposed: Arc::default(),
         })
     }
 
@@ -174,10 +195,16 @@ impl QuorumQueue {
         self.log.get().is_some_and(|l| l.is_leader())
     }
 
+    /// `command` stamped with this node's key: whoever proposes a command executes the
+    /// dead-lettering it causes (see [`QuorumQueue::apply_entry`]).
+    fn stamped(&self, command: Command) -> Command {
+        Command::Origin { node: self.node, command: Box::new(command) }
+    }
+
     fn submit(&self, command: Command) {
         let name = self.name.clone();
         self.proposer.submit(
-            &command,
+            &self.stamped(command),
             Box::new(move |r| {
                 if let Err(e) = r {
                     log::warn!("quorum queue '{name}': a command was not committed: {e}");
@@ -186,13 +213,42 @@ impl QuorumQueue {
         );
     }
 
+    /// Proposes `command`; `then` runs once it is applied, or failed, or after
+    /// [`SYNC_TIMEOUT`] without an answer (a consume-ok waits on it: the client is not
+    /// left waiting on a log that cannot commit; its consumer gets messages once the
+    /// log has it).
+    fn submit_then(&self, command: Command, then: Box<dyn FnOnce() + Send>) {
+        let once = Arc::new(Mutex::new(Some(then)));
+        let run = |once: &Mutex<Option<Box<dyn FnOnce() + Send>>>| {
+            let f = once.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(f) = f {
+                f();
+            }
+        };
+        let (name, on_reply) = (self.name.clone(), once.clone());
+        self.proposer.submit(
+            &self.stamped(command),
+            Box::new(move |r| {
+                if let Err(e) = r {
+                    log::warn!("quorum queue '{name}': a command was not committed: {e}");
+                }
+                run(&on_reply);
+            }),
+        );
+        smol::spawn(async move {
+            smol::Timer::after(SYNC_TIMEOUT).await;
+            run(&once);
+        })
+        .detach();
+    }
+
     /// Proposes `command` and waits for its reply (basic.get, purge: the AMQP method
     /// answers with what the log decided). Blocks the calling thread for one round
     /// through the log, bounded by [`SYNC_TIMEOUT`].
     fn submit_and_wait(&self, command: Command) -> Result<Reply, String> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.proposer.submit(
-            &command,
+            &self.stamped(command),
             Box::new(move |r| {
                 let _ = tx.send(r);
             }),
@@ -237,8 +293,9 @@ impl QuorumQueue {
         {
             let mut st = self.lock();
             for part in parts {
-                let command = match haremq_quorum::decode_command(part) {
-                    Ok(c) => c,
+                let (origin, command) = match haremq_quorum::decode_command(part) {
+                    Ok(Command::Origin { node, command }) => (Some(node), *command),
+                    Ok(c) => (None, c),
                     Err(e) => {
                         log::error!("quorum queue '{}': a command in entry {index} is unreadable ({e})", self.name);
                         replies.push(codec::encode_reply(&Reply::Rejected));
@@ -271,21 +328,36 @@ impl QuorumQueue {
                                 c.waiting.push_back(qm);
                                 continue;
                             }
+                            // Recorded before the offer: the client may ack or reject the
+                            // delivery (on another thread) as soon as it is written.
+                            self.delivered().insert(id.0, consumer.clone());
                             match c.sink.offer(q, &c.tag, &qm) {
                                 Offer::Delivered { no_ack } => {
                                     self.counters.delivered(true, no_ack, redelivered);
                                     if no_ack {
+                                        self.delivered().remove(&id.0);
                                         settle_now.push((consumer, id));
-                                    } else {
-                                        self.delivered().insert(id.0, consumer);
                                     }
                                 }
-                                Offer::Busy => c.waiting.push_back(qm),
-                                Offer::Gone => gone.push(consumer),
+                                Offer::Busy => {
+                                    self.delivered().remove(&id.0);
+                                    c.waiting.push_back(qm)
+                                }
+                                Offer::Gone => {
+                                    self.delivered().remove(&id.0);
+                                    gone.push(consumer)
+                                }
                             }
                         }
                         Effect::DeadLetter { msg, reason, .. } => {
-                            if leader {
+                            // The proposer of the command does it: one node, fixed by
+                            // the log. (The leader is not: while leadership moves, the
+                            // old and the new leader may both, or neither, believe they
+                            // lead when they apply the same entry.) The key carries this
+                            // run's incarnation, so entries replayed after a restart
+                            // are not dead-lettered again. Entries without a stamp
+                            // (written before stamps existed): the leader.
+                            if origin.map_or(leader, |node| node == self.node) {
                                 dead.push((msg, reason));
                             }
                         }
@@ -310,10 +382,12 @@ impl QuorumQueue {
         codec::join(&replies)
     }
 
-    /// Republishes messages the machine dead-lettered to the queue's DLX (the leader
-    /// does it, once; at most once, as RabbitMQ's default for quorum queues).
+    /// Republishes messages the machine dead-lettered to the queue's DLX, through this
+    /// node's exchanges (the proposer of the command does it, once; at most once, as
+    /// RabbitMQ's default for quorum queues: lost if this node stops first).
     fn dead_letter(&self, dead: Vec<(haremq_quorum::Message, DeadLetterReason)>) {
         let Some(vh) = self.owner.upgrade() else { return };
+        let args = self.lock().args.clone();
         for (logged, reason) in dead {
             let Some(m) = self.message_of(&logged) else { continue };
             let reason = match reason {
@@ -322,7 +396,7 @@ impl QuorumQueue {
                 DeadLetterReason::DeliveryLimit => Reason::DeliveryLimit,
                 DeadLetterReason::MaxLen => Reason::Maxlen,
             };
-            republish(&vh, &self.name, &self.args, &m, reason);
+            republish(&vh, &self.name, &args, &m, reason);
         }
     }
 
@@ -350,6 +424,9 @@ impl QuorumQueue {
             let st = self.lock();
             (st.machine.stats().ready, st.machine.consumer_nodes().collect::<Vec<u64>>())
         };
+        // A policy change seen while this node did not lead (or before the log was
+        // open), or a leader whose policies differ from its predecessor's.
+        self.propose_config();
         if ready > 0 && self.proposer.backlog() == 0 {
             self.submit(Command::Tick { now_ms });
         }
@@ -357,6 +434,36 @@ impl QuorumQueue {
             log::info!("quorum queue '{}': returning the messages of consumers on a node that is gone", self.name);
             self.submit(Command::CancelNode { node });
         }
+    }
+
+    /// On the leader: proposes the configuration this node's policies ask for, if the
+    /// machine's differs and no earlier proposal is still in flight. Only the leader
+    /// proposes, so that members whose (per-node) policies differ do not undo each
+    /// other: the leader's policies decide.
+    fn propose_config(&self) {
+        if !self.is_leader() || self.deleted.load(Ordering::Relaxed) {
+            return;
+        }
+        let wanted = {
+            let st = self.lock();
+            if st.wanted == *st.machine.config() {
+                return;
+            }
+            st.wanted.clone()
+        };
+        if self.config_proposed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (name, proposed) = (self.name.clone(), self.config_proposed.clone());
+        self.proposer.submit(
+            &self.stamped(Command::SetConfig(wanted)),
+            Box::new(move |r| {
+                proposed.store(false, Ordering::Release);
+                if let Err(e) = r {
+                    log::warn!("quorum queue '{name}': a configuration change was not committed: {e}");
+                }
+            }),
+        );
     }
 
     fn settle(&self, m: &QueuedMessage, how: fn(ConsumerKey, Vec<MsgId>) -> Command) {
@@ -402,6 +509,9 @@ impl QueueType for QuorumQueue {
             return Enqueued::No;
         }
         let mut logged = haremq_quorum::Message::new(codec::encode_message(&message), message.published_ms);
+        // x-max-length-bytes (and message_bytes_ready) count bodies, as RabbitMQ's;
+        // the logged bytes also carry the exchange, routing key and properties.
+        logged.size = message.body.len() as u64;
         logged.expires_at_ms = message.ttl.map(|ttl| message.published_ms + u64::from(ttl));
         let command = Command::Enqueue { msg: logged, publisher: None };
         match confirm {
@@ -409,10 +519,10 @@ impl QueueType for QuorumQueue {
                 let (holder, seq) = (c.holder.clone(), c.seq);
                 holder.hold(seq);
                 self.proposer.submit(
-                    &command,
-                    Box::new(move |r| {
-                        let stored = matches!(r, Ok(Reply::Accepted { .. } | Reply::Duplicate));
-                        holder.release(seq, stored);
+                    &self.stamped(command),
+                    Box::new(move |r| match r {
+                        Ok(Reply::Rejected) => holder.refused(seq),
+                        r => holder.release(seq, matches!(r, Ok(Reply::Accepted { .. } | Reply::Duplicate))),
                     }),
                 );
                 Enqueued::Replicating
@@ -444,8 +554,16 @@ impl QueueType for QuorumQueue {
             st.consumers.insert(key.clone(), LocalConsumer { tag: c.tag, sink: c.sink, waiting: VecDeque::new() });
         }
         let credit = if c.no_ack { 0 } else { u32::from(c.prefetch) };
-        self.submit(Command::Checkout { consumer: key, credit });
+        let command = Command::Checkout { consumer: key, credit };
+        match c.registered {
+            Some(registered) => self.submit_then(command, registered),
+            None => self.submit(command),
+        }
         Ok(())
+    }
+
+    fn defers_consume_ok(&self) -> bool {
+        true
     }
 
     fn remove_consumer(&self, tag: &str, sink: &dyn ConsumerSink) -> bool {
@@ -473,17 +591,21 @@ impl QueueType for QuorumQueue {
             let mut st = self.lock();
             for (key, c) in st.consumers.iter_mut() {
                 while let Some(qm) = c.waiting.front() {
+                    // Recorded before the offer (see `apply_entry`).
+                    self.delivered().insert(qm.seq, key.clone());
                     match c.sink.offer(&q, &c.tag, qm) {
                         Offer::Delivered { no_ack } => {
                             self.counters.delivered(true, no_ack, qm.redelivered);
                             if no_ack {
+                                self.delivered().remove(&qm.seq);
                                 settle_now.push((key.clone(), MsgId(qm.seq)));
-                            } else {
-                                self.delivered().insert(qm.seq, key.clone());
                             }
                             c.waiting.pop_front();
                         }
-                        Offer::Busy | Offer::Gone => break,
+                        Offer::Busy | Offer::Gone => {
+                            self.delivered().remove(&qm.seq);
+                            break;
+                        }
                     }
                 }
             }
@@ -563,8 +685,15 @@ impl QueueType for QuorumQueue {
         self.lock().machine.stats().ready.min(u64::from(u32::MAX)) as u32
     }
 
+    /// With single active consumer, only the active one (RabbitMQ 3.10's declare-ok
+    /// counts the waiting ones out; checked): 1 while any is subscribed, as the first
+    /// subscribed is active. Listings count every consumer (`stats`).
     fn consumer_count(&self) -> u32 {
-        self.lock().machine.stats().consumers.min(u64::from(u32::MAX)) as u32
+        let st = self.lock();
+        if st.machine.config().single_active_consumer {
+            return u32::from(st.machine.active_consumer().is_some());
+        }
+        st.machine.stats().consumers.min(u64::from(u32::MAX)) as u32
     }
 
     fn counters(&self) -> &QueueCounters {
@@ -582,10 +711,23 @@ impl QueueType for QuorumQueue {
         }
     }
 
-    /// Policies are recorded (listings show them) but do not change a quorum queue's
-    /// limits yet: its configuration is part of the replicated state.
+    /// Recomputes the arguments the queue acts on (as a classic queue does) and, on
+    /// the leader, proposes the machine configuration they ask for through the log
+    /// (`SetConfig`): a lower length limit then trims the head on every member at the
+    /// same entry, a TTL expires it. A follower only records them; the leader's tick
+    /// reconciles (see [`QuorumQueue::propose_config`]).
     fn apply_policies(&self, applied: Applied) {
-        self.lock().policies = applied;
+        let args = QueueArgs::effective(
+            &self.settings.arguments,
+            &crate::policy::Definition::parse(&applied.effective_definition()),
+        );
+        {
+            let mut st = self.lock();
+            st.wanted = config_from(&args);
+            st.args = Arc::new(args);
+            st.policies = applied;
+        }
+        self.propose_config();
     }
 
     fn policies(&self) -> Applied {
@@ -604,4 +746,34 @@ pub fn initial_group_size(arguments: &FieldTable) -> Option<u64> {
         let n: Option<u64> = u64::try_from(n).ok();
         n.filter(|n| *n > 0)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use amq_protocol::types::AMQPValue;
+
+    use super::*;
+
+    #[test]
+    fn policies_give_the_machine_lower_limits_a_dlx_and_never_reject_publish_dlx() {
+        let mut declared = FieldTable::default();
+        declared.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        declared.insert("x-max-length".into(), AMQPValue::LongInt(10));
+        let at_declaration = config_from(&QueueArgs::parse(&declared));
+        assert_eq!((at_declaration.max_length, at_declaration.dead_letter), (Some(10), false));
+        assert_eq!(at_declaration.delivery_limit, QueueConfig::default().delivery_limit);
+        let policy: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
+            "max-length": 2, "delivery-limit": 3, "message-ttl": 500,
+            "dead-letter-exchange": "dlx", "overflow": "reject-publish-dlx"
+        }))
+        .unwrap();
+        let c = config_from(&QueueArgs::effective(&declared, &crate::policy::Definition::parse(&policy)));
+        assert_eq!(c.max_length, Some(2), "the lower of argument and policy");
+        assert_eq!((c.delivery_limit, c.message_ttl_ms, c.dead_letter), (Some(3), Some(500), true));
+        assert_eq!(c.overflow, haremq_quorum::Overflow::DropHead, "RabbitMQ 3.10 ignores reject-publish-dlx here");
+        // The argument wins over a higher policy limit.
+        let policy = serde_json::from_value(serde_json::json!({"max-length": 50})).unwrap();
+        let c = config_from(&QueueArgs::effective(&declared, &crate::policy::Definition::parse(&policy)));
+        assert_eq!(c.max_length, Some(10));
+    }
 }
