@@ -6,7 +6,7 @@ use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 
 use super::definitions::{connect, get, publish};
-use super::{http, wait_for, Node, TestCluster};
+use super::{wait_for, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_added_later_serves_the_existing_quorum_queues() {
@@ -21,15 +21,7 @@ async fn a_node_added_later_serves_the_existing_quorum_queues() {
     }
     publish(&c.node(2).url(), "", "early", b"before node 4").await;
 
-    let peers = (1..=3).map(|id| format!("{id}@{}", c.node(id).cluster_addr())).collect();
-    let mut four = Node::new(4, peers);
-    four.start();
-    let addr = four.cluster_addr();
-    c.nodes.push(four);
-    let (code, body) =
-        http("POST", &c.node(1).api("cluster/nodes"), Some(serde_json::json!({"id": 4, "address": addr.to_string()})));
-    assert_eq!(code, 204, "{body}");
-    c.wait_formed(&[1, 2, 3, 4]);
+    c.add_node(4, 1, &[1, 2, 3, 4]);
 
     // Node 4 is not among the queue's 3 members, yet serves it.
     // It follows the queue's log: it knows the queue's 3 voters (it is not one).

@@ -274,6 +274,21 @@ impl TestCluster {
         })
     }
 
+    /// Starts node `id` knowing the founders 1-3 directly (so it never starts a
+    /// cluster of its own), adds it through node `via`'s API (forwarded if `via` does
+    /// not lead) and waits until `members` agree.
+    fn add_node(&mut self, id: u64, via: u64, members: &[u64]) {
+        let peers = (1..=3).map(|f| format!("{f}@{}", self.node(f).cluster_addr())).collect();
+        let mut node = Node::new(id, peers);
+        node.start();
+        let addr = node.cluster_addr();
+        self.nodes.push(node);
+        let body = serde_json::json!({"id": id, "address": addr.to_string()});
+        let (code, reply) = http("POST", &self.node(via).api("cluster/nodes"), Some(body));
+        assert_eq!(code, 204, "{reply}");
+        self.wait_formed(members);
+    }
+
     /// Cuts (or heals) every link to and from `id`.
     fn partition(&self, id: u64, cut: bool) {
         for ((from, to), proxy) in &self.links {
@@ -396,17 +411,8 @@ fn a_restarted_cluster_keeps_its_membership() {
 fn a_fourth_node_joins_and_a_founder_leaves() {
     let mut c = TestCluster::start(3);
     c.wait_formed(&[1, 2, 3]);
-    // The new node knows the founders (so it never starts a cluster of its own).
-    let peers = (1..=3).map(|id| format!("{id}@{}", c.node(id).cluster_addr())).collect();
-    let mut four = Node::new(4, peers);
-    four.start();
-    let addr = four.cluster_addr();
-    c.nodes.push(four);
     // Through a node that may not lead: the change is forwarded.
-    let (code, body) =
-        http("POST", &c.node(2).api("cluster/nodes"), Some(serde_json::json!({"id": 4, "address": addr.to_string()})));
-    assert_eq!(code, 204, "{body}");
-    c.wait_formed(&[1, 2, 3, 4]);
+    c.add_node(4, 2, &[1, 2, 3, 4]);
     let (code, body) = http("DELETE", &c.node(3).api("cluster/nodes/1"), None);
     assert_eq!(code, 204, "{body}");
     wait_for("nodes 2-4 to agree without node 1", || {
