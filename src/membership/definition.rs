@@ -238,9 +238,89 @@ fn queue_path(vhost: &str, name: &str) -> Path {
     path(&["v", vhost, "q", name])
 }
 
-/// The changes that still matter, by log index (applied in that order they rebuild
-/// what every node holds).
-pub type Retained = BTreeMap<u64, DefinitionChange>;
+/// The changes that still matter, in log order (applied in that order they rebuild
+/// what every node holds), indexed by subject and by what depends on what, so that
+/// recording a change costs O(log n) plus what it removes, however many bindings
+/// the cluster has (it runs in the metadata group's apply). A snapshot stores the
+/// changes only; the indexes are rebuilt when it is read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "BTreeMap<u64, DefinitionChange>", into = "BTreeMap<u64, DefinitionChange>")]
+pub struct Retained {
+    by_index: BTreeMap<u64, DefinitionChange>,
+    by_subject: BTreeMap<Path, u64>,
+    /// For each path something depends on, the subjects that depend on it.
+    dependents: BTreeMap<Path, std::collections::BTreeSet<Path>>,
+}
+
+impl From<BTreeMap<u64, DefinitionChange>> for Retained {
+    fn from(changes: BTreeMap<u64, DefinitionChange>) -> Self {
+        let mut r = Retained::default();
+        for (index, change) in changes {
+            r.insert(index, change);
+        }
+        r
+    }
+}
+
+impl From<Retained> for BTreeMap<u64, DefinitionChange> {
+    fn from(r: Retained) -> Self {
+        r.by_index
+    }
+}
+
+impl Retained {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The changes in log order.
+    pub fn values(&self) -> impl Iterator<Item = &DefinitionChange> {
+        self.by_index.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_index.is_empty()
+    }
+
+    pub fn into_values(self) -> impl Iterator<Item = DefinitionChange> {
+        self.by_index.into_values()
+    }
+
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    fn insert(&mut self, index: u64, change: DefinitionChange) {
+        let (subject, _, depends) = change.subject();
+        for d in depends {
+            self.dependents.entry(d).or_default().insert(subject.clone());
+        }
+        self.by_subject.insert(subject, index);
+        self.by_index.insert(index, change);
+    }
+
+    fn remove_subject(&mut self, subject: &Path) {
+        let Some(index) = self.by_subject.remove(subject) else { return };
+        let Some(change) = self.by_index.remove(&index) else { return };
+        for d in change.subject().2 {
+            if let Some(set) = self.dependents.get_mut(&d) {
+                set.remove(subject);
+                if set.is_empty() {
+                    self.dependents.remove(&d);
+                }
+            }
+        }
+    }
+
+    /// The paths at or under `prefix` among `keys`.
+    fn under<'a, V>(keys: &'a BTreeMap<Path, V>, prefix: &'a Path) -> impl Iterator<Item = (&'a Path, &'a V)> + 'a {
+        keys.range(prefix.clone()..).take_while(move |(k, _)| k.starts_with(prefix))
+    }
+}
 
 /// Records `change` (at log `index`) in `retained`: a creation is kept unless its
 /// subject is already there, a setting replaces the earlier one, a deletion drops its
@@ -249,12 +329,12 @@ pub fn retain(retained: &mut Retained, index: u64, change: DefinitionChange) {
     let (subject, effect, _) = change.subject();
     match effect {
         Effect::Create => {
-            if !retained.values().any(|c| c.subject().0 == subject) {
+            if !retained.by_subject.contains_key(&subject) {
                 retained.insert(index, change);
             }
         }
         Effect::Set => {
-            retained.retain(|_, c| c.subject().0 != subject);
+            retained.remove_subject(&subject);
             retained.insert(index, change);
         }
         Effect::Delete => forget(retained, &subject),
@@ -267,10 +347,13 @@ pub fn forget_queue(retained: &mut Retained, vhost: &str, name: &str) {
 }
 
 fn forget(retained: &mut Retained, gone: &Path) {
-    retained.retain(|_, c| {
-        let (subject, _, depends) = c.subject();
-        !subject.starts_with(gone) && !depends.iter().any(|d| d.starts_with(gone))
-    });
+    let mut doomed: Vec<Path> = Retained::under(&retained.by_subject, gone).map(|(k, _)| k.clone()).collect();
+    for (_, subjects) in Retained::under(&retained.dependents, gone) {
+        doomed.extend(subjects.iter().cloned());
+    }
+    for subject in doomed {
+        retained.remove_subject(&subject);
+    }
 }
 
 #[cfg(test)]
