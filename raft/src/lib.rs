@@ -11,11 +11,17 @@
 //! - **One redb database per node** (`<data_dir>/raft.redb`) for all groups: the log is keyed
 //!   by (group, index), and each group has its vote, commit point, last-purged id and last
 //!   snapshot (meta + bytes). Thousands of groups then cost no extra files or fsync streams.
-//! - **fsync before IO-complete.** A log append writes the whole batch in one redb write
-//!   transaction with `Durability::Immediate` and only then calls openraft's IO-completion
-//!   callback, so an entry counts towards a majority only once it is on that node's disk: a
-//!   publish is confirmed only after a majority has it durably. Batches come from openraft
-//!   itself ([`Group::write_many`] hands it all commands before awaiting any).
+//! - **Group commit, fsync before IO-complete.** A log append queues its entries for the
+//!   node's one log writer thread and returns; the writer takes everything queued by every
+//!   group (appends, votes, truncations, purges, commit points), applies it in queue order
+//!   in one redb write transaction with `Durability::Immediate`, and only after that
+//!   commit calls each append's openraft IO-completion callback. So an entry counts towards
+//!   a majority only once it is on that node's disk (a publish is confirmed only after a
+//!   majority has it durably), and many groups' appends share one fsync. Queued entries
+//!   are readable before their commit (openraft reads them back to replicate them). A
+//!   failed commit fails every callback in it, and openraft stops those groups.
+//!   openraft 0.9's core still waits for each append's callback before its next command,
+//!   so one group has one append in flight: the sharing is across groups.
 //! - **Applied state in memory, snapshots on disk.** The application's state lives in memory;
 //!   the commit point is persisted, so at start openraft restores the last snapshot and
 //!   re-applies the committed log after it. A snapshot is taken every `snapshot_every`
