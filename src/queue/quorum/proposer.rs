@@ -2,9 +2,8 @@
 //! new commands wait and leave together in the next one, so under load one Raft
 //! append (and one fsync on each replica) carries hundreds of publishes and acks.
 //!
-//! Several entries are in flight at once ([`MAX_IN_FLIGHT`]), so a batch does not wait
-//! for the previous one's whole commit round trip (forward to the leader, its fsync, the
-//! followers' fsyncs, apply). The log keeps them in the order they are proposed here
+//! Up to [`MAX_IN_FLIGHT`] entries may be in flight at once (measured best at one: see
+//! there). The log keeps them in the order they are proposed here
 //! ([`ReplicaLog::propose`] fixes the order at the call, and the cluster layer's
 //! pipeline submits in that order), so a publisher's messages are never reordered; the
 //! entries are therefore cut and proposed under the proposer's lock, one order for both.
@@ -20,11 +19,14 @@ use super::ReplicaLog;
 /// is committed and applied, or why it was not.
 pub type Done = Box<dyn FnOnce(Result<Reply, String>) + Send>;
 
-/// Entries in flight at once: the next batch leaves while one commits, instead of
-/// waiting for the whole round trip. Not more: on the leader every entry is its own
-/// append and fsync (openraft appends one client write at a time), so smaller, more
-/// numerous entries cost CPU and fsyncs; with 8, C1 measured lower throughput.
-const MAX_IN_FLIGHT: usize = 2;
+/// Entries in flight at once. One: the next batch waits for the previous entry's commit
+/// and leaves with everything that arrived meanwhile. A second entry in flight does not
+/// overlap the first one's commit on the leader: openraft 0.9 runs one append at a time
+/// and waits for its fsync (the log writer's group commit merges different groups'
+/// fsyncs, not one group's), so more, smaller entries only add fsyncs and CPU. C1 with
+/// the group-committing writer (BENCHMARKS.md): 1 and 2 the same throughput (31.2k and
+/// 31.6k msg/s), 1 with less CPU per message and a lower p99; 4 and 8 slower.
+const MAX_IN_FLIGHT: usize = 1;
 /// An entry carries at most this many bytes of commands (one is always taken).
 const MAX_ENTRY_BYTES: usize = 4 << 20;
 
