@@ -347,6 +347,21 @@ impl Group {
         status
     }
 
+    /// Whom the group's leader heard from lately (this node's own view if it leads):
+    /// only the leader talks to every member all the time, so a follower asks it
+    /// (within `timeout`). None if no leader answers.
+    pub async fn leader_reachability(&self, timeout: Duration) -> Option<BTreeMap<NodeId, bool>> {
+        let status = self.status();
+        if status.is_leader {
+            return Some(status.reachable);
+        }
+        let client = self.client_for(status.leader?)?;
+        match client.call(&RpcRequest::Reachability(self.inner.id), timeout).await {
+            Ok(RpcResponse::Reachability(true, reachable)) => Some(reachable),
+            _ => None,
+        }
+    }
+
     /// The leader as this node sees it; changes whenever it does (`None` while electing).
     /// Compare with [`RaftNode::node_id`] to learn when this node gains or loses leadership.
     pub fn watch_leader(&self) -> watch::Receiver<Option<NodeId>> {
@@ -557,6 +572,7 @@ impl Shared {
             | RpcRequest::ClientWrite(g, _)
             | RpcRequest::AddVoter(g, _, _)
             | RpcRequest::AddLearner(g, _, _)
+            | RpcRequest::Reachability(g)
             | RpcRequest::RemoveVoter(g, _)
             | RpcRequest::Elect(g)
             | RpcRequest::OpenPipeline(g) => *g,
@@ -585,6 +601,10 @@ impl Shared {
             }
             RpcRequest::AddVoter(_, id, addr) => {
                 RpcResponse::Done(inner.served(Op::AddVoter(id, addr), timeout).await.map(|_| ()))
+            }
+            RpcRequest::Reachability(_) => {
+                let status = Group { inner: inner.clone(), shared: self.clone() }.status();
+                RpcResponse::Reachability(status.is_leader, status.reachable)
             }
             RpcRequest::AddLearner(_, id, addr) => {
                 RpcResponse::Done(inner.served(Op::AddLearner(id, addr), timeout).await.map(|_| ()))

@@ -233,6 +233,20 @@ impl ClusterView for Cluster {
         ClusterStatus { node_id: self.node_id, leader: s.leader, term: s.term, has_quorum: s.has_quorum, nodes }
     }
 
+    fn status_from_leader(&self) -> ClusterStatus {
+        let mut status = self.status();
+        if status.leader == Some(self.node_id) {
+            return status;
+        }
+        let asked = smol::block_on(self.metadata.leader_reachability(Duration::from_secs(1)));
+        if let Some(reachable) = asked {
+            for n in status.nodes.iter_mut().filter(|n| n.id != self.node_id) {
+                n.reachable = reachable.get(&n.id).copied().or(n.reachable);
+            }
+        }
+        status
+    }
+
     fn declare_quorum_queue(&self, vhost: &str, name: &str, arguments: &FieldTable, done: Applied) {
         let status = self.metadata.status();
         let voters: BTreeMap<u64, SocketAddr> =

@@ -40,8 +40,9 @@ pub struct NodeStatus {
     pub cluster_addr: SocketAddr,
     /// A voter counts toward the majority; a learner only receives the log.
     pub voter: bool,
-    /// Whether this node reaches it now: known for every node on the leader, for
-    /// itself and the leader on a follower (None: not known here).
+    /// Whether it is reachable now: as the leader sees it, for every node when the
+    /// leader answered (`status_from_leader`); otherwise for itself and the leader
+    /// only on a follower (None: not known here).
     pub reachable: Option<bool>,
     /// What the node announced of itself once it joined: its AMQP and management
     /// listeners (None until it has).
@@ -62,8 +63,9 @@ impl ClusterStatus {
 
     /// Whether stopping this node would leave the voters without a majority: what
     /// RabbitMQ's `node-is-quorum-critical` health check reports, here for the
-    /// metadata group (every quorum of the cluster needs it). Only the leader knows
-    /// the others' reachability; elsewhere an unknown node counts as reachable.
+    /// metadata group (every quorum of the cluster needs it). Exact with every
+    /// member's reachability known ([`ClusterView::status_from_leader`]); an unknown
+    /// node counts as reachable.
     pub fn is_quorum_critical(&self) -> bool {
         let voters = self.voters();
         if voters < 2 {
@@ -83,7 +85,16 @@ pub type Applied = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// runs them on the blocking pool); definition changes answer through a callback, so
 /// a channel never blocks its connection's thread on the network.
 pub trait ClusterView: Send + Sync {
+    /// What this node knows now, without asking anyone (a follower knows only its own
+    /// and the leader's reachability).
     fn status(&self) -> ClusterStatus;
+    /// As [`status`](Self::status), with every member's reachability as the leader
+    /// sees it (a follower asks the leader over the cluster link, waiting up to a
+    /// second): what `node-is-quorum-critical` needs on any node. Blocks: for the
+    /// management API on the blocking pool.
+    fn status_from_leader(&self) -> ClusterStatus {
+        self.status()
+    }
     /// Replicates a quorum queue's declaration (checked by the caller): once `done`
     /// runs with Ok the queue exists on every node that has applied it, this one
     /// included. A queue that already exists is no error.

@@ -351,6 +351,11 @@ fn killing_the_leader_elects_another_within_two_seconds() {
         (code == 503).then_some(body)
     });
     assert_eq!(body["status"], "failed");
+    // So would stopping the follower: it asks the leader, which knows the dead node
+    // is silent (a follower hears only from the leader).
+    let follower = survivors.iter().copied().find(|id| *id != new).expect("a follower");
+    let (code, body) = c.node(follower).get("health/checks/node-is-quorum-critical");
+    assert_eq!(code, 503, "node-is-quorum-critical on the follower: {body}");
     // The killed node comes back and catches up.
     c.node_mut(old).start();
     c.wait_formed(&[1, 2, 3]);

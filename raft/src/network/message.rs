@@ -27,6 +27,8 @@ pub enum RpcRequest {
     OpenPipeline(GroupId),
     /// A learner forwarded to the leader (it receives the log, never votes).
     AddLearner(GroupId, u64, String),
+    /// Which nodes the receiver heard from lately, and whether it leads the group.
+    Reachability(GroupId),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -38,6 +40,8 @@ pub enum RpcResponse {
     Done(Result<(), RemoteWriteError>),
     /// The receiver has no such group open (yet), or its Raft instance stopped.
     Failed(String),
+    /// Whether the receiver leads, and whom it heard from lately.
+    Reachability(bool, std::collections::BTreeMap<u64, bool>),
 }
 
 /// Why a forwarded operation failed on the receiving node.

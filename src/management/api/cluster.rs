@@ -23,7 +23,7 @@ pub fn status(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     if !call.login.reads_all() {
         return Err(Reply::error(401, "not_authorised", "Not monitor user"));
     }
-    Ok(Reply::json(json!(cluster(ctx)?.status())))
+    Ok(Reply::json(json!(cluster(ctx)?.status_from_leader())))
 }
 
 pub fn add(ctx: &Context, call: &Call) -> Result<Reply, Reply> {

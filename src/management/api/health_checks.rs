@@ -70,7 +70,8 @@ pub fn quorum_critical(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     let Some(cluster) = ctx.broker.cluster() else {
         return single_node(ctx, call);
     };
-    let status = cluster.status();
+    // Only the leader knows every member's reachability: a follower asks it.
+    let status = cluster.status_from_leader();
     if !status.is_quorum_critical() {
         return Ok(Reply::json(json!({"status": "ok"})));
     }
