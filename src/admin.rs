@@ -15,8 +15,8 @@
 
 mod global_parameters;
 mod policies;
-pub mod replicated;
-pub mod topology;
+pub(crate) mod replicated;
+pub(crate) mod topology;
 
 use std::sync::Arc;
 use std::time::Duration;

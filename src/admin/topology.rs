@@ -102,18 +102,18 @@ impl Admin {
     }
 
     /// exchange.declare for the management API (replicated on a cluster).
-    pub fn declare_exchange(&self, v: &VHost, d: &ExchangeDeclare<'_>) -> AmqpResult<()> {
+    pub(crate) fn declare_exchange(&self, v: &VHost, d: &ExchangeDeclare<'_>) -> AmqpResult<()> {
         let change = if self.cluster().is_some() { exchange_declared(v, d)? } else { None };
         self.replicate_topology(change, || v.declare_exchange(d))
     }
 
     /// exchange.delete for the management API (replicated on a cluster).
-    pub fn delete_exchange(&self, v: &VHost, name: &str, if_unused: bool) -> AmqpResult<()> {
+    pub(crate) fn delete_exchange(&self, v: &VHost, name: &str, if_unused: bool) -> AmqpResult<()> {
         self.replicate_topology(exchange_deleted(v, name, if_unused), || v.delete_exchange(name, if_unused))
     }
 
     /// A binding between exchanges, made (`bind`) or removed, for the management API.
-    pub fn bind_exchange(
+    pub(crate) fn bind_exchange(
         &self,
         v: &VHost,
         destination: &str,
@@ -131,7 +131,7 @@ impl Admin {
 
     /// A queue's binding, made (`bind`) or removed, for the management API (by no
     /// connection: another's exclusive queue is refused).
-    pub fn bind_queue(
+    pub(crate) fn bind_queue(
         &self,
         v: &VHost,
         queue: &Arc<Queue>,

@@ -28,7 +28,7 @@ pub struct Message {
     /// Its record in the store, if it was routed persistently to a durable queue.
     pub store: StoredMeta,
     /// Its share of the message memory the memory alarm watches.
-    #[allow(dead_code, reason = "held for its Drop, which gives the bytes back to the memory alarm")]
+    #[expect(dead_code, reason = "held for its Drop, which gives the bytes back to the memory alarm")]
     pub charge: MemoryCharge,
 }
 
