@@ -178,8 +178,9 @@ impl Driver {
                 return;
             }
             let holding = self.barrier || !self.refused.is_empty();
-            let event = if !holding && !self.retry.is_empty() {
-                Event::Job(self.retry.pop_front().expect("not empty"))
+            let retry = if holding { None } else { self.retry.pop_front() };
+            let event = if let Some(job) = retry {
+                Event::Job(job)
             } else {
                 let expiry = self.in_flight.values().map(|f| f.expires).min();
                 let (jobs, done_rx, closed) = (&self.jobs, &self.done_rx, self.closed);

@@ -279,14 +279,7 @@ impl ClusterView for Cluster {
             let Some(index) = metadata::applied_index(&reply) else {
                 return done(Err(format!("the leader did not apply it: {}", String::from_utf8_lossy(&reply))));
             };
-            let deadline = std::time::Instant::now() + APPLY_WAIT;
-            while replicas.definitions_applied() < index {
-                if std::time::Instant::now() > deadline {
-                    return done(Err("committed, but not applied on this node in time".into()));
-                }
-                smol::Timer::after(Duration::from_millis(2)).await;
-            }
-            done(Ok(()))
+            done(applied_here(|| replicas.definitions_applied() >= index).await)
         })
         .detach();
     }
@@ -318,17 +311,23 @@ impl Cluster {
             if let Err(e) = with_timeout(group.write(command)).await {
                 return done(Err(e));
             }
-            let deadline = std::time::Instant::now() + APPLY_WAIT;
-            while replicas.has(&vhost, &name) != exists {
-                if std::time::Instant::now() > deadline {
-                    return done(Err("committed, but not applied on this node in time".into()));
-                }
-                smol::Timer::after(Duration::from_millis(2)).await;
-            }
-            done(Ok(()))
+            done(applied_here(|| replicas.has(&vhost, &name) == exists).await)
         })
         .detach();
     }
+}
+
+/// Waits until `applied` says this node has acted on a committed change, up to
+/// [`APPLY_WAIT`].
+async fn applied_here(applied: impl Fn() -> bool) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + APPLY_WAIT;
+    while !applied() {
+        if std::time::Instant::now() > deadline {
+            return Err("committed, but not applied on this node in time".into());
+        }
+        smol::Timer::after(Duration::from_millis(2)).await;
+    }
+    Ok(())
 }
 
 /// A membership change, bounded by [`CHANGE_TIMEOUT`].
