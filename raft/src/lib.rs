@@ -41,6 +41,9 @@
 //!   to the local Raft, or over one pipelined connection (commands tagged with sequence
 //!   numbers, submitted by the leader in arrival order, answered out of order) to the
 //!   leader; a refused command is retried only when that cannot reorder it.
+//! - **Application services.** [`RaftNode::serve`] and [`RaftNode::connect`] give the
+//!   application authenticated, ordered message streams between nodes over the same
+//!   listener (the broker's classic-queue links).
 //! - **Authentication.** Mutual challenge-response with the shared cluster secret (HMAC-SHA256
 //!   over the peer's fresh nonce, one's node id and role, checked in constant time); a node
 //!   with a wrong secret can't exchange a single Raft message.
@@ -49,6 +52,7 @@ mod network;
 mod node;
 mod pipeline;
 pub mod runtime;
+mod service;
 mod storage;
 mod types;
 
@@ -58,6 +62,7 @@ use std::path::PathBuf;
 
 pub use node::{Group, RaftNode};
 use serde::{Deserialize, Serialize};
+pub use service::{ServiceHandler, ServiceReader, ServiceStream, ServiceWriter};
 pub use storage::StateMachine;
 pub use types::{Request, Response, TypeConfig};
 

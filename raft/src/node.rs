@@ -22,13 +22,15 @@ pub(crate) struct Shared {
     raft_config: Arc<openraft::Config>,
     db: Mutex<Option<RaftDb>>,
     groups: Mutex<HashMap<GroupId, Arc<GroupInner>>>,
+    /// The application's services, by name (see `crate::service`).
+    pub(crate) services: Mutex<HashMap<String, crate::service::ServiceHandler>>,
     /// Dropped at shutdown: closes the listener and every connection task.
     stop: Mutex<Option<smol::channel::Sender<()>>>,
 }
 
 /// A Raft node hosting any number of groups over one database and one listener.
 pub struct RaftNode {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     local_addr: SocketAddr,
 }
 
@@ -67,6 +69,7 @@ impl RaftNode {
             raft_config: Arc::new(raft_config),
             db: Mutex::new(Some(db)),
             groups: Mutex::new(HashMap::new()),
+            services: Mutex::new(HashMap::new()),
             stop: Mutex::new(Some(stop_tx)),
         });
         smol::spawn(crate::network::server::serve(listener, shared.clone(), stop_rx)).detach();
@@ -194,7 +197,7 @@ async fn open_db(path: &std::path::Path) -> Result<RaftDb, Error> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -576,6 +579,8 @@ impl Shared {
             | RpcRequest::RemoveVoter(g, _)
             | RpcRequest::Elect(g)
             | RpcRequest::OpenPipeline(g) => *g,
+            // Handled by the connection (it hands itself to the service).
+            RpcRequest::OpenService(_) => return RpcResponse::Failed("not a request".into()),
         };
         let Some(inner) = lock(&self.groups).get(&group).cloned() else {
             return RpcResponse::Failed(format!("group {} is not open here", group.0));
@@ -613,7 +618,7 @@ impl Shared {
                 RpcResponse::Done(inner.served(Op::RemoveVoter(id), timeout).await.map(|_| ()))
             }
             // Handled by the connection (it switches to the pipelined protocol).
-            RpcRequest::OpenPipeline(_) => RpcResponse::Failed("not a request".into()),
+            RpcRequest::OpenPipeline(_) | RpcRequest::OpenService(_) => RpcResponse::Failed("not a request".into()),
             RpcRequest::Elect(_) => {
                 RpcResponse::Done(raft.trigger().elect().await.map_err(|e| RemoteWriteError::Fatal(e.to_string())))
             }

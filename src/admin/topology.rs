@@ -2,7 +2,7 @@
 //! cluster's log (creations, deletions and bindings of what exists), and the
 //! administrative calls (the management API) that replicate them and wait. What a
 //! single node refuses, or answers without a change, is answered on the node itself
-//! without a log entry. Classic queues live on one node: their bindings stay there.
+//! without a log entry. Bindings of exclusive queues stay on their node.
 
 use std::sync::Arc;
 
@@ -61,8 +61,14 @@ pub fn exchanges_bound(
     })
 }
 
-/// The change a queue.bind (`bind`) or queue.unbind replicates: None unless the queue
-/// is replicated (quorum) and the exchange exists here.
+/// Whether a queue is one the whole cluster serves: a quorum queue, or a classic
+/// queue that is not exclusive (exclusive queues serve one connection, on its node).
+pub fn is_cluster_classic(queue: &Arc<Queue>) -> bool {
+    queue.kind() == QueueKind::Classic && queue.settings().exclusive_owner.is_none()
+}
+
+/// The change a queue.bind (`bind`) or queue.unbind replicates: None unless every node
+/// serves the queue (quorum, shared classic) and the exchange exists here.
 pub fn queue_bound(
     v: &VHost,
     queue: &Arc<Queue>,
@@ -71,7 +77,8 @@ pub fn queue_bound(
     arguments: &FieldTable,
     bind: bool,
 ) -> Option<DefinitionChange> {
-    (queue.kind() == QueueKind::Quorum && !exchange.is_empty() && v.has_exchange(exchange)).then(|| {
+    let shared = queue.kind() == QueueKind::Quorum || is_cluster_classic(queue);
+    (shared && !exchange.is_empty() && v.has_exchange(exchange)).then(|| {
         let (vhost, queue, exchange, routing_key, arguments) =
             (v.name.to_string(), queue.name().to_string(), exchange.into(), routing_key.into(), arguments.clone());
         if bind {

@@ -36,6 +36,28 @@ pub enum MetadataCommand {
     /// A definition change (vhosts, users, permissions, exchanges, bindings), applied
     /// on every node by the core.
     Definition(Replicated),
+    /// A classic queue declared on node `home`, where it lives; every other node serves
+    /// it through its link to `home`. A queue that exists already (classic or quorum)
+    /// is left as it is.
+    DeclareClassicQueue {
+        vhost: String,
+        name: String,
+        home: u64,
+        durable: bool,
+        auto_delete: bool,
+        arguments: FieldTable,
+    },
+    /// A classic queue is deleted (on its home, then everywhere).
+    DeleteClassicQueue { vhost: String, name: String },
+}
+
+/// A classic queue as the cluster knows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ClassicDef {
+    pub home: u64,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
 }
 
 /// What a node announced of itself.
@@ -65,6 +87,9 @@ pub struct MetadataState {
     /// Quorum queues by vhost, then name.
     #[serde(default)]
     pub queues: BTreeMap<String, BTreeMap<String, QueueDef>>,
+    /// Classic queues by vhost, then name: where each lives.
+    #[serde(default)]
+    pub classic: BTreeMap<String, BTreeMap<String, ClassicDef>>,
     /// The definition changes that still matter, by log index (see
     /// `membership::definition::retain`).
     #[serde(default)]
@@ -84,6 +109,17 @@ pub enum Change {
         def: QueueDef,
     },
     QueueDeleted {
+        vhost: String,
+        name: String,
+    },
+    /// A classic queue was declared at log `index`.
+    ClassicDeclared {
+        index: u64,
+        vhost: String,
+        name: String,
+        def: ClassicDef,
+    },
+    ClassicDeleted {
         vhost: String,
         name: String,
     },
@@ -112,6 +148,9 @@ impl MetadataState {
                 vec![]
             }
             MetadataCommand::DeclareQuorumQueue { vhost, name, arguments, members } => {
+                if self.classic.get(&vhost).is_some_and(|q| q.contains_key(&name)) {
+                    return vec![];
+                }
                 let queues = self.queues.entry(vhost.clone()).or_default();
                 if queues.contains_key(&name) {
                     return vec![];
@@ -121,6 +160,21 @@ impl MetadataState {
                 vec![Change::QueueDeclared { vhost, name, def }]
             }
             MetadataCommand::DeleteQuorumQueue { vhost, name } => self.delete_queue(vhost, name).into_iter().collect(),
+            MetadataCommand::DeclareClassicQueue { vhost, name, home, durable, auto_delete, arguments } => {
+                if self.queues.get(&vhost).is_some_and(|q| q.contains_key(&name)) {
+                    return vec![];
+                }
+                let queues = self.classic.entry(vhost.clone()).or_default();
+                if queues.contains_key(&name) {
+                    return vec![];
+                }
+                let def = ClassicDef { home, durable, auto_delete, arguments };
+                queues.insert(name.clone(), def.clone());
+                vec![Change::ClassicDeclared { index, vhost, name, def }]
+            }
+            MetadataCommand::DeleteClassicQueue { vhost, name } => {
+                self.delete_classic(vhost, name).into_iter().collect()
+            }
             MetadataCommand::Definition(replicated) => {
                 let mut changes = vec![];
                 if let DefinitionChange::DeleteVHost { name } = &replicated.change {
@@ -128,12 +182,25 @@ impl MetadataState {
                     let names: Vec<String> =
                         self.queues.get(name).map(|q| q.keys().cloned().collect()).unwrap_or_default();
                     changes.extend(names.into_iter().filter_map(|q| self.delete_queue(name.clone(), q)));
+                    let names: Vec<String> =
+                        self.classic.get(name).map(|q| q.keys().cloned().collect()).unwrap_or_default();
+                    changes.extend(names.into_iter().filter_map(|q| self.delete_classic(name.clone(), q)));
                 }
                 definition::retain(&mut self.definitions, index, replicated.change.clone());
                 changes.push(Change::Definition { index, replicated });
                 changes
             }
         }
+    }
+
+    fn delete_classic(&mut self, vhost: String, name: String) -> Option<Change> {
+        let queues = self.classic.get_mut(&vhost)?;
+        queues.remove(&name)?;
+        if queues.is_empty() {
+            self.classic.remove(&vhost);
+        }
+        definition::forget_queue(&mut self.definitions, &vhost, &name);
+        Some(Change::ClassicDeleted { vhost, name })
     }
 
     fn delete_queue(&mut self, vhost: String, name: String) -> Option<Change> {
@@ -290,5 +357,45 @@ mod tests {
             "{changes:?}"
         );
         assert!(state.queues.is_empty() && state.definitions.is_empty());
+    }
+
+    #[test]
+    fn a_classic_queue_has_one_home_and_shares_its_name_with_no_quorum_queue() {
+        let mut state = MetadataState::default();
+        let classic = |home| MetadataCommand::DeclareClassicQueue {
+            vhost: "v".into(),
+            name: "q".into(),
+            home,
+            durable: true,
+            auto_delete: false,
+            arguments: FieldTable::default(),
+        };
+        assert!(
+            matches!(&state.apply(1, classic(2))[..], [Change::ClassicDeclared { index: 1, def, .. }] if def.home == 2)
+        );
+        assert!(state.apply(2, classic(3)).is_empty(), "the first declaration's home stays");
+        let quorum = MetadataCommand::DeclareQuorumQueue {
+            vhost: "v".into(),
+            name: "q".into(),
+            arguments: FieldTable::default(),
+            members: BTreeMap::new(),
+        };
+        assert!(state.apply(3, quorum.clone()).is_empty(), "a quorum queue cannot take a classic queue's name");
+        let snapshot: MetadataState = serde_json::from_slice(&serde_json::to_vec(&state).unwrap()).unwrap();
+        assert_eq!(snapshot.classic["v"]["q"].home, 2, "snapshots keep where it lives");
+        let delete = || MetadataCommand::DeleteClassicQueue { vhost: "v".into(), name: "q".into() };
+        assert!(matches!(&state.apply(4, delete())[..], [Change::ClassicDeleted { .. }]));
+        assert!(state.apply(5, delete()).is_empty());
+        assert!(matches!(&state.apply(6, quorum)[..], [Change::QueueDeclared { .. }]), "the name is free again");
+        assert!(state.apply(7, classic(1)).is_empty(), "taken by the quorum queue");
+        state.apply(8, MetadataCommand::DeleteQuorumQueue { vhost: "v".into(), name: "q".into() });
+        state.apply(9, classic(1));
+        let def = |change| MetadataCommand::Definition(Replicated { id: 1, change });
+        let changes = state.apply(10, def(DefinitionChange::DeleteVHost { name: "v".into() }));
+        assert!(
+            matches!(&changes[..], [Change::ClassicDeleted { name, .. }, Change::Definition { .. }] if name == "q"),
+            "a vhost's deletion takes its classic queues: {changes:?}"
+        );
+        assert!(state.classic.is_empty());
     }
 }

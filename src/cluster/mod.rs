@@ -10,6 +10,7 @@
 //! Layering: `server` starts it; it knows `config`, `membership` and the raft crate,
 //! and nothing of AMQP.
 
+mod classic;
 pub mod metadata;
 mod queues;
 
@@ -102,12 +103,14 @@ impl Cluster {
             node.local_addr(),
             config.founders().unwrap_or_default().keys().map(|id| id.to_string()).collect::<Vec<_>>().join(", ")
         );
+        classic::home::serve(&node, Arc::downgrade(broker));
         let replicas = queues::Replicas::new(
             Arc::downgrade(broker),
             node.clone(),
             config.node_id,
             queues::node_key(config.node_id, incarnation),
             &dir,
+            classic::link::Links::new(node.clone(), metadata.clone()),
         );
         smol::spawn(replicas.clone().run(changes)).detach();
         let cluster =
@@ -265,6 +268,24 @@ impl ClusterView for Cluster {
     fn delete_quorum_queue(&self, vhost: &str, name: &str, done: Applied) {
         let command =
             metadata::encode(&MetadataCommand::DeleteQuorumQueue { vhost: vhost.to_string(), name: name.to_string() });
+        self.replicate_queue(command, vhost.to_string(), name.to_string(), false, done);
+    }
+
+    fn declare_classic_queue(&self, vhost: &str, name: &str, settings: &crate::queue::QueueSettings, done: Applied) {
+        let command = metadata::encode(&MetadataCommand::DeclareClassicQueue {
+            vhost: vhost.to_string(),
+            name: name.to_string(),
+            home: self.node_id,
+            durable: settings.durable,
+            auto_delete: settings.auto_delete,
+            arguments: settings.arguments.clone(),
+        });
+        self.replicate_queue(command, vhost.to_string(), name.to_string(), true, done);
+    }
+
+    fn delete_classic_queue(&self, vhost: &str, name: &str, done: Applied) {
+        let command =
+            metadata::encode(&MetadataCommand::DeleteClassicQueue { vhost: vhost.to_string(), name: name.to_string() });
         self.replicate_queue(command, vhost.to_string(), name.to_string(), false, done);
     }
 

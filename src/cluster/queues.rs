@@ -36,6 +36,10 @@ pub struct Replicas {
     /// This run's key in consumer keys (see [`node_key`]).
     pub node_key: u64,
     open: Mutex<HashMap<(String, String), Open>>,
+    /// The cluster's classic queues, as this node serves them.
+    classic: Mutex<HashMap<(String, String), super::classic::Served>>,
+    /// This node's links to the homes of classic queues.
+    pub(super) links: Arc<super::classic::link::Links>,
     /// The metadata log index up to which definition changes are applied here.
     definitions_applied: AtomicU64,
     /// Where that index is kept across restarts, and its value at this start: a
@@ -163,6 +167,7 @@ impl Replicas {
         node_id: u64,
         node_key: u64,
         dir: &std::path::Path,
+        links: Arc<super::classic::link::Links>,
     ) -> Arc<Replicas> {
         let applied_file = dir.join("definitions-applied");
         let applied_before =
@@ -173,6 +178,8 @@ impl Replicas {
             node_id,
             node_key,
             open: Mutex::default(),
+            classic: Mutex::default(),
+            links,
             definitions_applied: AtomicU64::new(applied_before),
             applied_file,
             applied_before,
@@ -181,6 +188,10 @@ impl Replicas {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Open>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn classic(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), super::classic::Served>> {
+        self.classic.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Acts on the metadata log's changes, in order, until the cluster stops.
@@ -194,6 +205,16 @@ impl Replicas {
             match change {
                 Change::QueueDeclared { vhost, name, def } => self.declared(vhost, name, def).await,
                 Change::QueueDeleted { vhost, name } => self.deleted(&vhost, &name).await,
+                Change::ClassicDeclared { index, vhost, name, def } => {
+                    self.classic_declared(index <= self.applied_before, vhost, name, def).await;
+                    if index == self.applied_before {
+                        self.apply_retained(std::mem::take(&mut replayed).into_values().collect()).await;
+                    }
+                    if index > self.applied_before {
+                        self.record_applied(index).await;
+                    }
+                }
+                Change::ClassicDeleted { vhost, name } => self.classic_deleted(&vhost, &name),
                 Change::Definition { index, replicated } if index <= self.applied_before => {
                     crate::membership::definition::retain(&mut replayed, index, replicated.change);
                     if index == self.applied_before {
@@ -307,6 +328,7 @@ impl Replicas {
         for ((vhost, name), def) in wanted {
             self.declared(vhost, name, def).await;
         }
+        self.classic_resync(&state.classic).await;
         self.apply_retained(queue_bindings).await;
         self.definitions_applied.fetch_max(state.applied, Ordering::AcqRel);
     }
@@ -321,9 +343,24 @@ impl Replicas {
         .await;
     }
 
-    /// Whether quorum queue `name` exists on this node (its declaration applied here).
+    /// Whether quorum or classic queue `name` is served by this node (its declaration
+    /// applied here).
     pub fn has(&self, vhost: &str, name: &str) -> bool {
-        self.lock().contains_key(&(vhost.to_string(), name.to_string()))
+        let key = (vhost.to_string(), name.to_string());
+        self.lock().contains_key(&key) || self.classic().contains_key(&key)
+    }
+
+    /// Records that the metadata log is applied here up to `index` (a classic queue's
+    /// declaration: a restart then knows it was applied before).
+    async fn record_applied(&self, index: u64) {
+        self.definitions_applied.fetch_max(index, Ordering::AcqRel);
+        let file = self.applied_file.clone();
+        smol::unblock(move || {
+            if let Err(e) = std::fs::write(&file, index.to_string()) {
+                log::warn!("cluster: cannot record the applied definitions in {}: {e}", file.display());
+            }
+        })
+        .await;
     }
 
     /// The queues' leaders' periodic duties, until the cluster stops.
@@ -355,6 +392,7 @@ impl Replicas {
                 restarted || down || !members.contains(&id)
             };
             let now_ms = crate::message::now_ms();
+            self.classic_reconcile();
             let queues: Vec<Arc<QuorumQueue>> = self.lock().values().map(|o| o.queue.clone()).collect();
             for q in queues {
                 q.leader_tick(now_ms, &stale);

@@ -102,6 +102,12 @@ pub trait ClusterView: Send + Sync {
     /// Replicates a quorum queue's deletion (its consumers everywhere are cancelled, its
     /// log dropped).
     fn delete_quorum_queue(&self, vhost: &str, name: &str, done: Applied);
+    /// Replicates a classic queue's declaration, with this node as its home (checked
+    /// by the caller): once `done` runs with Ok the queue exists here, and every other
+    /// node that has applied it serves it through its link to this one.
+    fn declare_classic_queue(&self, vhost: &str, name: &str, settings: &crate::queue::QueueSettings, done: Applied);
+    /// Replicates a classic queue's deletion (its home deleted it, or lost it).
+    fn delete_classic_queue(&self, vhost: &str, name: &str, done: Applied);
     /// Replicates a definition change: `done` runs with Ok once the majority has
     /// committed it and this node has applied it (the outcome of applying it goes to
     /// whoever waits on its id, see `admin::replicated`), or with why it was not

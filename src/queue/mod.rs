@@ -13,6 +13,7 @@ mod deadletter;
 pub mod kind;
 mod publish;
 pub mod quorum;
+pub mod remote;
 pub mod stats;
 pub mod stream;
 
@@ -132,6 +133,12 @@ pub trait QueueType: Send + Sync {
     /// A replicated queue's leader (node id, if one is known) and members; None for a
     /// queue that lives on one node.
     fn replication(&self) -> Option<(Option<u64>, Vec<u64>)> {
+        None
+    }
+
+    /// The node a queue living on another node of the cluster lives on (None: it
+    /// lives here, or is replicated).
+    fn home(&self) -> Option<u64> {
         None
     }
 

@@ -29,6 +29,9 @@ pub enum RpcRequest {
     AddLearner(GroupId, u64, String),
     /// Which nodes the receiver heard from lately, and whether it leads the group.
     Reachability(GroupId),
+    /// The connection belongs to the application's service of this name from now on
+    /// (see [`crate::RaftNode::serve`]); sent once, first.
+    OpenService(String),
 }
 
 #[derive(Serialize, Deserialize)]

@@ -77,6 +77,9 @@ async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
         if let RpcRequest::OpenPipeline(group) = req {
             return crate::pipeline::serve(stream, shared, peer, group).await;
         }
+        if let RpcRequest::OpenService(name) = req {
+            return crate::service::accept(stream, &shared, peer, &name);
+        }
         let resp = shared.handle(req).await;
         if let Err(e) = write_frame(&mut stream, &resp).await {
             log::debug!("raft: connection from node {peer} closed: {e}");

@@ -57,11 +57,14 @@ impl Channel {
                     auto_delete: d.auto_delete,
                     arguments: d.arguments,
                 };
-                if let Some(cluster) =
-                    ctx.cluster.filter(|_| !d.passive && QueueKind::of(&settings.arguments) == QueueKind::Quorum)
-                {
-                    if ctx.vhost.queue(&name).is_none() {
-                        return self.declare_replicated(ctx, cluster, name, settings, d.nowait);
+                if let Some(cluster) = ctx.cluster.filter(|_| !d.passive && ctx.vhost.queue(&name).is_none()) {
+                    match QueueKind::of(&settings.arguments) {
+                        QueueKind::Quorum => return self.declare_replicated(ctx, cluster, name, settings, d.nowait),
+                        // Exclusive queues serve one connection: they stay on its node.
+                        QueueKind::Classic if settings.exclusive_owner.is_none() => {
+                            return self.declare_classic(ctx, cluster, name, settings, d.nowait)
+                        }
+                        _ => {}
                     }
                 }
                 let (q, created) = ctx.vhost.declare_queue(&name, d.passive, settings, ctx.conn_id)?;
@@ -157,6 +160,12 @@ impl Channel {
                         if let Some(cluster) = ctx.cluster.filter(|_| q.kind() == QueueKind::Quorum) {
                             return self.delete_replicated(ctx, cluster, &q, d.nowait);
                         }
+                        if let Some(cluster) =
+                            ctx.cluster.filter(|_| topology::is_cluster_classic(&q) && q.home().is_none())
+                        {
+                            return self.delete_classic(ctx, cluster, &q, d.nowait);
+                        }
+                        // A classic queue living on another node: its home deletes it.
                         ctx.vhost.delete_queue(&q)
                     }
                 };
@@ -190,6 +199,44 @@ impl Channel {
         let failed = format!("cannot declare quorum queue '{name}' in vhost '{}'", ctx.vhost.name);
         let done = self.reply_when_applied((!nowait).then_some(Q::DeclareOk(ok)), failed, (50, 10));
         cluster.declare_quorum_queue(&ctx.vhost.name, &name, &settings.arguments, done);
+        Ok(None)
+    }
+
+    /// queue.declare of a new classic queue on a node of a cluster: this node is its
+    /// home; declare-ok follows once the cluster's log has it and it exists here, so
+    /// the client can use it through any node that has applied it.
+    fn declare_classic(
+        &mut self,
+        ctx: &Context<'_>,
+        cluster: &Arc<dyn crate::membership::ClusterView>,
+        name: String,
+        settings: QueueSettings,
+        nowait: bool,
+    ) -> AmqpResult<Option<AMQPClass>> {
+        crate::vhost::check_queue_name(&name)?;
+        ctx.vhost.check_queue_limit(&name)?;
+        self.last_queue = Some(name.as_str().into());
+        let ok = queue::DeclareOk { queue: short(&name), message_count: 0, consumer_count: 0 };
+        let failed = format!("cannot declare queue '{name}' in vhost '{}'", ctx.vhost.name);
+        let done = self.reply_when_applied((!nowait).then_some(Q::DeclareOk(ok)), failed, (50, 10));
+        cluster.declare_classic_queue(&ctx.vhost.name, &name, &settings, done);
+        Ok(None)
+    }
+
+    /// queue.delete of a classic queue living here, on a node of a cluster: deleted
+    /// here, then everywhere through the cluster's log; delete-ok after that.
+    fn delete_classic(
+        &mut self,
+        ctx: &Context<'_>,
+        cluster: &Arc<dyn crate::membership::ClusterView>,
+        q: &Arc<Queue>,
+        nowait: bool,
+    ) -> AmqpResult<Option<AMQPClass>> {
+        let count = ctx.vhost.delete_queue(q);
+        let ok = queue::DeleteOk { message_count: count };
+        let failed = format!("cannot delete queue '{}' in vhost '{}'", q.name(), ctx.vhost.name);
+        let done = self.reply_when_applied((!nowait).then_some(Q::DeleteOk(ok)), failed, (50, 40));
+        cluster.delete_classic_queue(&ctx.vhost.name, q.name(), done);
         Ok(None)
     }
 

@@ -82,13 +82,23 @@ fn declare(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
         arguments,
     };
     if let Some(cluster) = ctx.broker.cluster().filter(|_| v.queue(name).is_none()) {
-        if crate::queue::QueueKind::of(&settings.arguments) == crate::queue::QueueKind::Quorum {
-            // Replicated: created on every node once the cluster has committed it.
-            crate::queue::kind::check_properties(crate::queue::QueueKind::Quorum, name, vhost, &settings)
-                .map_err(amqp_error)?;
-            let args = settings.arguments.clone();
-            replicated(|done| cluster.declare_quorum_queue(vhost, name, &args, done))?;
-            return Ok(Reply::empty(201));
+        match crate::queue::QueueKind::of(&settings.arguments) {
+            crate::queue::QueueKind::Quorum => {
+                // Replicated: created on every node once the cluster has committed it.
+                crate::queue::kind::check_properties(crate::queue::QueueKind::Quorum, name, vhost, &settings)
+                    .map_err(amqp_error)?;
+                let args = settings.arguments.clone();
+                replicated(|done| cluster.declare_quorum_queue(vhost, name, &args, done))?;
+                return Ok(Reply::empty(201));
+            }
+            crate::queue::QueueKind::Classic => {
+                // Lives here; every node serves it once the cluster has committed it.
+                crate::vhost::check_queue_name(name).map_err(amqp_error)?;
+                v.check_queue_limit(name).map_err(amqp_error)?;
+                replicated(|done| cluster.declare_classic_queue(vhost, name, &settings, done))?;
+                return Ok(Reply::empty(201));
+            }
+            crate::queue::QueueKind::Stream => {}
         }
     }
     let (q, created) = v.declare_queue(name, false, settings, NO_CONNECTION).map_err(amqp_error)?;
@@ -112,9 +122,17 @@ fn delete(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     if call.query_flag("if-empty") && q.message_count() > 0 {
         return Err(Reply::bad_request(format!("queue '{name}' in vhost '{vhost}' not empty")));
     }
-    match ctx.broker.cluster().filter(|_| q.kind() == crate::queue::QueueKind::Quorum) {
-        Some(cluster) => replicated(|done| cluster.delete_quorum_queue(vhost, name, done))?,
-        None => {
+    match ctx.broker.cluster() {
+        Some(cluster) if q.kind() == crate::queue::QueueKind::Quorum => {
+            replicated(|done| cluster.delete_quorum_queue(vhost, name, done))?
+        }
+        // A classic queue living here: deleted here, then everywhere.
+        Some(cluster) if crate::admin::topology::is_cluster_classic(&q) && q.home().is_none() => {
+            v.delete_queue(&q);
+            replicated(|done| cluster.delete_classic_queue(vhost, name, done))?
+        }
+        // Anything else; a classic queue living on another node is deleted by its home.
+        _ => {
             v.delete_queue(&q);
         }
     }
