@@ -327,6 +327,30 @@ async fn exclusive_queues_stay_home_and_auto_delete_and_http_reach_every_node() 
         })
         .await;
     }
+    // A no-wait declare followed at once by a publish: the queue exists on its home
+    // before the next frame, as on a single node.
+    {
+        ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+        ch.queue_declare(
+            "fast".into(),
+            QueueDeclareOptions { durable: true, nowait: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("no-wait declare");
+        let confirm = ch
+            .basic_publish("".into(), "fast".into(), BasicPublishOptions::default(), b"f", BasicProperties::default())
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack());
+        eventually("node 3 to count it", || {
+            let url = c.node(3).url();
+            async move { (count(&url, "fast").await == Some(1)).then_some(()) }
+        })
+        .await;
+    }
     // Declared over node 2's HTTP API: node 2 is its home, node 3 serves it.
     let body = serde_json::json!({"durable": true, "auto_delete": false, "arguments": {}});
     let (code, reply) = super::http("PUT", &c.node(2).api("queues/%2F/web"), Some(body));

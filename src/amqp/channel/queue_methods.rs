@@ -203,8 +203,11 @@ impl Channel {
     }
 
     /// queue.declare of a new classic queue on a node of a cluster: this node is its
-    /// home; declare-ok follows once the cluster's log has it and it exists here, so
-    /// the client can use it through any node that has applied it.
+    /// home. The queue is created here at once (the next frame, say a publish after a
+    /// no-wait declare, finds it), then its location goes through the cluster's log;
+    /// declare-ok follows once that is committed and applied here, so the client can
+    /// use it through any node that has applied it. If the cluster does not commit it,
+    /// the queue goes again and the channel is closed (541).
     fn declare_classic(
         &mut self,
         ctx: &Context<'_>,
@@ -213,13 +216,23 @@ impl Channel {
         settings: QueueSettings,
         nowait: bool,
     ) -> AmqpResult<Option<AMQPClass>> {
-        crate::vhost::check_queue_name(&name)?;
-        ctx.vhost.check_queue_limit(&name)?;
-        self.last_queue = Some(name.as_str().into());
+        let (q, _) = ctx.vhost.declare_queue(&name, false, settings.clone(), ctx.conn_id)?;
+        self.last_queue = Some(q.name().clone());
         let ok = queue::DeclareOk { queue: short(&name), message_count: 0, consumer_count: 0 };
         let failed = format!("cannot declare queue '{name}' in vhost '{}'", ctx.vhost.name);
-        let done = self.reply_when_applied((!nowait).then_some(Q::DeclareOk(ok)), failed, (50, 10));
-        cluster.declare_classic_queue(&ctx.vhost.name, &name, &settings, done);
+        let reply = self.reply_when_applied((!nowait).then_some(Q::DeclareOk(ok)), failed, (50, 10));
+        let vhost = ctx.vhost.clone();
+        cluster.declare_classic_queue(
+            &ctx.vhost.name,
+            &name,
+            &settings,
+            Box::new(move |r| {
+                if r.is_err() {
+                    vhost.delete_queue(&q);
+                }
+                reply(r)
+            }),
+        );
         Ok(None)
     }
 

@@ -29,8 +29,8 @@ pub enum Served {
 }
 
 impl Replicas {
-    /// A classic queue's declaration, applied here: the home creates the queue (or
-    /// finds it restored from its store), another node its remote stand-in.
+    /// A classic queue's declaration, applied here: the home adopts the queue it
+    /// created when it was declared, another node creates its remote stand-in.
     /// `replayed`: applied before this run (a restart replays the log).
     pub(super) async fn classic_declared(&self, replayed: bool, vhost: String, name: String, def: ClassicDef) {
         let key = (vhost.clone(), name.clone());
@@ -49,24 +49,15 @@ impl Replicas {
             arguments: def.arguments.clone(),
         };
         if def.home == self.node_id {
-            let existing = vh.queue(&name).filter(|q| q.home().is_none());
-            let q = match existing {
-                Some(q) => q,
-                None if replayed => {
-                    // Declared here before this run, and not restored from the store:
-                    // a transient queue, gone with the node's last run.
-                    log::info!("cluster: classic queue '{name}' in vhost '{vhost}' did not survive this node's restart; deleting it in the cluster");
-                    self.delete_lost(&vhost, &name);
-                    return;
-                }
-                None => match vh.declare_queue(&name, false, settings, 0) {
-                    Ok((q, _)) => q,
-                    Err(e) => {
-                        log::error!("cluster: cannot create classic queue '{name}' in vhost '{vhost}': {e}");
-                        self.delete_lost(&vhost, &name);
-                        return;
-                    }
-                },
+            // The home created it when it was declared (and a restart restored it
+            // from the store if it is durable).
+            let Some(q) = vh.queue(&name).filter(|q| q.home().is_none()) else {
+                log::info!(
+                    "cluster: classic queue '{name}' in vhost '{vhost}' is no longer on this node, its home ({}); deleting it in the cluster",
+                    if replayed { "a transient queue does not survive a restart" } else { "deleted meanwhile" }
+                );
+                self.delete_lost(&vhost, &name);
+                return;
             };
             self.classic().insert(key, Served::Home(Arc::downgrade(&q)));
             return;

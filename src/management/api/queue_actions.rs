@@ -92,10 +92,13 @@ fn declare(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
                 return Ok(Reply::empty(201));
             }
             crate::queue::QueueKind::Classic => {
-                // Lives here; every node serves it once the cluster has committed it.
-                crate::vhost::check_queue_name(name).map_err(amqp_error)?;
-                v.check_queue_limit(name).map_err(amqp_error)?;
-                replicated(|done| cluster.declare_classic_queue(vhost, name, &settings, done))?;
+                // Lives here; every node serves it once the cluster has committed it
+                // (if it does not, the queue goes again).
+                let (q, _) = v.declare_queue(name, false, settings.clone(), NO_CONNECTION).map_err(amqp_error)?;
+                if let Err(e) = replicated(|done| cluster.declare_classic_queue(vhost, name, &settings, done)) {
+                    v.delete_queue(&q);
+                    return Err(e);
+                }
                 return Ok(Reply::empty(201));
             }
             crate::queue::QueueKind::Stream => {}
