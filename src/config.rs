@@ -112,6 +112,10 @@ pub struct ClusterConfig {
     /// The secret every node of the cluster shares; nodes prove they know it to each
     /// other (HMAC challenge) before any Raft message is accepted.
     pub cluster_secret: String,
+    /// Take a Raft snapshot (and truncate the log before it) every this many entries
+    /// of a group's log; default 10 000.
+    #[serde(default)]
+    pub snapshot_every: Option<u64>,
 }
 
 /// A node of the cluster: its id and cluster-link address.

@@ -61,6 +61,9 @@ struct Args {
     /// The secret all nodes of the cluster share [env: HAREMQ_CLUSTER_SECRET]
     #[arg(long, value_name = "SECRET", env = "HAREMQ_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
+    /// Take a Raft snapshot every N log entries (default 10000)
+    #[arg(long, value_name = "N")]
+    cluster_snapshot_every: Option<u64>,
 }
 
 fn load_config(args: &Args) -> Result<haremq::Config, String> {
@@ -119,6 +122,9 @@ fn cluster_flags(args: &Args, config: &mut haremq::Config) -> Result<(), String>
         if let (Some(cluster), Some(secret)) = (config.cluster.as_mut(), &args.cluster_secret) {
             cluster.cluster_secret = secret.clone();
         }
+        if let (Some(cluster), Some(n)) = (config.cluster.as_mut(), args.cluster_snapshot_every) {
+            cluster.snapshot_every = Some(n);
+        }
         return Ok(());
     }
     let cluster = match config.cluster.take() {
@@ -132,6 +138,7 @@ fn cluster_flags(args: &Args, config: &mut haremq::Config) -> Result<(), String>
                 .cluster_secret
                 .clone()
                 .ok_or("--cluster-secret (or HAREMQ_CLUSTER_SECRET) is needed to join a cluster")?,
+            snapshot_every: None,
         },
     };
     let mut cluster = cluster;
@@ -146,6 +153,9 @@ fn cluster_flags(args: &Args, config: &mut haremq::Config) -> Result<(), String>
     }
     if let Some(secret) = &args.cluster_secret {
         cluster.cluster_secret = secret.clone();
+    }
+    if let Some(n) = args.cluster_snapshot_every {
+        cluster.snapshot_every = Some(n);
     }
     config.cluster = Some(cluster);
     Ok(())

@@ -513,6 +513,7 @@ fn cluster_status_of_a_one_node_cluster_and_of_a_single_node() {
             advertise: None,
             peers: Vec::new(),
             cluster_secret: "ctl-test".into(),
+            snapshot_every: None,
         })
     });
     // A cluster of one elects itself.

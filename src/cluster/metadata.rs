@@ -350,13 +350,18 @@ mod tests {
         let snapshot: MetadataState = serde_json::from_slice(&serde_json::to_vec(&state).unwrap()).unwrap();
         assert_eq!(snapshot, state);
         assert_eq!(snapshot.applied, 3);
-        assert_eq!(snapshot.definitions.len(), 1, "the vhost; deleting a missing exchange leaves nothing");
+        assert_eq!(snapshot.definitions.len(), 2, "the vhost, and the exchange's deletion (a tombstone)");
         let changes = state.apply(4, def(DefinitionChange::DeleteVHost { name: "v".into() }));
         assert!(
             matches!(&changes[..], [Change::QueueDeleted { vhost, name }, Change::Definition { index: 4, .. }] if vhost == "v" && name == "q"),
             "{changes:?}"
         );
-        assert!(state.queues.is_empty() && state.definitions.is_empty());
+        assert!(state.queues.is_empty());
+        assert_eq!(
+            state.definitions.values().cloned().collect::<Vec<_>>(),
+            vec![DefinitionChange::DeleteVHost { name: "v".into() }],
+            "only the vhost's tombstone is left"
+        );
     }
 
     #[test]

@@ -77,6 +77,9 @@ impl Cluster {
         let mut node_config =
             NodeConfig::new(config.node_id, config.listen, config.cluster_secret.clone(), dir.clone());
         node_config.advertise = config.advertise;
+        if let Some(n) = config.snapshot_every {
+            node_config.snapshot_every = n.max(2);
+        }
         // The configured peers are how this node reaches them, whatever address the
         // membership recorded (another node may reach them differently).
         node_config.routes =

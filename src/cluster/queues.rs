@@ -238,6 +238,7 @@ impl Replicas {
                     self.definitions_applied.fetch_max(index, Ordering::AcqRel);
                 }
                 Change::Resync(state) => {
+                    log::info!("cluster: the metadata is restored from a snapshot up to log index {}", state.applied);
                     replayed.clear();
                     self.resync(state).await
                 }

@@ -248,6 +248,9 @@ fn queue_path(vhost: &str, name: &str) -> Path {
 pub struct Retained {
     by_index: BTreeMap<u64, DefinitionChange>,
     by_subject: BTreeMap<Path, u64>,
+    /// The retained deletions (tombstones), by index: the oldest go first once there
+    /// are [`MAX_TOMBSTONES`].
+    tombstones: std::collections::BTreeSet<u64>,
     /// For each path something depends on, the subjects that depend on it.
     dependents: BTreeMap<Path, std::collections::BTreeSet<Path>>,
 }
@@ -295,7 +298,10 @@ impl Retained {
     }
 
     fn insert(&mut self, index: u64, change: DefinitionChange) {
-        let (subject, _, depends) = change.subject();
+        let (subject, effect, depends) = change.subject();
+        if effect == Effect::Delete {
+            self.tombstones.insert(index);
+        }
         for d in depends {
             self.dependents.entry(d).or_default().insert(subject.clone());
         }
@@ -303,8 +309,25 @@ impl Retained {
         self.by_index.insert(index, change);
     }
 
+    /// What the retained change about `subject` does (None: nothing retained).
+    fn effect_on(&self, subject: &Path) -> Option<Effect> {
+        let index = self.by_subject.get(subject)?;
+        Some(self.by_index.get(index)?.subject().1)
+    }
+
+    /// Keeps at most [`MAX_TOMBSTONES`] deletions, dropping the oldest.
+    fn trim_tombstones(&mut self) {
+        while self.tombstones.len() > MAX_TOMBSTONES {
+            let Some(index) = self.tombstones.pop_first() else { return };
+            if let Some(change) = self.by_index.remove(&index) {
+                self.by_subject.remove(&change.subject().0);
+            }
+        }
+    }
+
     fn remove_subject(&mut self, subject: &Path) {
         let Some(index) = self.by_subject.remove(subject) else { return };
+        self.tombstones.remove(&index);
         let Some(change) = self.by_index.remove(&index) else { return };
         for d in change.subject().2 {
             if let Some(set) = self.dependents.get_mut(&d) {
@@ -322,22 +345,37 @@ impl Retained {
     }
 }
 
+/// Deletions a snapshot keeps (tombstones). A node restored from a snapshot applies
+/// them, so it loses what was deleted while it was away; beyond this many, the oldest
+/// are dropped (a node away for longer keeps what their deletions removed: a
+/// tombstone per deleted name, kept for ever, would grow without bound under an
+/// application that binds and unbinds fresh names).
+pub const MAX_TOMBSTONES: usize = 10_000;
+
 /// Records `change` (at log `index`) in `retained`: a creation is kept unless its
-/// subject is already there, a setting replaces the earlier one, a deletion drops its
-/// subject, what lies under it and what depends on it.
+/// subject is already there (a tombstone gives way to it), a setting replaces the
+/// earlier one, a deletion drops its subject, what lies under it and what depends on
+/// it, and stays as a tombstone.
 pub fn retain(retained: &mut Retained, index: u64, change: DefinitionChange) {
     let (subject, effect, _) = change.subject();
     match effect {
-        Effect::Create => {
-            if !retained.by_subject.contains_key(&subject) {
+        Effect::Create => match retained.effect_on(&subject) {
+            None => retained.insert(index, change),
+            Some(Effect::Delete) => {
+                retained.remove_subject(&subject);
                 retained.insert(index, change);
             }
-        }
+            Some(_) => {}
+        },
         Effect::Set => {
             retained.remove_subject(&subject);
             retained.insert(index, change);
         }
-        Effect::Delete => forget(retained, &subject),
+        Effect::Delete => {
+            forget(retained, &subject);
+            retained.insert(index, change);
+            retained.trim_tombstones();
+        }
     }
 }
 
@@ -430,7 +468,16 @@ mod tests {
             C::DeleteVHost { name: "a".into() },
             C::DeleteExchange { vhost: "b".into(), name: "x".into(), if_unused: false },
         ]);
-        assert_eq!(kept, vec![vhost("b"), perm("b")]);
+        assert_eq!(
+            kept,
+            vec![
+                vhost("b"),
+                perm("b"),
+                C::DeleteVHost { name: "a".into() },
+                C::DeleteExchange { vhost: "b".into(), name: "x".into(), if_unused: false }
+            ],
+            "what is left, and the deletions as tombstones (the vhost's covers its exchange)"
+        );
         let mut r = Retained::new();
         retain(&mut r, 1, exchange("/", "x", "topic"));
         retain(&mut r, 2, bind("/", "x", "q"));
@@ -482,8 +529,31 @@ mod tests {
                 tags: vec![],
             },
         ]);
-        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(kept.len(), 4, "{kept:?}");
         assert_eq!(kept[0], with_args, "a binding's arguments tell it apart");
-        assert!(matches!(&kept[1], C::AddUser { name, .. } if name == "u2"));
+        assert!(matches!(&kept[1], C::UnbindQueue { arguments, .. } if arguments.inner().is_empty()), "a tombstone");
+        assert!(matches!(&kept[2], C::DeleteUser { name } if name == "u"), "a tombstone");
+        assert!(matches!(&kept[3], C::AddUser { name, .. } if name == "u2"));
+    }
+
+    #[test]
+    fn tombstones_give_way_to_a_new_creation_and_are_bounded() {
+        let kept = replay(vec![
+            exchange("/", "x", "direct"),
+            C::DeleteExchange { vhost: "/".into(), name: "x".into(), if_unused: false },
+            exchange("/", "x", "fanout"),
+        ]);
+        assert_eq!(kept, vec![exchange("/", "x", "fanout")], "created again: no deletion to apply");
+        let mut r = Retained::new();
+        for i in 0..MAX_TOMBSTONES as u64 + 5 {
+            retain(&mut r, i + 1, C::DeleteExchange { vhost: "/".into(), name: format!("x{i}"), if_unused: false });
+        }
+        assert_eq!(r.len(), MAX_TOMBSTONES, "the oldest tombstones go");
+        assert!(
+            matches!(r.values().next(), Some(C::DeleteExchange { name, .. }) if name == "x5"),
+            "the newest are kept"
+        );
+        let copy: Retained = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(copy, r, "a snapshot keeps them, indexes rebuilt");
     }
 }

@@ -205,3 +205,53 @@ async fn a_restart_does_not_replay_a_deletion_over_what_came_after() {
     let url2 = format!("amqp://guest:guest@{}/v", c.node(2).amqp.expect("running"));
     assert_eq!(get(&url2, "keep").await, b"kept", "the classic queue and its message survived the replay");
 }
+
+/// A node that was away while the log was truncated catches up from a snapshot, and
+/// the snapshot's deletions (tombstones) take what was deleted meanwhile from it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restored_from_a_snapshot_loses_what_was_deleted_while_it_was_away() {
+    let mut c = TestCluster::start_with(3, &["--cluster-snapshot-every", "20"]);
+    let (api1, api2) = (c.node(1).api(""), c.node(2).api(""));
+    assert_eq!(http("PUT", &format!("{api1}users/bob"), Some(json!({"password": "pw", "tags": ""}))).0, 201);
+    let all = json!({"configure": ".*", "write": ".*", "read": ".*"});
+    assert!(http("PUT", &format!("{api1}permissions/%2F/bob"), Some(all)).0 < 300);
+    {
+        let (_conn, ch) = connect(&c.node(1).url()).await.expect("connect to node 1");
+        ch.exchange_declare(
+            "old".into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare 'old'");
+    }
+    let bob3 = format!("amqp://bob:pw@{}/%2f", c.node(3).amqp.expect("running"));
+    eventually("bob to log in on node 3", || connect(&bob3)).await;
+    let url3 = c.node(3).url();
+    eventually("node 3 to have 'old'", || async { has_exchange(&url3, "old").await.then_some(()) }).await;
+
+    c.node_mut(3).kill9();
+    assert!(http("DELETE", &format!("{api2}users/bob"), None).0 < 300);
+    {
+        let (_conn, ch) = connect(&c.node(1).url()).await.expect("connect to node 1");
+        ch.exchange_delete("old".into(), ExchangeDeleteOptions::default()).await.expect("delete 'old'");
+        // Enough entries for the leader to snapshot and truncate its log past them.
+        for i in 0..60 {
+            ch.exchange_declare(
+                format!("filler-{i}").as_str().into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare a filler");
+        }
+    }
+    c.node_mut(3).start();
+    let url3 = c.node(3).url();
+    eventually("node 3 to catch up", || async { has_exchange(&url3, "filler-59").await.then_some(()) }).await;
+    eventually("node 3 to forget 'old'", || async { (!has_exchange(&url3, "old").await).then_some(()) }).await;
+    let bob3 = format!("amqp://bob:pw@{}/%2f", c.node(3).amqp.expect("running"));
+    eventually("bob to be refused on node 3", || async { connect(&bob3).await.is_none().then_some(()) }).await;
+}

@@ -102,6 +102,8 @@ struct Node {
     peers: Vec<String>,
     /// The AMQP listener of the running process.
     amqp: Option<SocketAddr>,
+    /// More command-line arguments.
+    extra: Vec<String>,
 }
 
 impl Node {
@@ -114,6 +116,7 @@ impl Node {
             management_port: free_port(),
             peers,
             amqp: None,
+            extra: Vec::new(),
         }
     }
 
@@ -134,6 +137,7 @@ impl Node {
         for p in &self.peers {
             cmd.args(["--peer", p]);
         }
+        cmd.args(&self.extra);
         let mut child = cmd
             .env("RUST_LOG", "info,haremq_raft=info,openraft=warn")
             .stdout(Stdio::null())
@@ -225,6 +229,11 @@ struct TestCluster {
 
 impl TestCluster {
     fn start(n: u64) -> TestCluster {
+        Self::start_with(n, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments for every node.
+    fn start_with(n: u64, extra: &[&str]) -> TestCluster {
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut links = Vec::new();
         let mut nodes = Vec::new();
@@ -237,6 +246,7 @@ impl TestCluster {
             }
             let mut node = Node::new(from, peers);
             node.cluster_port = ports[from as usize - 1];
+            node.extra = extra.iter().map(|a| a.to_string()).collect();
             nodes.push(node);
         }
         for node in &mut nodes {
