@@ -162,7 +162,9 @@ fn cluster_flags(args: &Args, config: &mut haremq::Config) -> Result<(), String>
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // openraft (the cluster's Raft) logs its state machinery at info: warnings and up
+    // unless RUST_LOG asks for more.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,openraft=warn")).init();
     let args = Args::parse();
     let config = match load_config(&args) {
         Ok(c) => c,

@@ -157,6 +157,11 @@ fn apply_change(broker: &Arc<Broker>, change: &DefinitionChange) -> Result<(), C
             let kind = if *operator { crate::policy::Kind::Operator } else { crate::policy::Kind::Policy };
             admin.clear_policy(kind, vhost, name)
         }
+        C::SetGlobalParameter { name, value } => match serde_json::from_str(value) {
+            Ok(value) => admin.set_global_parameter(name, value).map(|_| ()),
+            Err(e) => Err(AdminError::Invalid(format!("global parameter '{name}': {e}"))),
+        },
+        C::ClearGlobalParameter { name } => admin.clear_global_parameter(name),
         topology => return apply_topology(broker, topology).map_err(ChangeError::Amqp),
     };
     admin_result.map_err(ChangeError::Admin)

@@ -135,8 +135,8 @@ pub enum DefinitionChange {
         routing_key: String,
         arguments: FieldTable,
     },
-    /// A binding to a replicated (quorum) queue; classic queues' bindings stay on the
-    /// node of their queue.
+    /// A binding to a queue every node serves (quorum queues, classic queues that are
+    /// not exclusive); exclusive queues' bindings stay on the node of their queue.
     BindQueue {
         vhost: String,
         queue: String,
@@ -150,6 +150,15 @@ pub enum DefinitionChange {
         exchange: String,
         routing_key: String,
         arguments: FieldTable,
+    },
+    /// A global runtime parameter (RabbitMQ's `set_global_parameter`); the value is
+    /// JSON text.
+    SetGlobalParameter {
+        name: String,
+        value: String,
+    },
+    ClearGlobalParameter {
+        name: String,
     },
 }
 
@@ -225,6 +234,8 @@ impl DefinitionChange {
             C::UnbindQueue { vhost, queue, exchange, routing_key, arguments } => {
                 (binding(vhost, exchange, "q", queue, routing_key, arguments), Delete, vec![])
             }
+            C::SetGlobalParameter { name, .. } => (path(&["g", name]), Set, vec![]),
+            C::ClearGlobalParameter { name } => (path(&["g", name]), Delete, vec![]),
         }
     }
 }

@@ -226,13 +226,21 @@ async fn a_node_restored_from_a_snapshot_loses_what_was_deleted_while_it_was_awa
         .await
         .expect("declare 'old'");
     }
+    let param = |api: &str, name: &str| format!("{api}global-parameters/{name}");
+    assert_eq!(http("PUT", &param(&api1, "region"), Some(json!({"value": "eu"}))).0, 201);
     let bob3 = format!("amqp://bob:pw@{}/%2f", c.node(3).amqp.expect("running"));
     eventually("bob to log in on node 3", || connect(&bob3)).await;
+    let api3 = c.node(3).api("");
+    super::wait_for("node 3 to have the global parameter", || {
+        (super::http("GET", &param(&api3, "region"), None).1["value"] == "eu").then_some(())
+    });
     let url3 = c.node(3).url();
     eventually("node 3 to have 'old'", || async { has_exchange(&url3, "old").await.then_some(()) }).await;
 
     c.node_mut(3).kill9();
     assert!(http("DELETE", &format!("{api2}users/bob"), None).0 < 300);
+    assert!(http("DELETE", &param(&api2, "region"), None).0 < 300);
+    assert_eq!(http("PUT", &param(&api2, "tier"), Some(json!({"value": {"level": 2}}))).0, 201);
     {
         let (_conn, ch) = connect(&c.node(1).url()).await.expect("connect to node 1");
         ch.exchange_delete("old".into(), ExchangeDeleteOptions::default()).await.expect("delete 'old'");
@@ -254,4 +262,7 @@ async fn a_node_restored_from_a_snapshot_loses_what_was_deleted_while_it_was_awa
     eventually("node 3 to forget 'old'", || async { (!has_exchange(&url3, "old").await).then_some(()) }).await;
     let bob3 = format!("amqp://bob:pw@{}/%2f", c.node(3).amqp.expect("running"));
     eventually("bob to be refused on node 3", || async { connect(&bob3).await.is_none().then_some(()) }).await;
+    let api3 = c.node(3).api("");
+    assert_eq!(http("GET", &param(&api3, "region"), None).0, 404, "cleared while node 3 was away");
+    assert_eq!(http("GET", &param(&api3, "tier"), None).1["value"]["level"], 2, "set while node 3 was away");
 }
