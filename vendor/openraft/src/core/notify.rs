@@ -42,6 +42,14 @@ where C: RaftTypeConfig
     /// Result of executing a command sent from state machine worker.
     StateMachine { command_result: sm::CommandResult<C> },
 
+    /// HareMQ patch: the leader's own append up to `log_id`, submitted under `vote`, is
+    /// flushed (or failed).
+    LocalFlushed {
+        vote: Vote<C::NodeId>,
+        log_id: crate::LogId<C::NodeId>,
+        result: Result<(), String>,
+    },
+
     /// A tick event to wake up RaftCore to check timeout etc.
     Tick {
         /// ith tick
@@ -84,6 +92,9 @@ where C: RaftTypeConfig
             }
             Self::StateMachine { command_result } => {
                 format!("StateMachine command done: {:?}", command_result)
+            }
+            Self::LocalFlushed { vote, log_id, result } => {
+                format!("LocalFlushed: {} {} {:?}", vote, log_id, result)
             }
             Self::Tick { i } => {
                 format!("Tick {}", i)

@@ -1278,6 +1278,19 @@ where
                 }
             }
 
+            Notify::LocalFlushed { vote, log_id, result } => {
+                if let Err(e) = result {
+                    return Err(Fatal::StorageError(
+                        StorageIOError::write_logs(AnyError::error(e)).into(),
+                    ));
+                }
+                if self.engine.state.vote_ref() == &vote {
+                    if let Ok(mut lh) = self.engine.leader_handler() {
+                        lh.replication_handler().update_local_progress(Some(log_id));
+                    }
+                }
+            }
+
             Notify::Tick { i } => {
                 // check every timer
 
@@ -1637,12 +1650,39 @@ where
                 let last_log_id = entries.last().unwrap().get_log_id().clone();
                 tracing::debug!("AppendInputEntries: {}", DisplaySlice::<_>(&entries),);
 
-                self.append_to_log(entries, vote, last_log_id.clone()).await?;
+                // HareMQ patch: the leader does not wait for its own flush. Replication
+                // (which reads the entries back from the log store) and later appends go on;
+                // the leader counts itself for these entries only when the store reports
+                // them flushed (Notify::LocalFlushed). A follower still waits, so it never
+                // answers an AppendEntries before its entries are durable.
+                let leading = self.engine.leader_handler().is_ok() && self.engine.state.vote_ref() == &vote;
+                if leading {
+                    let (tx, rx) = C::AsyncRuntime::oneshot();
+                    let log_io_id = LogIOId::new(vote.clone(), Some(last_log_id.clone()));
+                    let callback = LogFlushed::new(log_io_id, tx);
+                    self.log_store.append(entries, callback).await?;
+                    let tx_notify = self.tx_notify.clone();
+                    #[allow(clippy::let_underscore_future)]
+                    let _ = C::spawn(async move {
+                        let result = match rx.await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        let _ = tx_notify.send(Notify::LocalFlushed {
+                            vote,
+                            log_id: last_log_id,
+                            result,
+                        });
+                    });
+                } else {
+                    self.append_to_log(entries, vote, last_log_id.clone()).await?;
 
-                // The leader may have changed.
-                // But reporting to a different leader is not a problem.
-                if let Ok(mut lh) = self.engine.leader_handler() {
-                    lh.replication_handler().update_local_progress(Some(last_log_id));
+                    // The leader may have changed.
+                    // But reporting to a different leader is not a problem.
+                    if let Ok(mut lh) = self.engine.leader_handler() {
+                        lh.replication_handler().update_local_progress(Some(last_log_id));
+                    }
                 }
             }
             Command::SaveVote { vote } => {
