@@ -42,8 +42,9 @@ where C: RaftTypeConfig
     /// Result of executing a command sent from state machine worker.
     StateMachine { command_result: sm::CommandResult<C> },
 
-    /// HareMQ patch: the leader's own append up to `log_id`, submitted under `vote`, is
-    /// flushed (or failed).
+    // HareMQ: new variant.
+    /// The leader's own append up to `log_id`, submitted under the leader's `vote`, is
+    /// flushed (or failed). Sent by `RaftCore`'s local-flush forwarder in submission order.
     LocalFlushed {
         vote: Vote<C::NodeId>,
         log_id: crate::LogId<C::NodeId>,
@@ -93,6 +94,7 @@ where C: RaftTypeConfig
             Self::StateMachine { command_result } => {
                 format!("StateMachine command done: {:?}", command_result)
             }
+            // HareMQ: LocalFlushed.
             Self::LocalFlushed { vote, log_id, result } => {
                 format!("LocalFlushed: {} {} {:?}", vote, log_id, result)
             }

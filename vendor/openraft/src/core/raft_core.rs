@@ -89,6 +89,8 @@ use crate::storage::RaftLogReaderExt;
 use crate::storage::RaftLogStorage;
 use crate::storage::RaftStateMachine;
 use crate::type_config::alias::InstantOf;
+// HareMQ: the receiver of a leader append's flush callback (see `LocalFlushWait`).
+use crate::type_config::alias::OneshotReceiverOf;
 use crate::type_config::alias::ResponderOf;
 use crate::type_config::TypeConfigExt;
 use crate::AsyncRuntime;
@@ -153,6 +155,14 @@ impl<C: RaftTypeConfig> LeaderData<C> {
     }
 }
 
+// HareMQ: a leader's own append whose flush is awaited by the local-flush forwarder: the vote
+// it was submitted under, its last log id, and the receiver of its `LogFlushed` callback.
+pub(crate) type LocalFlushWait<C> = (
+    Vote<<C as RaftTypeConfig>::NodeId>,
+    LogId<<C as RaftTypeConfig>::NodeId>,
+    OneshotReceiverOf<C, Result<LogIOId<<C as RaftTypeConfig>::NodeId>, std::io::Error>>,
+);
+
 // TODO: remove SM
 /// The core type implementing the Raft protocol.
 pub struct RaftCore<C, N, LS, SM>
@@ -205,6 +215,11 @@ where
     pub(crate) tx_server_metrics: watch::Sender<RaftServerMetrics<C::NodeId, C::Node>>,
 
     pub(crate) command_state: CommandState,
+
+    // HareMQ: the leader's own appends, in submission order, to the one task that awaits
+    // their flush callbacks one after the other and reports each as `Notify::LocalFlushed`
+    // (so the reports arrive in submission order). Started at the first leader append.
+    pub(crate) tx_local_flush: Option<mpsc::UnboundedSender<LocalFlushWait<C>>>,
 
     pub(crate) span: Span,
 
@@ -728,6 +743,52 @@ where
             .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?
             .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
         Ok(())
+    }
+
+    // HareMQ: new method.
+    /// Whether this node is, right now, the established leader of `vote`: the engine has a
+    /// Leader whose vote is `vote` (and committed) and the node's vote is still `vote`.
+    fn is_leader_of(&self, vote: &Vote<C::NodeId>) -> bool {
+        let Some(leader) = self.engine.leader.as_ref() else {
+            return false;
+        };
+        leader.vote.is_committed() && &leader.vote == vote && self.engine.state.vote_ref() == vote
+    }
+
+    // HareMQ: new method.
+    /// The channel to the task that awaits the leader's own appends' flush callbacks in
+    /// submission order and reports each as `Notify::LocalFlushed`; the task is started on
+    /// first use and ends when the core (the only sender) is dropped.
+    fn local_flush_sender(&mut self) -> mpsc::UnboundedSender<LocalFlushWait<C>> {
+        if let Some(tx) = &self.tx_local_flush {
+            return tx.clone();
+        }
+
+        let (tx, mut rx) = mpsc::unbounded_channel::<LocalFlushWait<C>>();
+        let tx_notify = self.tx_notify.clone();
+
+        // False positive lint warning(`non-binding `let` on a future`): https://github.com/rust-lang/rust-clippy/issues/9932
+        #[allow(clippy::let_underscore_future)]
+        let _ = C::spawn(async move {
+            // One at a time, in submission order: a report for an append is sent only after
+            // the reports of every earlier one, so a failed flush is seen before any later
+            // success.
+            while let Some((vote, log_id, flushed)) = rx.recv().await {
+                let result = match flushed.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    // The log store dropped the callback without calling it.
+                    Err(e) => Err(format!("log flush callback dropped: {}", e)),
+                };
+                if tx_notify.send(Notify::LocalFlushed { vote, log_id, result }).is_err() {
+                    // RaftCore has quit.
+                    return;
+                }
+            }
+        });
+
+        self.tx_local_flush = Some(tx.clone());
+        tx
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -1278,16 +1339,32 @@ where
                 }
             }
 
+            // HareMQ: the leader's own append (submitted without waiting, see
+            // `Command::AppendInputEntries`) is flushed: only now does the leader count itself
+            // towards committing it.
             Notify::LocalFlushed { vote, log_id, result } => {
+                tracing::debug!(vote = display(&vote), log_id = display(&log_id), "LocalFlushed");
+
+                // A failed write stops the node, whatever the vote: the log may have a hole.
                 if let Err(e) = result {
+                    tracing::error!(error = display(&e), "leader log append failed to flush");
                     return Err(Fatal::StorageError(
                         StorageIOError::write_logs(AnyError::error(e)).into(),
                     ));
                 }
-                if self.engine.state.vote_ref() == &vote {
-                    if let Ok(mut lh) = self.engine.leader_handler() {
-                        lh.replication_handler().update_local_progress(Some(log_id));
-                    }
+
+                // Stale: the node is no longer the leader of the vote the append was submitted
+                // under (it stepped down, or leads again under a newer vote: its new progress
+                // starts from its new blank entry's flush).
+                if !self.is_leader_of(&vote) {
+                    tracing::debug!(vote = display(&vote), log_id = display(&log_id), "ignore stale LocalFlushed");
+                    return Ok(());
+                }
+
+                // Monotonic: the reports arrive in submission order, and `update_local_progress`
+                // ignores one not greater than the current matching (no assertion can fire).
+                if let Ok(mut lh) = self.engine.leader_handler() {
+                    lh.replication_handler().update_local_progress(Some(log_id));
                 }
             }
 
@@ -1650,31 +1727,26 @@ where
                 let last_log_id = entries.last().unwrap().get_log_id().clone();
                 tracing::debug!("AppendInputEntries: {}", DisplaySlice::<_>(&entries),);
 
-                // HareMQ patch: the leader does not wait for its own flush. Replication
-                // (which reads the entries back from the log store) and later appends go on;
-                // the leader counts itself for these entries only when the store reports
-                // them flushed (Notify::LocalFlushed). A follower still waits, so it never
-                // answers an AppendEntries before its entries are durable.
-                let leading = self.engine.leader_handler().is_ok() && self.engine.state.vote_ref() == &vote;
-                if leading {
+                // HareMQ: the leader does not wait for its own flush. Replication (which reads
+                // the entries back from the log store) and later appends go on at once; the
+                // leader counts itself for these entries only when the store reports them
+                // flushed (`Notify::LocalFlushed`, from the forwarder, in submission order).
+                // A follower or learner still waits, so it never answers an AppendEntries
+                // before its entries are durable. See docs/openraft-patch.md in HareMQ.
+                if self.is_leader_of(&vote) {
                     let (tx, rx) = C::AsyncRuntime::oneshot();
                     let log_io_id = LogIOId::new(vote.clone(), Some(last_log_id.clone()));
                     let callback = LogFlushed::new(log_io_id, tx);
                     self.log_store.append(entries, callback).await?;
-                    let tx_notify = self.tx_notify.clone();
-                    #[allow(clippy::let_underscore_future)]
-                    let _ = C::spawn(async move {
-                        let result = match rx.await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err(e)) => Err(e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        };
-                        let _ = tx_notify.send(Notify::LocalFlushed {
-                            vote,
-                            log_id: last_log_id,
-                            result,
-                        });
-                    });
+
+                    let tx_local_flush = self.local_flush_sender();
+                    if tx_local_flush.send((vote, last_log_id, rx)).is_err() {
+                        // Only if the forwarder task was dropped: the flush could not be counted.
+                        return Err(StorageIOError::write_logs(AnyError::error(
+                            "the leader's local flush forwarder stopped",
+                        ))
+                        .into());
+                    }
                 } else {
                     self.append_to_log(entries, vote, last_log_id.clone()).await?;
 

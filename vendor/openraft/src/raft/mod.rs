@@ -299,6 +299,8 @@ where C: RaftTypeConfig
             tx_server_metrics,
 
             command_state: CommandState::default(),
+            // HareMQ: started at the first leader append.
+            tx_local_flush: None,
             span: core_span,
 
             _p: Default::default(),

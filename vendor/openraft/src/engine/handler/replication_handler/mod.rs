@@ -456,7 +456,14 @@ where C: RaftTypeConfig
                 "update progress"
             );
 
-            if prog_entry.matching >= upto {
+            // HareMQ: `!(upto > matching)` instead of `matching >= upto`. The leader reports
+            // its own flushes without waiting for them (`Notify::LocalFlushed`): a report not
+            // strictly greater than the current matching is ignored here, so the progress only
+            // moves forward and the monotonicity assertions below (`ProgressEntry::
+            // update_matching`, `VecProgress::update_with`) cannot fire, even for two log ids
+            // that do not compare (LogId is only partially ordered).
+            #[allow(clippy::nonminimal_bool)]
+            if !(upto > prog_entry.matching) {
                 return;
             }
             // TODO: It should be self.state.last_log_id() but None is ok.
