@@ -38,6 +38,11 @@ impl RaftNode {
     pub async fn start(config: NodeConfig) -> Result<Arc<RaftNode>, Error> {
         std::fs::create_dir_all(&config.data_dir)?;
         let db = open_db(&config.data_dir.join("raft.redb")).await?;
+        RaftNode::start_with_db(config, db).await
+    }
+
+    /// [`RaftNode::start`] over an open database (tests: one whose fsync they control).
+    pub(crate) async fn start_with_db(config: NodeConfig, db: RaftDb) -> Result<Arc<RaftNode>, Error> {
         let raft_config = openraft::Config {
             cluster_name: "haremq".into(),
             heartbeat_interval: config.heartbeat_ms,
