@@ -645,3 +645,6 @@ impl GroupInner {
         self.raft.metrics().borrow().id
     }
 }
+
+#[cfg(test)]
+mod flush_tests;
