@@ -278,8 +278,9 @@ impl Group {
     }
 
     /// Many commands in one call: all are handed to openraft before any is awaited.
-    /// Responses in order. (On the leader openraft 0.9 appends each as its own entry;
-    /// the log writer's group commit lets appends of different groups share a fsync.)
+    /// Responses in order. (Each is its own entry and leader append; the leader does not
+    /// wait for one append's fsync before the next, so the log writer's group commit lets
+    /// them share fsyncs, as it does for different groups.)
     pub async fn write_many(&self, commands: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, WriteError> {
         self.on_leader(Op::Write(commands)).await
     }
