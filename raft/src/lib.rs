@@ -20,8 +20,10 @@
 //!   majority has it durably), and many groups' appends share one fsync. Queued entries
 //!   are readable before their commit (openraft reads them back to replicate them). A
 //!   failed commit fails every callback in it, and openraft stops those groups.
-//!   openraft 0.9's core still waits for each append's callback before its next command,
-//!   so one group has one append in flight: the sharing is across groups.
+//! - **The leader does not wait for its own append** (openraft 0.9.25 patched in
+//!   `vendor/openraft`, see docs/openraft-patch.md): it replicates an entry at once and
+//!   counts itself toward the commit only from the callback, so one group's successive
+//!   leader appends share fsyncs too. Followers and learners answer only after theirs.
 //! - **Applied state in memory, snapshots on disk.** The application's state lives in memory;
 //!   the commit point is persisted, so at start openraft restores the last snapshot and
 //!   re-applies the committed log after it. A snapshot is taken every `snapshot_every`

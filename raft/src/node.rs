@@ -40,6 +40,11 @@ impl RaftNode {
     pub async fn start(config: NodeConfig) -> Result<Arc<RaftNode>, Error> {
         std::fs::create_dir_all(&config.data_dir)?;
         let db = open_db(&config.data_dir.join("raft.redb")).await?;
+        RaftNode::start_with_db(config, db).await
+    }
+
+    /// [`RaftNode::start`] over an open database (tests: one whose fsync they control).
+    pub(crate) async fn start_with_db(config: NodeConfig, db: RaftDb) -> Result<Arc<RaftNode>, Error> {
         let raft_config = openraft::Config {
             cluster_name: "haremq".into(),
             heartbeat_interval: config.heartbeat_ms,
@@ -276,8 +281,9 @@ impl Group {
     }
 
     /// Many commands in one call: all are handed to openraft before any is awaited.
-    /// Responses in order. (On the leader openraft 0.9 appends each as its own entry;
-    /// the log writer's group commit lets appends of different groups share a fsync.)
+    /// Responses in order. (Each is its own entry and leader append; the leader does not
+    /// wait for one append's fsync before the next, so the log writer's group commit lets
+    /// them share fsyncs, as it does for different groups.)
     pub async fn write_many(&self, commands: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, WriteError> {
         self.on_leader(Op::Write(commands)).await
     }
@@ -645,3 +651,6 @@ impl GroupInner {
         self.raft.metrics().borrow().id
     }
 }
+
+#[cfg(test)]
+mod flush_tests;

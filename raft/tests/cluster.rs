@@ -592,3 +592,115 @@ fn pipelined_writes_keep_their_order_across_a_leader_change() {
         c.shutdown().await;
     })
 }
+
+/// A one-member group: its leader's own log flush is the only vote (openraft as patched
+/// in vendor/openraft reports it after the append, asynchronously), so this commits only
+/// if that report is counted. Many writes in flight at once, then a restart.
+#[test]
+fn a_single_node_group_commits_on_its_own_flush_and_keeps_it_across_a_restart() {
+    smol::block_on(async {
+        let g1 = GroupId(11);
+        let mut c = Cluster::start(&[1], 10_000).await;
+        c.open(g1, &[1]).await;
+        c.leader(g1, &[1]).await;
+        let g = c.group(1, g1).clone();
+        let answers: Vec<_> = (0..500).map(|i| g.submit(cmd("solo", i))).collect();
+        for (i, answer) in answers.into_iter().enumerate() {
+            let resp = answer.await.unwrap_or_else(|e| panic!("solo-{i}: {e}"));
+            assert_eq!(resp, (i as u64 + 1).to_be_bytes().to_vec(), "solo-{i} applied at its position");
+        }
+        let expected: Vec<Vec<u8>> = (0..500).map(|i| cmd("solo", i)).collect();
+        assert_eq!(c.applied(1, g1), expected);
+        c.stop(1).await;
+        let only: &[NodeId] = &[1];
+        c.restart(1, &[(g1, only)]).await;
+        wait_for("restored from the log", SECS10, || c.applied(1, g1) == expected).await;
+        c.group(1, g1).write(cmd("solo", 500)).await.unwrap();
+        c.shutdown().await;
+    })
+}
+
+/// Writers on every node keep many writes in flight while the leader is stopped and
+/// restarted, three times: each leader appends without waiting for its own flush, so when
+/// it goes, entries it appended may be on its followers' disks and not (yet) on its own.
+/// Every acknowledged write must be applied exactly once, at the position its response
+/// gave (the leader's count of applied commands), and every node must apply the same
+/// sequence, the restarted ones included.
+#[test]
+fn concurrent_writes_across_leader_changes_apply_exactly_what_was_acknowledged() {
+    smol::block_on(async {
+        let all: &[NodeId] = &[1, 2, 3];
+        let mut c = Cluster::start(all, 10_000).await;
+        c.open(G0, all).await;
+        c.leader(G0, all).await;
+        // The writers' handles: a stopped node's is removed, a restarted one's put back.
+        let handles: Arc<Mutex<BTreeMap<NodeId, Group>>> =
+            Arc::new(Mutex::new(all.iter().map(|id| (*id, c.group(*id, G0).clone())).collect()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for (w, via) in [1, 2, 3, 1, 2, 3].into_iter().enumerate() {
+            let (handles, stop) = (handles.clone(), stop.clone());
+            writers.push(smol::spawn(async move {
+                let prefix = format!("w{w}");
+                let mut acked = Vec::new();
+                let mut failed = 0;
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let Some(g) = handles.lock().unwrap().get(&via).cloned() else {
+                        smol::Timer::after(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    // Eight in flight from this writer at a time.
+                    let batch: Vec<_> = (i..i + 8).map(|i| (i, g.submit(cmd(&prefix, i)))).collect();
+                    i += 8;
+                    for (i, answer) in batch {
+                        match answer.await {
+                            Ok(resp) => acked.push((cmd(&prefix, i), u64::from_be_bytes(resp.try_into().unwrap()))),
+                            Err(_) => failed += 1,
+                        }
+                    }
+                }
+                (acked, failed)
+            }));
+        }
+        for _ in 0..3 {
+            smol::Timer::after(Duration::from_millis(700)).await;
+            let leader = c.leader(G0, all).await;
+            handles.lock().unwrap().remove(&leader);
+            c.stop(leader).await;
+            let rest: Vec<NodeId> = all.iter().copied().filter(|id| *id != leader).collect();
+            c.leader(G0, &rest).await;
+            smol::Timer::after(Duration::from_millis(300)).await;
+            c.restart(leader, &[(G0, all)]).await;
+            handles.lock().unwrap().insert(leader, c.group(leader, G0).clone());
+        }
+        smol::Timer::after(Duration::from_millis(700)).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut acked = Vec::new();
+        let mut failed = 0;
+        for w in writers {
+            let (a, f) = w.await;
+            acked.extend(a);
+            failed += f;
+        }
+        println!("leader changes: {} writes acknowledged, {failed} failed", acked.len());
+        assert!(acked.len() > 200, "too few writes acknowledged: {}", acked.len());
+        let max = acked.iter().map(|(_, p)| *p).max().unwrap() as usize;
+        for id in all {
+            wait_for("every acknowledged write applied", SECS10, || c.applied(*id, G0).len() >= max).await;
+        }
+        // Settle: the longest applied sequence, which every node must reach exactly.
+        smol::Timer::after(Duration::from_millis(300)).await;
+        let applied = all.iter().map(|id| c.applied(*id, G0)).max_by_key(|a| a.len()).unwrap();
+        for id in all {
+            wait_for("every node applied the same", SECS10, || c.applied(*id, G0) == applied).await;
+        }
+        for (command, position) in &acked {
+            let p = *position as usize;
+            let name = String::from_utf8_lossy(command);
+            assert_eq!(applied.get(p - 1), Some(command), "{name} acknowledged at position {p}");
+            assert_eq!(applied.iter().filter(|c| *c == command).count(), 1, "{name} applied twice");
+        }
+        c.shutdown().await;
+    })
+}

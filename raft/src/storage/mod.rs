@@ -57,9 +57,9 @@ impl RaftDb {
         RaftDb::init(Database::builder().set_cache_size(CACHE_BYTES).create(path)?)
     }
 
-    /// Over another storage backend (tests make its fsync fail).
+    /// Over another storage backend (tests make its fsync fail or wait: [`testing::Disk`]).
     #[cfg(test)]
-    fn open_with_backend(backend: impl redb::StorageBackend) -> Result<RaftDb, redb::Error> {
+    pub(crate) fn open_with_backend(backend: impl redb::StorageBackend) -> Result<RaftDb, redb::Error> {
         RaftDb::init(redb::Builder::new().create_with_backend(backend)?)
     }
 
@@ -264,14 +264,57 @@ mod tests {
         });
     }
 
-    /// An in-memory database whose fsync fails while `fail` is set.
-    #[derive(Debug)]
-    struct Flaky {
-        inner: redb::backends::InMemoryBackend,
-        fail: Arc<std::sync::atomic::AtomicBool>,
+    #[test]
+    fn a_failed_commit_is_never_reported_stored_and_the_group_writes_nothing_after_it() {
+        let disk = testing::Disk::default();
+        let db = RaftDb::open_with_backend(disk.clone()).unwrap();
+        smol::block_on(async {
+            let mut store = LogStore::new(db.clone(), 3);
+            store.blocking_append([entry(1, 1, "ok")]).await.unwrap();
+            disk.fail(true);
+            assert!(store.blocking_append([entry(1, 2, "lost")]).await.is_err(), "a failed fsync was reported stored");
+            disk.fail(false);
+            // Entry 3 after a lost entry 2 would be a hole: refused (openraft has stopped
+            // the group anyway).
+            assert!(store.blocking_append([entry(1, 3, "after")]).await.is_err());
+            assert!(store.save_vote(&openraft::Vote::new(2, 1)).await.is_err());
+        });
+    }
+}
+
+/// A storage backend for tests whose fsync can be made to fail or to wait.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// An in-memory database (cheap to clone: clones share it and its switches). While
+    /// `hold` is set, an fsync waits (the writer thread with it: nothing of this node is
+    /// reported stored); when it goes on, it fails if `fail` is set.
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct Disk {
+        inner: Arc<redb::backends::InMemoryBackend>,
+        fail: Arc<AtomicBool>,
+        hold: Arc<AtomicBool>,
+        /// fsyncs that have waited (a test knows its hold took effect).
+        held: Arc<std::sync::atomic::AtomicU64>,
     }
 
-    impl redb::StorageBackend for Flaky {
+    impl Disk {
+        pub(crate) fn fail(&self, on: bool) {
+            self.fail.store(on, Ordering::SeqCst);
+        }
+        pub(crate) fn hold(&self, on: bool) {
+            self.hold.store(on, Ordering::SeqCst);
+        }
+        /// How many fsyncs were held so far.
+        pub(crate) fn held(&self) -> u64 {
+            self.held.load(Ordering::SeqCst)
+        }
+    }
+
+    impl redb::StorageBackend for Disk {
         fn len(&self) -> std::io::Result<u64> {
             self.inner.len()
         }
@@ -282,7 +325,13 @@ mod tests {
             self.inner.set_len(len)
         }
         fn sync_data(&self) -> std::io::Result<()> {
-            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.hold.load(Ordering::SeqCst) {
+                self.held.fetch_add(1, Ordering::SeqCst);
+                while self.hold.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            if self.fail.load(Ordering::SeqCst) {
                 return Err(std::io::Error::other("injected fsync failure"));
             }
             self.inner.sync_data()
@@ -290,22 +339,5 @@ mod tests {
         fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
             self.inner.write(offset, data)
         }
-    }
-
-    #[test]
-    fn a_failed_commit_is_never_reported_stored_and_the_group_writes_nothing_after_it() {
-        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let db = RaftDb::open_with_backend(Flaky { inner: Default::default(), fail: fail.clone() }).unwrap();
-        smol::block_on(async {
-            let mut store = LogStore::new(db.clone(), 3);
-            store.blocking_append([entry(1, 1, "ok")]).await.unwrap();
-            fail.store(true, std::sync::atomic::Ordering::SeqCst);
-            assert!(store.blocking_append([entry(1, 2, "lost")]).await.is_err(), "a failed fsync was reported stored");
-            fail.store(false, std::sync::atomic::Ordering::SeqCst);
-            // Entry 3 after a lost entry 2 would be a hole: refused (openraft has stopped
-            // the group anyway).
-            assert!(store.blocking_append([entry(1, 3, "after")]).await.is_err());
-            assert!(store.save_vote(&openraft::Vote::new(2, 1)).await.is_err());
-        });
     }
 }

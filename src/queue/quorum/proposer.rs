@@ -20,12 +20,12 @@ use super::ReplicaLog;
 pub type Done = Box<dyn FnOnce(Result<Reply, String>) + Send>;
 
 /// Entries in flight at once. One: the next batch waits for the previous entry's commit
-/// and leaves with everything that arrived meanwhile. A second entry in flight does not
-/// overlap the first one's commit on the leader: openraft 0.9 runs one append at a time
-/// and waits for its fsync (the log writer's group commit merges different groups'
-/// fsyncs, not one group's), so more, smaller entries only add fsyncs and CPU. C1 with
-/// the group-committing writer (BENCHMARKS.md): 1 and 2 the same throughput (31.2k and
-/// 31.6k msg/s), 1 with less CPU per message and a lower p99; 4 and 8 slower.
+/// and leaves with everything that arrived meanwhile. More, smaller entries measured no
+/// faster. With stock openraft 0.9 (one leader append and fsync at a time), C1 gave 31.2k
+/// and 31.6k msg/s at 1 and 2, 1 with less CPU per message and a lower p99, and 4 and 8
+/// were slower. With the vendored openraft, whose leader does not wait for its own fsync
+/// (docs/openraft-patch.md), the prototype gave 38.5k at 1, 34.1k at 2, 35.9k at 4 and
+/// 28.2k at 8 (BENCHMARKS.md).
 const MAX_IN_FLIGHT: usize = 1;
 /// An entry carries at most this many bytes of commands (one is always taken).
 const MAX_ENTRY_BYTES: usize = 4 << 20;
