@@ -37,6 +37,8 @@ pub struct QueueInfo {
     pub kind: crate::queue::QueueKind,
     /// A replicated queue's leader and members (node ids).
     pub replication: Option<(Option<u64>, Vec<u64>)>,
+    /// A classic queue living on another node of the cluster: that node.
+    pub home: Option<u64>,
 }
 
 /// One binding; `to_queue` tells whether `destination` names a queue or an exchange.
@@ -97,6 +99,7 @@ impl VHost {
                     policies: q.policies(),
                     kind: q.kind(),
                     replication: q.replication(),
+                    home: q.home(),
                 }
             })
             .collect();

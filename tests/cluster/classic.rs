@@ -62,6 +62,7 @@ async fn a_classic_queue_is_served_by_every_node() {
     // Node 1 is its home; the others serve it from there.
     let (code, q) = c.node(2).get("queues/%2F/orders");
     assert_eq!(code, 200, "node 2 lists the queue: {q}");
+    assert!(q["node"].as_str().is_some_and(|n| n.starts_with("haremq-1@")), "it lives on node 1: {q}");
 
     // 200 persistent publishes with confirms through node 2, routed by node 2's copy of
     // the binding.

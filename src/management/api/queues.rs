@@ -39,6 +39,10 @@ pub fn queue_json(ctx: &Context, vhost: &str, q: &QueueInfo, node: &str) -> Valu
         "consumer_utilisation": null,
         "message_stats": message_stats(&s.messages, track, Keys::NonZero),
     });
+    // A classic queue lives on its home node (RabbitMQ's `node`).
+    if let Some(home) = q.home {
+        queue["node"] = json!(crate::broker::node_name(Some(home)));
+    }
     // A quorum queue's Raft group, as RabbitMQ shows it: the leader's node (also as
     // `node`) and its members.
     if let Some((leader, members)) = &q.replication {
