@@ -158,12 +158,21 @@ impl Channel {
                             )));
                         }
                         if let Some(cluster) = ctx.cluster.filter(|_| q.kind() == QueueKind::Quorum) {
-                            return self.delete_replicated(ctx, cluster, &q, d.nowait);
+                            // Deleted on every node (its consumers cancelled, its log
+                            // dropped) through the cluster's log.
+                            let count = q.message_count();
+                            return self.delete_replicated(ctx, &q, count, d.nowait, |done| {
+                                cluster.delete_quorum_queue(&ctx.vhost.name, q.name(), done)
+                            });
                         }
                         if let Some(cluster) =
                             ctx.cluster.filter(|_| topology::is_cluster_classic(&q) && q.home().is_none())
                         {
-                            return self.delete_classic(ctx, cluster, &q, d.nowait);
+                            // Living here: deleted here, then everywhere.
+                            let count = ctx.vhost.delete_queue(&q);
+                            return self.delete_replicated(ctx, &q, count, d.nowait, |done| {
+                                cluster.delete_classic_queue(&ctx.vhost.name, q.name(), done)
+                            });
                         }
                         // A classic queue living on another node: its home deletes it.
                         ctx.vhost.delete_queue(&q)
@@ -236,36 +245,19 @@ impl Channel {
         Ok(None)
     }
 
-    /// queue.delete of a classic queue living here, on a node of a cluster: deleted
-    /// here, then everywhere through the cluster's log; delete-ok after that.
-    fn delete_classic(
-        &mut self,
-        ctx: &Context<'_>,
-        cluster: &Arc<dyn crate::membership::ClusterView>,
-        q: &Arc<Queue>,
-        nowait: bool,
-    ) -> AmqpResult<Option<AMQPClass>> {
-        let count = ctx.vhost.delete_queue(q);
-        let ok = queue::DeleteOk { message_count: count };
-        let failed = format!("cannot delete queue '{}' in vhost '{}'", q.name(), ctx.vhost.name);
-        let done = self.reply_when_applied((!nowait).then_some(Q::DeleteOk(ok)), failed, (50, 40));
-        cluster.delete_classic_queue(&ctx.vhost.name, q.name(), done);
-        Ok(None)
-    }
-
-    /// queue.delete of a quorum queue on a node of a cluster: delete-ok once every
-    /// node has been told (through the replicated definitions).
+    /// queue.delete on a node of a cluster: `submit` replicates the deletion, and
+    /// delete-ok (with `count`) follows once it is committed and applied here.
     fn delete_replicated(
         &mut self,
         ctx: &Context<'_>,
-        cluster: &Arc<dyn crate::membership::ClusterView>,
         q: &Arc<Queue>,
+        count: u32,
         nowait: bool,
+        submit: impl FnOnce(crate::membership::Applied),
     ) -> AmqpResult<Option<AMQPClass>> {
-        let ok = queue::DeleteOk { message_count: q.message_count() };
-        let failed = format!("cannot delete quorum queue '{}' in vhost '{}'", q.name(), ctx.vhost.name);
-        let done = self.reply_when_applied((!nowait).then_some(Q::DeleteOk(ok)), failed, (50, 40));
-        cluster.delete_quorum_queue(&ctx.vhost.name, q.name(), done);
+        let ok = queue::DeleteOk { message_count: count };
+        let failed = format!("cannot delete queue '{}' in vhost '{}'", q.name(), ctx.vhost.name);
+        submit(self.reply_when_applied((!nowait).then_some(Q::DeleteOk(ok)), failed, (50, 40)));
         Ok(None)
     }
 
