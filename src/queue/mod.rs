@@ -92,6 +92,42 @@ pub trait QueueType: Send + Sync {
     /// `no_ack`: the message leaves the queue for good (the caller forgets it).
     fn get(&self, no_ack: bool, f: &mut dyn FnMut(QueuedMessage, u32)) -> bool;
 
+    /// Whether basic.get and queue.purge are answered through
+    /// [`get_later`](Self::get_later) and [`purge_later`](Self::purge_later): a queue
+    /// whose answer takes a round trip over the network (a replicated queue's log, a
+    /// classic queue's home on another node), so the connection's thread never waits
+    /// for it.
+    fn answers_later(&self) -> bool {
+        false
+    }
+    /// basic.get for a queue that [answers later](Self::answers_later): `done` gets
+    /// the head message and the ready count left (None: empty, or no answer), once,
+    /// not inside this call. The message is delivered as by [`get`](Self::get).
+    fn get_later(&self, no_ack: bool, done: GetDone) {
+        let mut got = None;
+        self.get(no_ack, &mut |m, left| got = Some((m, left)));
+        done(got)
+    }
+    /// queue.purge for a queue that [answers later](Self::answers_later): `done`
+    /// gets the count purged, once, not inside this call.
+    fn purge_later(&self, done: Box<dyn FnOnce(u32) + Send>) {
+        done(self.purge())
+    }
+
+    /// The ready and consumer counts a declare-ok carries, for a queue that [answers
+    /// later](Self::answers_later): once, not inside this call.
+    fn counts_later(&self, done: Box<dyn FnOnce(u32, u32) + Send>) {
+        done(self.message_count(), self.consumer_count())
+    }
+    /// queue.delete of a queue living on another node ([`home`](Self::home) is Some):
+    /// its home checks `if_unused` / `if_empty`, deletes it and replicates the
+    /// deletion; `done` gets the ready count it held, or the home's refusal. Once, not
+    /// inside this call.
+    fn delete_at_home(&self, if_unused: bool, if_empty: bool, done: Box<dyn FnOnce(AmqpResult<u32>) + Send>) {
+        let _ = (if_unused, if_empty);
+        done(Err(crate::error::AmqpError::NotImplemented("the queue lives on this node".into())))
+    }
+
     /// Records a first delivery, so a restart brings the message back as redelivered.
     fn mark_delivered(&self, m: &QueuedMessage);
     /// The message left the queue for good (delivered with no-ack, dropped).
@@ -192,6 +228,44 @@ pub struct NewConsumer<'a> {
 
 /// See [`NewConsumer::registered`].
 pub type Registered = Box<dyn FnOnce() + Send>;
+
+/// Where [`QueueType::get_later`] answers.
+pub type GetDone = Box<dyn FnOnce(Option<(QueuedMessage, u32)>) + Send>;
+
+/// `done`, guarded so that it runs exactly once: with the first value given to the
+/// returned function, or with `fallback` after `timeout` if none came by then (an
+/// answer that may never come must not leave a client waiting). An answer in time
+/// cancels the timer.
+pub(crate) fn answer_within<T: Send + 'static>(
+    timeout: std::time::Duration,
+    fallback: T,
+    done: Box<dyn FnOnce(T) + Send>,
+) -> Box<dyn FnOnce(T) + Send> {
+    type Pending<T> = (Option<Box<dyn FnOnce(T) + Send>>, Option<smol::Task<()>>);
+    type Slot<T> = std::sync::Mutex<Pending<T>>;
+    fn take<T>(slot: &Slot<T>) -> Pending<T> {
+        let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+        (s.0.take(), s.1.take())
+    }
+    let slot: Arc<Slot<T>> = Arc::new(std::sync::Mutex::new((Some(done), None)));
+    let timer = slot.clone();
+    let task = smol::spawn(async move {
+        smol::Timer::after(timeout).await;
+        // Its own handle stays in the slot (dropped with it, once this returned).
+        let done = timer.lock().unwrap_or_else(|e| e.into_inner()).0.take();
+        if let Some(done) = done {
+            done(fallback);
+        }
+    });
+    slot.lock().unwrap_or_else(|e| e.into_inner()).1 = Some(task);
+    Box::new(move |value| {
+        let (done, timer) = take(&slot);
+        drop(timer);
+        if let Some(done) = done {
+            done(value);
+        }
+    })
+}
 
 /// Operations a queue type may not support (see [`QueueType::refuse`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -111,13 +111,11 @@ async fn a_classic_queue_is_served_by_every_node() {
         }
         ch.basic_cancel("c3".into(), BasicCancelOptions::default()).await.expect("cancel");
     }
-    eventually("the acks to reach node 1", || {
-        let url = url(1);
-        async move { (count(&url, "orders").await == Some(0)).then_some(()) }
-    })
-    .await;
-    let (_, q) = c.node(1).get("queues/%2F/orders");
-    assert_eq!(q["messages_unacknowledged"], 0, "every delivery settled on the home: {q}");
+    // Every delivery settled on the home, and the consumer gone there.
+    super::wait_for("the acks and the cancel to reach node 1", || {
+        let (_, q) = c.node(1).get("queues/%2F/orders");
+        (q["messages"] == 0 && q["messages_unacknowledged"] == 0 && q["consumers"] == 0).then_some(())
+    });
 
     // basic.get through node 2: a nack with requeue puts it back, redelivered.
     {
@@ -370,4 +368,56 @@ async fn exclusive_queues_stay_home_and_auto_delete_and_http_reach_every_node() 
         async move { count(&url, "web").await.is_none().then_some(()) }
     })
     .await;
+}
+
+/// A partition that drops packets without resetting connections: both ends of a
+/// queue link notice the silence (pings stop being answered), the consumer on the
+/// cut-off side is cancelled and the home requeues what it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_link_is_given_up_on_both_sides() {
+    let c = TestCluster::start(3);
+    declare_durable(&c.node(1).url(), "held").await;
+    {
+        let (_conn, ch) = connect(&c.node(1).url()).await.expect("connect to node 1");
+        for i in 0..5u32 {
+            ch.basic_publish(
+                "".into(),
+                "held".into(),
+                BasicPublishOptions::default(),
+                &i.to_be_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish");
+        }
+    }
+    let (_conn, ch) = connect(&c.node(2).url()).await.expect("connect to node 2");
+    ch.basic_qos(5, BasicQosOptions::default()).await.expect("qos");
+    let mut consumer = ch
+        .basic_consume("held".into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("consume through node 2");
+    for _ in 0..5 {
+        tokio::time::timeout(WAIT, consumer.next()).await.expect("delivery in time").expect("open").expect("delivery");
+    }
+    c.freeze(1, true);
+    let started = std::time::Instant::now();
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match consumer.next().await {
+                None => return,
+                Some(Err(e)) => panic!("the channel failed: {e}"),
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the consumer through node 2 is cancelled once its link to node 1 falls silent");
+    eprintln!("SILENT LINK: consumer cancelled {} ms after the freeze", started.elapsed().as_millis());
+    // Node 1's API is not behind the proxies: the home requeued the 5 deliveries.
+    super::wait_for("node 1 to requeue what node 2's consumer held", || {
+        let (_, q) = c.node(1).get("queues/%2F/held");
+        (q["messages_ready"] == 5 && q["consumers"] == 0).then_some(())
+    });
+    c.freeze(1, false);
 }

@@ -300,6 +300,15 @@ impl TestCluster {
         self.wait_formed(members);
     }
 
+    /// Freezes (or thaws) every link to and from `id`: no bytes, no resets.
+    fn freeze(&self, id: u64, frozen: bool) {
+        for ((from, to), proxy) in &self.links {
+            if *from == id || *to == id {
+                proxy.freeze(frozen);
+            }
+        }
+    }
+
     /// Cuts (or heals) every link to and from `id`.
     fn partition(&self, id: u64, cut: bool) {
         for ((from, to), proxy) in &self.links {

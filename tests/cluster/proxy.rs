@@ -11,6 +11,8 @@ use std::time::Duration;
 pub struct Proxy {
     addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    /// Bytes stop flowing (connections stay open): a partition without resets.
+    frozen: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
 }
@@ -22,7 +24,8 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy addr");
         listener.set_nonblocking(true).expect("nonblocking");
         let (cut, open, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())), Arc::default());
-        let p = Proxy { addr, cut: cut.clone(), open: open.clone(), stop: Arc::clone(&stop) };
+        let frozen = Arc::new(AtomicBool::new(false));
+        let p = Proxy { addr, cut: cut.clone(), frozen: frozen.clone(), open: open.clone(), stop: Arc::clone(&stop) };
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let client = match listener.accept() {
@@ -46,8 +49,8 @@ impl Proxy {
                     open.push(c2);
                     open.push(s2);
                 }
-                pipe(client.try_clone().expect("clone"), server.try_clone().expect("clone"));
-                pipe(server, client);
+                pipe(client.try_clone().expect("clone"), server.try_clone().expect("clone"), frozen.clone());
+                pipe(server, client, frozen.clone());
             }
         });
         p
@@ -68,6 +71,12 @@ impl Proxy {
     pub fn heal(&self) {
         self.cut.store(false, Ordering::Relaxed);
     }
+
+    /// Stops (or resumes) the bytes on every connection without closing any: what a
+    /// partition that drops packets looks like to both ends.
+    pub fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Proxy {
@@ -77,14 +86,18 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies `from` to `to` on a thread until either side closes.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// Copies `from` to `to` on a thread until either side closes; holds what it read
+/// while `frozen`.
+fn pipe(mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 64 << 10];
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    while frozen.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                     if to.write_all(&buf[..n]).is_err() {
                         break;
                     }

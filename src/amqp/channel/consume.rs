@@ -7,9 +7,10 @@ use amq_protocol::protocol::{basic, AMQPClass};
 
 use super::settle::requeue_all;
 use super::{access, ok, Channel, Context};
-use crate::amqp::delivery::{ConsumerState, Unacked};
+use crate::amqp::delivery::{ChannelShared, ConsumerState, Unacked};
 use crate::amqp::frame::{write_content, write_method};
 use crate::error::{AmqpError, AmqpResult};
+use crate::message::QueuedMessage;
 use crate::queue::{NewConsumer, Queue, QueueOp};
 use crate::util::random_name;
 use crate::vhost::{VHost, REPLY_TO_QUEUE};
@@ -188,42 +189,37 @@ impl Channel {
         }
     }
 
-    /// basic.get: the head message, written as get-ok under the queue's lock.
+    /// basic.get: the head message, written as get-ok under the queue's lock; for a
+    /// queue that answers later (a round trip over the network), when it answers
+    /// (the client waits for get-ok before its next synchronous method).
     pub(super) fn get(&mut self, ctx: &Context<'_>, g: basic::Get) -> AmqpResult<Option<AMQPClass>> {
         use basic::AMQPMethod as B;
         let name = self.queue_name(g.queue.as_str())?;
         access::read_queue(ctx, &name)?;
         let q = self.resolve_queue(ctx, &name)?;
         q.refuse(QueueOp::Get)?;
-        let id = self.id();
         let shared = self.shared.clone();
+        if q.answers_later() {
+            let queue = q.clone();
+            q.get_later(
+                g.no_ack,
+                Box::new(move |got| match got {
+                    Some((m, left)) => deliver_get(&shared, &queue, g.no_ack, m, left),
+                    None => {
+                        shared.counts.got_empty();
+                        write_method(
+                            shared.outbox.lock().buf(),
+                            shared.id,
+                            AMQPClass::Basic(B::GetEmpty(basic::GetEmpty {})),
+                        );
+                    }
+                }),
+            );
+            return Ok(None);
+        }
         let got = q.get(g.no_ack, &mut |m, left| {
             crate::amqp::panics::test_trigger(q.name());
-            let mut st = shared.lock();
-            let tag = st.next_tag();
-            {
-                let mut out = shared.outbox.lock();
-                let frame_max = out.frame_max();
-                write_method(
-                    out.buf(),
-                    id,
-                    AMQPClass::Basic(B::GetOk(basic::GetOk {
-                        delivery_tag: tag,
-                        redelivered: m.redelivered,
-                        exchange: short(&m.message.exchange),
-                        routing_key: short(&m.message.routing_key),
-                        message_count: left,
-                    })),
-                );
-                write_content(out.buf(), id, &m.message.raw_properties, &m.message.body, frame_max);
-            }
-            shared.counts.delivered(false, g.no_ack, m.redelivered);
-            if g.no_ack {
-                q.forget(&m);
-            } else {
-                q.mark_delivered(&m);
-                st.track(Unacked { tag, queue: q.clone(), message: m, consumer: None });
-            }
+            deliver_get(&shared, &q, g.no_ack, m, left);
         });
         if got {
             Ok(None)
@@ -246,5 +242,36 @@ impl Channel {
         }
         self.send(AMQPClass::Basic(B::QosOk(basic::QosOk {})));
         self.dispatch_consumer_queues();
+    }
+}
+
+/// Writes basic.get-ok with message `m` (`left` ready after it) and tracks it unless
+/// no-ack.
+fn deliver_get(shared: &Arc<ChannelShared>, q: &Arc<Queue>, no_ack: bool, m: QueuedMessage, left: u32) {
+    use basic::AMQPMethod as B;
+    let mut st = shared.lock();
+    let tag = st.next_tag();
+    {
+        let mut out = shared.outbox.lock();
+        let frame_max = out.frame_max();
+        write_method(
+            out.buf(),
+            shared.id,
+            AMQPClass::Basic(B::GetOk(basic::GetOk {
+                delivery_tag: tag,
+                redelivered: m.redelivered,
+                exchange: short(&m.message.exchange),
+                routing_key: short(&m.message.routing_key),
+                message_count: left,
+            })),
+        );
+        write_content(out.buf(), shared.id, &m.message.raw_properties, &m.message.body, frame_max);
+    }
+    shared.counts.delivered(false, no_ack, m.redelivered);
+    if no_ack {
+        q.forget(&m);
+    } else {
+        q.mark_delivered(&m);
+        st.track(Unacked { tag, queue: q.clone(), message: m, consumer: None });
     }
 }

@@ -73,6 +73,17 @@ impl Channel {
                     q.touch();
                 }
                 self.last_queue = Some(q.name().clone());
+                if q.home().is_some() {
+                    // Living on another node: its counts are a round trip away.
+                    let (shared, queue, nowait) = (self.shared.clone(), short(q.name()), d.nowait);
+                    q.counts_later(Box::new(move |message_count, consumer_count| {
+                        if !nowait {
+                            let ok = queue::DeclareOk { queue, message_count, consumer_count };
+                            reply(&shared, Q::DeclareOk(ok));
+                        }
+                    }));
+                    return Ok(None);
+                }
                 (
                     Q::DeclareOk(queue::DeclareOk {
                         queue: short(q.name()),
@@ -133,6 +144,15 @@ impl Channel {
                 access::read_queue(ctx, &name)?;
                 let q = self.resolve_queue(ctx, &name)?;
                 q.refuse(crate::queue::QueueOp::Purge)?;
+                if q.answers_later() {
+                    let (shared, nowait) = (self.shared.clone(), p.nowait);
+                    q.purge_later(Box::new(move |message_count| {
+                        if !nowait {
+                            reply(&shared, Q::PurgeOk(queue::PurgeOk { message_count }));
+                        }
+                    }));
+                    return Ok(None);
+                }
                 let n = q.purge();
                 (Q::PurgeOk(queue::PurgeOk { message_count: n }), p.nowait)
             }
@@ -142,6 +162,26 @@ impl Channel {
                 let count = match self.resolve_queue(ctx, &name) {
                     Err(AmqpError::NotFound(_)) => 0,
                     Err(e) => return Err(e),
+                    Ok(q) if q.home().is_some() => {
+                        // Living on another node: its home checks, deletes it and
+                        // replicates the deletion; then it goes here too.
+                        let (shared, vhost, nowait) = (self.shared.clone(), ctx.vhost.clone(), d.nowait);
+                        let queue = q.clone();
+                        q.delete_at_home(
+                            d.if_unused,
+                            d.if_empty,
+                            Box::new(move |r| match r {
+                                Ok(message_count) => {
+                                    vhost.delete_queue(&queue);
+                                    if !nowait {
+                                        reply(&shared, Q::DeleteOk(queue::DeleteOk { message_count }));
+                                    }
+                                }
+                                Err(e) => shared.close_from_outside(&e, (50, 40)),
+                            }),
+                        );
+                        return Ok(None);
+                    }
                     Ok(q) => {
                         if d.if_unused && q.consumer_count() > 0 {
                             return Err(AmqpError::PreconditionFailed(format!(
@@ -174,7 +214,6 @@ impl Channel {
                                 cluster.delete_classic_queue(&ctx.vhost.name, q.name(), done)
                             });
                         }
-                        // A classic queue living on another node: its home deletes it.
                         ctx.vhost.delete_queue(&q)
                     }
                 };
@@ -267,8 +306,8 @@ impl Channel {
         let shared = self.shared.clone();
         Box::new(move |r| match r {
             Ok(()) => {
-                if let Some(reply) = reply {
-                    crate::amqp::frame::write_method(shared.outbox.lock().buf(), shared.id, AMQPClass::Queue(reply));
+                if let Some(method) = reply {
+                    self::reply(&shared, method);
                 }
             }
             Err(e) => {
@@ -277,4 +316,9 @@ impl Channel {
             }
         })
     }
+}
+
+/// Writes a queue-class reply that comes later (from another thread).
+fn reply(shared: &crate::amqp::delivery::ChannelShared, method: Q) {
+    crate::amqp::frame::write_method(shared.outbox.lock().buf(), shared.id, AMQPClass::Queue(method));
 }

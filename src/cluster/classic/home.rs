@@ -89,7 +89,12 @@ async fn session(peer: u64, stream: ServiceStream, broker: Weak<Broker>) {
     let s = Arc::new(Session { peer, broker, out, proxies: Mutex::default(), unsettled: Mutex::default() });
     log::debug!("cluster: node {peer} opened a queue link");
     loop {
-        match reader.recv::<ToHome>().await {
+        // The other node pings an idle link: silence means it is gone (or cut off).
+        let next = smol::future::or(async { reader.recv::<ToHome>().await }, async {
+            smol::Timer::after(super::link::SILENCE).await;
+            Err(format!("nothing heard for {} s", super::link::SILENCE.as_secs()))
+        });
+        match next.await {
             // In order, on this task: nothing a request does waits (the store's
             // commits and the cluster's log answer through callbacks).
             Ok(request) => s.handle(request),
@@ -241,6 +246,7 @@ impl Session {
                     None => answer(Ok(())),
                 }
             }
+            ToHome::Ping { id } => self.send(FromHome::Pong { id }),
             ToHome::Stats { id, vhost, queue } => {
                 let result = self.local(&vhost, &queue).map(|(_, q)| {
                     let s = q.stats();

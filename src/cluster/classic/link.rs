@@ -33,6 +33,13 @@ const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// Requests written in one batch at most.
 const BATCH: usize = 512;
 
+/// How often a link pings its home.
+const PING_EVERY: Duration = Duration::from_secs(2);
+
+/// A link that hears nothing for this long is taken for dead, on both sides (a
+/// partition without a reset leaves a TCP connection open for far longer).
+pub const SILENCE: Duration = Duration::from_secs(10);
+
 /// The links of this node, by home node.
 pub struct Links {
     node: Arc<RaftNode>,
@@ -114,19 +121,37 @@ impl Link {
                 let me = self.clone();
                 let read = smol::spawn(async move {
                     let why = loop {
-                        match reader.recv::<FromHome>().await {
+                        let next = smol::future::or(async { reader.recv::<FromHome>().await }, async {
+                            smol::Timer::after(SILENCE).await;
+                            Err(format!("nothing heard for {} s", SILENCE.as_secs()))
+                        });
+                        match next.await {
                             Ok(msg) => me.received(msg),
                             Err(e) => break e,
                         }
                     };
                     let _ = done_tx.try_send(why);
                 });
+                let mut ping_at = std::time::Instant::now();
                 let why = loop {
+                    if std::time::Instant::now() >= ping_at {
+                        // The home answers; the reader above counts the silence.
+                        ping_at = std::time::Instant::now() + PING_EVERY;
+                        let id = self.next_id();
+                        self.send(ToHome::Ping { id }, Some((id, Box::new(|_| ()))));
+                    }
                     let batch = std::mem::take(&mut self.lock().outgoing);
                     if batch.is_empty() {
-                        let woke = smol::future::or(async { self.kicked.recv().await.map(|_| None) }, async {
-                            Ok(Some(done_rx.recv().await.unwrap_or_else(|_| "closed".into())))
-                        })
+                        let woke = smol::future::or(
+                            async { self.kicked.recv().await.map(|_| None) },
+                            smol::future::or(
+                                async { Ok(Some(done_rx.recv().await.unwrap_or_else(|_| "closed".into()))) },
+                                async {
+                                    smol::Timer::at(ping_at).await;
+                                    Ok(None)
+                                },
+                            ),
+                        )
                         .await;
                         match woke {
                             Ok(None) => continue,

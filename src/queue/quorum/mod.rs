@@ -256,6 +256,28 @@ impl QuorumQueue {
         rx.recv_timeout(SYNC_TIMEOUT).map_err(|_| "no answer from the queue's log in time".to_string())?
     }
 
+    /// What a basic.get's `Dequeue` reply delivers: the message (recorded as checked
+    /// out unless no-ack) and the ready count left.
+    fn got(&self, no_ack: bool, reply: Result<Reply, String>) -> Option<(QueuedMessage, u32)> {
+        match reply {
+            Ok(Reply::Message { id, msg, redelivered, delivery_count, remaining }) => {
+                let message = self.message_of(&msg)?;
+                let mut qm = QueuedMessage::new(id.0, redelivered, message);
+                qm.requeues = delivery_count.min(u32::from(u16::MAX)) as u16;
+                if !no_ack {
+                    self.delivered().insert(id.0, self.get_key());
+                }
+                self.counters.delivered(false, no_ack, redelivered);
+                Some((qm, remaining.min(u64::from(u32::MAX)) as u32))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                log::warn!("quorum queue '{}': basic.get failed: {e}", self.name);
+                None
+            }
+        }
+    }
+
     fn get_key(&self) -> ConsumerKey {
         ConsumerKey { node: self.node, channel: 0, tag: GET_TAG.into() }
     }
@@ -616,26 +638,38 @@ impl QueueType for QuorumQueue {
     }
 
     fn get(&self, no_ack: bool, f: &mut dyn FnMut(QueuedMessage, u32)) -> bool {
-        match self.submit_and_wait(Command::Dequeue { consumer: self.get_key(), settled: no_ack }) {
-            Ok(Reply::Message { id, msg, redelivered, delivery_count, remaining }) => {
-                let Some(message) = self.message_of(&msg) else { return false };
-                let mut qm = QueuedMessage::new(id.0, redelivered, message);
-                qm.requeues = delivery_count.min(u32::from(u16::MAX)) as u16;
-                if !no_ack {
-                    self.delivered().insert(id.0, self.get_key());
-                }
-                self.counters.delivered(false, no_ack, redelivered);
-                // Not under the queue's lock: the channel settles a no-ack get at once
-                // (forget), which takes it.
-                f(qm, remaining.min(u64::from(u32::MAX)) as u32);
+        let reply = self.submit_and_wait(Command::Dequeue { consumer: self.get_key(), settled: no_ack });
+        match self.got(no_ack, reply) {
+            // Not under the queue's lock: the channel settles a no-ack get at once
+            // (forget), which takes it.
+            Some((qm, left)) => {
+                f(qm, left);
                 true
             }
-            Ok(_) => false,
-            Err(e) => {
-                log::warn!("quorum queue '{}': basic.get failed: {e}", self.name);
-                false
-            }
+            None => false,
         }
+    }
+
+    fn answers_later(&self) -> bool {
+        true
+    }
+
+    fn get_later(&self, no_ack: bool, done: super::GetDone) {
+        let done = super::answer_within(SYNC_TIMEOUT, None, done);
+        let me = self.me.clone();
+        self.proposer.submit(
+            &self.stamped(Command::Dequeue { consumer: self.get_key(), settled: no_ack }),
+            Box::new(move |reply| match me.upgrade() {
+                Some(q) => done(q.got(no_ack, reply)),
+                None => done(None),
+            }),
+        );
+    }
+
+    fn purge_later(&self, done: Box<dyn FnOnce(u32) + Send>) {
+        let done = super::answer_within(SYNC_TIMEOUT, 0, done);
+        let name = self.name.clone();
+        self.proposer.submit(&self.stamped(Command::Purge), Box::new(move |reply| done(purged(&name, reply))));
     }
 
     fn mark_delivered(&self, _m: &QueuedMessage) {}
@@ -657,14 +691,7 @@ impl QueueType for QuorumQueue {
     }
 
     fn purge(&self) -> u32 {
-        match self.submit_and_wait(Command::Purge) {
-            Ok(Reply::Purged { count }) => count.min(u64::from(u32::MAX)) as u32,
-            Ok(_) => 0,
-            Err(e) => {
-                log::warn!("quorum queue '{}': purge failed: {e}", self.name);
-                0
-            }
-        }
+        purged(&self.name, self.submit_and_wait(Command::Purge))
     }
 
     fn mark_deleted(&self) -> (u32, Vec<OrphanedConsumer>) {
@@ -746,6 +773,18 @@ pub fn initial_group_size(arguments: &FieldTable) -> Option<u64> {
         let n: Option<u64> = u64::try_from(n).ok();
         n.filter(|n| *n > 0)
     })
+}
+
+/// What a `Purge` reply purged (0 if it failed, logged).
+fn purged(name: &str, reply: Result<Reply, String>) -> u32 {
+    match reply {
+        Ok(Reply::Purged { count }) => count.min(u64::from(u32::MAX)) as u32,
+        Ok(_) => 0,
+        Err(e) => {
+            log::warn!("quorum queue '{name}': purge failed: {e}");
+            0
+        }
+    }
 }
 
 #[cfg(test)]

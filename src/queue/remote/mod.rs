@@ -16,7 +16,9 @@
 //!   fails, the consumers here are cancelled (basic.cancel) and the home requeues what
 //!   they held;
 //! - basic.get, purge, delete and the counts a declare-ok carries are round trips to
-//!   the home (they block the connection's thread for one, as a quorum queue's do).
+//!   the home, answered later (`answers_later`): the channel replies when the home
+//!   has answered, so no connection thread waits on the network. (The blocking forms,
+//!   `get`, `purge`, `message_count`, serve the management API, on its blocking pool.)
 //!
 //! The core defines [`HomeLink`]; the cluster layer implements it over the cluster
 //! link, so nothing here names the network.
@@ -149,6 +151,15 @@ impl RemoteQueue {
             )),
         );
         rx.recv_timeout(ROUND_TRIP).map_err(|_| format!("no answer from node {} in time", self.home))?
+    }
+
+    /// Sends a request with an id; `answer` gets the home's answer or why there is
+    /// none (the link failed, or no answer within [`ROUND_TRIP`]).
+    fn request(&self, make: impl FnOnce(u64) -> ToHome, answer: Answer) {
+        let id = self.link.next_id();
+        let home = self.home;
+        let answer = super::answer_within(ROUND_TRIP, Err(format!("no answer from node {home} in time")), answer);
+        self.link.send(make(id), Some((id, answer)));
     }
 
     fn settle(&self, m: &QueuedMessage, how: Settlement) {
@@ -412,6 +423,84 @@ impl QueueType for RemoteQueue {
                 false
             }
         }
+    }
+
+    fn answers_later(&self) -> bool {
+        true
+    }
+
+    fn get_later(&self, no_ack: bool, done: super::GetDone) {
+        let (vhost, queue) = (self.vhost.to_string(), self.name.to_string());
+        let me = self.me.clone();
+        self.request(
+            |id| ToHome::Get { id, vhost, queue, no_ack },
+            Box::new(move |r| match (r, me.upgrade()) {
+                (Ok(FromHome::Got { result: Ok(Some(got)), .. }), Some(q)) => {
+                    let m = QueuedMessage::new(got.delivery, got.redelivered, Arc::new(got.message.into_message()));
+                    q.counters.delivered(false, no_ack, m.redelivered);
+                    done(Some((m, got.left)))
+                }
+                (Ok(FromHome::Got { result: Ok(None), .. }), _) => done(None),
+                (other, _) => {
+                    log::warn!("a basic.get through another node failed: {other:?}");
+                    done(None)
+                }
+            }),
+        );
+    }
+
+    fn purge_later(&self, done: Box<dyn FnOnce(u32) + Send>) {
+        let (vhost, queue) = (self.vhost.to_string(), self.name.to_string());
+        self.request(
+            |id| ToHome::Purge { id, vhost, queue },
+            Box::new(move |r| match r {
+                Ok(FromHome::Done { result: Ok(n), .. }) => done(n),
+                other => {
+                    log::warn!("a purge through another node failed: {other:?}");
+                    done(0)
+                }
+            }),
+        );
+    }
+
+    fn counts_later(&self, done: Box<dyn FnOnce(u32, u32) + Send>) {
+        let (vhost, queue) = (self.vhost.to_string(), self.name.to_string());
+        let me = self.me.clone();
+        self.request(
+            |id| ToHome::Stats { id, vhost, queue },
+            Box::new(move |r| match (r, me.upgrade()) {
+                (Ok(FromHome::Stats { result: Ok(s), .. }), q) => {
+                    if let Some(q) = q {
+                        *q.stats.lock().unwrap_or_else(|e| e.into_inner()) = (s, Some(Instant::now()));
+                    }
+                    done(s.ready.min(u64::from(u32::MAX)) as u32, s.consumers)
+                }
+                (_, Some(q)) => {
+                    let s = q.stats.lock().unwrap_or_else(|e| e.into_inner()).0;
+                    done(s.ready.min(u64::from(u32::MAX)) as u32, s.consumers)
+                }
+                (_, None) => done(0, 0),
+            }),
+        );
+    }
+
+    fn delete_at_home(&self, if_unused: bool, if_empty: bool, done: Box<dyn FnOnce(AmqpResult<u32>) + Send>) {
+        let (vhost, queue) = (self.vhost.to_string(), self.name.to_string());
+        let me = self.me.clone();
+        self.request(
+            |id| ToHome::Delete { id, vhost, queue, if_unused, if_empty },
+            Box::new(move |r| match r {
+                Ok(FromHome::Done { result: Ok(n), .. }) => {
+                    if let Some(q) = me.upgrade() {
+                        // Deleted there: deleting it here asks nothing more.
+                        q.home_deleted();
+                    }
+                    done(Ok(n))
+                }
+                Ok(FromHome::Done { result: Err(e), .. }) => done(Err(e.into_error())),
+                other => done(Err(AmqpError::InternalError(format!("the queue's node did not delete it: {other:?}")))),
+            }),
+        );
     }
 
     /// The home marked it when it sent it.

@@ -124,6 +124,10 @@ pub enum ToHome {
         vhost: String,
         queue: String,
     },
+    /// Keeps an idle link known to be alive (answered with `Pong`).
+    Ping {
+        id: u64,
+    },
 }
 
 /// What a publish became on the home.
@@ -147,6 +151,18 @@ pub struct WireError {
 impl WireError {
     pub fn of(e: &AmqpError) -> WireError {
         WireError { code: e.reply_code(), text: e.to_string() }
+    }
+
+    /// The error to raise here: the home's code and text.
+    pub fn into_error(self) -> AmqpError {
+        let text = self.text.split_once(" - ").map_or(self.text.clone(), |(_, t)| t.to_string());
+        match self.code {
+            403 => AmqpError::AccessRefused(text),
+            404 => AmqpError::NotFound(text),
+            405 => AmqpError::ResourceLocked(text),
+            406 => AmqpError::PreconditionFailed(text),
+            _ => AmqpError::InternalError(text),
+        }
     }
 }
 
@@ -203,6 +219,9 @@ pub enum FromHome {
         id: u64,
         result: Result<HomeStats, WireError>,
     },
+    Pong {
+        id: u64,
+    },
 }
 
 impl FromHome {
@@ -212,7 +231,8 @@ impl FromHome {
             FromHome::Published { id, .. }
             | FromHome::Got { id, .. }
             | FromHome::Done { id, .. }
-            | FromHome::Stats { id, .. } => Some(*id),
+            | FromHome::Stats { id, .. }
+            | FromHome::Pong { id } => Some(*id),
             FromHome::Consumed { .. } | FromHome::Deliver { .. } | FromHome::Cancelled { .. } => None,
         }
     }
