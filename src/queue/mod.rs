@@ -222,12 +222,14 @@ pub struct NewConsumer<'a> {
     pub arguments: &'a FieldTable,
     /// For a queue that [defers consume-ok](QueueType::defers_consume_ok): called once
     /// the consumer is registered (the channel then replies consume-ok and lets
-    /// deliveries flow). None: the channel replied already (or no-wait).
+    /// deliveries flow), or refused (the channel closes with the error). None: the
+    /// channel replied already (or no-wait).
     pub registered: Option<Registered>,
 }
 
 /// See [`NewConsumer::registered`].
-pub type Registered = Box<dyn FnOnce() + Send>;
+/// Ok: registered; Err: refused where it was decided (the channel closes with it).
+pub type Registered = Box<dyn FnOnce(AmqpResult<()>) + Send>;
 
 /// Where [`QueueType::get_later`] answers.
 pub type GetDone = Box<dyn FnOnce(Option<(QueuedMessage, u32)>) + Send>;

@@ -350,6 +350,27 @@ async fn exclusive_queues_stay_home_and_auto_delete_and_http_reach_every_node() 
         })
         .await;
     }
+    // A consumer the home refuses is refused through any node, with the home's error.
+    {
+        declare_durable(&c.node(1).url(), "solo").await;
+        let (_c1, ch1) = connect(&c.node(1).url()).await.expect("connect to node 1");
+        let _first = ch1
+            .basic_consume(
+                "solo".into(),
+                "first".into(),
+                BasicConsumeOptions { exclusive: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .expect("an exclusive consumer on node 1");
+        let (_c3, ch3) = connect(&c.node(3).url()).await.expect("connect to node 3");
+        let refused = ch3
+            .basic_consume("solo".into(), "second".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .map(|_| ())
+            .expect_err("a second consumer through node 3 is refused");
+        assert!(refused.to_string().contains("in exclusive use"), "403 from the home: {refused}");
+    }
     // Declared over node 2's HTTP API: node 2 is its home, node 3 serves it.
     let body = serde_json::json!({"durable": true, "auto_delete": false, "arguments": {}});
     let (code, reply) = super::http("PUT", &c.node(2).api("queues/%2F/web"), Some(body));

@@ -56,8 +56,15 @@ impl Channel {
         let deferred = !c.nowait && q.defers_consume_ok();
         let registered = deferred.then(|| {
             let (shared, tag, q, prefetch) = (self.shared.clone(), tag.clone(), q.clone(), self.consumer_prefetch);
-            Box::new(move || {
+            Box::new(move |registered: AmqpResult<()>| {
                 if shared.lock().closed {
+                    return;
+                }
+                if let Err(e) = registered {
+                    // Refused where the queue lives (403 exclusive use, 404 its node
+                    // down): as a single node would refuse basic.consume.
+                    shared.lock().consumers.remove(&tag);
+                    shared.close_from_outside(&e, (60, 20));
                     return;
                 }
                 let ok = AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: short(&tag) }));

@@ -578,7 +578,7 @@ impl QueueType for QuorumQueue {
         let credit = if c.no_ack { 0 } else { u32::from(c.prefetch) };
         let command = Command::Checkout { consumer: key, credit };
         match c.registered {
-            Some(registered) => self.submit_then(command, registered),
+            Some(registered) => self.submit_then(command, Box::new(move || registered(Ok(())))),
             None => self.submit(command),
         }
         Ok(())

@@ -240,6 +240,30 @@ impl RemoteQueue {
         stats
     }
 
+    /// Ends consumer `id` here: a consumer still waiting for consume-ok gets `refusal`
+    /// (its channel closes with it), a registered one basic.cancel.
+    fn refuse_or_cancel(&self, id: u64, refusal: AmqpError) {
+        let Some(c) = self.lock().remove(&id) else { return };
+        self.link.detach(id);
+        for m in &c.waiting {
+            self.settle(m, Settlement::Requeue);
+        }
+        match c.registered {
+            Some(registered) => registered(Err(refusal)),
+            None => c.sink.cancelled(&c.tag),
+        }
+    }
+
+    /// RabbitMQ's text for a queue whose node cannot be reached.
+    fn home_down(&self) -> String {
+        format!(
+            "home node '{}' of durable queue '{}' in vhost '{}' is down or inaccessible",
+            crate::broker::node_name(Some(self.home)),
+            self.name,
+            self.vhost
+        )
+    }
+
     fn gone(&self) -> AmqpError {
         AmqpError::NotFound(self.no_queue_text())
     }
@@ -264,17 +288,7 @@ impl RemoteConsumers for RemoteQueue {
     }
 
     fn cancelled(&self, consumer: u64) {
-        let removed = self.lock().remove(&consumer);
-        if let Some(c) = removed {
-            self.link.detach(consumer);
-            for m in &c.waiting {
-                self.settle(m, Settlement::Requeue);
-            }
-            if let Some(registered) = c.registered {
-                registered();
-            }
-            c.sink.cancelled(&c.tag);
-        }
+        self.refuse_or_cancel(consumer, AmqpError::NotFound(self.home_down()));
     }
 }
 
@@ -344,21 +358,24 @@ impl QueueType for RemoteQueue {
             let Some(q) = me.upgrade() else { return };
             let refused = match r {
                 Ok(FromHome::Consumed { refused: None, .. }) => None,
-                Ok(FromHome::Consumed { refused: Some(e), .. }) => Some(e.text),
-                Ok(_) => Some("unexpected answer".into()),
-                Err(e) => Some(e),
+                // The home's refusal, as a single node gives it (403 exclusive use…).
+                Ok(FromHome::Consumed { refused: Some(e), .. }) => Some(e.into_error()),
+                Ok(other) => Some(AmqpError::InternalError(format!("unexpected answer {other:?}"))),
+                Err(e) => {
+                    log::warn!("queue '{}': no consumer on node {}: {e}", q.name, q.home);
+                    Some(AmqpError::NotFound(q.home_down()))
+                }
             };
-            if let Some(why) = refused {
-                log::warn!("queue '{}': node {} refused a consumer: {why}", q.name, q.home);
-                // consume-ok, then basic.cancel: the client learns the consumer ended.
-                RemoteConsumers::cancelled(&*q, id);
+            if let Some(refusal) = refused {
+                q.link.send(ToHome::Cancel { consumer: id }, None);
+                q.refuse_or_cancel(id, refusal);
                 return;
             }
             // Not under the queue's lock: the channel sends consume-ok, activates the
             // consumer and dispatches the queue (which takes the lock).
             let registered = q.lock().get_mut(&id).and_then(|c| c.registered.take());
             match registered {
-                Some(registered) => registered(),
+                Some(registered) => registered(Ok(())),
                 None => q.dispatch(),
             }
         });
@@ -558,7 +575,7 @@ impl QueueType for RemoteQueue {
             .map(|(id, c)| {
                 self.link.detach(id);
                 if let Some(registered) = c.registered {
-                    registered();
+                    registered(Err(self.gone()));
                 }
                 OrphanedConsumer { tag: c.tag, channel: c.sink }
             })
