@@ -29,6 +29,10 @@ use crate::vhost::VHost;
 /// Deliveries a no-ack consumer (or one without a prefetch) may have in flight.
 const UNLIMITED_WINDOW: u32 = 1000;
 
+/// Answers and deliveries a session holds for a peer that does not read them: past
+/// this, the session ends (the peer is stuck or misbehaving) rather than grow.
+const MAX_OUTGOING: usize = 64 * 1024;
+
 /// Serves the other nodes' connections to this node's classic queues.
 pub fn serve(node: &RaftNode, broker: Weak<Broker>) {
     node.serve(
@@ -69,7 +73,7 @@ struct Unsettled {
 
 async fn session(peer: u64, stream: ServiceStream, broker: Weak<Broker>) {
     let (mut reader, mut writer) = stream.split();
-    let (out, out_rx) = smol::channel::unbounded::<FromHome>();
+    let (out, out_rx) = smol::channel::bounded::<FromHome>(MAX_OUTGOING);
     let writing = smol::spawn(async move {
         while let Ok(first) = out_rx.recv().await {
             let mut batch = vec![first];
@@ -109,13 +113,27 @@ async fn session(peer: u64, stream: ServiceStream, broker: Weak<Broker>) {
     writing.await;
 }
 
+/// Queues `msg` for the peer; a peer that lets [`MAX_OUTGOING`] pile up loses the
+/// session (the writer drains what is queued, then closes the connection).
+fn send_or_close(out: &smol::channel::Sender<FromHome>, msg: FromHome) -> bool {
+    match out.try_send(msg) {
+        Ok(()) => true,
+        Err(smol::channel::TrySendError::Full(_)) => {
+            log::warn!("cluster: a queue link's peer reads nothing back; closing the link");
+            out.close();
+            false
+        }
+        Err(smol::channel::TrySendError::Closed(_)) => false,
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Session {
     fn send(&self, msg: FromHome) {
-        let _ = self.out.try_send(msg);
+        send_or_close(&self.out, msg);
     }
 
     /// A classic queue that lives here.
@@ -139,7 +157,7 @@ impl Session {
                                 let out = self.out.clone();
                                 store.after_commit(Box::new(move |ok| {
                                     let outcome = if ok { PublishOutcome::Accepted } else { PublishOutcome::Lost };
-                                    let _ = out.try_send(FromHome::Published { id, outcome });
+                                    send_or_close(&out, FromHome::Published { id, outcome });
                                 }));
                                 return;
                             }
@@ -239,7 +257,7 @@ impl Session {
                 let count = vh.delete_queue(&q);
                 let out = self.out.clone();
                 let answer = move |_| {
-                    let _ = out.try_send(FromHome::Done { id, result: Ok(count) });
+                    send_or_close(&out, FromHome::Done { id, result: Ok(count) });
                 };
                 match self.broker.upgrade().and_then(|b| b.cluster().cloned()) {
                     Some(cluster) => cluster.delete_classic_queue(&vhost, &queue, Box::new(answer)),
@@ -391,13 +409,16 @@ impl ConsumerSink for Proxy {
                 Unsettled { consumer: Some(self.consumer), queue: queue.clone(), message: m.clone() },
             );
         }
-        let sent = session.out.try_send(FromHome::Deliver {
-            consumer: self.consumer,
-            delivery,
-            redelivered: m.redelivered,
-            message: crate::queue::remote::protocol::WireMessage::of(&m.message),
-        });
-        if sent.is_err() {
+        let sent = send_or_close(
+            &session.out,
+            FromHome::Deliver {
+                consumer: self.consumer,
+                delivery,
+                redelivered: m.redelivered,
+                message: crate::queue::remote::protocol::WireMessage::of(&m.message),
+            },
+        );
+        if !sent {
             lock(&session.unsettled).remove(&delivery);
             return Offer::Gone;
         }
