@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::broker::Broker;
 use crate::error::AmqpError;
 use crate::membership::{ClusterView, DefinitionChange, Replicated};
-use crate::vhost::{ExchangeDeclare, VHostLimits};
+use crate::vhost::{ExchangeDeclare, VHost, VHostLimits};
 
 use super::{Admin, AdminError, UserLimits};
 
@@ -172,8 +172,34 @@ fn strs(v: &[String]) -> Vec<&str> {
 }
 
 fn apply_topology(broker: &Broker, change: &DefinitionChange) -> Result<(), AmqpError> {
+    apply_topology_with(change, |name| broker.vhost(name))
+}
+
+/// A topology change applied on this node alone, to `v` (a no-wait creation takes
+/// effect at once on the node it was made through; see `channel::replicated`).
+pub(crate) fn apply_topology_here(v: &Arc<VHost>, change: &DefinitionChange) -> Result<(), AmqpError> {
+    apply_topology_with(change, |name| (name == &*v.name).then(|| v.clone()))
+}
+
+/// The change that undoes a creation (an exchange, a binding): where a no-wait
+/// creation applied at once goes back if the cluster did not commit it.
+pub(crate) fn undoing(change: &DefinitionChange) -> Option<DefinitionChange> {
     use DefinitionChange as C;
-    let vhost = |name: &str| broker.vhost(name).ok_or_else(|| AmqpError::NotFound(format!("no vhost '{name}'")));
+    Some(match change.clone() {
+        C::DeclareExchange { vhost, name, .. } => C::DeleteExchange { vhost, name, if_unused: false },
+        C::BindExchange { vhost, destination, source, routing_key, arguments } => {
+            C::UnbindExchange { vhost, destination, source, routing_key, arguments }
+        }
+        C::BindQueue { vhost, queue, exchange, routing_key, arguments } => {
+            C::UnbindQueue { vhost, queue, exchange, routing_key, arguments }
+        }
+        _ => return None,
+    })
+}
+
+fn apply_topology_with(change: &DefinitionChange, find: impl Fn(&str) -> Option<Arc<VHost>>) -> Result<(), AmqpError> {
+    use DefinitionChange as C;
+    let vhost = |name: &str| find(name).ok_or_else(|| AmqpError::NotFound(format!("no vhost '{name}'")));
     match change {
         C::DeclareExchange { vhost: v, name, kind, durable, auto_delete, internal, arguments } => vhost(v)?
             .declare_exchange(&ExchangeDeclare {

@@ -349,6 +349,42 @@ async fn exclusive_queues_stay_home_and_auto_delete_and_http_reach_every_node() 
             async move { (count(&url, "fast").await == Some(1)).then_some(()) }
         })
         .await;
+        // The same with a no-wait exchange and binding: routed by the next frame.
+        ch.exchange_declare(
+            "fast-x".into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions { nowait: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("no-wait exchange");
+        ch.queue_bind(
+            "fast".into(),
+            "fast-x".into(),
+            "".into(),
+            QueueBindOptions { nowait: true },
+            FieldTable::default(),
+        )
+        .await
+        .expect("no-wait binding");
+        let confirm = ch
+            .basic_publish(
+                "fast-x".into(),
+                "".into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                b"g",
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish to the new exchange at once")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack() && confirm.take_message().is_none(), "routed, not returned");
+        eventually("node 3 to count both", || {
+            let url = c.node(3).url();
+            async move { (count(&url, "fast").await == Some(2)).then_some(()) }
+        })
+        .await;
     }
     // A consumer the home refuses is refused through any node, with the home's error.
     {

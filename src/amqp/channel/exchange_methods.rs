@@ -27,7 +27,10 @@ impl Channel {
                 };
                 if let Some(cluster) = ctx.cluster {
                     if let Some(change) = topology::exchange_declared(ctx.vhost, &declare)? {
-                        let reply = (!d.nowait).then_some(AMQPClass::Exchange(E::DeclareOk(exchange::DeclareOk {})));
+                        if d.nowait {
+                            return self.replicate_now(ctx, cluster, change, (40, 10));
+                        }
+                        let reply = Some(AMQPClass::Exchange(E::DeclareOk(exchange::DeclareOk {})));
                         return self.replicate_definition(cluster, change, reply, (40, 10));
                     }
                 }
@@ -63,7 +66,10 @@ impl Channel {
                     true,
                 );
                 if let Some((cluster, change)) = ctx.cluster.zip(change) {
-                    let reply = (!b.nowait).then_some(AMQPClass::Exchange(E::BindOk(exchange::BindOk {})));
+                    if b.nowait {
+                        return self.replicate_now(ctx, cluster, change, (40, 30));
+                    }
+                    let reply = Some(AMQPClass::Exchange(E::BindOk(exchange::BindOk {})));
                     return self.replicate_definition(cluster, change, reply, (40, 30));
                 }
                 ctx.vhost.bind_exchange(

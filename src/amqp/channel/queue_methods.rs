@@ -106,7 +106,10 @@ impl Channel {
                     true,
                 );
                 if let Some((cluster, change)) = ctx.cluster.zip(change) {
-                    let reply = (!b.nowait).then_some(AMQPClass::Queue(Q::BindOk(queue::BindOk {})));
+                    if b.nowait {
+                        return self.replicate_now(ctx, cluster, change, (50, 20));
+                    }
+                    let reply = Some(AMQPClass::Queue(Q::BindOk(queue::BindOk {})));
                     return self.replicate_definition(cluster, change, reply, (50, 20));
                 }
                 ctx.vhost.bind_queue(&q, b.exchange.as_str(), b.routing_key.as_str(), &b.arguments)?;

@@ -14,6 +14,46 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::membership::{ClusterView, DefinitionChange};
 
 impl Channel {
+    /// A no-wait creation (exchange.declare, exchange.bind, queue.bind) on a node of a
+    /// cluster: it takes effect on this node at once, as on a single node (the next
+    /// frame, a publish say, finds it), then goes through the cluster's log like any
+    /// change. If the cluster does not commit it, it is undone here and the channel
+    /// closed (541). A refusal here is the one a single node gives, at once.
+    pub(super) fn replicate_now(
+        &self,
+        ctx: &super::Context<'_>,
+        cluster: &Arc<dyn ClusterView>,
+        change: DefinitionChange,
+        method: (u16, u16),
+    ) -> AmqpResult<Option<AMQPClass>> {
+        crate::admin::replicated::apply_topology_here(ctx.vhost, &change)?;
+        let (shared, vhost, undo) =
+            (self.shared.clone(), ctx.vhost.clone(), crate::admin::replicated::undoing(&change));
+        crate::admin::replicated::submit(
+            cluster,
+            change,
+            Box::new(move |r| {
+                let err = match r {
+                    Ok(()) => return,
+                    Err(ChangeError::Amqp(e)) => e,
+                    Err(ChangeError::Admin(e)) => AmqpError::InternalError(e.to_string()),
+                    Err(ChangeError::NotReplicated(why)) => {
+                        log::warn!(
+                            "channel {}: a no-wait definition was not replicated, undone here: {why}",
+                            shared.id
+                        );
+                        if let Some(undo) = &undo {
+                            let _ = crate::admin::replicated::apply_topology_here(&vhost, undo);
+                        }
+                        AmqpError::InternalError(format!("the cluster did not commit the change: {why}"))
+                    }
+                };
+                shared.close_from_outside(&err, method);
+            }),
+        );
+        Ok(None)
+    }
+
     /// Submits `change`; `reply` (None with nowait) is sent once this node has applied
     /// it. A refusal there closes the channel as a single node would (its code and
     /// text); a change the cluster did not commit closes it with 541.
