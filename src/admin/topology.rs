@@ -89,7 +89,78 @@ pub fn queue_bound(
     })
 }
 
+/// Runs a queue's replicated declaration or deletion and waits until this node has
+/// applied it (administrative calls run on the blocking pool).
+fn wait_applied(change: impl FnOnce(crate::membership::Applied)) -> Result<(), ChangeError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    change(Box::new(move |r| {
+        let _ = tx.send(r);
+    }));
+    match rx.recv() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(why)) => Err(ChangeError::NotReplicated(why)),
+        Err(_) => Err(ChangeError::NotReplicated("the cluster stopped".into())),
+    }
+}
+
 impl Admin {
+    /// queue.declare for the management API and definitions imports, by no
+    /// connection: on a cluster a new quorum queue is declared on every node, a new
+    /// classic queue here and then everywhere (if the cluster does not commit it, it
+    /// goes again). Returns whether it was created.
+    pub(crate) fn declare_queue(
+        &self,
+        v: &Arc<VHost>,
+        name: &str,
+        settings: crate::queue::QueueSettings,
+    ) -> Result<bool, ChangeError> {
+        if let Some(cluster) = self.cluster().filter(|_| v.queue(name).is_none()) {
+            match QueueKind::of(&settings.arguments) {
+                QueueKind::Quorum => {
+                    crate::queue::kind::check_properties(QueueKind::Quorum, name, &v.name, &settings)
+                        .map_err(ChangeError::Amqp)?;
+                    wait_applied(|done| cluster.declare_quorum_queue(&v.name, name, &settings.arguments, done))?;
+                    return Ok(true);
+                }
+                QueueKind::Classic => {
+                    let (q, _) = v.declare_queue(name, false, settings.clone(), 0).map_err(ChangeError::Amqp)?;
+                    if let Err(e) = wait_applied(|done| cluster.declare_classic_queue(&v.name, name, &settings, done)) {
+                        v.delete_queue(&q);
+                        return Err(e);
+                    }
+                    return Ok(true);
+                }
+                QueueKind::Stream => {}
+            }
+        }
+        let (q, created) = v.declare_queue(name, false, settings, 0).map_err(ChangeError::Amqp)?;
+        if !created {
+            q.touch();
+        }
+        Ok(created)
+    }
+
+    /// Deletes a queue for the management API and definitions imports (the caller
+    /// checked if-unused / if-empty): on a cluster, on every node.
+    pub(crate) fn delete_queue(&self, v: &VHost, q: &Arc<Queue>) -> Result<(), ChangeError> {
+        match self.cluster() {
+            Some(cluster) if q.kind() == QueueKind::Quorum => {
+                wait_applied(|done| cluster.delete_quorum_queue(&v.name, q.name(), done))
+            }
+            // Living here: deleted here, then everywhere.
+            Some(cluster) if is_cluster_classic(q) && q.home().is_none() => {
+                v.delete_queue(q);
+                wait_applied(|done| cluster.delete_classic_queue(&v.name, q.name(), done))
+            }
+            // Anything else; a classic queue living on another node is deleted by its
+            // home (asked by the deletion here).
+            _ => {
+                v.delete_queue(q);
+                Ok(())
+            }
+        }
+    }
+
     /// Replicates a topology change and waits until this node has applied it.
     fn replicate_topology(
         &self,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::arguments::to_table;
 use super::format::{BindingDef, Definitions, ExchangeDef, QueueDef};
 use super::security;
+use crate::admin::replicated::ChangeError;
 use crate::admin::Admin;
 use crate::broker::Broker;
 use crate::policy::{Kind, Policy};
@@ -44,6 +45,8 @@ struct Created {
 }
 
 impl Created {
+    /// Through the same administrative calls as the import (on a cluster, on every
+    /// node).
     fn undo(self, admin: &Admin) {
         for (vhost, name, before) in self.policies.into_iter().rev() {
             let _ = match before {
@@ -53,18 +56,21 @@ impl Created {
         }
         for (vhost, b) in self.bindings.into_iter().rev() {
             let _ = if b.to_queue {
-                vhost.unbind_queue(&b.destination, &b.source, &b.routing_key, &b.arguments, 0)
+                match vhost.queue(&b.destination) {
+                    Some(q) => admin.bind_queue(&vhost, &q, &b.source, &b.routing_key, &b.arguments, false),
+                    None => Ok(()),
+                }
             } else {
-                vhost.unbind_exchange(&b.destination, &b.source, &b.routing_key, &b.arguments)
+                admin.bind_exchange(&vhost, &b.destination, &b.source, &b.routing_key, &b.arguments, false)
             };
         }
         for (vhost, name) in self.queues.into_iter().rev() {
             if let Some(q) = vhost.queue(&name) {
-                vhost.delete_queue(&q);
+                let _ = admin.delete_queue(&vhost, &q);
             }
         }
         for (vhost, name) in self.exchanges.into_iter().rev() {
-            let _ = vhost.delete_exchange(&name, false);
+            let _ = admin.delete_exchange(&vhost, &name, false);
         }
     }
 }
@@ -138,14 +144,14 @@ fn apply(
     for x in &defs.exchanges {
         let entry = || format!("exchange '{}' in vhost '{}'", x.name, x.vhost);
         let v = vhost(&x.vhost, &entry)?;
-        if declare_exchange(&v, x).map_err(|e| ImportError(format!("{}: {e}", entry())))? {
+        if declare_exchange(admin, &v, x).map_err(|e| ImportError(format!("{}: {e}", entry())))? {
             created.exchanges.push((v, x.name.clone()));
         }
     }
     for q in &defs.queues {
         let entry = || format!("queue '{}' in vhost '{}'", q.name, q.vhost);
         let v = vhost(&q.vhost, &entry)?;
-        if declare_queue(&v, q).map_err(|e| ImportError(format!("{}: {e}", entry())))? {
+        if declare_queue(admin, &v, q).map_err(|e| ImportError(format!("{}: {e}", entry())))? {
             created.queues.push((v, q.name.clone()));
         }
     }
@@ -157,7 +163,7 @@ fn apply(
             )
         };
         let v = vhost(&b.vhost, &entry)?;
-        if let Some(info) = bind(&v, b).map_err(|e| ImportError(format!("{}: {e}", entry())))? {
+        if let Some(info) = bind(admin, &v, b).map_err(|e| ImportError(format!("{}: {e}", entry())))? {
             created.bindings.push((v, info));
         }
     }
@@ -165,7 +171,8 @@ fn apply(
 }
 
 /// Declares one exchange; true if it was created (false: an equivalent one existed).
-fn declare_exchange(v: &VHost, x: &ExchangeDef) -> Result<bool, String> {
+/// Through the administrative calls: on a cluster, on every node.
+fn declare_exchange(admin: &Admin, v: &VHost, x: &ExchangeDef) -> Result<bool, String> {
     if x.name.is_empty() {
         return Ok(false); // the default exchange always exists
     }
@@ -180,12 +187,12 @@ fn declare_exchange(v: &VHost, x: &ExchangeDef) -> Result<bool, String> {
         internal: x.internal,
         arguments: &arguments,
     };
-    v.declare_exchange(&d).map_err(|e| e.reply_text())?;
+    admin.declare_exchange(v, &d).map_err(|e| e.reply_text())?;
     Ok(!exists)
 }
 
 /// Declares one queue; true if it was created.
-fn declare_queue(v: &VHost, q: &QueueDef) -> Result<bool, String> {
+fn declare_queue(admin: &Admin, v: &Arc<VHost>, q: &QueueDef) -> Result<bool, String> {
     if q.name.is_empty() || q.name.len() > 255 {
         return Err("a queue name must be 1 to 255 bytes".into());
     }
@@ -195,12 +202,15 @@ fn declare_queue(v: &VHost, q: &QueueDef) -> Result<bool, String> {
         crate::queue::args::validate(&q.name, &v.name, &arguments).map_err(|e| e.reply_text())?;
     }
     let settings = QueueSettings { durable: q.durable, exclusive_owner: None, auto_delete: q.auto_delete, arguments };
-    let (_, created) = v.declare_queue(&q.name, false, settings, 0).map_err(|e| e.reply_text())?;
-    Ok(created)
+    admin.declare_queue(v, &q.name, settings).map_err(|e| match e {
+        ChangeError::Amqp(e) => e.reply_text(),
+        ChangeError::Admin(e) => e.to_string(),
+        ChangeError::NotReplicated(why) => format!("the cluster did not commit it: {why}"),
+    })
 }
 
 /// Adds one binding; the binding if this import added it.
-fn bind(v: &VHost, b: &BindingDef) -> Result<Option<BindingInfo>, String> {
+fn bind(admin: &Admin, v: &VHost, b: &BindingDef) -> Result<Option<BindingInfo>, String> {
     let to_queue = match b.destination_type.as_str() {
         "queue" => true,
         "exchange" => false,
@@ -220,9 +230,11 @@ fn bind(v: &VHost, b: &BindingDef) -> Result<Option<BindingInfo>, String> {
     let existed = v.has_binding(&info);
     if to_queue {
         let q = v.queue(&b.destination).ok_or_else(|| format!("queue '{}' does not exist", b.destination))?;
-        v.bind_queue(&q, &b.source, &b.routing_key, &info.arguments).map_err(|e| e.reply_text())?;
+        admin.bind_queue(v, &q, &b.source, &b.routing_key, &info.arguments, true).map_err(|e| e.reply_text())?;
     } else {
-        v.bind_exchange(&b.destination, &b.source, &b.routing_key, &info.arguments).map_err(|e| e.reply_text())?;
+        admin
+            .bind_exchange(v, &b.destination, &b.source, &b.routing_key, &info.arguments, true)
+            .map_err(|e| e.reply_text())?;
     }
     Ok((!existed).then_some(info))
 }

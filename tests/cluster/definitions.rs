@@ -266,3 +266,50 @@ async fn a_node_restored_from_a_snapshot_loses_what_was_deleted_while_it_was_awa
     assert_eq!(http("GET", &param(&api3, "region"), None).0, 404, "cleared while node 3 was away");
     assert_eq!(http("GET", &param(&api3, "tier"), None).1["value"]["level"], 2, "set while node 3 was away");
 }
+
+/// A definitions file imported through one node's API holds on every node: its
+/// exchanges and bindings replicate, its quorum queue is replicated and its classic
+/// queue lives on the importing node and is served by all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_imported_through_one_node_hold_on_every_node() {
+    let c = TestCluster::start(3);
+    let defs = json!({
+        "exchanges": [{"name": "imp-x", "vhost": "/", "type": "fanout", "durable": true,
+                       "auto_delete": false, "internal": false, "arguments": {}}],
+        "queues": [
+            {"name": "imp-q", "vhost": "/", "durable": true, "auto_delete": false,
+             "arguments": {"x-queue-type": "quorum"}},
+            {"name": "imp-c", "vhost": "/", "durable": true, "auto_delete": false, "arguments": {}}
+        ],
+        "bindings": [
+            {"source": "imp-x", "vhost": "/", "destination": "imp-q", "destination_type": "queue",
+             "routing_key": "", "arguments": {}},
+            {"source": "imp-x", "vhost": "/", "destination": "imp-c", "destination_type": "queue",
+             "routing_key": "", "arguments": {}}
+        ]
+    });
+    let (code, reply) = http("POST", &c.node(2).api("definitions"), Some(defs));
+    assert!(code < 300, "import through node 2: {code} {reply}");
+    let (_, q) = c.node(2).get("queues/%2F/imp-q");
+    assert_eq!(q["type"], "quorum", "a replicated quorum queue, not a local stand-in: {q}");
+    let url3 = c.node(3).url();
+    eventually("node 3 to have the exchange", || async { has_exchange(&url3, "imp-x").await.then_some(()) }).await;
+    eventually("node 3 to route to both queues", || async {
+        let (_conn, ch) = connect(&url3).await?;
+        let q = ch
+            .queue_declare(
+                "imp-c".into(),
+                QueueDeclareOptions { passive: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .ok()?;
+        (q.message_count() == 0).then_some(())
+    })
+    .await;
+    publish(&url3, "imp-x", "", b"imported").await;
+    assert_eq!(get(&c.node(1).url(), "imp-q").await, b"imported");
+    assert_eq!(get(&c.node(1).url(), "imp-c").await, b"imported");
+    let (_, cq) = c.node(1).get("queues/%2F/imp-c");
+    assert!(cq["node"].as_str().is_some_and(|n| n.starts_with("haremq-2@")), "the importing node is its home: {cq}");
+}

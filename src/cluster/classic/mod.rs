@@ -63,7 +63,8 @@ impl Replicas {
             return;
         }
         let link: Arc<dyn HomeLink> = self.links.to(def.home);
-        let q = RemoteQueue::new(name.as_str().into(), vh.name.clone(), settings, def.home, link);
+        let home = (def.home, crate::broker::node_name(Some(def.home)));
+        let q = RemoteQueue::new(name.as_str().into(), vh.name.clone(), settings, home, link);
         if !vh.insert_replicated_queue(q.clone() as Arc<Queue>) {
             log::warn!("cluster: classic queue '{name}' in vhost '{vhost}' lives on node {}, but a queue of that name exists on this node; it stays, the other is not served here", def.home);
             return;

@@ -9,7 +9,7 @@ use hyper::Method;
 use serde_json::{json, Map, Value};
 
 use super::access::{self, Access};
-use super::{body_object, existing_vhost, Call, Context, Reply};
+use super::{admin, body_object, existing_vhost, Call, Context, Reply};
 use crate::definitions::arguments::to_table;
 use crate::error::AmqpError;
 use crate::queue::QueueSettings;
@@ -81,33 +81,7 @@ fn declare(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
         auto_delete: bool_field(&body, "auto_delete")?,
         arguments,
     };
-    if let Some(cluster) = ctx.broker.cluster().filter(|_| v.queue(name).is_none()) {
-        match crate::queue::QueueKind::of(&settings.arguments) {
-            crate::queue::QueueKind::Quorum => {
-                // Replicated: created on every node once the cluster has committed it.
-                crate::queue::kind::check_properties(crate::queue::QueueKind::Quorum, name, vhost, &settings)
-                    .map_err(amqp_error)?;
-                let args = settings.arguments.clone();
-                replicated(|done| cluster.declare_quorum_queue(vhost, name, &args, done))?;
-                return Ok(Reply::empty(201));
-            }
-            crate::queue::QueueKind::Classic => {
-                // Lives here; every node serves it once the cluster has committed it
-                // (if it does not, the queue goes again).
-                let (q, _) = v.declare_queue(name, false, settings.clone(), NO_CONNECTION).map_err(amqp_error)?;
-                if let Err(e) = replicated(|done| cluster.declare_classic_queue(vhost, name, &settings, done)) {
-                    v.delete_queue(&q);
-                    return Err(e);
-                }
-                return Ok(Reply::empty(201));
-            }
-            crate::queue::QueueKind::Stream => {}
-        }
-    }
-    let (q, created) = v.declare_queue(name, false, settings, NO_CONNECTION).map_err(amqp_error)?;
-    if !created {
-        q.touch();
-    }
+    let created = admin(ctx).declare_queue(&v, name, settings).map_err(change_error)?;
     Ok(Reply::empty(if created { 201 } else { 204 }))
 }
 
@@ -125,34 +99,18 @@ fn delete(ctx: &Context, call: &Call) -> Result<Reply, Reply> {
     if call.query_flag("if-empty") && q.message_count() > 0 {
         return Err(Reply::bad_request(format!("queue '{name}' in vhost '{vhost}' not empty")));
     }
-    match ctx.broker.cluster() {
-        Some(cluster) if q.kind() == crate::queue::QueueKind::Quorum => {
-            replicated(|done| cluster.delete_quorum_queue(vhost, name, done))?
-        }
-        // A classic queue living here: deleted here, then everywhere.
-        Some(cluster) if crate::admin::topology::is_cluster_classic(&q) && q.home().is_none() => {
-            v.delete_queue(&q);
-            replicated(|done| cluster.delete_classic_queue(vhost, name, done))?
-        }
-        // Anything else; a classic queue living on another node is deleted by its home.
-        _ => {
-            v.delete_queue(&q);
-        }
-    }
+    admin(ctx).delete_queue(&v, &q).map_err(change_error)?;
     Ok(Reply::empty(204))
 }
 
-/// Runs a replicated change and waits until this node has applied it (the API runs
-/// on the blocking pool); 503 if the cluster did not commit it.
-fn replicated(change: impl FnOnce(crate::membership::Applied)) -> Result<(), Reply> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    change(Box::new(move |r| {
-        let _ = tx.send(r);
-    }));
-    match rx.recv() {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(why)) => Err(Reply::error(503, "service_unavailable", &why)),
-        Err(_) => Err(Reply::error(503, "service_unavailable", "the cluster stopped")),
+/// A queue change refused here (the AMQP refusal, as RabbitMQ's API reports it) or not
+/// committed by the cluster (503).
+fn change_error(e: crate::admin::replicated::ChangeError) -> Reply {
+    use crate::admin::replicated::ChangeError;
+    match e {
+        ChangeError::Amqp(e) => amqp_error(e),
+        ChangeError::Admin(e) => super::admin_error(e),
+        ChangeError::NotReplicated(why) => Reply::error(503, "service_unavailable", &why),
     }
 }
 

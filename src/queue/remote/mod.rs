@@ -76,6 +76,8 @@ pub struct RemoteQueue {
     vhost: Arc<str>,
     settings: QueueSettings,
     home: u64,
+    /// The home's node name, for error texts.
+    home_name: String,
     link: Arc<dyn HomeLink>,
     me: Weak<RemoteQueue>,
     consumers: Mutex<HashMap<u64, RemoteConsumer>>,
@@ -103,7 +105,7 @@ impl RemoteQueue {
         name: Arc<str>,
         vhost: Arc<str>,
         settings: QueueSettings,
-        home: u64,
+        (home, home_name): (u64, String),
         link: Arc<dyn HomeLink>,
     ) -> Arc<RemoteQueue> {
         Arc::new_cyclic(|me| RemoteQueue {
@@ -111,6 +113,7 @@ impl RemoteQueue {
             vhost,
             settings,
             home,
+            home_name,
             link,
             me: me.clone(),
             consumers: Mutex::default(),
@@ -258,9 +261,7 @@ impl RemoteQueue {
     fn home_down(&self) -> String {
         format!(
             "home node '{}' of durable queue '{}' in vhost '{}' is down or inaccessible",
-            crate::broker::node_name(Some(self.home)),
-            self.name,
-            self.vhost
+            self.home_name, self.name, self.vhost
         )
     }
 
