@@ -28,6 +28,16 @@ async fn count(url: &str, queue: &str) -> Option<u32> {
     Some(q.message_count())
 }
 
+/// Waits until a passive declare through `url` counts `want` ready messages (None:
+/// the queue is not there).
+async fn count_becomes(url: String, queue: &str, want: Option<u32>) {
+    eventually(&format!("'{queue}' to count {want:?} through {url}"), || {
+        let url = url.clone();
+        async move { (count(&url, queue).await == want).then_some(()) }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_classic_queue_is_served_by_every_node() {
     let c = TestCluster::start(3);
@@ -161,22 +171,14 @@ async fn a_classic_queue_is_served_by_every_node() {
             .await
             .expect("publish");
         }
-        eventually("5 messages", || {
-            let url = url(3);
-            async move { (count(&url, "orders").await == Some(5)).then_some(()) }
-        })
-        .await;
+        count_becomes(url(3), "orders", Some(5)).await;
         let (_conn3, ch3) = connect(&url(3)).await.expect("connect to node 3");
         assert_eq!(ch3.queue_purge("orders".into(), QueuePurgeOptions::default()).await.expect("purge"), 5);
         ch.basic_publish("".into(), "orders".into(), BasicPublishOptions::default(), b"d", BasicProperties::default())
             .await
             .expect("publish");
         let (_conn2, ch2) = connect(&url(2)).await.expect("connect to node 2");
-        eventually("1 message", || {
-            let url = url(2);
-            async move { (count(&url, "orders").await == Some(1)).then_some(()) }
-        })
-        .await;
+        count_becomes(url(2), "orders", Some(1)).await;
         assert_eq!(
             ch2.queue_delete("orders".into(), QueueDeleteOptions::default()).await.expect("delete through node 2"),
             1
@@ -184,11 +186,7 @@ async fn a_classic_queue_is_served_by_every_node() {
     }
     assert_eq!(count(&url(1), "orders").await, None, "the home deleted it");
     for id in [2, 3] {
-        eventually(&format!("node {id} to forget the queue"), || {
-            let url = url(id);
-            async move { count(&url, "orders").await.is_none().then_some(()) }
-        })
-        .await;
+        count_becomes(url(id), "orders", None).await;
     }
     // The name is free again, on any node.
     declare_durable(&url(3), "orders").await;
@@ -266,11 +264,7 @@ async fn a_remote_consumer_ends_with_its_home_and_nothing_confirmed_is_lost() {
     c.node_mut(1).start();
     // Every confirmed message is still there: the 5 held by the cancelled consumer
     // were never acked.
-    eventually("the home back with all 50", || {
-        let url = c.node(3).url();
-        async move { (count(&url, "jobs").await == Some(50)).then_some(()) }
-    })
-    .await;
+    count_becomes(c.node(3).url(), "jobs", Some(50)).await;
     let (_conn2, ch2) = connect(&c.node(2).url()).await.expect("connect to node 2");
     let mut bodies = Vec::new();
     for _ in 0..50 {
@@ -320,11 +314,7 @@ async fn exclusive_queues_stay_home_and_auto_delete_and_http_reach_every_node() 
         ch3.basic_cancel("only".into(), BasicCancelOptions::default()).await.expect("cancel");
     }
     for id in [1, 2, 3] {
-        eventually(&format!("node {id} to forget the auto-deleted queue"), || {
-            let url = c.node(id).url();
-            async move { count(&url, "brief").await.is_none().then_some(()) }
-        })
-        .await;
+        count_becomes(c.node(id).url(), "brief", None).await;
     }
     // A no-wait declare followed at once by a publish: the queue exists on its home
     // before the next frame, as on a single node.
@@ -344,11 +334,7 @@ async fn exclusive_queues_stay_home_and_auto_delete_and_http_reach_every_node() 
             .await
             .expect("confirm");
         assert!(confirm.is_ack());
-        eventually("node 3 to count it", || {
-            let url = c.node(3).url();
-            async move { (count(&url, "fast").await == Some(1)).then_some(()) }
-        })
-        .await;
+        count_becomes(c.node(3).url(), "fast", Some(1)).await;
         // The same with a no-wait exchange and binding: routed by the next frame.
         ch.exchange_declare(
             "fast-x".into(),
@@ -380,11 +366,7 @@ async fn exclusive_queues_stay_home_and_auto_delete_and_http_reach_every_node() 
             .await
             .expect("confirm");
         assert!(confirm.is_ack() && confirm.take_message().is_none(), "routed, not returned");
-        eventually("node 3 to count both", || {
-            let url = c.node(3).url();
-            async move { (count(&url, "fast").await == Some(2)).then_some(()) }
-        })
-        .await;
+        count_becomes(c.node(3).url(), "fast", Some(2)).await;
     }
     // A consumer the home refuses is refused through any node, with the home's error.
     {
@@ -411,20 +393,12 @@ async fn exclusive_queues_stay_home_and_auto_delete_and_http_reach_every_node() 
     let body = serde_json::json!({"durable": true, "auto_delete": false, "arguments": {}});
     let (code, reply) = super::http("PUT", &c.node(2).api("queues/%2F/web"), Some(body));
     assert_eq!(code, 201, "{reply}");
-    eventually("node 3 to serve it", || {
-        let url = c.node(3).url();
-        async move { (count(&url, "web").await == Some(0)).then_some(()) }
-    })
-    .await;
+    count_becomes(c.node(3).url(), "web", Some(0)).await;
     // Deleted over node 3's API: the home deletes it, and then every node.
     let (code, reply) = super::http("DELETE", &c.node(3).api("queues/%2F/web"), None);
     assert_eq!(code, 204, "{reply}");
     assert_eq!(count(&c.node(2).url(), "web").await, None, "its home deleted it");
-    eventually("node 1 to forget it", || {
-        let url = c.node(1).url();
-        async move { count(&url, "web").await.is_none().then_some(()) }
-    })
-    .await;
+    count_becomes(c.node(1).url(), "web", None).await;
 }
 
 /// A partition that drops packets without resetting connections: both ends of a
