@@ -50,7 +50,16 @@ pub struct Broker {
     pub admin_lock: Mutex<()>,
     /// The cluster this node is part of (set once at start; unset on a single node).
     cluster: std::sync::OnceLock<Arc<dyn crate::membership::ClusterView>>,
+    /// Resource alarms raised on other nodes of the cluster (`REMOTE_MEMORY`,
+    /// `REMOTE_DISK` bits): publishers here are blocked too, as RabbitMQ blocks them
+    /// cluster-wide. Set by the cluster layer.
+    pub remote_alarms: std::sync::atomic::AtomicU8,
 }
+
+/// [`Broker::remote_alarms`]: another node is low on memory.
+pub const REMOTE_MEMORY: u8 = 1;
+/// [`Broker::remote_alarms`]: another node is low on disk.
+pub const REMOTE_DISK: u8 = 2;
 
 impl Broker {
     /// Builds the broker state, restoring vhosts, users, permissions, durable
@@ -76,6 +85,7 @@ impl Broker {
             global_parameters: Mutex::default(),
             retired: Arc::default(),
             cluster: std::sync::OnceLock::new(),
+            remote_alarms: std::sync::atomic::AtomicU8::new(0),
         });
         match snapshot {
             None => {

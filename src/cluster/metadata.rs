@@ -49,6 +49,9 @@ pub enum MetadataCommand {
     },
     /// A classic queue is deleted (on its home, then everywhere).
     DeleteClassicQueue { vhost: String, name: String },
+    /// A node's resource alarms now (publishers are blocked on every node while one
+    /// is raised anywhere, as in RabbitMQ).
+    Alarms { node: u64, memory: bool, disk: bool },
 }
 
 /// A classic queue as the cluster knows it.
@@ -94,6 +97,10 @@ pub struct MetadataState {
     /// `membership::definition::retain`).
     #[serde(default)]
     pub definitions: Retained,
+    /// The nodes with a resource alarm raised: (memory, disk). A node's entry goes
+    /// when it announces itself (a restart) or leaves.
+    #[serde(default)]
+    pub alarms: BTreeMap<u64, (bool, bool)>,
     /// The last log index applied (a snapshot's definitions are complete up to it).
     #[serde(default)]
     pub applied: u64,
@@ -123,6 +130,8 @@ pub enum Change {
         vhost: String,
         name: String,
     },
+    /// The cluster's raised alarms changed (every node's, by node).
+    Alarms(BTreeMap<u64, (bool, bool)>),
     /// A definition change to apply on this node, at log `index`.
     Definition {
         index: u64,
@@ -141,12 +150,13 @@ impl MetadataState {
         match command {
             MetadataCommand::Announce { node, amqp, management, incarnation } => {
                 self.nodes.insert(node, Announced { amqp, management, incarnation });
-                vec![]
+                self.set_alarms(node, (false, false))
             }
             MetadataCommand::Forget { node } => {
                 self.nodes.remove(&node);
-                vec![]
+                self.set_alarms(node, (false, false))
             }
+            MetadataCommand::Alarms { node, memory, disk } => self.set_alarms(node, (memory, disk)),
             MetadataCommand::DeclareQuorumQueue { vhost, name, arguments, members } => {
                 if self.classic.get(&vhost).is_some_and(|q| q.contains_key(&name)) {
                     return vec![];
@@ -191,6 +201,19 @@ impl MetadataState {
                 changes
             }
         }
+    }
+
+    fn set_alarms(&mut self, node: u64, raised: (bool, bool)) -> Vec<Change> {
+        let before = self.alarms.clone();
+        if raised == (false, false) {
+            self.alarms.remove(&node);
+        } else {
+            self.alarms.insert(node, raised);
+        }
+        if self.alarms == before {
+            return vec![];
+        }
+        vec![Change::Alarms(self.alarms.clone())]
     }
 
     fn delete_classic(&mut self, vhost: String, name: String) -> Option<Change> {
@@ -402,5 +425,19 @@ mod tests {
             "a vhost's deletion takes its classic queues: {changes:?}"
         );
         assert!(state.classic.is_empty());
+    }
+
+    #[test]
+    fn alarms_are_kept_per_node_and_cleared_by_an_announcement() {
+        let mut state = MetadataState::default();
+        let alarms = |node, memory, disk| MetadataCommand::Alarms { node, memory, disk };
+        assert!(matches!(&state.apply(1, alarms(3, false, true))[..], [Change::Alarms(a)] if a[&3] == (false, true)));
+        assert!(state.apply(2, alarms(3, false, true)).is_empty(), "no change, nothing to act on");
+        state.apply(3, alarms(2, true, false));
+        let announce = MetadataCommand::Announce { node: 3, amqp: None, management: None, incarnation: 2 };
+        assert!(
+            matches!(&state.apply(4, announce)[..], [Change::Alarms(a)] if !a.contains_key(&3) && a[&2] == (true, false))
+        );
+        assert!(matches!(&state.apply(5, alarms(2, false, false))[..], [Change::Alarms(a)] if a.is_empty()));
     }
 }

@@ -119,13 +119,18 @@ impl Cluster {
         let cluster =
             Arc::new(Cluster { node_id: config.node_id, node, metadata, state, replicas, stopping: Arc::default() });
         smol::spawn(cluster.replicas.clone().leader_ticks(cluster.state.clone(), Arc::downgrade(&cluster))).detach();
-        smol::spawn(announce(
+        let (group, node_id, stopping, weak, state) = (
             cluster.metadata.clone(),
             cluster.node_id,
-            listeners,
-            incarnation,
             cluster.stopping.clone(),
-        ))
+            Arc::downgrade(broker),
+            cluster.state.clone(),
+        );
+        smol::spawn(async move {
+            announce(group.clone(), node_id, listeners, incarnation, stopping.clone()).await;
+            // After the announcement, which clears what an earlier run raised.
+            share_alarms(group, node_id, weak, state, stopping).await;
+        })
         .detach();
         smol::spawn(watch_quorum(cluster.metadata.clone(), cluster.node_id, cluster.stopping.clone())).detach();
         Ok(cluster)
@@ -140,6 +145,20 @@ impl Cluster {
     /// Raft endpoint saw it.
     fn peer_contacts(&self) -> BTreeMap<u64, bool> {
         self.metadata.status().reachable
+    }
+
+    /// The leader clears the alarms of a node it has not heard from for a while, so a
+    /// node that went down low on memory or disk does not block every publisher of
+    /// the cluster until it is back (RabbitMQ drops a down node's alarms too).
+    fn clear_alarms_of(&self, node: u64) {
+        let group = self.metadata.clone();
+        let command = metadata::encode(&MetadataCommand::Alarms { node, memory: false, disk: false });
+        smol::spawn(async move {
+            if group.write(command).await.is_ok() {
+                log::warn!("cluster: node {node} is unreachable; its resource alarms no longer block publishers");
+            }
+        })
+        .detach();
     }
 
     fn is_stopping(&self) -> bool {
@@ -173,6 +192,37 @@ async fn announce(group: Group, node: u64, listeners: Listeners, incarnation: u3
                 smol::Timer::after(Duration::from_millis(250)).await;
             }
         }
+    }
+}
+
+/// How often this node looks at its own resource alarms.
+const ALARM_POLL: Duration = Duration::from_millis(200);
+
+/// Tells the cluster when this node's resource alarms are raised and cleared, so
+/// every node blocks its publishers meanwhile (RabbitMQ's alarms are cluster-wide).
+/// A change that is not committed (no majority) is tried again at the next look. It
+/// compares with what the cluster's state says of this node: the leader clears the
+/// alarms of a node it has not heard from for a while, and this node shares them again
+/// once it is back.
+async fn share_alarms(
+    group: Group,
+    node: u64,
+    broker: std::sync::Weak<crate::broker::Broker>,
+    state: Arc<Mutex<MetadataState>>,
+    stopping: Arc<AtomicBool>,
+) {
+    while !stopping.load(Ordering::Relaxed) {
+        let Some(now) = broker.upgrade().map(|b| (b.memory.is_raised(), b.disk.is_raised())) else { return };
+        let known = state.lock().unwrap_or_else(|e| e.into_inner()).alarms.get(&node).copied().unwrap_or_default();
+        if now != known {
+            let (memory, disk) = now;
+            let command = metadata::encode(&MetadataCommand::Alarms { node, memory, disk });
+            match group.write(command).await {
+                Ok(_) => log::info!("cluster: node {node}'s resource alarms shared (memory {memory}, disk {disk})"),
+                Err(e) => log::debug!("cluster: sharing node {node}'s alarms failed ({e}); retrying"),
+            }
+        }
+        smol::Timer::after(ALARM_POLL).await;
     }
 }
 

@@ -215,6 +215,7 @@ impl Replicas {
                     }
                 }
                 Change::ClassicDeleted { vhost, name } => self.classic_deleted(&vhost, &name),
+                Change::Alarms(alarms) => self.remote_alarms(&alarms),
                 Change::Definition { index, replicated } if index <= self.applied_before => {
                     crate::membership::definition::retain(&mut replayed, index, replicated.change);
                     if index == self.applied_before {
@@ -239,9 +240,32 @@ impl Replicas {
                 }
                 Change::Resync(state) => {
                     log::info!("cluster: the metadata is restored from a snapshot up to log index {}", state.applied);
+                    self.remote_alarms(&state.alarms);
                     replayed.clear();
                     self.resync(state).await
                 }
+            }
+        }
+    }
+
+    /// Blocks this node's publishers while another node has a resource alarm raised.
+    fn remote_alarms(&self, alarms: &BTreeMap<u64, (bool, bool)>) {
+        let Some(broker) = self.broker.upgrade() else { return };
+        let mut bits = 0;
+        for (node, (memory, disk)) in alarms.iter().filter(|(n, _)| **n != self.node_id) {
+            if *memory {
+                bits |= crate::broker::REMOTE_MEMORY;
+            }
+            if *disk {
+                bits |= crate::broker::REMOTE_DISK;
+            }
+            log::debug!("cluster: node {node} has an alarm raised (memory {memory}, disk {disk})");
+        }
+        let before = broker.remote_alarms.swap(bits, Ordering::AcqRel);
+        if before != bits {
+            match bits {
+                0 => log::info!("cluster: no other node has a resource alarm raised; publishers may go on"),
+                _ => log::warn!("cluster: another node has a resource alarm raised; publishers here are blocked too"),
             }
         }
     }
@@ -384,7 +408,17 @@ impl Replicas {
                     down_since.entry(id).or_insert(now);
                 }
             }
-            let nodes = state.lock().unwrap_or_else(|e| e.into_inner()).nodes.clone();
+            let (nodes, alarmed) = {
+                let st = state.lock().unwrap_or_else(|e| e.into_inner());
+                (st.nodes.clone(), st.alarms.keys().copied().collect::<Vec<u64>>())
+            };
+            if status.leader == Some(self.node_id) {
+                for node in alarmed.into_iter().filter(|n| *n != self.node_id) {
+                    if down_since.get(&node).is_some_and(|t| now.duration_since(*t) > NODE_DOWN_AFTER) {
+                        cluster.clear_alarms_of(node);
+                    }
+                }
+            }
             let members: Vec<u64> = status.nodes.iter().map(|n| n.id).collect();
             let stale = |key: u64| {
                 let (id, incarnation) = (key >> 32, (key & 0xffff_ffff) as u32);

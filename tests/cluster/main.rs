@@ -4,6 +4,7 @@
 //! Each test starts its own nodes on ephemeral ports and data directories and waits on
 //! conditions (with deadlines), never on sleeps alone.
 
+mod alarms;
 mod classic;
 mod definitions;
 mod learners;

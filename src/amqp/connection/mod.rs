@@ -421,11 +421,13 @@ impl Connection {
         self.liveness.touch();
     }
 
-    /// The raised resource alarm, if any, as the reason `connection.blocked` gives.
+    /// The raised resource alarm, here or on another node of the cluster, if any, as
+    /// the reason `connection.blocked` gives.
     fn alarm(&self) -> Option<&'static str> {
-        if self.broker.memory.is_raised() {
+        let remote = self.broker.remote_alarms.load(Ordering::Relaxed);
+        if self.broker.memory.is_raised() || remote & crate::broker::REMOTE_MEMORY != 0 {
             Some("low on memory")
-        } else if self.broker.disk.is_raised() {
+        } else if self.broker.disk.is_raised() || remote & crate::broker::REMOTE_DISK != 0 {
             Some("low on disk")
         } else {
             None
