@@ -11,8 +11,8 @@ use amq_protocol::types::FieldTable;
 use super::replicated::{submit_and_wait, ChangeError};
 use super::Admin;
 use crate::error::{AmqpError, AmqpResult};
-use crate::membership::DefinitionChange;
-use crate::queue::{Queue, QueueKind};
+use crate::membership::{Applied, ClusterView, DefinitionChange};
+use crate::queue::{ConnectionId, Queue, QueueKind, QueueSettings};
 use crate::vhost::{ExchangeDeclare, VHost};
 
 /// The change an exchange.declare replicates: None when it creates nothing (passive,
@@ -89,18 +89,78 @@ pub fn queue_bound(
     })
 }
 
-/// Runs a queue's replicated declaration or deletion and waits until this node has
-/// applied it (administrative calls run on the blocking pool).
-fn wait_applied(change: impl FnOnce(crate::membership::Applied)) -> Result<(), ChangeError> {
+/// A new queue's declaration through the cluster's log: a quorum queue on every node;
+/// a classic queue that is not exclusive created here at once (the next frame finds
+/// it) and then served by every node, or deleted again if the cluster does not commit
+/// it. `done` runs once this node has applied it. False (`done` dropped): the queue is
+/// not the cluster's (a stream, an exclusive queue), declare it as on a single node.
+pub(crate) fn declare_through_log(
+    cluster: &Arc<dyn ClusterView>,
+    v: &Arc<VHost>,
+    name: &str,
+    settings: &QueueSettings,
+    conn: ConnectionId,
+    done: Applied,
+) -> AmqpResult<bool> {
+    match QueueKind::of(&settings.arguments) {
+        QueueKind::Quorum => {
+            crate::queue::kind::check_properties(QueueKind::Quorum, name, &v.name, settings)?;
+            cluster.declare_quorum_queue(&v.name, name, &settings.arguments, done);
+            Ok(true)
+        }
+        QueueKind::Classic if settings.exclusive_owner.is_none() => {
+            let (q, _) = v.declare_queue(name, false, settings.clone(), conn)?;
+            let vhost = v.clone();
+            let undo: Applied = Box::new(move |r| {
+                if r.is_err() {
+                    vhost.delete_queue(&q);
+                }
+                done(r)
+            });
+            cluster.declare_classic_queue(&v.name, name, settings, undo);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Whether a queue's deletion goes through the cluster's log: a quorum queue, or a
+/// classic queue living here that is not exclusive (one living elsewhere is deleted by
+/// its home).
+pub(crate) fn deleted_through_log(q: &Arc<Queue>) -> bool {
+    q.kind() == QueueKind::Quorum || (is_cluster_classic(q) && q.home().is_none())
+}
+
+/// Deletes a queue [through the log](deleted_through_log): a quorum queue on every node,
+/// a classic queue here and then everywhere. `done(count)` gives the callback that runs
+/// once this node has applied the deletion, `count` the ready messages it held.
+pub(crate) fn delete_through_log(
+    cluster: &Arc<dyn ClusterView>,
+    v: &VHost,
+    q: &Arc<Queue>,
+    done: impl FnOnce(u32) -> Applied,
+) {
+    if q.kind() == QueueKind::Quorum {
+        cluster.delete_quorum_queue(&v.name, q.name(), done(q.message_count()));
+    } else {
+        let count = v.delete_queue(q);
+        cluster.delete_classic_queue(&v.name, q.name(), done(count));
+    }
+}
+
+/// A callback for a replicated queue change, and the wait for it (administrative calls
+/// run on the blocking pool): Ok once this node has applied the change.
+fn applied_here() -> (Applied, impl FnOnce() -> Result<(), ChangeError>) {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    change(Box::new(move |r| {
+    let done: Applied = Box::new(move |r| {
         let _ = tx.send(r);
-    }));
-    match rx.recv() {
+    });
+    let wait = move || match rx.recv() {
         Ok(Ok(())) => Ok(()),
         Ok(Err(why)) => Err(ChangeError::NotReplicated(why)),
         Err(_) => Err(ChangeError::NotReplicated("the cluster stopped".into())),
-    }
+    };
+    (done, wait)
 }
 
 impl Admin {
@@ -112,25 +172,12 @@ impl Admin {
         &self,
         v: &Arc<VHost>,
         name: &str,
-        settings: crate::queue::QueueSettings,
+        settings: QueueSettings,
     ) -> Result<bool, ChangeError> {
         if let Some(cluster) = self.cluster().filter(|_| v.queue(name).is_none()) {
-            match QueueKind::of(&settings.arguments) {
-                QueueKind::Quorum => {
-                    crate::queue::kind::check_properties(QueueKind::Quorum, name, &v.name, &settings)
-                        .map_err(ChangeError::Amqp)?;
-                    wait_applied(|done| cluster.declare_quorum_queue(&v.name, name, &settings.arguments, done))?;
-                    return Ok(true);
-                }
-                QueueKind::Classic => {
-                    let (q, _) = v.declare_queue(name, false, settings.clone(), 0).map_err(ChangeError::Amqp)?;
-                    if let Err(e) = wait_applied(|done| cluster.declare_classic_queue(&v.name, name, &settings, done)) {
-                        v.delete_queue(&q);
-                        return Err(e);
-                    }
-                    return Ok(true);
-                }
-                QueueKind::Stream => {}
+            let (done, wait) = applied_here();
+            if declare_through_log(&cluster, v, name, &settings, 0, done).map_err(ChangeError::Amqp)? {
+                return wait().map(|()| true);
             }
         }
         let (q, created) = v.declare_queue(name, false, settings, 0).map_err(ChangeError::Amqp)?;
@@ -141,20 +188,15 @@ impl Admin {
     }
 
     /// Deletes a queue for the management API and definitions imports (the caller
-    /// checked if-unused / if-empty): on a cluster, on every node.
+    /// checked if-unused / if-empty): on a cluster, through its log.
     pub(crate) fn delete_queue(&self, v: &VHost, q: &Arc<Queue>) -> Result<(), ChangeError> {
-        match self.cluster() {
-            Some(cluster) if q.kind() == QueueKind::Quorum => {
-                wait_applied(|done| cluster.delete_quorum_queue(&v.name, q.name(), done))
+        match self.cluster().filter(|_| deleted_through_log(q)) {
+            Some(cluster) => {
+                let (done, wait) = applied_here();
+                delete_through_log(&cluster, v, q, |_| done);
+                wait()
             }
-            // Living here: deleted here, then everywhere.
-            Some(cluster) if is_cluster_classic(q) && q.home().is_none() => {
-                v.delete_queue(q);
-                wait_applied(|done| cluster.delete_classic_queue(&v.name, q.name(), done))
-            }
-            // Anything else; a classic queue living on another node is deleted by its
-            // home (asked by the deletion here).
-            _ => {
+            None => {
                 v.delete_queue(q);
                 Ok(())
             }

@@ -269,6 +269,17 @@ pub(crate) fn answer_within<T: Send + 'static>(
     })
 }
 
+/// Waits on this thread for what `start` answers through its callback (the blocking
+/// forms of a queue's later answers: for the management API, on its blocking pool).
+/// None if the callback was dropped unanswered.
+pub(crate) fn wait_answer<T: Send + 'static>(start: impl FnOnce(Box<dyn FnOnce(T) + Send>)) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    start(Box::new(move |value| {
+        let _ = tx.send(value);
+    }));
+    rx.recv().ok()
+}
+
 /// Operations a queue type may not support (see [`QueueType::refuse`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QueueOp {

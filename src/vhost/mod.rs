@@ -22,7 +22,7 @@ pub use direct::{DirectPublish, GetSettle};
 pub use exchanges::ExchangeDeclare;
 pub use limits::VHostLimits;
 pub use listing::{BindingInfo, QueueInfo};
-pub use queues::check_queue_name;
+pub use queues::{check_deletable, check_queue_name};
 pub use reply_to::{ReplySink, REPLY_TO_PREFIX, REPLY_TO_QUEUE};
 pub use routing::Routed;
 

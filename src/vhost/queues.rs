@@ -63,6 +63,19 @@ pub fn check_queue_name(name: &str) -> AmqpResult<()> {
     Ok(())
 }
 
+/// queue.delete's `if-unused` and `if-empty` conditions (406, RabbitMQ's texts).
+pub fn check_deletable(q: &Queue, if_unused: bool, if_empty: bool) -> AmqpResult<()> {
+    let refuse =
+        |why| Err(AmqpError::PreconditionFailed(format!("queue '{}' in vhost '{}' {why}", q.name(), q.vhost())));
+    if if_unused && q.consumer_count() > 0 {
+        return refuse("in use");
+    }
+    if if_empty && q.message_count() > 0 {
+        return refuse("not empty");
+    }
+    Ok(())
+}
+
 impl VHost {
     /// 406 if the vhost's `max-queues` is reached (RabbitMQ's text). Checked again
     /// under the queue-map lock when the queue is created.

@@ -10,7 +10,7 @@ use super::{access, Channel, Context};
 use crate::admin::topology;
 use crate::auth::access::ResourceKind;
 use crate::error::{AmqpError, AmqpResult};
-use crate::queue::{Queue, QueueKind, QueueSettings};
+use crate::queue::{Queue, QueueSettings};
 use crate::util::random_name;
 use crate::wire::shortstr::short;
 
@@ -58,13 +58,13 @@ impl Channel {
                     arguments: d.arguments,
                 };
                 if let Some(cluster) = ctx.cluster.filter(|_| !d.passive && ctx.vhost.queue(&name).is_none()) {
-                    match QueueKind::of(&settings.arguments) {
-                        QueueKind::Quorum => return self.declare_replicated(ctx, cluster, name, settings, d.nowait),
-                        // Exclusive queues serve one connection: they stay on its node.
-                        QueueKind::Classic if settings.exclusive_owner.is_none() => {
-                            return self.declare_classic(ctx, cluster, name, settings, d.nowait)
-                        }
-                        _ => {}
+                    // Through the cluster's log: declare-ok once it is applied here.
+                    let ok = queue::DeclareOk { queue: short(&name), message_count: 0, consumer_count: 0 };
+                    let failed = format!("cannot declare queue '{name}' in vhost '{}'", ctx.vhost.name);
+                    let done = self.reply_when_applied((!d.nowait).then_some(Q::DeclareOk(ok)), failed, (50, 10));
+                    if topology::declare_through_log(cluster, ctx.vhost, &name, &settings, ctx.conn_id, done)? {
+                        self.last_queue = Some(name.as_str().into());
+                        return Ok(None);
                     }
                 }
                 let (q, created) = ctx.vhost.declare_queue(&name, d.passive, settings, ctx.conn_id)?;
@@ -186,36 +186,16 @@ impl Channel {
                         return Ok(None);
                     }
                     Ok(q) => {
-                        if d.if_unused && q.consumer_count() > 0 {
-                            return Err(AmqpError::PreconditionFailed(format!(
-                                "queue '{}' in vhost '{}' in use",
-                                q.name(),
-                                ctx.vhost.name
-                            )));
-                        }
-                        if d.if_empty && q.message_count() > 0 {
-                            return Err(AmqpError::PreconditionFailed(format!(
-                                "queue '{}' in vhost '{}' not empty",
-                                q.name(),
-                                ctx.vhost.name
-                            )));
-                        }
-                        if let Some(cluster) = ctx.cluster.filter(|_| q.kind() == QueueKind::Quorum) {
-                            // Deleted on every node (its consumers cancelled, its log
-                            // dropped) through the cluster's log.
-                            let count = q.message_count();
-                            return self.delete_replicated(ctx, &q, count, d.nowait, |done| {
-                                cluster.delete_quorum_queue(&ctx.vhost.name, q.name(), done)
+                        crate::vhost::check_deletable(&*q, d.if_unused, d.if_empty)?;
+                        if let Some(cluster) = ctx.cluster.filter(|_| topology::deleted_through_log(&q)) {
+                            // delete-ok once the deletion is applied here.
+                            let (nowait, failed) =
+                                (d.nowait, format!("cannot delete queue '{name}' in vhost '{}'", ctx.vhost.name));
+                            topology::delete_through_log(cluster, ctx.vhost, &q, |message_count| {
+                                let ok = queue::DeleteOk { message_count };
+                                self.reply_when_applied((!nowait).then_some(Q::DeleteOk(ok)), failed, (50, 40))
                             });
-                        }
-                        if let Some(cluster) =
-                            ctx.cluster.filter(|_| topology::is_cluster_classic(&q) && q.home().is_none())
-                        {
-                            // Living here: deleted here, then everywhere.
-                            let count = ctx.vhost.delete_queue(&q);
-                            return self.delete_replicated(ctx, &q, count, d.nowait, |done| {
-                                cluster.delete_classic_queue(&ctx.vhost.name, q.name(), done)
-                            });
+                            return Ok(None);
                         }
                         ctx.vhost.delete_queue(&q)
                     }
@@ -230,77 +210,6 @@ impl Channel {
             }
         };
         Ok(if nowait { None } else { Some(AMQPClass::Queue(reply)) })
-    }
-
-    /// queue.declare of a new quorum queue on a node of a cluster: the declaration is
-    /// replicated first, and declare-ok follows once it is committed and the queue
-    /// exists here (the channel handles its next frames meanwhile, as for tx.commit;
-    /// clients wait for declare-ok before using the queue).
-    fn declare_replicated(
-        &mut self,
-        ctx: &Context<'_>,
-        cluster: &Arc<dyn crate::membership::ClusterView>,
-        name: String,
-        settings: QueueSettings,
-        nowait: bool,
-    ) -> AmqpResult<Option<AMQPClass>> {
-        crate::queue::kind::check_properties(QueueKind::Quorum, &name, &ctx.vhost.name, &settings)?;
-        self.last_queue = Some(name.as_str().into());
-        let ok = queue::DeclareOk { queue: short(&name), message_count: 0, consumer_count: 0 };
-        let failed = format!("cannot declare quorum queue '{name}' in vhost '{}'", ctx.vhost.name);
-        let done = self.reply_when_applied((!nowait).then_some(Q::DeclareOk(ok)), failed, (50, 10));
-        cluster.declare_quorum_queue(&ctx.vhost.name, &name, &settings.arguments, done);
-        Ok(None)
-    }
-
-    /// queue.declare of a new classic queue on a node of a cluster: this node is its
-    /// home. The queue is created here at once (the next frame, say a publish after a
-    /// no-wait declare, finds it), then its location goes through the cluster's log;
-    /// declare-ok follows once that is committed and applied here, so the client can
-    /// use it through any node that has applied it. If the cluster does not commit it,
-    /// the queue goes again and the channel is closed (541).
-    fn declare_classic(
-        &mut self,
-        ctx: &Context<'_>,
-        cluster: &Arc<dyn crate::membership::ClusterView>,
-        name: String,
-        settings: QueueSettings,
-        nowait: bool,
-    ) -> AmqpResult<Option<AMQPClass>> {
-        let (q, _) = ctx.vhost.declare_queue(&name, false, settings.clone(), ctx.conn_id)?;
-        self.last_queue = Some(q.name().clone());
-        let ok = queue::DeclareOk { queue: short(&name), message_count: 0, consumer_count: 0 };
-        let failed = format!("cannot declare queue '{name}' in vhost '{}'", ctx.vhost.name);
-        let reply = self.reply_when_applied((!nowait).then_some(Q::DeclareOk(ok)), failed, (50, 10));
-        let vhost = ctx.vhost.clone();
-        cluster.declare_classic_queue(
-            &ctx.vhost.name,
-            &name,
-            &settings,
-            Box::new(move |r| {
-                if r.is_err() {
-                    vhost.delete_queue(&q);
-                }
-                reply(r)
-            }),
-        );
-        Ok(None)
-    }
-
-    /// queue.delete on a node of a cluster: `submit` replicates the deletion, and
-    /// delete-ok (with `count`) follows once it is committed and applied here.
-    fn delete_replicated(
-        &mut self,
-        ctx: &Context<'_>,
-        q: &Arc<Queue>,
-        count: u32,
-        nowait: bool,
-        submit: impl FnOnce(crate::membership::Applied),
-    ) -> AmqpResult<Option<AMQPClass>> {
-        let ok = queue::DeleteOk { message_count: count };
-        let failed = format!("cannot delete queue '{}' in vhost '{}'", q.name(), ctx.vhost.name);
-        submit(self.reply_when_applied((!nowait).then_some(Q::DeleteOk(ok)), failed, (50, 40)));
-        Ok(None)
     }
 
     /// The callback for a replicated change: `reply` (none with nowait) once it is

@@ -27,31 +27,13 @@ impl Channel {
         method: (u16, u16),
     ) -> AmqpResult<Option<AMQPClass>> {
         crate::admin::replicated::apply_topology_here(ctx.vhost, &change)?;
-        let (shared, vhost, undo) =
-            (self.shared.clone(), ctx.vhost.clone(), crate::admin::replicated::undoing(&change));
-        crate::admin::replicated::submit(
-            cluster,
-            change,
-            Box::new(move |r| {
-                let err = match r {
-                    Ok(()) => return,
-                    Err(ChangeError::Amqp(e)) => e,
-                    Err(ChangeError::Admin(e)) => AmqpError::InternalError(e.to_string()),
-                    Err(ChangeError::NotReplicated(why)) => {
-                        log::warn!(
-                            "channel {}: a no-wait definition was not replicated, undone here: {why}",
-                            shared.id
-                        );
-                        if let Some(undo) = &undo {
-                            let _ = crate::admin::replicated::apply_topology_here(&vhost, undo);
-                        }
-                        AmqpError::InternalError(format!("the cluster did not commit the change: {why}"))
-                    }
-                };
-                shared.close_from_outside(&err, method);
-            }),
-        );
-        Ok(None)
+        let (vhost, undo) = (ctx.vhost.clone(), crate::admin::replicated::undoing(&change));
+        let undo = Box::new(move || {
+            if let Some(undo) = &undo {
+                let _ = crate::admin::replicated::apply_topology_here(&vhost, undo);
+            }
+        });
+        self.submit_change(cluster, change, None, method, Some(undo))
     }
 
     /// Submits `change`; `reply` (None with nowait) is sent once this node has applied
@@ -63,6 +45,19 @@ impl Channel {
         change: DefinitionChange,
         reply: Option<AMQPClass>,
         method: (u16, u16),
+    ) -> AmqpResult<Option<AMQPClass>> {
+        self.submit_change(cluster, change, reply, method, None)
+    }
+
+    /// Submits `change`: `reply` once it is applied here; a refusal or a change not
+    /// committed (then `undo` runs first) closes the channel.
+    fn submit_change(
+        &self,
+        cluster: &Arc<dyn ClusterView>,
+        change: DefinitionChange,
+        reply: Option<AMQPClass>,
+        method: (u16, u16),
+        undo: Option<Box<dyn FnOnce() + Send>>,
     ) -> AmqpResult<Option<AMQPClass>> {
         let shared = self.shared.clone();
         crate::admin::replicated::submit(
@@ -80,6 +75,9 @@ impl Channel {
                     Err(ChangeError::Admin(e)) => AmqpError::InternalError(e.to_string()),
                     Err(ChangeError::NotReplicated(why)) => {
                         log::warn!("channel {}: a definition change was not replicated: {why}", shared.id);
+                        if let Some(undo) = undo {
+                            undo();
+                        }
                         AmqpError::InternalError(format!("the cluster did not commit the change: {why}"))
                     }
                 };

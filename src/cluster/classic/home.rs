@@ -246,12 +246,7 @@ impl Session {
                     // Deleting a missing queue succeeds, as in RabbitMQ.
                     Err(_) => return self.send(FromHome::Done { id, result: Ok(0) }),
                 };
-                if if_unused && q.consumer_count() > 0 {
-                    let e = AmqpError::PreconditionFailed(format!("queue '{queue}' in vhost '{vhost}' in use"));
-                    return self.send(FromHome::Done { id, result: Err(WireError::of(&e)) });
-                }
-                if if_empty && q.message_count() > 0 {
-                    let e = AmqpError::PreconditionFailed(format!("queue '{queue}' in vhost '{vhost}' not empty"));
+                if let Err(e) = crate::vhost::check_deletable(&*q, if_unused, if_empty) {
                     return self.send(FromHome::Done { id, result: Err(WireError::of(&e)) });
                 }
                 let count = vh.delete_queue(&q);

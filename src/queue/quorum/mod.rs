@@ -218,42 +218,17 @@ impl QuorumQueue {
     /// left waiting on a log that cannot commit; its consumer gets messages once the
     /// log has it).
     fn submit_then(&self, command: Command, then: Box<dyn FnOnce() + Send>) {
-        let once = Arc::new(Mutex::new(Some(then)));
-        let run = |once: &Mutex<Option<Box<dyn FnOnce() + Send>>>| {
-            let f = once.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(f) = f {
-                f();
-            }
-        };
-        let (name, on_reply) = (self.name.clone(), once.clone());
+        let then = super::answer_within(SYNC_TIMEOUT, (), Box::new(move |()| then()));
+        let name = self.name.clone();
         self.proposer.submit(
             &self.stamped(command),
             Box::new(move |r| {
                 if let Err(e) = r {
                     log::warn!("quorum queue '{name}': a command was not committed: {e}");
                 }
-                run(&on_reply);
+                then(());
             }),
         );
-        smol::spawn(async move {
-            smol::Timer::after(SYNC_TIMEOUT).await;
-            run(&once);
-        })
-        .detach();
-    }
-
-    /// Proposes `command` and waits for its reply (basic.get, purge: the AMQP method
-    /// answers with what the log decided). Blocks the calling thread for one round
-    /// through the log, bounded by [`SYNC_TIMEOUT`].
-    fn submit_and_wait(&self, command: Command) -> Result<Reply, String> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.proposer.submit(
-            &self.stamped(command),
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        rx.recv_timeout(SYNC_TIMEOUT).map_err(|_| "no answer from the queue's log in time".to_string())?
     }
 
     /// What a basic.get's `Dequeue` reply delivers: the message (recorded as checked
@@ -637,9 +612,9 @@ impl QueueType for QuorumQueue {
         }
     }
 
+    /// The blocking form of [`get_later`](QueueType::get_later) (the management API).
     fn get(&self, no_ack: bool, f: &mut dyn FnMut(QueuedMessage, u32)) -> bool {
-        let reply = self.submit_and_wait(Command::Dequeue { consumer: self.get_key(), settled: no_ack });
-        match self.got(no_ack, reply) {
+        match super::wait_answer(|done| self.get_later(no_ack, done)).flatten() {
             // Not under the queue's lock: the channel settles a no-ack get at once
             // (forget), which takes it.
             Some((qm, left)) => {
@@ -690,8 +665,9 @@ impl QueueType for QuorumQueue {
         self.settle(&m, |consumer, ids| Command::Discard { consumer, ids });
     }
 
+    /// The blocking form of [`purge_later`](QueueType::purge_later).
     fn purge(&self) -> u32 {
-        purged(&self.name, self.submit_and_wait(Command::Purge))
+        super::wait_answer(|done| self.purge_later(done)).unwrap_or(0)
     }
 
     fn mark_deleted(&self) -> (u32, Vec<OrphanedConsumer>) {

@@ -139,23 +139,6 @@ impl RemoteQueue {
         self.me.upgrade().map(|q| q as Arc<Queue>)
     }
 
-    /// Sends a request with an id and waits for the answer (on the connection's
-    /// thread; the link answers from another).
-    fn round_trip(&self, make: impl FnOnce(u64) -> ToHome) -> Result<FromHome, String> {
-        let id = self.link.next_id();
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.link.send(
-            make(id),
-            Some((
-                id,
-                Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            )),
-        );
-        rx.recv_timeout(ROUND_TRIP).map_err(|_| format!("no answer from node {} in time", self.home))?
-    }
-
     /// Sends a request with an id; `answer` gets the home's answer or why there is
     /// none (the link failed, or no answer within [`ROUND_TRIP`]).
     fn request(&self, make: impl FnOnce(u64) -> ToHome, answer: Answer) {
@@ -202,45 +185,38 @@ impl RemoteQueue {
         }
     }
 
-    /// The home's figures now (a round trip), remembered for listings.
-    fn fresh_stats(&self) -> Option<HomeStats> {
-        if self.deleted.load(Ordering::Acquire) {
-            return None;
-        }
+    /// Asks the home for the queue's figures and remembers them for listings; `done`
+    /// gets them, or the last known ones if the home did not answer.
+    fn request_stats(&self, done: Box<dyn FnOnce(HomeStats) + Send>) {
         let (vhost, queue) = (self.vhost.to_string(), self.name.to_string());
-        match self.round_trip(|id| ToHome::Stats { id, vhost, queue }) {
-            Ok(FromHome::Stats { result: Ok(s), .. }) => {
-                *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = (s, Some(Instant::now()));
-                Some(s)
-            }
-            Ok(_) => None,
-            Err(e) => {
-                log::debug!("queue '{}': no figures from node {}: {e}", self.name, self.home);
-                None
-            }
-        }
+        let me = self.me.clone();
+        self.request(
+            |id| ToHome::Stats { id, vhost, queue },
+            Box::new(move |r| {
+                let Some(q) = me.upgrade() else { return done(HomeStats::default()) };
+                let mut stats = q.stats.lock().unwrap_or_else(|e| e.into_inner());
+                if let Ok(FromHome::Stats { result: Ok(s), .. }) = r {
+                    *stats = (s, Some(Instant::now()));
+                }
+                let s = stats.0;
+                drop(stats);
+                done(s)
+            }),
+        );
     }
 
     /// The last figures; asks the home again in the background when they are old.
     fn cached_stats(&self) -> HomeStats {
         let (stats, at) = *self.stats.lock().unwrap_or_else(|e| e.into_inner());
         if at.is_none_or(|t| t.elapsed() > STATS_FRESH) && !self.deleted.load(Ordering::Acquire) {
-            let me = self.me.clone();
-            let id = self.link.next_id();
-            let (vhost, queue) = (self.vhost.to_string(), self.name.to_string());
-            self.link.send(
-                ToHome::Stats { id, vhost, queue },
-                Some((
-                    id,
-                    Box::new(move |r| {
-                        if let (Some(q), Ok(FromHome::Stats { result: Ok(s), .. })) = (me.upgrade(), r) {
-                            *q.stats.lock().unwrap_or_else(|e| e.into_inner()) = (s, Some(Instant::now()));
-                        }
-                    }),
-                )),
-            );
+            self.request_stats(Box::new(|_| ()));
         }
         stats
+    }
+
+    /// The home's figures now (a round trip, on this thread).
+    fn fresh_stats(&self) -> HomeStats {
+        super::wait_answer(|done| self.request_stats(done)).unwrap_or_default()
     }
 
     /// Ends consumer `id` here: a consumer still waiting for consume-ok gets `refusal`
@@ -422,24 +398,14 @@ impl QueueType for RemoteQueue {
         }
     }
 
+    /// The blocking form of [`get_later`](QueueType::get_later) (the management API).
     fn get(&self, no_ack: bool, f: &mut dyn FnMut(QueuedMessage, u32)) -> bool {
-        let (vhost, queue) = (self.vhost.to_string(), self.name.to_string());
-        match self.round_trip(|id| ToHome::Get { id, vhost, queue, no_ack }) {
-            Ok(FromHome::Got { result: Ok(Some(got)), .. }) => {
-                let m = QueuedMessage::new(got.delivery, got.redelivered, Arc::new(got.message.into_message()));
-                self.counters.delivered(false, no_ack, m.redelivered);
-                f(m, got.left);
+        match super::wait_answer(|done| self.get_later(no_ack, done)).flatten() {
+            Some((m, left)) => {
+                f(m, left);
                 true
             }
-            Ok(FromHome::Got { result: Ok(None), .. }) => false,
-            Ok(other) => {
-                log::warn!("queue '{}': basic.get through node {} failed: {other:?}", self.name, self.home);
-                false
-            }
-            Err(e) => {
-                log::warn!("queue '{}': basic.get through node {} failed: {e}", self.name, self.home);
-                false
-            }
+            None => false,
         }
     }
 
@@ -482,24 +448,7 @@ impl QueueType for RemoteQueue {
     }
 
     fn counts_later(&self, done: Box<dyn FnOnce(u32, u32) + Send>) {
-        let (vhost, queue) = (self.vhost.to_string(), self.name.to_string());
-        let me = self.me.clone();
-        self.request(
-            |id| ToHome::Stats { id, vhost, queue },
-            Box::new(move |r| match (r, me.upgrade()) {
-                (Ok(FromHome::Stats { result: Ok(s), .. }), q) => {
-                    if let Some(q) = q {
-                        *q.stats.lock().unwrap_or_else(|e| e.into_inner()) = (s, Some(Instant::now()));
-                    }
-                    done(s.ready.min(u64::from(u32::MAX)) as u32, s.consumers)
-                }
-                (_, Some(q)) => {
-                    let s = q.stats.lock().unwrap_or_else(|e| e.into_inner()).0;
-                    done(s.ready.min(u64::from(u32::MAX)) as u32, s.consumers)
-                }
-                (_, None) => done(0, 0),
-            }),
-        );
+        self.request_stats(Box::new(move |s| done(ready(&s), s.consumers)));
     }
 
     fn delete_at_home(&self, if_unused: bool, if_empty: bool, done: Box<dyn FnOnce(AmqpResult<u32>) + Send>) {
@@ -545,15 +494,9 @@ impl QueueType for RemoteQueue {
         self.settle(&m, Settlement::Reject);
     }
 
+    /// The blocking form of [`purge_later`](QueueType::purge_later).
     fn purge(&self) -> u32 {
-        let (vhost, queue) = (self.vhost.to_string(), self.name.to_string());
-        match self.round_trip(|id| ToHome::Purge { id, vhost, queue }) {
-            Ok(FromHome::Done { result: Ok(n), .. }) => n,
-            other => {
-                log::warn!("queue '{}': purge through node {} failed: {other:?}", self.name, self.home);
-                0
-            }
-        }
+        super::wait_answer(|done| self.purge_later(done)).unwrap_or(0)
     }
 
     /// Deleted here by a client: the home deletes it (and the cluster's log then
@@ -564,9 +507,8 @@ impl QueueType for RemoteQueue {
         }
         let mut count = 0;
         if !self.home_deleted.load(Ordering::Acquire) {
-            let (vhost, queue) = (self.vhost.to_string(), self.name.to_string());
-            match self.round_trip(|id| ToHome::Delete { id, vhost, queue, if_unused: false, if_empty: false }) {
-                Ok(FromHome::Done { result: Ok(n), .. }) => count = n,
+            match super::wait_answer(|done| self.delete_at_home(false, false, done)) {
+                Some(Ok(n)) => count = n,
                 other => log::warn!("queue '{}': delete through node {} failed: {other:?}", self.name, self.home),
             }
         }
@@ -592,12 +534,11 @@ impl QueueType for RemoteQueue {
     fn touch(&self) {}
 
     fn message_count(&self) -> u32 {
-        let s = self.fresh_stats().unwrap_or_else(|| self.cached_stats());
-        s.ready.min(u64::from(u32::MAX)) as u32
+        ready(&self.fresh_stats())
     }
 
     fn consumer_count(&self) -> u32 {
-        self.fresh_stats().unwrap_or_else(|| self.cached_stats()).consumers
+        self.fresh_stats().consumers
     }
 
     fn counters(&self) -> &QueueCounters {
@@ -623,4 +564,9 @@ impl QueueType for RemoteQueue {
     fn policies(&self) -> Applied {
         self.policies.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+}
+
+/// The ready count as AMQP carries it.
+fn ready(s: &HomeStats) -> u32 {
+    s.ready.min(u64::from(u32::MAX)) as u32
 }
